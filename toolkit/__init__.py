@@ -1,0 +1,33 @@
+"""CMBA Toolkit: cross-modal budget allocation for LoRA fine-tuning of vision-language models.
+
+The library behind the Streamlit app and the CLI (`python -m toolkit --help`). Typical use:
+
+    >>> from toolkit import load_structure, AllocationSpec, Ratio, Budget, allocate
+    >>> structure = load_structure("llava-1.5-7b")
+    >>> result = allocate(structure, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
+    >>> result.components["projector"].rank
+    32
+"""
+
+from toolkit.allocation import Allocation, allocate, audit
+from toolkit.errors import BudgetError, CmbaError, InputError, ModelLoadError, UnsupportedModelError
+from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
+from toolkit.structure import ModelStructure, load_structure
+
+__all__ = [
+    "Allocation",
+    "AllocationSpec",
+    "AlphaRule",
+    "Budget",
+    "BudgetError",
+    "CmbaError",
+    "InputError",
+    "ModelLoadError",
+    "ModelStructure",
+    "Ratio",
+    "Targets",
+    "UnsupportedModelError",
+    "allocate",
+    "audit",
+    "load_structure",
+]

@@ -1,0 +1,443 @@
+"""The budget solver: per-module LoRA ranks for a ratio at a fixed parameter budget.
+
+    >>> from toolkit import load_structure, allocate, audit, AllocationSpec, Ratio, Budget
+    >>> s = load_structure("llava-1.5-7b")
+    >>> a = allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
+    >>> [a.components[c].rank for c in ("vision", "projector", "language")]
+    [8, 32, 8]
+    >>> audit(s, (4, 16, 4), budget=Budget("rank", 8)).budget_error   # hand-picked: about half the budget
+    -48.9...
+
+LoRA on a module costs r x (in + out). Rank mode puts r_c = s x w_c for each component and solves the
+scale s so the total meets the budget; share mode gives each component w_c / sum(w) of the budget and
+solves each rank from its share. Per-module ranks are capped at min(in, out); capped budget in share mode
+is redistributed. Integer ranks are then chosen among the roundings (and exact multiples of the ratio)
+to minimise |budget error| + ratio (or share) distortion, so 1:4:1 stays 8:32:8 rather than 8:31:8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from itertools import product
+
+from toolkit.architectures import COMPONENTS
+from toolkit.errors import BudgetError, InputError
+from toolkit.spec import AllocationSpec, AlphaRule, Budget, Targets
+from toolkit.structure import LinearModule, ModelStructure
+
+
+@dataclass(frozen=True)
+class ModuleAllocation:
+    """The LoRA a single Linear layer gets."""
+
+    name: str
+    component: str
+    kind: str
+    in_features: int
+    out_features: int
+    rank: int
+    alpha: float
+    params: int
+    capped: bool
+    """the component rank exceeded min(in, out), so this module got min(in, out)"""
+    full_cheaper: bool
+    """r x (in + out) >= in x out: fully training this module would cost no more"""
+
+
+@dataclass(frozen=True)
+class ComponentAllocation:
+    """One component's share of the allocation."""
+
+    component: str
+    weight: float
+    """the requested ratio weight (or, in audit mode, the given rank)"""
+    target_kind: str
+    rank: int
+    """the component's rank (0 = left out); capped modules get less, see `modules`"""
+    alpha: float
+    params: int
+    modules: int
+    share_of_budget: float
+    """fraction of the allocation's trainable parameters"""
+    share_of_model: float
+    """fraction of vision + projector + language parameters of the base model"""
+    capped_modules: int
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The solver's answer; `to_dict()` is the `allocate --json` document, `lora_config()` the PEFT config."""
+
+    model: str
+    model_type: str
+    family: str
+    mode: str
+    """rank | share | audit"""
+    ratio: tuple[float, float, float]
+    budget: int | None
+    budget_spec: str
+    total: int
+    budget_error: float | None
+    """(total - budget) / budget in percent"""
+    achieved_ratio: tuple[float, float, float]
+    components: dict[str, ComponentAllocation]
+    modules: tuple[ModuleAllocation, ...]
+    warnings: tuple[str, ...]
+    targets: Targets = field(default_factory=Targets)
+    alpha_rule: AlphaRule = field(default_factory=AlphaRule)
+
+    def ranks(self) -> tuple[int, int, int]:
+        return tuple(self.components[c].rank for c in COMPONENTS)
+
+    def lora_config_dict(self) -> dict:
+        from toolkit.loraconfig import lora_config_dict
+
+        return lora_config_dict(self)
+
+    def lora_config(self):
+        """A `peft.LoraConfig` whose trainable-parameter count on the model equals `total`."""
+        from peft import LoraConfig
+
+        return LoraConfig(**self.lora_config_dict())
+
+    def to_dict(self, *, with_modules: bool = False) -> dict:
+        out = {
+            "model": self.model,
+            "model_type": self.model_type,
+            "family": self.family,
+            "mode": self.mode,
+            "ratio": list(self.ratio),
+            "budget": self.budget,
+            "budget_spec": self.budget_spec,
+            "total": self.total,
+            "budget_error": self.budget_error,
+            "achieved_ratio": list(self.achieved_ratio),
+            "alpha_rule": {"rule": self.alpha_rule.rule, "value": self.alpha_rule.value},
+            "components": {
+                c: {
+                    "rank": a.rank,
+                    "alpha": a.alpha,
+                    "params": a.params,
+                    "modules": a.modules,
+                    "target_kind": a.target_kind,
+                    "share_of_budget": a.share_of_budget,
+                    "share_of_model": a.share_of_model,
+                    "capped_modules": a.capped_modules,
+                }
+                for c, a in self.components.items()
+            },
+            "warnings": list(self.warnings),
+            "lora_config": self.lora_config_dict(),
+        }
+        if with_modules:
+            out["module_detail"] = [m.__dict__ for m in self.modules]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- costs
+
+
+def _cost(modules: list[LinearModule], rank: float) -> float:
+    """LoRA parameters of these modules at a (possibly fractional) component rank, caps applied."""
+    return sum(m.cost_per_rank * min(rank, m.max_rank) for m in modules)
+
+
+def _invert(groups: list[tuple[float, list[LinearModule]]], target: float) -> float:
+    """Solve sum_c cost(modules_c, s * w_c) = target for s (piecewise linear, increasing)."""
+    points = sorted((m.max_rank / w, m.cost_per_rank * w) for w, mods in groups for m in mods)
+    slope = sum(d for _, d in points)
+    s_prev, f_prev = 0.0, 0.0
+    for s_break, d in points:
+        f_break = f_prev + slope * (s_break - s_prev)
+        if f_break >= target:
+            return s_prev + (target - f_prev) / slope
+        s_prev, f_prev, slope = s_break, f_break, slope - d
+    return s_prev  # target above the all-full-rank maximum: callers check that first
+
+
+def resolve_budget(structure: ModelStructure, budget: Budget, targets: Targets) -> int:
+    """The budget in parameters. A rank budget counts every targeted module of all three components."""
+    if budget.kind == "params":
+        return int(budget.value)
+    if budget.kind == "percent":
+        return round(budget.value / 100 * structure.total_params)
+    return round(budget.value * sum(structure.cost_per_rank(c, targets.kind(c)) for c in COMPONENTS))
+
+
+def _targeted(structure: ModelStructure, targets: Targets, active: list[str]) -> dict[str, list[LinearModule]]:
+    out = {}
+    for comp in active:
+        mods = structure.linears(comp, targets.kind(comp))
+        if not mods:
+            raise InputError(
+                f"targets.{comp}: '{targets.kind(comp)}' selects no Linear layer in the {comp} part of "
+                f"{structure.model_id}; allowed here: {', '.join(structure.kinds_available(comp))}"
+            )
+        out[comp] = mods
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- solver
+
+
+def _exact_ratio_unit(weights: dict[str, float]) -> dict[str, int] | None:
+    """Smallest integer vector proportional to the weights, if they are simple fractions (1:4:1 -> 1,4,1)."""
+    fracs = {}
+    for c, w in weights.items():
+        f = Fraction(w).limit_denominator(20)
+        if abs(float(f) - w) > 1e-9 * max(1.0, w):
+            return None
+        fracs[c] = f
+    lcm = math.lcm(*(f.denominator for f in fracs.values()))
+    ints = {c: int(f * lcm) for c, f in fracs.items()}
+    g = math.gcd(*ints.values())
+    return {c: v // g for c, v in ints.items()}
+
+
+def _spread(values: list[float]) -> float:
+    """Relative spread (max - min) / (max + min): 0 when all equal."""
+    if len(values) < 2:
+        return 0.0
+    hi, lo = max(values), min(values)
+    return (hi - lo) / (hi + lo) if hi + lo > 0 else 0.0
+
+
+def _candidates(mods, ideal, cap, budget) -> set[tuple]:
+    """Integer rank vectors near the continuous solution.
+
+    Every floor/ceil combination, plus, for each component, the combinations of the others with this one
+    re-solved to absorb what rounding the others cost (its floor and ceil), so a fine-grained component
+    can bring the total back to the budget.
+    """
+
+    def clamp(c, r):
+        return max(1, min(cap[c], int(r)))
+
+    options = {c: sorted({clamp(c, math.floor(ideal[c])), clamp(c, math.ceil(ideal[c]))}) for c in mods}
+    out = {tuple(zip(mods, combo)) for combo in product(*(options[c] for c in mods))}
+    for absorber in mods:
+        others = [c for c in mods if c != absorber]
+        for combo in product(*(options[c] for c in others)):
+            fixed = dict(zip(others, combo))
+            rest = budget - sum(_cost(mods[c], r) for c, r in fixed.items())
+            if rest <= 0:
+                continue
+            r_abs = _invert([(1.0, mods[absorber])], rest)
+            for r in {clamp(absorber, math.floor(r_abs)), clamp(absorber, math.ceil(r_abs))}:
+                out.add(tuple((c, r if c == absorber else fixed[c]) for c in mods))
+    return out
+
+
+def _solve_rank_mode(mods, weights, budget):
+    """Ranks proportional to the weights. Returns (ranks, notes)."""
+    s = _invert([(weights[c], mods[c]) for c in mods], budget)
+    cap = {c: max(m.max_rank for m in mods[c]) for c in mods}
+    ideal = {c: s * weights[c] for c in mods}
+    notes = []
+    for c in mods:
+        if ideal[c] < 1:
+            notes.append(f"{c}: the ratio asks for rank {ideal[c]:.2f}; raised to 1, the minimum (the ratio is not kept)")
+        elif ideal[c] >= cap[c]:
+            notes.append(f"{c}: every module is at full rank (max {cap[c]}); the other components took the rest of the budget")
+    free = [c for c in mods if 1 <= ideal[c] < cap[c]]
+
+    def clamp(c, r):
+        return max(1, min(cap[c], int(r)))
+
+    candidates = _candidates(mods, ideal, cap, budget)
+    unit = _exact_ratio_unit({c: weights[c] for c in mods})
+    if unit and free:
+        ref = free[0]
+        t0 = ideal[ref] / unit[ref]
+        for t in {max(1, math.floor(t0)), max(1, math.ceil(t0))}:
+            candidates.add(tuple((c, clamp(c, t * unit[c])) for c in mods))
+
+    def score(cand):
+        ranks = dict(cand)
+        total = sum(_cost(mods[c], ranks[c]) for c in mods)
+        distortion = _spread([ranks[c] / weights[c] for c in free])
+        return (abs(total - budget) / budget + distortion, abs(total - budget))
+
+    return dict(min(candidates, key=score)), notes
+
+
+def _solve_share_mode(mods, weights, budget):
+    """Parameter shares proportional to the weights, with capped budget redistributed."""
+    cap = {c: max(m.max_rank for m in mods[c]) for c in mods}
+    full = {c: _cost(mods[c], cap[c]) for c in mods}
+    floor_cost = {c: _cost(mods[c], 1) for c in mods}
+    pinned: dict[str, float] = {}
+    notes = []
+    while True:
+        free = [c for c in mods if c not in pinned]
+        remaining = budget - sum(_cost(mods[c], r) for c, r in pinned.items())
+        wsum = sum(weights[c] for c in free)
+        want = {c: remaining * weights[c] / wsum for c in free}
+        newly = {c: cap[c] for c in free if want[c] > full[c]}
+        newly.update({c: 1 for c in free if want[c] < floor_cost[c] and c not in newly})
+        if not newly:
+            break
+        pinned.update(newly)
+        for c, r in newly.items():
+            asked = budget * weights[c] / sum(weights.values())
+            if r == cap[c]:
+                notes.append(
+                    f"{c}: its share ({asked:,.0f} params) exceeds LoRA at full rank on its modules "
+                    f"({full[c]:,} params); the excess was redistributed to the other components"
+                )
+            else:
+                notes.append(f"{c}: its share ({asked:,.0f} params) is below rank 1 on every module; raised to rank 1")
+    ideal = dict(pinned)
+    for c in free:
+        ideal[c] = _invert([(1.0, mods[c])], want[c])
+    target_share = {c: _cost(mods[c], ideal[c]) / budget for c in mods}
+
+    def score(cand):
+        costs = {c: _cost(mods[c], r) for c, r in cand}
+        total = sum(costs.values())
+        distortion = max(abs(costs[c] / total - target_share[c]) for c in mods)
+        # Shares are approximate by nature (one rank step of a large component is coarse): weigh the
+        # budget match twice as much as the share distortion.
+        return (abs(total - budget) / budget + 0.5 * distortion, abs(total - budget))
+
+    return dict(min(_candidates(mods, ideal, cap, budget), key=score)), notes
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets, alpha_rule, notes) -> Allocation:
+    module_allocs = []
+    for comp in COMPONENTS:
+        for m in mods.get(comp, []):
+            r = min(ranks[comp], m.max_rank)
+            params = m.cost_per_rank * r
+            module_allocs.append(
+                ModuleAllocation(
+                    name=m.name, component=comp, kind=m.kind, in_features=m.in_features, out_features=m.out_features,
+                    rank=r, alpha=alpha_rule.alpha(r), params=params, capped=ranks[comp] > m.max_rank,
+                    full_cheaper=params >= m.full_params,
+                )
+            )
+    total = sum(m.params for m in module_allocs)
+    model_size = sum(structure.component_params.values()) or 1
+    components = {}
+    for comp in COMPONENTS:
+        mine = [m for m in module_allocs if m.component == comp]
+        rank = ranks.get(comp, 0)
+        components[comp] = ComponentAllocation(
+            component=comp, weight=ratio[COMPONENTS.index(comp)], target_kind=targets.kind(comp), rank=rank,
+            alpha=alpha_rule.alpha(rank) if rank else 0, params=sum(m.params for m in mine), modules=len(mine),
+            share_of_budget=sum(m.params for m in mine) / total if total else 0.0,
+            share_of_model=structure.component_params[comp] / model_size,
+            capped_modules=sum(m.capped for m in mine),
+        )
+    return Allocation(
+        model=structure.model_id, model_type=structure.model_type, family=structure.family, mode=mode,
+        ratio=tuple(ratio), budget=budget, budget_spec=budget_spec, total=total,
+        budget_error=None if budget is None else 100.0 * (total - budget) / budget,
+        achieved_ratio=_achieved_ratio(mode, ratio, components),
+        components=components, modules=tuple(module_allocs),
+        warnings=tuple(notes + _warnings(structure, module_allocs, ranks)), targets=targets, alpha_rule=alpha_rule,
+    )
+
+
+def _achieved_ratio(mode, ratio, components) -> tuple[float, float, float]:
+    """Ranks (rank/audit mode) or params (share mode), scaled so the smallest requested weight is kept."""
+    value = {c: (a.params if mode == "share" else a.rank) for c, a in components.items()}
+    active = [c for c in COMPONENTS if ratio[COMPONENTS.index(c)] > 0 and value[c] > 0]
+    if not active:
+        return (0.0, 0.0, 0.0)
+    ref = min(active, key=lambda c: ratio[COMPONENTS.index(c)])
+    scale = ratio[COMPONENTS.index(ref)] / value[ref]
+    return tuple(round(value[c] * scale, 4) for c in COMPONENTS)
+
+
+def _warnings(structure, module_allocs, ranks) -> list[str]:
+    out = []
+    for comp in COMPONENTS:
+        capped = [m for m in module_allocs if m.component == comp and m.capped]
+        if capped:
+            ex = capped[0]
+            out.append(
+                f"{comp}: {len(capped)} module(s) capped at min(in, out) because rank {ranks[comp]} exceeds it "
+                f"(e.g. {ex.name} at {ex.rank}); higher ranks would add parameters, not capacity"
+            )
+        dear = [m for m in module_allocs if m.component == comp and m.full_cheaper]
+        if dear:
+            ex = dear[0]
+            out.append(
+                f"{comp}: LoRA on {len(dear)} module(s) costs as much as training them fully (e.g. {ex.name}: "
+                f"{ex.params:,} LoRA params vs {ex.in_features * ex.out_features:,} weights); consider full fine-tuning"
+            )
+    if structure.dead:
+        reasons = sorted({m.excluded_reason.split(":", 1)[1].strip() for m in structure.dead})
+        out.append(f"{len(structure.dead)} dead module(s) excluded from the budget: {reasons[0]}"
+                   + (f" (+{len(reasons) - 1} more reasons)" if len(reasons) > 1 else ""))
+    non_language = [c for c in ("vision", "projector") if ranks.get(c)]
+    if non_language:
+        out.append(
+            f"adapters on the {' and '.join(non_language)} are ignored by some serving stacks (e.g. vLLM serves "
+            "LoRA on the language model only): merge the adapter into the base weights before serving there"
+        )
+    return out
+
+
+def allocate(structure: ModelStructure, spec: AllocationSpec) -> Allocation:
+    """Solve per-component ranks for `spec` on `structure` (see module docstring)."""
+    weights = {c: spec.ratio.weight(c) for c in COMPONENTS if spec.ratio.weight(c) > 0}
+    mods = _targeted(structure, spec.targets, list(weights))
+    budget = resolve_budget(structure, spec.budget, spec.targets)
+    minimum = sum(_cost(mods[c], 1) for c in mods)
+    maximum = sum(_cost(mods[c], max(m.max_rank for m in mods[c])) for c in mods)
+    if budget < minimum:
+        raise BudgetError(
+            f"budget: {budget:,} params is below the minimum of {minimum:,} params for this ratio "
+            f"(every targeted module at rank 1)"
+        )
+    if budget > maximum:
+        raise BudgetError(
+            f"budget: {budget:,} params is above the maximum of {maximum:,} params (every targeted module at "
+            "full rank min(in, out)); fully fine-tune instead or lower the budget"
+        )
+    solver = _solve_rank_mode if spec.mode == "rank" else _solve_share_mode
+    ranks, notes = solver(mods, weights, budget)
+    left_out = [c for c in COMPONENTS if c not in weights]
+    notes = notes + [f"{c}: ratio 0 leaves it out (no LoRA; PEFT has no rank 0)" for c in left_out]
+    return _build(
+        structure, mods, ranks, mode=spec.mode, ratio=spec.ratio.as_tuple(), budget=budget,
+        budget_spec=str(spec.budget), targets=spec.targets, alpha_rule=spec.alpha, notes=notes,
+    )
+
+
+def audit(
+    structure: ModelStructure,
+    ranks: tuple[int, int, int],
+    *,
+    budget: Budget | None = None,
+    targets: Targets | None = None,
+    alpha: AlphaRule | None = None,
+) -> Allocation:
+    """What explicit per-component ranks (vision, projector, language; 0 = left out) cost.
+
+    >>> audit(load_structure("llava-1.5-7b"), (8, 8, 8)).total
+    23486464
+    """
+    targets = targets or Targets()
+    alpha = alpha or AlphaRule()
+    if len(ranks) != 3:
+        raise InputError(f"ranks: expected three ranks V:P:L such as 4:16:4, got {len(ranks)} values")
+    for comp, r in zip(COMPONENTS, ranks):
+        if r < 0 or float(r) != int(r):
+            raise InputError(f"ranks: the {comp} rank must be a whole number >= 0, got {r:g}")
+    if not any(ranks):
+        raise InputError("ranks: at least one of the vision, projector, language ranks must be > 0")
+    given = {c: int(r) for c, r in zip(COMPONENTS, ranks) if r > 0}
+    mods = _targeted(structure, targets, list(given))
+    resolved = resolve_budget(structure, budget, targets) if budget else None
+    return _build(
+        structure, mods, given, mode="audit", ratio=tuple(float(r) for r in ranks), budget=resolved,
+        budget_spec=str(budget) if budget else "none", targets=targets, alpha_rule=alpha, notes=[],
+    )

@@ -1,0 +1,199 @@
+"""Which Linear layers of a VLM belong to its vision encoder, projector and language decoder.
+
+A registry maps each supported `model_type` to module-path patterns per component and to a rule that finds
+*dead* modules (Linear layers that never receive a gradient, so LoRA on them is wasted budget). Unknown
+families fall back to name heuristics; if those cannot find both a vision and a language part the user gets
+an `UnsupportedModelError` and can pass patterns (`ComponentPatterns.parse("vision=...;projector=...;...")`).
+
+Patterns are regexes for a module-path prefix: `model\\.visual` matches `model.visual` and everything below
+it. The projector is checked first because some projectors live inside the vision tower (Qwen2-VL's merger).
+Module names are those of the installed transformers major version (v5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from toolkit.errors import InputError, UnsupportedModelError
+
+COMPONENTS = ("vision", "projector", "language")
+EXCLUDED = "excluded"
+
+DeadRule = Callable[[object, Iterable[str]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ComponentPatterns:
+    """Module-path prefix regexes for each component (a module matching none is excluded)."""
+
+    vision: tuple[str, ...]
+    projector: tuple[str, ...]
+    language: tuple[str, ...]
+
+    def __post_init__(self):
+        for comp in COMPONENTS:
+            for pat in getattr(self, comp):
+                try:
+                    re.compile(pat)
+                except re.error as exc:
+                    raise InputError(f"patterns.{comp}: '{pat}' is not a valid regular expression ({exc})") from None
+
+    @classmethod
+    def parse(cls, text: str) -> ComponentPatterns:
+        """Parse `vision=re1,re2;projector=re3;language=re4` (all three components required).
+
+        >>> ComponentPatterns.parse("vision=model.vt;projector=model.proj;language=model.lm").projector
+        ('model.proj',)
+        """
+        parts: dict[str, tuple[str, ...]] = {}
+        for chunk in filter(None, (c.strip() for c in text.split(";"))):
+            key, sep, value = chunk.partition("=")
+            key = key.strip()
+            if not sep or key not in COMPONENTS:
+                raise InputError(
+                    f"patterns: expected 'vision=REGEX;projector=REGEX;language=REGEX', got '{chunk}'"
+                )
+            parts[key] = tuple(p.strip() for p in value.split(",") if p.strip())
+        missing = [c for c in COMPONENTS if not parts.get(c)]
+        if missing:
+            raise InputError(f"patterns: missing {', '.join(missing)} (give all three: vision=...;projector=...;language=...)")
+        return cls(**parts)
+
+    def component_of(self, name: str) -> str:
+        for comp in ("projector", "vision", "language"):
+            if any(re.match(rf"(?:{pat})(?:\.|$)", name) for pat in getattr(self, comp)):
+                return comp
+        return EXCLUDED
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """How one model family splits into components."""
+
+    family: str
+    model_types: tuple[str, ...]
+    patterns: ComponentPatterns
+    dead_rule: DeadRule | None = field(default=None, compare=False)
+
+
+def _vision_layers_after_feature_layer(prefix: str) -> DeadRule:
+    """LLaVA-style models read `hidden_states[vision_feature_layer]`; later encoder layers get no gradient."""
+
+    def rule(config, names: Iterable[str]) -> dict[str, str]:
+        n_layers = config.vision_config.num_hidden_layers
+        feature_layer = getattr(config, "vision_feature_layer", -1)
+        layers = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
+        # hidden_states[j] is the output after j layers, so index j uses layers 0..j-1.
+        used = max(n_layers + 1 + k if k < 0 else k for k in layers)
+        dead = {}
+        layer_re = re.compile(rf"{prefix}\.(\d+)\.")
+        for name in names:
+            m = layer_re.match(name)
+            if m and int(m.group(1)) >= used:
+                dead[name] = f"vision layer {m.group(1)} runs after vision_feature_layer={feature_layer}: no gradient"
+        return dead
+
+    return rule
+
+
+def _prefix_dead(prefix: str, reason: str) -> DeadRule:
+    def rule(config, names: Iterable[str]) -> dict[str, str]:
+        return {n: reason for n in names if n == prefix or n.startswith(prefix + ".")}
+
+    return rule
+
+
+_LLAVA = ComponentPatterns(
+    vision=(r"model\.vision_tower",),
+    projector=(r"model\.multi_modal_projector",),
+    language=(r"model\.language_model",),
+)
+_QWEN = ComponentPatterns(
+    vision=(r"model\.visual",),
+    projector=(r"model\.visual\.merger",),
+    language=(r"model\.language_model",),
+)
+_IDEFICS3 = ComponentPatterns(
+    vision=(r"model\.vision_model",),
+    projector=(r"model\.connector",),
+    language=(r"model\.text_model",),
+)
+
+REGISTRY: tuple[ArchitectureSpec, ...] = (
+    ArchitectureSpec(
+        "llava",
+        ("llava",),
+        _LLAVA,
+        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+    ),
+    ArchitectureSpec(
+        "llava_next",
+        ("llava_next",),
+        _LLAVA,
+        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+    ),
+    ArchitectureSpec(
+        "blip-2",
+        ("blip-2",),
+        ComponentPatterns(
+            vision=(r"vision_model",),
+            projector=(r"qformer", r"language_projection"),
+            language=(r"language_model",),
+        ),
+    ),
+    ArchitectureSpec("qwen2_vl", ("qwen2_vl",), _QWEN),
+    ArchitectureSpec("qwen2_5_vl", ("qwen2_5_vl",), _QWEN),
+    ArchitectureSpec("idefics3", ("idefics3",), _IDEFICS3),
+    ArchitectureSpec("smolvlm", ("smolvlm",), _IDEFICS3),
+    ArchitectureSpec(
+        "paligemma",
+        ("paligemma",),
+        _LLAVA,
+        _prefix_dead("model.vision_tower.head", "SigLIP pooling head: PaliGemma uses the patch tokens, not the pooled output"),
+    ),
+)
+
+
+def spec_for(model_type: str) -> ArchitectureSpec | None:
+    return next((s for s in REGISTRY if model_type in s.model_types), None)
+
+
+# Heuristic keywords, matched against whole path segments (projector first).
+_HEURISTICS = {
+    "projector": r"multi_modal_projector|mm_projector|projector|connector|merger|aligner|language_projection|qformer|resampler|abstractor",
+    "vision": r"vision_tower|vision_model|visual|vision_encoder|image_encoder|vision|vit|vpm",
+    "language": r"language_model|text_model|llm|lm|decoder|text_decoder",
+}
+
+
+def heuristic_component(name: str) -> str:
+    segments = name.split(".")
+    for comp in ("projector", "vision", "language"):
+        if any(re.fullmatch(_HEURISTICS[comp], s) for s in segments):
+            return comp
+    return EXCLUDED
+
+
+_ATTENTION_SEGMENT = re.compile(r".*(attn|attention).*")
+
+
+def module_kind(name: str) -> str:
+    """'attention' when any path segment is an attention block (q/k/v/o, qkv, cross-attention), else 'mlp'."""
+    return "attention" if any(_ATTENTION_SEGMENT.fullmatch(s) for s in name.split(".")) else "mlp"
+
+
+def is_output_head(name: str) -> bool:
+    return name.split(".")[-1] == "lm_head"
+
+
+def require_components(model_id: str, counts: dict[str, int], how: str) -> None:
+    """Raise when classification found no vision or no language Linear layers."""
+    missing = [c for c in ("vision", "language") if counts.get(c, 0) == 0]
+    if missing:
+        raise UnsupportedModelError(
+            f"model: could not find the {' and '.join(missing)} part of '{model_id}' ({how}); "
+            "pass component patterns, e.g. --patterns 'vision=model\\.vision_tower;projector=model\\.mm_projector;"
+            "language=model\\.language_model'"
+        )

@@ -1,0 +1,32 @@
+"""Errors a user can act on.
+
+Every exception raised for bad input derives from `CmbaError` and carries a one-line message that names
+the offending field and what is allowed. The CLI prints `error: <message>` and exits 2; the app shows the
+message in an `st.error` box. Anything else escaping is a bug, not a user error.
+"""
+
+from __future__ import annotations
+
+
+class CmbaError(Exception):
+    """Base class: a clear, one-line, user-facing message."""
+
+    def __init__(self, message: str):
+        # One line only: callers render it verbatim next to the field.
+        super().__init__(" ".join(str(message).split()))
+
+
+class InputError(CmbaError, ValueError):
+    """A value given by the user is malformed or out of range (names the field)."""
+
+
+class ModelLoadError(CmbaError):
+    """A model's config could not be found, read or parsed."""
+
+
+class UnsupportedModelError(CmbaError):
+    """The architecture cannot be split into vision / projector / language."""
+
+
+class BudgetError(InputError):
+    """The budget cannot be met on the targeted modules (below the minimum or above the maximum)."""
