@@ -1,0 +1,25 @@
+"""CMBA Toolkit app: `streamlit run app.py` (or `make app`).
+
+The frame only: page config, navigation, shared sidebar and session defaults. Pages live in app_pages/
+and stay thin: they read widgets, call `toolkit`, and render.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="CMBA Toolkit", page_icon="🧮", layout="wide")
+
+st.session_state.setdefault("ratio_text", "1:4:1")
+
+pages = [
+    st.Page("app_pages/calculator.py", title="Budget calculator", icon="🧮", default=True),
+]
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.markdown("### CMBA Toolkit")
+    st.caption(
+        "Cross-modal budget allocation: how should a fixed LoRA parameter budget be split between a VLM's "
+        "vision encoder, projector and language decoder?"
+    )
+
+page.run()

@@ -1,0 +1,1 @@
+"""Streamlit pages (thin) and the widget helpers they share."""

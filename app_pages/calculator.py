@@ -1,0 +1,69 @@
+"""Budget calculator: a model, a budget and a v:p:l ratio -> per-module LoRA ranks and exact costs."""
+
+import streamlit as st
+
+from app_pages.calculator_ui import (
+    PARAM_COLUMNS,
+    budget_ui,
+    cached_structure,
+    model_picker_ui,
+    options_ui,
+    ratio_ui,
+)
+from toolkit import report
+from toolkit.allocation import allocate
+from toolkit.errors import CmbaError
+from toolkit.loraconfig import lora_config_json, lora_config_snippet
+from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, _number
+
+st.title("Budget calculator")
+left, right = st.columns([1, 2], gap="large")
+with left:
+    model, patterns = model_picker_ui()
+    kind, budget_text = budget_ui()
+    ratio_text = ratio_ui()
+try:
+    if not model:
+        raise CmbaError("model: choose a preset, or enter a Hub id or a local folder")
+    structure = cached_structure(model, patterns)
+    with left:
+        mode, targets, rule, alpha_text = options_ui(structure)
+    spec = AllocationSpec(ratio=Ratio.parse(ratio_text), budget=Budget.parse(kind, budget_text), mode=mode,
+                          targets=Targets(**targets), alpha=AlphaRule(rule, _number(alpha_text, "alpha", "a number > 0")))
+    a = allocate(structure, spec)
+except CmbaError as exc:
+    right.error(str(exc))
+    st.stop()
+
+with right:
+    st.caption(f"{structure.architecture} · family {structure.family} · {structure.total_params:,} parameters"
+               + (f" · config of {structure.hub_id}" if structure.hub_id else ""))
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Budget", f"{a.budget / 1e6:.2f} M", help=f"{a.budget:,} params ({a.budget_spec})")
+    c2.metric("Allocated", f"{a.total / 1e6:.2f} M", help=f"{a.total:,} LoRA params")
+    c3.metric("Budget error", f"{a.budget_error:+.2f}%")
+    c4.metric("Ranks v:p:l", ":".join(str(r) for r in a.ranks()))
+    st.dataframe(report.component_table(a), width="stretch", column_config=PARAM_COLUMNS)
+    for w in a.warnings:
+        st.warning(w)
+    st.altair_chart(report.split_chart(a), width="stretch")
+    grid_tab, audit_tab, config_tab, detail_tab = st.tabs(
+        ["Canonical ratios", "Audit hand-picked ranks", "LoraConfig", "Per-module detail"])
+    with grid_tab:
+        grid = report.ratio_grid(structure, spec)
+        st.dataframe(grid, hide_index=True, width="stretch", column_config=PARAM_COLUMNS)
+        st.altair_chart(report.ratio_grid_chart(grid), width="stretch")
+    with audit_tab:
+        tuples = st.text_input("Hand-picked ranks v:p:l (comma-separated)", value="4:16:4, 8:8:8, 2:8:2", key="audit")
+        try:
+            st.dataframe(report.audit_table(structure, spec, report.parse_rank_tuples(tuples)), hide_index=True)
+        except CmbaError as exc:
+            st.error(str(exc))
+    with config_tab:
+        st.download_button("Download LoraConfig JSON", lora_config_json(a), file_name="cmba_lora_config.json",
+                           mime="application/json")
+        st.code(lora_config_snippet(a), language="python")
+    with detail_tab:
+        st.dataframe(report.module_table(a), hide_index=True, width="stretch")
+        st.caption(f"Excluded from the budget: {len(structure.excluded)} Linear layers")
+        st.dataframe(report.excluded_table(structure), hide_index=True, width="stretch")

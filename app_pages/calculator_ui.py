@@ -1,0 +1,92 @@
+"""Widget helpers of the calculator page: each draws its inputs and returns plain values."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from toolkit.architectures import COMPONENTS, ComponentPatterns
+from toolkit.errors import CmbaError
+from toolkit.spec import ALPHA_RULES, KINDS, Ratio
+from toolkit.structure import load_structure, presets
+
+BUDGET_LABELS = {"rank": "Uniform rank equivalent", "params": "Parameters", "percent": "% of base model"}
+BUDGET_DEFAULTS = {"rank": "8", "params": "20000000", "percent": "0.3"}
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the model's config and building it on the meta device...")
+def cached_structure(model: str, patterns: str | None):
+    """Built once per (model, patterns): changing the ratio or budget never rebuilds the model."""
+    return load_structure(model, patterns=ComponentPatterns.parse(patterns) if patterns else None)
+
+
+def model_picker_ui() -> tuple[str, str | None]:
+    source = st.radio("Model source", ["Preset", "Hub id", "Local folder"], horizontal=True, key="model_source")
+    table = presets()
+    if source == "Preset":
+        names = list(table)
+        model = st.selectbox("Model", names, index=names.index("llava-1.5-7b"), key="preset",
+                             format_func=lambda n: f"{n} — {table[n]['description']}")
+    elif source == "Hub id":
+        model = st.text_input("Hub id", placeholder="llava-hf/llava-1.5-7b-hf", key="hub_id",
+                              help="Only config.json is fetched (needs network).")
+    else:
+        model = st.text_input("Local folder with config.json", placeholder="/path/to/model", key="local_dir")
+    with st.expander("Component patterns (unknown architectures)"):
+        patterns = st.text_input("Patterns", key="patterns", placeholder="vision=RE;projector=RE;language=RE",
+                                 help="Regexes for module-path prefixes; leave empty to use the registry.")
+    return model.strip(), (patterns.strip() or None)
+
+
+def _numbers_to_text():
+    s = st.session_state
+    s.ratio_text = f"{s.ratio_v:g}:{s.ratio_p:g}:{s.ratio_l:g}"
+
+
+def _text_to_numbers():
+    try:
+        vision, projector, language = Ratio.parse(st.session_state.ratio_text).as_tuple()
+    except CmbaError:
+        return  # the page shows the parse error
+    st.session_state.update(ratio_v=vision, ratio_p=projector, ratio_l=language)
+
+
+def ratio_ui() -> str:
+    """Three number inputs and a free-text box kept in sync; returns the text (parsed by the page)."""
+    st.session_state.setdefault("ratio_text", "1:4:1")
+    if "ratio_v" not in st.session_state:
+        _text_to_numbers()
+    st.text_input("Ratio vision : projector : language", key="ratio_text", on_change=_text_to_numbers,
+                  help="e.g. 1:4:1 or 2:4:1; 0 leaves a component out")
+    cols = st.columns(3)
+    for col, comp, key in zip(cols, COMPONENTS, ("ratio_v", "ratio_p", "ratio_l")):
+        col.number_input(comp, min_value=0.0, step=1.0, key=key, on_change=_numbers_to_text)
+    return st.session_state.ratio_text
+
+
+def budget_ui() -> tuple[str, str]:
+    kind = st.radio("Budget as", list(BUDGET_LABELS), format_func=BUDGET_LABELS.get, horizontal=True,
+                    key="budget_kind")
+    value = st.text_input(BUDGET_LABELS[kind], value=BUDGET_DEFAULTS[kind], key=f"budget_{kind}")
+    return kind, value
+
+
+def options_ui(structure) -> tuple[str, dict, str, str]:
+    mode = st.radio("Mode", ["rank", "share"], horizontal=True, key="mode",
+                    help="rank: ranks follow the ratio. share: parameter shares of the budget follow the ratio.")
+    with st.expander("Targets and alpha"):
+        targets = {}
+        for col, comp in zip(st.columns(3), COMPONENTS):
+            kinds = [k for k in KINDS if k in structure.kinds_available(comp)]
+            targets[comp] = col.selectbox(f"{comp} modules", kinds, key=f"targets_{comp}")
+        a, b = st.columns(2)
+        rule = a.selectbox("Alpha rule", ALPHA_RULES, key="alpha_rule",
+                           help="scaled: alpha = k x rank (equal LoRA scaling); fixed: one alpha; rslora: alpha/sqrt(r)")
+        value = b.text_input("k (scaled) or alpha (fixed, rslora)", value="2", key="alpha_value")
+    return mode, targets, rule, value
+
+
+# Parameter counts with thousands separators in every table of the page.
+PARAM_COLUMNS = {
+    name: st.column_config.NumberColumn(format="localized")
+    for name in ["LoRA params", "total", "params"] + [f"{c} params" for c in COMPONENTS]
+}

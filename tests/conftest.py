@@ -1,0 +1,309 @@
+"""Shared fixtures: tiny configs of every supported VLM family, their folders, real models and inputs.
+
+`TINY_CONFIGS` maps a registry family to a config dict exactly as it would appear in a config.json. The
+shapes are small (hidden sizes 24-48, 2-3 layers, vocabulary 128) so a real float32 model builds in
+milliseconds on CPU, and deliberately uneven (vision width != text width, fewer key/value heads than query
+heads, explicit head_dim != hidden / heads, MLP widths unlike either) so that a counting mistake that swaps
+in and out features, or assumes square projections, changes the numbers.
+
+Every config both loads through `toolkit.load_structure` (meta device) and runs a forward and backward pass
+as a real model (`build_tiny_model` + `tiny_inputs`); tests/test_dead_modules.py relies on the latter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the project is not installed into the venv: make `import toolkit` work
+    sys.path.insert(0, str(ROOT))
+
+IMAGE_TOKEN = 120
+"""image placeholder id shared by every tiny config (inside the 128-token vocabulary)"""
+VISION_START, VISION_END = 122, 123
+"""Qwen2-VL / Qwen2.5-VL vision start / end markers"""
+
+TINY_CONFIGS: dict[str, dict] = {
+    "llava": {
+        "model_type": "llava",
+        "image_token_index": IMAGE_TOKEN,
+        "projector_hidden_act": "gelu",
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "image_seq_length": 16,
+        "tie_word_embeddings": False,
+        "vision_config": {
+            "model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 56,
+            "num_attention_heads": 4, "num_hidden_layers": 3, "image_size": 16, "patch_size": 4,
+            "projection_dim": 24,
+        },
+        "text_config": {
+            "model_type": "llama", "hidden_size": 48, "intermediate_size": 80, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 128,
+            "pad_token_id": 0,
+        },
+    },
+    "llava_next": {
+        "model_type": "llava_next",
+        "image_token_index": IMAGE_TOKEN,
+        "projector_hidden_act": "gelu",
+        "vision_feature_layer": [-3, -2],
+        "vision_feature_select_strategy": "default",
+        "image_grid_pinpoints": [[16, 32], [32, 16]],
+        "tie_word_embeddings": False,
+        "vision_config": {
+            "model_type": "clip_vision_model", "hidden_size": 24, "intermediate_size": 40,
+            "num_attention_heads": 2, "num_hidden_layers": 3, "image_size": 16, "patch_size": 4,
+            "projection_dim": 20,
+        },
+        "text_config": {
+            "model_type": "mistral", "hidden_size": 40, "intermediate_size": 72, "num_attention_heads": 4,
+            "num_key_value_heads": 1, "head_dim": 12, "num_hidden_layers": 2, "vocab_size": 128,
+            "max_position_embeddings": 256, "sliding_window": None, "pad_token_id": 0,
+        },
+    },
+    "blip-2": {
+        "model_type": "blip-2",
+        "num_query_tokens": 6,
+        "image_token_index": IMAGE_TOKEN,
+        "use_decoder_only_language_model": True,
+        "vision_config": {
+            "model_type": "blip_2_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+            "qkv_bias": True,
+        },
+        "qformer_config": {
+            "model_type": "blip_2_qformer", "hidden_size": 24, "intermediate_size": 44, "num_attention_heads": 2,
+            "num_hidden_layers": 2, "cross_attention_frequency": 1, "encoder_hidden_size": 32,
+            "vocab_size": 128, "max_position_embeddings": 64,
+        },
+        "text_config": {
+            "model_type": "opt", "hidden_size": 40, "ffn_dim": 68, "num_attention_heads": 4,
+            "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 128, "word_embed_proj_dim": 40,
+            "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2,
+        },
+    },
+    "qwen2_vl": {
+        "model_type": "qwen2_vl",
+        "image_token_id": IMAGE_TOKEN, "video_token_id": 121, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
+        "vision_config": {
+            "depth": 2, "embed_dim": 32, "hidden_size": 48, "mlp_ratio": 3, "num_heads": 4, "in_channels": 3,
+            "patch_size": 2, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        },
+        "text_config": {
+            "hidden_size": 48, "intermediate_size": 72, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 256,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 2, 2], "rope_theta": 10000.0},
+            "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+        },
+    },
+    "qwen2_5_vl": {
+        "model_type": "qwen2_5_vl",
+        "image_token_id": IMAGE_TOKEN, "video_token_id": 121, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
+        "vision_config": {
+            "depth": 2, "hidden_size": 32, "intermediate_size": 56, "out_hidden_size": 40, "num_heads": 4,
+            "in_channels": 3, "patch_size": 2, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "window_size": 8, "fullatt_block_indexes": [1],
+        },
+        "text_config": {
+            "hidden_size": 40, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1,
+            "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 256,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [1, 2, 2], "rope_theta": 10000.0},
+            "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+        },
+    },
+    "idefics3": {
+        "model_type": "idefics3",
+        "image_token_id": IMAGE_TOKEN,
+        "scale_factor": 2,
+        "pad_token_id": 0,
+        "vision_config": {
+            "model_type": "idefics3_vision", "hidden_size": 24, "intermediate_size": 44, "num_attention_heads": 2,
+            "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+        },
+        "text_config": {
+            "model_type": "llama", "hidden_size": 40, "intermediate_size": 60, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 128,
+            "pad_token_id": 0,
+        },
+    },
+    "smolvlm": {
+        "model_type": "smolvlm",
+        "image_token_id": IMAGE_TOKEN,
+        "scale_factor": 2,
+        "pad_token_id": 0,
+        "vision_config": {
+            "model_type": "smolvlm_vision", "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+            "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+        },
+        "text_config": {
+            "model_type": "llama", "hidden_size": 24, "intermediate_size": 64, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "num_hidden_layers": 3, "vocab_size": 128, "max_position_embeddings": 128,
+            "pad_token_id": 0,
+        },
+    },
+    "paligemma": {
+        "model_type": "paligemma",
+        "image_token_index": IMAGE_TOKEN,
+        "projection_dim": 40,
+        "hidden_size": 40,
+        "vocab_size": 128,
+        "pad_token_id": 0,
+        "vision_config": {
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+        },
+        "text_config": {
+            "model_type": "gemma", "hidden_size": 40, "intermediate_size": 68, "num_attention_heads": 4,
+            "num_key_value_heads": 1, "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 128,
+            "max_position_embeddings": 128, "pad_token_id": 0,
+        },
+    },
+}
+
+FAMILIES = tuple(TINY_CONFIGS)
+
+
+def tiny_config_dict(family: str) -> dict:
+    """A fresh copy of the family's config.json content (safe to mutate)."""
+    return copy.deepcopy(TINY_CONFIGS[family])
+
+
+def write_model_dir(folder: Path, config: dict) -> Path:
+    """Write `config` as folder/config.json and return the folder (what `load_structure` takes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, family: str) -> Path:
+    """A fresh folder holding the tiny config.json of `family`."""
+    return write_model_dir(tmp_path_factory.mktemp(f"tiny-{family}"), tiny_config_dict(family))
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """family -> folder with its tiny config.json, written once per session (treat as read-only)."""
+    return {family: tiny_model_dir(tmp_path_factory, family) for family in FAMILIES}
+
+
+_STRUCTURES: dict[str, object] = {}
+
+
+def tiny_structure(tiny_dirs: dict[str, Path], family: str):
+    """`load_structure` of the family's tiny folder, cached for the session (ModelStructure is frozen)."""
+    if family not in _STRUCTURES:
+        from toolkit import load_structure
+
+        _STRUCTURES[family] = load_structure(str(tiny_dirs[family]))
+    return _STRUCTURES[family]
+
+
+def transformers_config(family: str, **overrides):
+    """The transformers config object of the family (built the way `load_structure` builds it).
+
+    `overrides` replace top-level keys of the config dict (e.g. `vision_feature_layer=-1`).
+    """
+    import warnings
+
+    from transformers import AutoConfig
+
+    data = {**tiny_config_dict(family), **copy.deepcopy(overrides)}
+    model_type = data.pop("model_type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoConfig.for_model(model_type, **data)
+
+
+def build_tiny_model(family: str, **overrides):
+    """The real model of the family: CPU, float32, random weights from `torch.manual_seed(0)`, eval mode.
+
+    `overrides` as in `transformers_config`. BLIP-2's zero-initialised query tokens are randomised (below).
+    """
+    import warnings
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    config = transformers_config(family, **overrides)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    if hasattr(model, "query_tokens"):
+        # BLIP-2 initialises its learned Q-Former queries to zeros; trained checkpoints never have that, and
+        # an all-zero input makes the first Q-Former layer's gradients vanish (a fake "dead" module).
+        with torch.no_grad():
+            model.query_tokens.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+    return model.eval()
+
+
+def _ids(*parts) -> list[int]:
+    out: list[int] = []
+    for part in parts:
+        out.extend(part if isinstance(part, list) else [part])
+    return out
+
+
+def tiny_inputs(family: str, model) -> dict:
+    """Real forward inputs for `model` (a `build_tiny_model(family)`): one image, its placeholders, some text.
+
+    Each family gets its own pixel layout and exactly as many image tokens as its vision path produces.
+    """
+    import torch
+
+    config = model.config
+    gen = torch.Generator().manual_seed(1)
+    text_before, text_after = [1, 5, 6], [7, 8, 9, 10]
+
+    def pixels(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    inputs: dict = {}
+    if family in ("llava", "paligemma"):
+        vc = config.vision_config
+        inputs["pixel_values"] = pixels(1, 3, vc.image_size, vc.image_size)
+        n_image = (vc.image_size // vc.patch_size) ** 2  # llava 'default' strategy drops CLS; SigLIP has none
+    elif family == "llava_next":
+        vc = config.vision_config
+        height, width = config.image_grid_pinpoints[0]
+        n_crops = 1 + (height // vc.image_size) * (width // vc.image_size)  # base image + anyres crops
+        inputs["pixel_values"] = pixels(1, n_crops, 3, vc.image_size, vc.image_size)
+        inputs["image_sizes"] = torch.tensor([[height, width]])
+        with torch.no_grad():  # anyres unpadding + newline tokens: ask the model how many features it makes
+            features = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
+        n_image = sum(f.shape[0] for f in features)
+    elif family == "blip-2":
+        vc = config.vision_config
+        inputs["pixel_values"] = pixels(1, 3, vc.image_size, vc.image_size)
+        n_image = config.num_query_tokens
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
+        vc = config.vision_config
+        grid = (1, 8, 8)  # t, h, w in patches; Qwen2.5-VL: 4x4 merged tokens = 2x2 attention windows
+        patch_dim = vc.in_channels * vc.temporal_patch_size * vc.patch_size**2
+        inputs["pixel_values"] = pixels(grid[0] * grid[1] * grid[2], patch_dim)
+        inputs["image_grid_thw"] = torch.tensor([grid])
+        n_image = grid[0] * grid[1] * grid[2] // vc.spatial_merge_size**2
+        text_before = [1, 5, VISION_START]
+        text_after = [VISION_END, 7, 8, 9]
+    elif family in ("idefics3", "smolvlm"):
+        vc = config.vision_config
+        inputs["pixel_values"] = pixels(1, 1, 3, vc.image_size, vc.image_size)  # batch, images, C, H, W
+        inputs["pixel_attention_mask"] = torch.ones(1, 1, vc.image_size, vc.image_size, dtype=torch.bool)
+        n_image = (vc.image_size // vc.patch_size) ** 2 // config.scale_factor**2
+    else:
+        raise KeyError(f"no tiny inputs for family '{family}'")
+
+    ids = _ids(text_before, [IMAGE_TOKEN] * n_image, text_after)
+    inputs["input_ids"] = torch.tensor([ids])
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if family in ("qwen2_vl", "qwen2_5_vl"):  # M-RoPE needs to know which tokens are image tokens (1)
+        inputs["mm_token_type_ids"] = (inputs["input_ids"] == IMAGE_TOKEN).int()
+    if family == "paligemma":  # image + prefix attend bidirectionally, the suffix causally
+        inputs["token_type_ids"] = torch.tensor([[0] * (len(ids) - 2) + [1, 1]])
+    return inputs

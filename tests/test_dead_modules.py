@@ -1,0 +1,105 @@
+"""Empirical ground truth for the dead-module rules in `toolkit.architectures`.
+
+For every family: build the real tiny model, put a LoRA (lora_B initialised randomly, so lora_A gets a
+gradient too) on every nn.Linear except the output head, run one forward + backward pass on real inputs for
+that family (an image and its placeholder tokens), and collect the Linear layers whose LoRA got no gradient at
+all. That set must be exactly what `load_structure` marks as dead:
+
+- LLaVA / LLaVA-NeXT: vision layers after `vision_feature_layer` (their output is never read);
+- PaliGemma: the SigLIP pooling head (PaliGemma feeds patch tokens, not the pooled output, to the projector);
+- every other family: nothing.
+
+A module that gets a gradient but is marked dead would be wrongly left out of the budget; a module that gets
+none but is counted would waste budget.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILIES, build_tiny_model, tiny_config_dict, tiny_inputs, tiny_structure, write_model_dir
+from peft import LoraConfig, get_peft_model
+
+from toolkit import load_structure
+from toolkit.architectures import is_output_head
+
+EXPECTED_DEAD = {
+    "llava": {
+        f"model.vision_tower.encoder.layers.2.{m}"
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+    },
+    "llava_next": {
+        f"model.vision_tower.encoder.layers.2.{m}"
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+    },
+    "paligemma": {
+        "model.vision_tower.head.attention.out_proj",
+        "model.vision_tower.head.mlp.fc1",
+        "model.vision_tower.head.mlp.fc2",
+    },
+}
+"""What the tiny configs must produce (3-layer CLIP towers read at -2 / [-3, -2]; SigLIP with its head)."""
+
+
+def _lora_gradients(family: str, **overrides) -> tuple[set[str], set[str]]:
+    """(targeted Linear names, those whose LoRA received no gradient) after one forward + backward."""
+    model = build_tiny_model(family, **overrides)
+    inputs = tiny_inputs(family, model)
+    targets = sorted(
+        n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not is_output_head(n)
+    )
+    config = LoraConfig(r=2, lora_alpha=2, target_modules=targets, lora_dropout=0.0, init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    out = peft_model(**inputs)
+    out.logits.float().pow(2).mean().backward()
+
+    grads: dict[str, list[torch.Tensor | None]] = {}
+    for name, param in peft_model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            base = name.split(".lora_")[0].removeprefix("base_model.model.")
+            grads.setdefault(base, []).append(param.grad)
+    assert set(grads) == set(targets), "every targeted Linear should carry a LoRA"
+    silent = {base for base, gs in grads.items() if all(g is None or not g.any() for g in gs)}
+    return set(targets), silent
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dead_modules_match_reality(tiny_dirs, family):
+    targets, silent = _lora_gradients(family)
+    structure = tiny_structure(tiny_dirs, family)
+    dead = {m.name for m in structure.dead}
+
+    assert dead <= targets, "dead modules must be real Linear layers of the model"
+    assert silent == dead, (
+        f"{family}: no gradient but not marked dead: {sorted(silent - dead)}; "
+        f"marked dead but gets a gradient: {sorted(dead - silent)}"
+    )
+    assert dead == EXPECTED_DEAD.get(family, set())
+    # Every live module is classified into a component; only the dead and the output head are excluded.
+    for m in structure.modules:
+        if m.name in silent:
+            assert m.component == "excluded" and m.excluded_reason.startswith("dead")
+        elif not is_output_head(m.name):
+            assert m.component in ("vision", "projector", "language"), m
+
+
+@pytest.mark.parametrize(
+    ("family", "feature_layer", "dead_layers"),
+    [
+        ("llava", -1, set()),  # the last layer's output is read: nothing dead
+        ("llava", 1, {1, 2}),  # hidden_states[1] is the output of layer 0
+        ("llava_next", [-1, 1], set()),  # a list: the deepest entry decides
+        ("llava_next", [0, -3], {1, 2}),  # hidden_states[0] is the embeddings, -3 is after layer 0
+    ],
+)
+def test_vision_feature_layer_variants(tmp_path, family, feature_layer, dead_layers):
+    """Other `vision_feature_layer` values (int, non-negative, lists): the rule and reality still agree."""
+    config = tiny_config_dict(family)
+    config["vision_feature_layer"] = feature_layer
+    structure = load_structure(str(write_model_dir(tmp_path, config)))
+    dead = {m.name for m in structure.dead}
+    assert {int(n.split(".")[4]) for n in dead} == dead_layers
+    assert len(dead) == 6 * len(dead_layers)  # q, k, v, out_proj, fc1, fc2 per CLIP layer
+
+    _, silent = _lora_gradients(family, vision_feature_layer=feature_layer)
+    assert silent == dead

@@ -1,0 +1,156 @@
+"""Tables (pandas) and charts (Altair) of allocations, for the app and notebooks. Pure: no Streamlit.
+
+    >>> a = allocate(load_structure("llava-1.5-7b"), AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
+    >>> component_table(a)            # rank, alpha, modules, params, share of budget vs share of model
+    >>> split_chart(a)                # the "disproportion": budget split next to model-size split
+    >>> ratio_grid(structure, spec)   # the study's canonical ratios at the same budget
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import altair as alt
+import pandas as pd
+
+from toolkit.allocation import Allocation, allocate, audit
+from toolkit.architectures import COMPONENTS
+from toolkit.errors import CmbaError
+from toolkit.spec import AllocationSpec, Ratio
+from toolkit.structure import ModelStructure
+
+CANONICAL_RATIOS = ("1:1:1", "1:2:1", "1:4:1", "2:1:1", "1:1:2", "2:4:1")
+COLORS = alt.Scale(domain=list(COMPONENTS), range=["#4c78a8", "#f58518", "#54a24b"])
+
+
+def component_table(a: Allocation) -> pd.DataFrame:
+    rows = []
+    for c in COMPONENTS:
+        x = a.components[c]
+        rows.append({
+            "component": c,
+            "targets": x.target_kind,
+            "rank": x.rank,
+            "alpha": x.alpha,
+            "modules": x.modules,
+            "capped": x.capped_modules,
+            "LoRA params": x.params,
+            "share of budget %": round(100 * x.share_of_budget, 2),
+            "share of model %": round(100 * x.share_of_model, 2),
+            "disproportion": round(x.share_of_budget / x.share_of_model, 2) if x.share_of_model else None,
+        })
+    return pd.DataFrame(rows).set_index("component")
+
+
+def module_table(a: Allocation) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"module": m.name, "component": m.component, "kind": m.kind, "in": m.in_features, "out": m.out_features,
+         "rank": m.rank, "alpha": m.alpha, "LoRA params": m.params, "capped": m.capped,
+         "full training cheaper": m.full_cheaper}
+        for m in a.modules
+    ])
+
+
+def excluded_table(structure: ModelStructure) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"module": m.name, "in": m.in_features, "out": m.out_features, "why excluded": m.excluded_reason}
+        for m in structure.excluded
+    ])
+
+
+def split_chart(a: Allocation) -> alt.Chart:
+    """Share of the LoRA budget next to share of the model's parameters, per component."""
+    data = pd.DataFrame(
+        [{"component": c, "split": "LoRA budget", "share %": 100 * a.components[c].share_of_budget} for c in COMPONENTS]
+        + [{"component": c, "split": "model size", "share %": 100 * a.components[c].share_of_model} for c in COMPONENTS]
+    )
+    base = alt.Chart(data).encode(
+        x=alt.X("component:N", sort=list(COMPONENTS), title=None),
+        xOffset=alt.XOffset("split:N"),
+        y=alt.Y("share %:Q", title="share (%)"),
+        color=alt.Color("split:N", scale=alt.Scale(range=["#f58518", "#9ecae9"]), title=None),
+        tooltip=["component", "split", alt.Tooltip("share %:Q", format=".2f")],
+    )
+    labels = base.mark_text(dy=-6).encode(text=alt.Text("share %:Q", format=".1f"))
+    return (base.mark_bar() + labels).properties(height=260, title="Share of the LoRA budget vs share of the model")
+
+
+def ratio_grid(structure: ModelStructure, spec: AllocationSpec, ratios=CANONICAL_RATIOS) -> pd.DataFrame:
+    """The same budget solved for each ratio (a ratio the budget cannot meet shows its error)."""
+    rows = []
+    for text in ratios:
+        row = {"ratio": text}
+        try:
+            a = allocate(structure, replace(spec, ratio=Ratio.parse(text)))
+        except CmbaError as exc:
+            row["note"] = str(exc)
+            rows.append(row)
+            continue
+        for c in COMPONENTS:
+            row[f"{c} rank"] = a.components[c].rank
+        for c in COMPONENTS:
+            row[f"{c} params"] = a.components[c].params
+        row.update({"total": a.total, "budget error %": round(a.budget_error, 2), "note": ""})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ratio_grid_chart(grid: pd.DataFrame) -> alt.Chart:
+    long = grid.dropna(subset=["total"]).melt(
+        id_vars=["ratio"], value_vars=[f"{c} params" for c in COMPONENTS], var_name="component", value_name="params"
+    )
+    long["component"] = long["component"].str.replace(" params", "", regex=False)
+    return alt.Chart(long).mark_bar().encode(
+        y=alt.Y("ratio:N", sort=list(grid["ratio"]), title="ratio v:p:l"),
+        x=alt.X("params:Q", stack="zero", title="LoRA parameters"),
+        color=alt.Color("component:N", scale=COLORS, sort=list(COMPONENTS)),
+        tooltip=["ratio", "component", alt.Tooltip("params:Q", format=",")],
+    ).properties(height=260, title="Canonical ratios at the same budget")
+
+
+def parse_rank_tuples(text: str) -> list[tuple[int, int, int]]:
+    """'4:16:4, 8:8:8' -> [(4, 16, 4), (8, 8, 8)] (whole ranks >= 0)."""
+    from toolkit.errors import InputError
+
+    out = []
+    for chunk in filter(None, (c.strip() for c in text.replace(";", ",").split(","))):
+        values = Ratio.parse(chunk).as_tuple()
+        if any(v != int(v) for v in values):
+            raise InputError(f"ranks: '{chunk}' must be whole numbers such as 4:16:4")
+        out.append(tuple(int(v) for v in values))
+    if not out:
+        raise InputError("ranks: give at least one V:P:L rank tuple such as 4:16:4")
+    return out
+
+
+def audit_table(structure: ModelStructure, spec: AllocationSpec, tuples: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """What hand-picked rank tuples cost against the budget, next to the budget-matched ranks of their ratio."""
+    rows = []
+    for ranks in tuples:
+        a = audit(structure, ranks, budget=spec.budget, targets=spec.targets, alpha=spec.alpha)
+        row = {"hand-picked": ":".join(map(str, ranks)), "params": a.total,
+               "% of budget": round(100 * a.total / a.budget, 1), "budget error %": round(a.budget_error, 2)}
+        try:
+            matched = allocate(structure, replace(spec, ratio=Ratio(*map(float, ranks)), mode="rank"))
+            row["budget-matched ranks"] = ":".join(str(r) for r in matched.ranks())
+            row["matched error %"] = round(matched.budget_error, 2)
+        except CmbaError as exc:
+            row["budget-matched ranks"] = f"n/a ({exc})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_summary(structure: ModelStructure, spec: AllocationSpec) -> dict:
+    """Budget in params plus its uniform-rank and percent equivalents (for display next to the input)."""
+    from toolkit.allocation import resolve_budget
+
+    params = resolve_budget(structure, spec.budget, spec.targets)
+    per_rank = sum(structure.cost_per_rank(c, spec.targets.kind(c)) for c in COMPONENTS)
+    return {"params": params, "uniform rank": params / per_rank,
+            "percent of model": 100 * params / structure.total_params}
+
+
+__all__ = [
+    "CANONICAL_RATIOS", "audit_table", "budget_summary", "component_table", "excluded_table",
+    "module_table", "parse_rank_tuples", "ratio_grid", "ratio_grid_chart", "split_chart",
+]
