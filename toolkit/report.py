@@ -29,15 +29,15 @@ def component_table(a: Allocation) -> pd.DataFrame:
         x = a.components[c]
         rows.append({
             "component": c,
-            "targets": x.target_kind,
             "rank": x.rank,
             "alpha": x.alpha,
             "modules": x.modules,
             "capped": x.capped_modules,
             "LoRA params": x.params,
-            "share of budget %": round(100 * x.share_of_budget, 2),
-            "share of model %": round(100 * x.share_of_model, 2),
-            "disproportion": round(x.share_of_budget / x.share_of_model, 2) if x.share_of_model else None,
+            "budget %": round(100 * x.share_of_budget, 2),
+            "model %": round(100 * x.share_of_model, 2),
+            # the study's "disproportion": > 1 means more of the budget than of the model
+            "budget/model": round(x.share_of_budget / x.share_of_model, 2) if x.share_of_model else None,
         })
     return pd.DataFrame(rows).set_index("component")
 
@@ -88,9 +88,10 @@ def ratio_grid(structure: ModelStructure, spec: AllocationSpec, ratios=CANONICAL
             continue
         for c in COMPONENTS:
             row[f"{c} rank"] = a.components[c].rank
+        row.update({"budget error %": round(a.budget_error, 2), "total": a.total})
         for c in COMPONENTS:
             row[f"{c} params"] = a.components[c].params
-        row.update({"total": a.total, "budget error %": round(a.budget_error, 2), "note": ""})
+        row["note"] = "; ".join(w for w in a.warnings if w.startswith(COMPONENTS))
         rows.append(row)
     return pd.DataFrame(rows)
 
