@@ -6,8 +6,15 @@ milliseconds on CPU, and deliberately uneven (vision width != text width, fewer 
 heads, explicit head_dim != hidden / heads, MLP widths unlike either) so that a counting mistake that swaps
 in and out features, or assumes square projections, changes the numbers.
 
+`VARIANTS` adds a few real-world variations of a family (BLIP-2 with Flan-T5, BLIP-2 with the Q-Former text
+branch, PaliGemma without the SigLIP head); `MODELS` lists every key, and every helper below accepts either.
+
 Every config both loads through `toolkit.load_structure` (meta device) and runs a forward and backward pass
 as a real model (`build_tiny_model` + `tiny_inputs`); tests/test_dead_modules.py relies on the latter.
+
+Helpers: `tiny_config_dict(key)`, `write_model_dir(folder, config)`, `tiny_model_dir(tmp_path_factory, key)`,
+the session fixture `tiny_dirs` (key -> folder), `tiny_structure(tiny_dirs, key)` (cached `load_structure`),
+`transformers_config(key)`, `build_tiny_model(key)` and `tiny_inputs(key, model)`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ VISION_START, VISION_END = 122, 123
 """Qwen2-VL / Qwen2.5-VL vision start / end markers"""
 
 TINY_CONFIGS: dict[str, dict] = {
+    # CLIP (3 layers) read at vision_feature_layer=-2, so its last layer is dead; 2-layer MLP projector; Llama
+    # text with 2 KV heads of 4.
     "llava": {
         "model_type": "llava",
         "image_token_index": IMAGE_TOKEN,
@@ -48,6 +57,8 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 0,
         },
     },
+    # Feature layers as a list ([-3, -2] -> layer 2 dead, projector input 2 x 24); anyres with a 16x32 pinpoint
+    # (1 base + 2 crops); Mistral text with one KV head and head_dim 12 != 40 / 4.
     "llava_next": {
         "model_type": "llava_next",
         "image_token_index": IMAGE_TOKEN,
@@ -67,6 +78,8 @@ TINY_CONFIGS: dict[str, dict] = {
             "max_position_embeddings": 256, "sliding_window": None, "pad_token_id": 0,
         },
     },
+    # BLIP-2 needs image_token_index to place its num_query_tokens outputs; cross-attention in every Q-Former
+    # layer; OPT text.
     "blip-2": {
         "model_type": "blip-2",
         "num_query_tokens": 6,
@@ -88,6 +101,7 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2,
         },
     },
+    # The merger (projector) lives inside model.visual; embed_dim 32 -> merged 4 x 32 -> 48 text hidden.
     "qwen2_vl": {
         "model_type": "qwen2_vl",
         "image_token_id": IMAGE_TOKEN, "video_token_id": 121, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
@@ -102,6 +116,7 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
         },
     },
+    # Window attention in block 0, full attention in block 1 (window_size 8 = 2x2 merged tokens per window).
     "qwen2_5_vl": {
         "model_type": "qwen2_5_vl",
         "image_token_id": IMAGE_TOKEN, "video_token_id": 121, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
@@ -117,6 +132,7 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
         },
     },
+    # Pixel shuffle (scale 2): connector 4 x 24 -> 40.
     "idefics3": {
         "model_type": "idefics3",
         "image_token_id": IMAGE_TOKEN,
@@ -132,6 +148,7 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 0,
         },
     },
+    # Like Idefics3 with the text narrower than the vision tower (24 < 32) and 3 text layers.
     "smolvlm": {
         "model_type": "smolvlm",
         "image_token_id": IMAGE_TOKEN,
@@ -147,6 +164,8 @@ TINY_CONFIGS: dict[str, dict] = {
             "pad_token_id": 0,
         },
     },
+    # SigLIP without "vision_use_head": the pooling head is built (SigLIP's default) and is dead; Gemma text
+    # with one KV head and head_dim 16 (q_proj 40 -> 64).
     "paligemma": {
         "model_type": "paligemma",
         "image_token_index": IMAGE_TOKEN,
@@ -168,10 +187,44 @@ TINY_CONFIGS: dict[str, dict] = {
 
 FAMILIES = tuple(TINY_CONFIGS)
 
+VARIANTS: dict[str, tuple[str, dict]] = {
+    # BLIP-2 with a Flan-T5 encoder-decoder language model (Salesforce/blip2-flan-t5-*): T5 names its
+    # attention blocks `SelfAttention` / `EncDecAttention` and its MLP `DenseReluDense.wi_0/wi_1/wo`.
+    "blip-2+flan-t5": ("blip-2", {
+        "use_decoder_only_language_model": False,
+        "text_config": {
+            "model_type": "t5", "d_model": 40, "d_kv": 12, "d_ff": 68, "num_heads": 4, "num_layers": 2,
+            "num_decoder_layers": 2, "vocab_size": 128, "feed_forward_proj": "gated-gelu",
+            "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": False,
+        },
+    }),
+    # Q-Former built with its text branch (as in Salesforce/blip2-itm-vit-g): BERT embeddings plus a text
+    # FFN (`intermediate.dense`, `output.dense`) per layer next to the query FFN.
+    "blip-2+qformer-text": ("blip-2", {
+        "qformer_config": {**TINY_CONFIGS["blip-2"]["qformer_config"], "use_qformer_text_input": True},
+    }),
+    # PaliGemma's own default vision tower: SigLIP without the pooling head, so nothing is dead.
+    "paligemma-no-head": ("paligemma", {
+        "vision_config": {**TINY_CONFIGS["paligemma"]["vision_config"], "vision_use_head": False},
+    }),
+}
+"""variant name -> (registry family, top-level keys replaced in that family's tiny config)"""
 
-def tiny_config_dict(family: str) -> dict:
-    """A fresh copy of the family's config.json content (safe to mutate)."""
-    return copy.deepcopy(TINY_CONFIGS[family])
+MODELS = FAMILIES + tuple(VARIANTS)
+"""every tiny model key: a family name (its `TINY_CONFIGS` entry) or a variant name"""
+
+
+def family_of(key: str) -> str:
+    """The registry family of a tiny model key (`blip-2+flan-t5` -> `blip-2`)."""
+    return VARIANTS[key][0] if key in VARIANTS else key
+
+
+def tiny_config_dict(key: str) -> dict:
+    """A fresh copy of the config.json content of a family or variant (safe to mutate)."""
+    if key in VARIANTS:
+        family, overrides = VARIANTS[key]
+        return copy.deepcopy({**TINY_CONFIGS[family], **overrides})
+    return copy.deepcopy(TINY_CONFIGS[key])
 
 
 def write_model_dir(folder: Path, config: dict) -> Path:
@@ -182,30 +235,30 @@ def write_model_dir(folder: Path, config: dict) -> Path:
 
 
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, family: str) -> Path:
-    """A fresh folder holding the tiny config.json of `family`."""
+    """A fresh folder holding the tiny config.json of `family` (or of a variant name)."""
     return write_model_dir(tmp_path_factory.mktemp(f"tiny-{family}"), tiny_config_dict(family))
 
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    """family -> folder with its tiny config.json, written once per session (treat as read-only)."""
-    return {family: tiny_model_dir(tmp_path_factory, family) for family in FAMILIES}
+    """family or variant -> folder with its tiny config.json, written once per session (treat as read-only)."""
+    return {key: tiny_model_dir(tmp_path_factory, key) for key in MODELS}
 
 
 _STRUCTURES: dict[str, object] = {}
 
 
-def tiny_structure(tiny_dirs: dict[str, Path], family: str):
-    """`load_structure` of the family's tiny folder, cached for the session (ModelStructure is frozen)."""
-    if family not in _STRUCTURES:
+def tiny_structure(tiny_dirs: dict[str, Path], key: str):
+    """`load_structure` of a tiny folder, cached for the session (ModelStructure is frozen)."""
+    if key not in _STRUCTURES:
         from toolkit import load_structure
 
-        _STRUCTURES[family] = load_structure(str(tiny_dirs[family]))
-    return _STRUCTURES[family]
+        _STRUCTURES[key] = load_structure(str(tiny_dirs[key]))
+    return _STRUCTURES[key]
 
 
-def transformers_config(family: str, **overrides):
-    """The transformers config object of the family (built the way `load_structure` builds it).
+def transformers_config(key: str, **overrides):
+    """The transformers config object of a family or variant (built the way `load_structure` builds it).
 
     `overrides` replace top-level keys of the config dict (e.g. `vision_feature_layer=-1`).
     """
@@ -213,15 +266,15 @@ def transformers_config(family: str, **overrides):
 
     from transformers import AutoConfig
 
-    data = {**tiny_config_dict(family), **copy.deepcopy(overrides)}
+    data = {**tiny_config_dict(key), **copy.deepcopy(overrides)}
     model_type = data.pop("model_type")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return AutoConfig.for_model(model_type, **data)
 
 
-def build_tiny_model(family: str, **overrides):
-    """The real model of the family: CPU, float32, random weights from `torch.manual_seed(0)`, eval mode.
+def build_tiny_model(key: str, **overrides):
+    """The real model of a family or variant: CPU, float32, random weights from `torch.manual_seed(0)`, eval.
 
     `overrides` as in `transformers_config`. BLIP-2's zero-initialised query tokens are randomised (below).
     """
@@ -230,7 +283,7 @@ def build_tiny_model(family: str, **overrides):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    config = transformers_config(family, **overrides)
+    config = transformers_config(key, **overrides)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -243,20 +296,14 @@ def build_tiny_model(family: str, **overrides):
     return model.eval()
 
 
-def _ids(*parts) -> list[int]:
-    out: list[int] = []
-    for part in parts:
-        out.extend(part if isinstance(part, list) else [part])
-    return out
-
-
-def tiny_inputs(family: str, model) -> dict:
-    """Real forward inputs for `model` (a `build_tiny_model(family)`): one image, its placeholders, some text.
+def tiny_inputs(key: str, model) -> dict:
+    """Real forward inputs for `model` (a `build_tiny_model(key)`): one image, its placeholders, some text.
 
     Each family gets its own pixel layout and exactly as many image tokens as its vision path produces.
     """
     import torch
 
+    family = family_of(key)
     config = model.config
     gen = torch.Generator().manual_seed(1)
     text_before, text_after = [1, 5, 6], [7, 8, 9, 10]
@@ -299,11 +346,13 @@ def tiny_inputs(family: str, model) -> dict:
     else:
         raise KeyError(f"no tiny inputs for family '{family}'")
 
-    ids = _ids(text_before, [IMAGE_TOKEN] * n_image, text_after)
+    ids = text_before + [IMAGE_TOKEN] * n_image + text_after
     inputs["input_ids"] = torch.tensor([ids])
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if family in ("qwen2_vl", "qwen2_5_vl"):  # M-RoPE needs to know which tokens are image tokens (1)
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == IMAGE_TOKEN).int()
+    if family == "blip-2" and not config.use_decoder_only_language_model:  # T5: the decoder needs a prompt
+        inputs["decoder_input_ids"] = torch.tensor([[0, 7, 8, 9]])
     if family == "paligemma":  # image + prefix attend bidirectionally, the suffix causally
         inputs["token_type_ids"] = torch.tensor([[0] * (len(ids) - 2) + [1, 1]])
     return inputs

@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from conftest import FAMILIES, build_tiny_model, tiny_structure
+from conftest import MODELS, build_tiny_model, tiny_structure
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 
@@ -30,6 +30,9 @@ SPECS = {
     "rank-0:1:1": AllocationSpec(ratio=Ratio.parse("0:1:1"), budget=Budget("rank", 4), mode="rank"),
     "share-2:1:0": AllocationSpec(ratio=Ratio.parse("2:1:0"), budget=Budget("rank", 3), mode="share"),
     "audit-2:8:2": (2, 8, 2),
+    # Ranks above min(in, out) of narrow modules (few-KV-head k/v projections, 24-wide layers): capped
+    # modules get their own rank_pattern keys, the part of the export most likely to go wrong.
+    "audit-capped": (26, 48, 26),
     "lang-attention": AllocationSpec(
         ratio=Ratio.parse("1:2:1"), budget=Budget("rank", 4), mode="rank", targets=Targets(language="attention")
     ),
@@ -41,6 +44,10 @@ SPECS = {
         ratio=Ratio.parse("1:3:2"), budget=Budget("params", 20_000), mode="share", alpha=AlphaRule("fixed", 8)
     ),
 }
+
+
+def _cases(spec_ids):
+    return [(key, spec_id) for key in MODELS for spec_id in spec_ids]
 
 
 def _allocation(tiny_dirs, family: str, spec_id: str):
@@ -58,8 +65,7 @@ def _peft_model(family: str, config: LoraConfig):
     return get_peft_model(build_tiny_model(family), config)
 
 
-@pytest.mark.parametrize("spec_id", SPECS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "spec_id"), _cases(SPECS))
 def test_peft_counts_match_allocation(tiny_dirs, family, spec_id):
     allocation = _allocation(tiny_dirs, family, spec_id)
     assert allocation.total > 0
@@ -86,8 +92,7 @@ def test_peft_counts_match_allocation(tiny_dirs, family, spec_id):
             assert per_component[comp] == 0
 
 
-@pytest.mark.parametrize("spec_id", SPECS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "spec_id"), _cases(SPECS))
 def test_peft_ranks_and_alphas_match_allocation(tiny_dirs, family, spec_id):
     allocation = _allocation(tiny_dirs, family, spec_id)
     peft_model = _peft_model(family, allocation.lora_config())
@@ -110,15 +115,14 @@ def test_peft_ranks_and_alphas_match_allocation(tiny_dirs, family, spec_id):
         assert m.params == m.rank * (m.in_features + m.out_features)
 
 
-@pytest.mark.parametrize("spec_id", ["rank-1:4:1", "audit-2:8:2", "rslora-vision-mlp"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "spec_id"), _cases(["rank-1:4:1", "audit-capped", "rslora-vision-mlp"]))
 def test_lora_config_json_round_trip(tiny_dirs, family, spec_id):
     allocation = _allocation(tiny_dirs, family, spec_id)
     config = LoraConfig(**json.loads(json.dumps(allocation.lora_config_dict())))
     assert _peft_model(family, config).get_nb_trainable_parameters()[0] == allocation.total
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", MODELS)
 def test_structure_matches_real_model(tiny_dirs, family):
     """The meta-device structure lists exactly the real model's Linear layers, with their shapes and sizes."""
     structure = tiny_structure(tiny_dirs, family)
@@ -131,7 +135,7 @@ def test_structure_matches_real_model(tiny_dirs, family):
         assert structure.linears(comp), f"{family}: no {comp} Linear layers found"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", MODELS)
 def test_rank_budget_is_uniform_rank_equivalent(tiny_dirs, family):
     """A uniform ratio at `Budget('rank', r)` is a uniform rank r (when no module caps): PEFT agrees."""
     structure = tiny_structure(tiny_dirs, family)
@@ -139,3 +143,37 @@ def test_rank_budget_is_uniform_rank_equivalent(tiny_dirs, family):
     assert allocation.ranks() == (2, 2, 2)
     uniform = LoraConfig(r=2, lora_alpha=4, target_modules=[m.name for m in allocation.modules])
     assert _peft_model(family, uniform).get_nb_trainable_parameters()[0] == allocation.total == allocation.budget
+
+
+@pytest.mark.parametrize("family", MODELS)
+def test_capped_spec_really_caps(tiny_dirs, family):
+    """Guard for the parity tests above: 'audit-capped' must produce capped modules in every family."""
+    allocation = _allocation(tiny_dirs, family, "audit-capped")
+    capped = [m for m in allocation.modules if m.capped]
+    assert capped
+    assert all(m.rank == min(m.in_features, m.out_features) for m in capped)
+    assert len({m.rank for m in allocation.modules}) >= 2
+
+
+def _kind_from_classes(model, name: str) -> str:
+    """Ground truth for a Linear's kind: the innermost enclosing module class named *Attention* or *MLP*."""
+    modules = dict(model.named_modules())
+    parts = name.split(".")
+    tagged = [
+        type(modules[".".join(parts[:i])]).__name__.lower()
+        for i in range(1, len(parts))
+        if any(word in type(modules[".".join(parts[:i])]).__name__.lower() for word in ("attention", "mlp"))
+    ]
+    return "attention" if tagged and "attention" in tagged[-1] else "mlp"
+
+
+@pytest.mark.parametrize(
+    "family",
+    MODELS,
+)
+def test_module_kinds_match_model_classes(tiny_dirs, family):
+    """`targets` (attention / mlp) select what the model's own classes call attention and MLP blocks."""
+    structure = tiny_structure(tiny_dirs, family)
+    model = build_tiny_model(family)
+    wrong = [(m.name, m.kind) for m in structure.modules if m.kind != _kind_from_classes(model, m.name)]
+    assert not wrong, f"{len(wrong)} misclassified, e.g. {wrong[:3]}"

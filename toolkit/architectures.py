@@ -98,6 +98,13 @@ def _vision_layers_after_feature_layer(prefix: str) -> DeadRule:
     return rule
 
 
+def _regex_dead(pattern: str, reason: str) -> DeadRule:
+    def rule(config, names: Iterable[str]) -> dict[str, str]:
+        return {n: reason for n in names if re.fullmatch(pattern, n)}
+
+    return rule
+
+
 def _prefix_dead(prefix: str, reason: str) -> DeadRule:
     def rule(config, names: Iterable[str]) -> dict[str, str]:
         return {n: reason for n in names if n == prefix or n.startswith(prefix + ".")}
@@ -142,6 +149,12 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
             projector=(r"qformer", r"language_projection"),
             language=(r"language_model",),
         ),
+        # With use_qformer_text_input the Q-Former layers get a text feed-forward block that generation never
+        # feeds (only the learned queries go through the Q-Former); the query FFN is `*_query`.
+        _regex_dead(
+            r"qformer\.encoder\.layer\.\d+\.(?:intermediate|output)\.dense",
+            "Q-Former text feed-forward: BLIP-2 generation sends only the query tokens through the Q-Former",
+        ),
     ),
     ArchitectureSpec("qwen2_vl", ("qwen2_vl",), _QWEN),
     ArchitectureSpec("qwen2_5_vl", ("qwen2_5_vl",), _QWEN),
@@ -176,7 +189,8 @@ def heuristic_component(name: str) -> str:
     return EXCLUDED
 
 
-_ATTENTION_SEGMENT = re.compile(r".*(attn|attention).*")
+# Case-insensitive: T5 (BLIP-2 Flan-T5) names its blocks SelfAttention / EncDecAttention.
+_ATTENTION_SEGMENT = re.compile(r".*(attn|attention).*", re.IGNORECASE)
 
 
 def module_kind(name: str) -> str:
