@@ -85,7 +85,7 @@ def test_audit_and_export_tabs(at):
     assert -55 < row["budget error %"] < -45 and row["budget-matched ranks"] == "8:32:8"
     assert "LoraConfig(" in at.code[0].value and "rank_pattern" in at.code[0].value
     at.text_input(key="audit").set_value("4:x:4").run()
-    assert any(e.startswith("ratio: the projector weight 'x'") for e in errors(at))
+    assert any(e.startswith("ranks: the projector rank 'x'") for e in errors(at))
 
 
 def test_model_sources_fail_clearly(at, tmp_path):

@@ -6,7 +6,7 @@
     >>> [a.components[c].rank for c in ("vision", "projector", "language")]
     [8, 32, 8]
     >>> audit(s, (4, 16, 4), budget=Budget("rank", 8)).budget_error   # hand-picked: about half the budget
-    -48.9...
+    -49.32...
 
 LoRA on a module costs r x (in + out). Rank mode puts r_c = s x w_c for each component and solves the
 scale s so the total meets the budget; share mode gives each component w_c / sum(w) of the budget and
@@ -204,20 +204,24 @@ def _spread(values: list[float]) -> float:
     return (hi - lo) / (hi + lo) if hi + lo > 0 else 0.0
 
 
-def _candidates(mods, ideal, cap, budget) -> set[tuple]:
+def _candidates(mods, ideal, cap, budget, pinned) -> set[tuple]:
     """Integer rank vectors near the continuous solution.
 
-    Every floor/ceil combination, plus, for each component, the combinations of the others with this one
-    re-solved to absorb what rounding the others cost (its floor and ceil), so a fine-grained component
-    can bring the total back to the budget.
+    Every floor/ceil combination, plus, for each free component, the combinations of the others with this
+    one re-solved to absorb what rounding the others cost (its floor and ceil), so a fine-grained component
+    can bring the total back to the budget. Pinned components (raised to rank 1, or at full rank) keep
+    their rank: absorbing budget there would break the ratio they were pinned for.
     """
 
     def clamp(c, r):
         return max(1, min(cap[c], int(r)))
 
-    options = {c: sorted({clamp(c, math.floor(ideal[c])), clamp(c, math.ceil(ideal[c]))}) for c in mods}
+    options = {
+        c: [int(pinned[c])] if c in pinned else sorted({clamp(c, math.floor(ideal[c])), clamp(c, math.ceil(ideal[c]))})
+        for c in mods
+    }
     out = {tuple(zip(mods, combo)) for combo in product(*(options[c] for c in mods))}
-    for absorber in mods:
+    for absorber in (c for c in mods if c not in pinned):
         others = [c for c in mods if c != absorber]
         for combo in product(*(options[c] for c in others)):
             fixed = dict(zip(others, combo))
@@ -242,11 +246,12 @@ def _solve_rank_mode(mods, weights, budget):
         elif ideal[c] >= cap[c]:
             notes.append(f"{c}: every module is at full rank (max {cap[c]}); the other components took the rest of the budget")
     free = [c for c in mods if 1 <= ideal[c] < cap[c]]
+    pinned = {c: (1 if ideal[c] < 1 else cap[c]) for c in mods if c not in free}
 
     def clamp(c, r):
         return max(1, min(cap[c], int(r)))
 
-    candidates = _candidates(mods, ideal, cap, budget)
+    candidates = _candidates(mods, ideal, cap, budget, pinned)
     unit = _exact_ratio_unit({c: weights[c] for c in mods})
     if unit and free:
         ref = free[0]
@@ -275,8 +280,11 @@ def _solve_share_mode(mods, weights, budget):
         remaining = budget - sum(_cost(mods[c], r) for c, r in pinned.items())
         wsum = sum(weights[c] for c in free)
         want = {c: remaining * weights[c] / wsum for c in free}
+        # Caps first: a capped component's excess raises the others' shares, which may lift them above
+        # rank 1, so floors are only decided once no component is over its cap.
         newly = {c: cap[c] for c in free if want[c] > full[c]}
-        newly.update({c: 1 for c in free if want[c] < floor_cost[c] and c not in newly})
+        if not newly:
+            newly = {c: 1 for c in free if want[c] < floor_cost[c]}
         if not newly:
             break
         pinned.update(newly)
@@ -302,7 +310,7 @@ def _solve_share_mode(mods, weights, budget):
         # budget match twice as much as the share distortion.
         return (abs(total - budget) / budget + 0.5 * distortion, abs(total - budget))
 
-    return dict(min(_candidates(mods, ideal, cap, budget), key=score)), notes
+    return dict(min(_candidates(mods, ideal, cap, budget, pinned), key=score)), notes
 
 
 # ---------------------------------------------------------------------------------------------- results

@@ -83,7 +83,9 @@ def _vision_layers_after_feature_layer(prefix: str) -> DeadRule:
 
     def rule(config, names: Iterable[str]) -> dict[str, str]:
         n_layers = config.vision_config.num_hidden_layers
-        feature_layer = getattr(config, "vision_feature_layer", -1)
+        feature_layer = getattr(config, "vision_feature_layer", None)
+        if feature_layer is None:  # VipLlava names it in the plural
+            feature_layer = getattr(config, "vision_feature_layers", -1)
         layers = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
         # hidden_states[j] is the output after j layers, so index j uses layers 0..j-1.
         used = max(n_layers + 1 + k if k < 0 else k for k in layers)
@@ -171,6 +173,19 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
 
 def spec_for(model_type: str) -> ArchitectureSpec | None:
     return next((s for s in REGISTRY if model_type in s.model_types), None)
+
+
+# Unregistered LLaVA-style families (VipLlava, LLaVA-OneVision, ...) read hidden states the same way.
+_generic_feature_layer_rule = _vision_layers_after_feature_layer(r"(?:.*\.)?vision_tower\.(?:vision_model\.)?encoder\.layers")
+
+
+def dead_rule_for(config) -> DeadRule | None:
+    """The registry's rule for this model_type, else the LLaVA-style rule when the config has feature layers."""
+    spec = spec_for(config.model_type)
+    if spec is not None:
+        return spec.dead_rule
+    has_layers = hasattr(config, "vision_feature_layer") or hasattr(config, "vision_feature_layers")
+    return _generic_feature_layer_rule if has_layers and hasattr(config, "vision_config") else None
 
 
 # Heuristic keywords, matched against whole path segments (projector first).

@@ -55,7 +55,7 @@ def build_allocation(args):
     """Structure + allocation (or audit) from parsed allocation flags; shared by commands that train."""
     from toolkit.allocation import allocate, audit
     from toolkit.architectures import ComponentPatterns
-    from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets
+    from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
     from toolkit.spec import _number as number
     from toolkit.structure import load_structure
 
@@ -64,7 +64,7 @@ def build_allocation(args):
     budget = _budget_from(args)
     patterns = ComponentPatterns.parse(args.patterns) if args.patterns else None
     if getattr(args, "audit", None):
-        ranks = Ratio.parse(args.audit).as_tuple()
+        ranks = parse_ranks(args.audit, "audit")
         structure = load_structure(args.model, patterns=patterns, revision=args.revision)
         return audit(structure, ranks, budget=budget, targets=targets, alpha=alpha)
     if not args.ratio:

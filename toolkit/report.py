@@ -112,13 +112,9 @@ def ratio_grid_chart(grid: pd.DataFrame) -> alt.Chart:
 def parse_rank_tuples(text: str) -> list[tuple[int, int, int]]:
     """'4:16:4, 8:8:8' -> [(4, 16, 4), (8, 8, 8)] (whole ranks >= 0)."""
     from toolkit.errors import InputError
+    from toolkit.spec import parse_ranks
 
-    out = []
-    for chunk in filter(None, (c.strip() for c in text.replace(";", ",").split(","))):
-        values = Ratio.parse(chunk).as_tuple()
-        if any(v != int(v) for v in values):
-            raise InputError(f"ranks: '{chunk}' must be whole numbers such as 4:16:4")
-        out.append(tuple(int(v) for v in values))
+    out = [parse_ranks(chunk) for chunk in filter(None, (c.strip() for c in text.replace(";", ",").split(",")))]
     if not out:
         raise InputError("ranks: give at least one V:P:L rank tuple such as 4:16:4")
     return out

@@ -80,6 +80,22 @@ class Ratio:
         return ":".join(f"{v:g}" for v in self.as_tuple())
 
 
+def parse_ranks(text: str, field_name: str = "ranks") -> tuple[int, int, int]:
+    """Explicit per-component ranks 'V:P:L' such as '4:16:4' (whole numbers >= 0, not all 0)."""
+    parts = [p.strip() for p in str(text).strip().split(":")]
+    example = "such as 4:16:4"
+    if len(parts) != 3 or not all(parts):
+        raise InputError(f"{field_name}: expected three ranks V:P:L {example}, got '{text}'")
+    ranks = []
+    for comp, part in zip(COMPONENTS, parts):
+        if not part.isdigit():
+            raise InputError(f"{field_name}: the {comp} rank '{part}' must be a whole number >= 0 ({example})")
+        ranks.append(int(part))
+    if not any(ranks):
+        raise InputError(f"{field_name}: at least one rank must be > 0 (0 leaves a component out)")
+    return tuple(ranks)
+
+
 @dataclass(frozen=True)
 class Budget:
     """A LoRA parameter budget in one of three forms.

@@ -24,6 +24,7 @@ from toolkit.architectures import (
     COMPONENTS,
     EXCLUDED,
     ComponentPatterns,
+    dead_rule_for,
     heuristic_component,
     is_output_head,
     module_kind,
@@ -265,7 +266,7 @@ def load_structure(
     data, source, hub_id = resolve_config(model, revision)
     config = _config_from_dict(data, f"the config of '{model}'")
     net = _instantiate_on_meta(config)
-    spec = spec_for(config.model_type) if patterns is None else None
+    spec = spec_for(config.model_type)
     if patterns is not None:
         family, classify = "custom patterns", patterns.component_of
     elif spec is not None:
@@ -276,7 +277,9 @@ def load_structure(
     import torch
 
     linears = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)]
-    dead = spec.dead_rule(config, [n for n, _ in linears]) if spec and spec.dead_rule else {}
+    # Dead modules are a fact of the architecture, so custom patterns keep the rule too.
+    rule = dead_rule_for(config)
+    dead = rule(config, [n for n, _ in linears]) if rule else {}
     modules = []
     for name, mod in linears:
         comp = classify(name)
