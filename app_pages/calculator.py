@@ -13,7 +13,7 @@ from app_pages.calculator_ui import (
 from toolkit import report
 from toolkit.allocation import allocate
 from toolkit.errors import CmbaError
-from toolkit.loraconfig import lora_config_json, lora_config_snippet
+from toolkit.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
 from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, _number
 
 st.title("Budget calculator")
@@ -60,6 +60,10 @@ with right:
         except CmbaError as exc:
             st.error(str(exc))
     with config_tab:
+        if st.button("Confirm with PEFT", help="get_peft_model on the model built on the meta device"):
+            count = peft_trainable_count(structure, a)
+            (st.success if count == a.total else st.error)(f"PEFT counts {count:,} trainable parameters "
+                                                           f"(calculator: {a.total:,})")
         st.download_button("Download LoraConfig JSON", lora_config_json(a), file_name="cmba_lora_config.json",
                            mime="application/json")
         st.code(lora_config_snippet(a), language="python")

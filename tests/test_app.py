@@ -84,6 +84,8 @@ def test_audit_and_export_tabs(at):
     row = audit[audit["hand-picked"] == "4:16:4"].iloc[0]
     assert -55 < row["budget error %"] < -45 and row["budget-matched ranks"] == "8:32:8"
     assert "LoraConfig(" in at.code[0].value and "rank_pattern" in at.code[0].value
+    at.button[0].click().run()
+    assert [s.value for s in at.success] == ["PEFT counts 23,805,952 trainable parameters (calculator: 23,805,952)"]
     at.text_input(key="audit").set_value("4:x:4").run()
     assert any(e.startswith("ranks: the projector rank 'x'") for e in errors(at))
 

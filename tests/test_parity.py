@@ -177,3 +177,15 @@ def test_module_kinds_match_model_classes(tiny_dirs, family):
     model = build_tiny_model(family)
     wrong = [(m.name, m.kind) for m in structure.modules if m.kind != _kind_from_classes(model, m.name)]
     assert not wrong, f"{len(wrong)} misclassified, e.g. {wrong[:3]}"
+
+
+@pytest.mark.parametrize("preset", list(__import__("toolkit.structure", fromlist=["presets"]).presets()))
+def test_real_size_presets_peft_count_on_meta_device(preset):
+    """The full-size architectures (7B included), built on `meta`: PEFT's count equals the calculator's."""
+    from toolkit import AllocationSpec, Budget, Ratio, allocate, load_structure
+    from toolkit.loraconfig import peft_trainable_count
+
+    structure = load_structure(preset)
+    for ratio, mode in (("1:4:1", "rank"), ("2:1:1", "share")):
+        a = allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=Budget("rank", 8), mode=mode))
+        assert peft_trainable_count(structure, a) == a.total, (preset, ratio, mode)

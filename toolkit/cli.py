@@ -51,8 +51,11 @@ def _budget_from(args):
     return None
 
 
-def build_allocation(args):
-    """Structure + allocation (or audit) from parsed allocation flags; shared by commands that train."""
+def build_allocation(args, *, with_structure: bool = False):
+    """Allocation (or audit) from parsed allocation flags; shared by commands that train.
+
+    Returns the allocation, or (allocation, structure) with `with_structure=True`.
+    """
     from toolkit.allocation import allocate, audit
     from toolkit.architectures import ComponentPatterns
     from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
@@ -66,7 +69,8 @@ def build_allocation(args):
     if getattr(args, "audit", None):
         ranks = parse_ranks(args.audit, "audit")
         structure = load_structure(args.model, patterns=patterns, revision=args.revision)
-        return audit(structure, ranks, budget=budget, targets=targets, alpha=alpha)
+        a = audit(structure, ranks, budget=budget, targets=targets, alpha=alpha)
+        return (a, structure) if with_structure else a
     if not args.ratio:
         raise InputError("ratio: required, e.g. --ratio 1:4:1 (or use --audit V:P:L for explicit ranks)")
     ratio = Ratio.parse(args.ratio)
@@ -74,7 +78,8 @@ def build_allocation(args):
         raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
     spec = AllocationSpec(ratio=ratio, budget=budget, mode=args.mode, targets=targets, alpha=alpha)
     structure = load_structure(args.model, patterns=patterns, revision=args.revision)
-    return allocate(structure, spec)
+    a = allocate(structure, spec)
+    return (a, structure) if with_structure else a
 
 
 def _fmt_params(n: int) -> str:
@@ -109,7 +114,14 @@ def _print_allocation(a, detail: bool) -> None:
 def cmd_allocate(args) -> int:
     from toolkit.loraconfig import lora_config_json, lora_config_snippet
 
-    a = build_allocation(args)
+    a, structure = build_allocation(args, with_structure=True)
+    verified = None
+    if args.verify:
+        from toolkit.loraconfig import peft_trainable_count
+
+        verified = peft_trainable_count(structure, a)
+        if verified != a.total:
+            raise RuntimeError(f"PEFT counts {verified:,} trainable params, the calculator {a.total:,}")
     if args.output:
         out = Path(args.output)
         try:
@@ -117,11 +129,16 @@ def cmd_allocate(args) -> int:
         except OSError as exc:
             raise InputError(f"output: cannot write '{out}' ({exc.strerror})") from None
     if args.json:
-        print(json.dumps(a.to_dict(with_modules=args.detail), indent=2))
+        doc = a.to_dict(with_modules=args.detail)
+        if verified is not None:
+            doc["peft_trainable_params"] = verified
+        print(json.dumps(doc, indent=2))
     elif args.snippet:
         print(lora_config_snippet(a))
     else:
         _print_allocation(a, args.detail)
+        if verified is not None:
+            print(f"PEFT confirms: get_peft_model on {a.model} has {verified:,} trainable parameters")
         if args.output:
             print(f"LoraConfig written to {args.output}")
     return 0
@@ -151,6 +168,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", action="store_true", help="per-module table (or module_detail in --json)")
     p.add_argument("--snippet", action="store_true", help="print a copyable Python LoraConfig snippet")
     p.add_argument("--output", metavar="FILE", help="write the LoraConfig JSON (peft.LoraConfig(**json) accepts it)")
+    p.add_argument("--verify", action="store_true",
+                   help="apply the LoraConfig with PEFT to the model built on the meta device and compare counts")
     p.set_defaults(func=cmd_allocate)
 
     p = sub.add_parser("presets", help="list bundled model presets (configs only)")

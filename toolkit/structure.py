@@ -229,7 +229,7 @@ def resolve_config(model: str, revision: str | None = None) -> tuple[dict, str, 
     )
 
 
-def _instantiate_on_meta(config):
+def instantiate_on_meta(config):
     import torch
     import transformers
 
@@ -265,7 +265,7 @@ def load_structure(
     """
     data, source, hub_id = resolve_config(model, revision)
     config = _config_from_dict(data, f"the config of '{model}'")
-    net = _instantiate_on_meta(config)
+    net = instantiate_on_meta(config)
     spec = spec_for(config.model_type)
     if patterns is not None:
         family, classify = "custom patterns", patterns.component_of
