@@ -257,7 +257,7 @@ def _solve_rank_mode(mods, weights, budget):
         ref = free[0]
         t0 = ideal[ref] / unit[ref]
         for t in {max(1, math.floor(t0)), max(1, math.ceil(t0))}:
-            candidates.add(tuple((c, clamp(c, t * unit[c])) for c in mods))
+            candidates.add(tuple((c, pinned.get(c, clamp(c, t * unit[c]))) for c in mods))
 
     def score(cand):
         ranks = dict(cand)

@@ -34,7 +34,6 @@ from toolkit.architectures import (
 from toolkit.errors import InputError, ModelLoadError, UnsupportedModelError
 
 PRESET_DIR = Path(__file__).parent / "presets"
-KINDS = ("all", "attention", "mlp")
 
 
 def presets() -> dict[str, dict]:
