@@ -14,7 +14,7 @@ from toolkit import report
 from toolkit.allocation import allocate
 from toolkit.errors import CmbaError
 from toolkit.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, _number
+from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, parse_number
 
 st.title("Budget calculator")
 left, right = st.columns([1, 2], gap="large")
@@ -29,7 +29,7 @@ try:
     with left:
         mode, targets, rule, alpha_text = options_ui(structure)
     spec = AllocationSpec(ratio=Ratio.parse(ratio_text), budget=Budget.parse(kind, budget_text), mode=mode,
-                          targets=Targets(**targets), alpha=AlphaRule(rule, _number(alpha_text, "alpha", "a number > 0")))
+                          targets=Targets(**targets), alpha=AlphaRule(rule, parse_number(alpha_text, "alpha", "a number > 0")))
     a = allocate(structure, spec)
 except CmbaError as exc:
     right.error(str(exc))

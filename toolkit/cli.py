@@ -59,7 +59,7 @@ def build_allocation(args, *, with_structure: bool = False):
     from toolkit.allocation import allocate, audit
     from toolkit.architectures import ComponentPatterns
     from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
-    from toolkit.spec import _number as number
+    from toolkit.spec import parse_number as number
     from toolkit.structure import load_structure
 
     targets = Targets.parse(args.targets)

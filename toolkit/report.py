@@ -137,17 +137,7 @@ def audit_table(structure: ModelStructure, spec: AllocationSpec, tuples: list[tu
     return pd.DataFrame(rows)
 
 
-def budget_summary(structure: ModelStructure, spec: AllocationSpec) -> dict:
-    """Budget in params plus its uniform-rank and percent equivalents (for display next to the input)."""
-    from toolkit.allocation import resolve_budget
-
-    params = resolve_budget(structure, spec.budget, spec.targets)
-    per_rank = sum(structure.cost_per_rank(c, spec.targets.kind(c)) for c in COMPONENTS)
-    return {"params": params, "uniform rank": params / per_rank,
-            "percent of model": 100 * params / structure.total_params}
-
-
 __all__ = [
-    "CANONICAL_RATIOS", "audit_table", "budget_summary", "component_table", "excluded_table",
+    "CANONICAL_RATIOS", "audit_table", "component_table", "excluded_table",
     "module_table", "parse_rank_tuples", "ratio_grid", "ratio_grid_chart", "split_chart",
 ]

@@ -23,7 +23,7 @@ KINDS = ("all", "attention", "mlp")
 ALPHA_RULES = ("scaled", "fixed", "rslora")
 
 
-def _number(text: str | float, field_name: str, allowed: str) -> float:
+def parse_number(text: str | float, field_name: str, allowed: str) -> float:
     try:
         value = float(str(text).strip().replace("_", "").replace(",", ""))
     except ValueError:
@@ -123,7 +123,7 @@ class Budget:
     def parse(cls, kind: str, text: str | float) -> Budget:
         allowed = {"rank": "a rank > 0 such as 8", "params": "a whole number of parameters > 0",
                    "percent": "a percentage in (0, 100]"}.get(kind, "a number > 0")
-        return cls(kind, _number(text, f"budget ({kind})", allowed))
+        return cls(kind, parse_number(text, f"budget ({kind})", allowed))
 
     def __str__(self) -> str:
         return {"rank": f"uniform rank {self.value:g} equivalent", "params": f"{int(self.value):,} params",
