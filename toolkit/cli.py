@@ -11,11 +11,18 @@ Bad input exits with status 2 and one line on stderr: `error: <field>: <what is 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
+
+
+# Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
+# `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
+# so `--help` and bad-input errors stay fast.
+COMMAND_MODULES: list[str] = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,6 +182,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list bundled model presets (configs only)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_presets)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
