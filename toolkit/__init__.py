@@ -9,6 +9,8 @@ The library behind the Streamlit app and the CLI (`python -m toolkit --help`). T
     32
 """
 
+__version__ = "0.2.0"
+
 from toolkit.allocation import Allocation, allocate, audit
 from toolkit.errors import BudgetError, CmbaError, InputError, ModelLoadError, UnsupportedModelError
 from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
