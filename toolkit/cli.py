@@ -18,11 +18,10 @@ from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
 
-
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["toolkit.cli_train", "toolkit.cli_eval", "toolkit.cli_push"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,34 +57,41 @@ def _budget_from(args):
     return None
 
 
-def build_allocation(args, *, with_structure: bool = False):
-    """Allocation (or audit) from parsed allocation flags; shared by commands that train.
-
-    Returns the allocation, or (allocation, structure) with `with_structure=True`.
-    """
-    from toolkit.allocation import allocate, audit
+def allocation_request(args):
+    """(spec or None, audit ranks or None, targets, alpha, patterns) from the allocation flags."""
     from toolkit.architectures import ComponentPatterns
     from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
     from toolkit.spec import parse_number as number
-    from toolkit.structure import load_structure
 
     targets = Targets.parse(args.targets)
     alpha = AlphaRule(args.alpha_rule, number(args.alpha, "alpha", "a number > 0"))
     budget = _budget_from(args)
     patterns = ComponentPatterns.parse(args.patterns) if args.patterns else None
     if getattr(args, "audit", None):
-        ranks = parse_ranks(args.audit, "audit")
-        structure = load_structure(args.model, patterns=patterns, revision=args.revision)
-        a = audit(structure, ranks, budget=budget, targets=targets, alpha=alpha)
-        return (a, structure) if with_structure else a
+        return None, parse_ranks(args.audit, "audit"), targets, alpha, patterns, budget
     if not args.ratio:
         raise InputError("ratio: required, e.g. --ratio 1:4:1 (or use --audit V:P:L for explicit ranks)")
     ratio = Ratio.parse(args.ratio)
     if budget is None:
         raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
     spec = AllocationSpec(ratio=ratio, budget=budget, mode=args.mode, targets=targets, alpha=alpha)
+    return spec, None, targets, alpha, patterns, budget
+
+
+def build_allocation(args, *, with_structure: bool = False):
+    """Allocation (or audit) from parsed allocation flags; shared by commands that train.
+
+    Returns the allocation, or (allocation, structure) with `with_structure=True`.
+    """
+    from toolkit.allocation import allocate, audit
+    from toolkit.structure import load_structure
+
+    spec, ranks, targets, alpha, patterns, budget = allocation_request(args)
     structure = load_structure(args.model, patterns=patterns, revision=args.revision)
-    a = allocate(structure, spec)
+    if ranks is not None:
+        a = audit(structure, ranks, budget=budget, targets=targets, alpha=alpha)
+    else:
+        a = allocate(structure, spec)
     return (a, structure) if with_structure else a
 
 

@@ -1,0 +1,79 @@
+"""Compare evaluated adapters: stats by ratio, the study's verdict, charts, and the adapter to publish."""
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from toolkit import compare
+from toolkit.errors import CmbaError
+
+VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "undetermined": st.warning}
+
+
+@st.cache_data(max_entries=16, show_spinner="Paired bootstrap over questions...")
+def cached_analysis(rows: list[dict], baseline: str) -> compare.Analysis:
+    return compare.analyze(rows, baseline=baseline)
+
+
+st.title("Compare adapters")
+store = compare.scan()
+if not [r for r in store.rows if r["kind"] != "base"]:
+    st.info(f"No evaluated adapters in {store.folder}: train and evaluate adapters first. Queue a sweep of ratios "
+            "(several seeds each), let the worker train them, then evaluate each adapter on the same eval set:")
+    st.code("python -m toolkit sweep --model demo --dataset synthetic:shapes --ratios 1:1:1,1:4:1,2:4:1 --seeds 3 "
+            "--budget-rank 8\npython -m toolkit evaluate --adapter adapters/<name> --dataset synthetic:shapes",
+            language="bash")
+    st.caption(store.summary())
+    st.stop()
+
+c1, c2, c3, c4 = st.columns(4)
+model = c1.selectbox("Base model", compare.choices(store.rows, "base_model"), key="cmp_model")
+rows = compare.filter_rows(store.rows, model=model)
+dataset = c2.selectbox("Eval set", compare.choices(rows, "eval_tag"), key="cmp_dataset")
+rows = compare.filter_rows(rows, dataset=dataset)
+budget = c3.selectbox("Budget", compare.choices(rows, "budget"), key="cmp_budget",
+                      format_func=lambda b: f"{b:,} params" if isinstance(b, int) else str(b))
+chosen = compare.filter_rows(rows, budget=budget)
+ratios = compare.choices(chosen, "ratio")
+baseline = c4.selectbox("Baseline ratio", ratios, index=ratios.index("1:1:1") if "1:1:1" in ratios else 0,
+                        key="cmp_baseline")
+try:
+    a = cached_analysis(chosen, baseline)
+except CmbaError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.caption(store.summary())
+VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
+left, right = st.columns([2, 1])
+left.dataframe(compare.group_table(a), hide_index=True, width="stretch")
+if a.best:
+    right.metric("Best adapter", a.best["name"], help=a.best["path"])
+    right.caption(f"ratio {a.best['ratio']} · seed {a.best['seed']} · {a.best['accuracy']:.2f}% · "
+                  f"{a.best['trainable_params']:,} trainable params"
+                  + (f" · base model alone {a.base_reference:.2f}%" if a.base_reference is not None else ""))
+    if right.button("Publish this adapter", type="primary"):
+        st.session_state["publish_adapter"] = a.best["path"]
+        try:
+            st.switch_page("app_pages/publish.py")
+        except StreamlitAPIException:
+            right.info(f"The publish page is not available yet; the adapter is kept for it: {a.best['path']}")
+for note in a.notes:
+    st.caption(f"note: {note}")
+
+st.dataframe(compare.table(a.rows), hide_index=True, width="stretch")
+d1, d2 = st.columns(2)
+d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
+d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
+                   mime="application/json")
+
+acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(
+    ["Accuracy by ratio", "Accuracy vs parameters", "Loss curves", "Per answer type"])
+acc_tab.altair_chart(compare.accuracy_chart(a), width="stretch")
+pareto_tab.altair_chart(compare.pareto_chart([r for r in rows if r["kind"] != "base"]), width="stretch")
+pareto_tab.caption("Every budget of this model and eval set; the dashed line is the Pareto front.")
+curves = compare.loss_curves(a.rows)
+if curves.empty:
+    loss_tab.info("No metrics.jsonl in these adapters.")
+else:
+    loss_tab.altair_chart(compare.loss_chart(curves), width="stretch")
+type_tab.altair_chart(compare.answer_type_chart(a), width="stretch")

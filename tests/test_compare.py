@@ -1,0 +1,375 @@
+"""Comparison of evaluated adapters: stats, paired bootstrap, verdict, best adapter, Pareto, export, CLI, page.
+
+Adapter folders are written in tmp_path exactly as the shared contract describes (cmba.json, eval/<tag>/
+results.json and predictions.jsonl, metrics.jsonl) from per-question accuracies whose comparison is known.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from toolkit import compare
+from toolkit.errors import InputError
+
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
+TAG = "synthetic-shapes__val__n400"
+TYPES = ("yes/no", "number", "other")
+N = 400
+
+
+def write_adapter(store: Path, name: str, *, ratio=(1, 1, 1), seed=0, accs, base_model="demo", budget=100_000,
+                  params=None, ranks=(8, 8, 8), tag=TAG, mode="rank", kind="adapter", losses=(2.0, 1.5, 1.2)) -> Path:
+    folder = store / name
+    (folder / "eval" / tag).mkdir(parents=True)
+    qtypes = [TYPES[i % 3] for i in range(len(accs))]
+    per_type = {t: round(100 * sum(a for a, q in zip(accs, qtypes) if q == t) / qtypes.count(t), 2) for t in TYPES}
+    cmba = {"format": "cmba-adapter/1", "name": name, "kind": kind, "created": "2026-01-01T00:00:00",
+            "base_model": {"id": base_model, "hub_id": None, "revision": None, "model_type": "llava"},
+            "training": {"seed": seed}, "dataset": {"id": "synthetic:shapes", "split": "train", "size": 2000},
+            "result": {"steps": 10, "train_time_s": 12.5, "peak_memory_bytes": 1 << 30}}
+    if kind == "adapter":
+        cmba["allocation"] = {
+            "model": base_model, "mode": mode, "ratio": list(ratio), "budget": budget,
+            "budget_spec": "uniform rank 8 equivalent", "total": params or budget,
+            "components": {c: {"rank": r} for c, r in zip(("vision", "projector", "language"), ranks)}}
+    (folder / "cmba.json").write_text(json.dumps(cmba))
+    results = {"format": "cmba-eval/1", "adapter": name, "base_model": base_model,
+               "dataset": {"id": "synthetic:shapes", "split": "val", "limit": len(accs), "n": len(accs)},
+               "scores": {"overall": round(100 * sum(accs) / len(accs), 2), "per_answer_type": per_type,
+                          "per_question_type": {}, "n": len(accs)}, "eval_time_s": 3.0}
+    (folder / "eval" / tag / "results.json").write_text(json.dumps(results))
+    with open(folder / "eval" / tag / "predictions.jsonl", "w") as f:
+        for i, (acc, qt) in enumerate(zip(accs, qtypes)):
+            f.write(json.dumps({"question_id": i, "question": "q?", "prediction": "p", "answers": ["a"] * 10,
+                                "answer_type": qt, "question_type": "what", "accuracy": acc}) + "\n")
+    with open(folder / "metrics.jsonl", "w") as f:
+        for step, loss in enumerate(losses, start=1):
+            f.write(json.dumps({"step": step, "max_steps": len(losses), "loss": loss}) + "\n")
+    return folder
+
+
+def pattern(correct: int, n: int = N, offset: int = 0) -> list[float]:
+    """0/1 accuracies with `correct` ones, rotated by `offset` so seeds differ per question."""
+    base = [1.0] * correct + [0.0] * (n - correct)
+    return base[offset:] + base[:offset]
+
+
+def flip(accs: list[float], up: int, down: int = 0) -> list[float]:
+    """`up` wrong answers become right and `down` right ones wrong: exactly (up - down) / n more accuracy."""
+    out = list(accs)
+    wrong, right = [i for i, a in enumerate(out) if a == 0], [i for i, a in enumerate(out) if a == 1]
+    for i in wrong[:up]:
+        out[i] = 1.0
+    for i in right[:down]:
+        out[i] = 0.0
+    return out
+
+
+def sweep(store: Path, gains: dict[str, tuple[int, int]], seeds=(0, 1, 2), **kw) -> None:
+    """Ratios (label -> (up, down) flips against the 1:1:1 pattern of the same seed), 3 seeds each."""
+    for label, (up, down) in gains.items():
+        for s in seeds:
+            ratio = tuple(float(x) for x in label.split(":"))
+            write_adapter(store, f"r{label.replace(':', '-')}-s{s}", ratio=ratio, seed=s,
+                          accs=flip(pattern(200 + 4 * s, offset=7 * s), up, down), **kw)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize(("p", "df", "expected"), [
+    (0.975, 1, math.tan(math.pi * 0.475)),                          # Cauchy: closed form
+    (0.975, 2, 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))),          # df = 2: closed form
+    (0.975, 4, 2.776445), (0.975, 9, 2.262157), (0.975, 29, 2.045230), (0.95, 5, 2.015048), (0.995, 10, 3.169273),
+    (0.975, 1000, 1.962339),
+])
+def test_t_quantile_matches_tables(p, df, expected):
+    assert compare.t_quantile(p, df) == pytest.approx(expected, abs=2e-6)
+    assert compare.t_quantile(1 - p, df) == pytest.approx(-expected, abs=2e-6)
+
+
+def test_mean_ci_is_the_t_formula_and_undefined_for_one_value():
+    mean, sd, half = compare.mean_ci([60.0, 62.0, 64.0])
+    assert (mean, sd) == (62.0, 2.0)
+    assert half == pytest.approx(4.302652729911275 * 2 / math.sqrt(3), rel=1e-9)
+    assert compare.mean_ci([61.0]) == (61.0, None, None)
+
+
+def test_paired_bootstrap_known_cases():
+    assert compare.paired_bootstrap([0.0] * 50) == (0.0, 0.0, 0.0, 1.0)
+    delta, lo, hi, p = compare.paired_bootstrap([100.0] * 40 + [0.0] * 360, n_boot=2000)
+    assert delta == pytest.approx(10.0) and 6 < lo < 10 < hi < 14 and p < 0.002
+    # the same seed gives the same answer
+    assert compare.paired_bootstrap([1.0, -2.0, 3.0] * 20, n_boot=500) == compare.paired_bootstrap(
+        [1.0, -2.0, 3.0] * 20, n_boot=500)
+
+
+def test_pareto_front_on_a_constructed_set():
+    rows = [{"name": n, "trainable_params": p, "accuracy": a} for n, p, a in [
+        ("small", 100, 50.0), ("mid", 200, 60.0), ("big", 400, 70.0),
+        ("worse", 300, 55.0),     # beaten by mid (fewer params, more accuracy)
+        ("same-cost", 200, 58.0),  # beaten by mid (equal params, less accuracy)
+        ("twin", 400, 70.0),       # identical to big: neither beats the other
+    ]]
+    assert compare.pareto_front(rows) == ["small", "mid", "big", "twin"]
+
+
+# ------------------------------------------------------------------------------ store and analysis
+
+
+def test_identical_ratios_give_zero_delta_and_a_negative_verdict(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (0, 0)})
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    (c,) = a.comparisons
+    assert (c.ratio, c.baseline, c.delta, c.ci_low, c.ci_high, c.p_value) == ("1:4:1", "1:1:1", 0.0, 0.0, 0.0, 1.0)
+    assert not c.significant and c.n_questions == N
+    assert a.verdict.label == "negative" and "no ratio beats the baseline 1:1:1" in a.verdict.reason
+
+
+def test_clearly_better_ratio_is_positive(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0), "2:4:1": (8, 0)})
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    cmp = {c.ratio: c for c in a.comparisons}
+    assert cmp["1:4:1"].delta == pytest.approx(10.0) and cmp["2:4:1"].delta == pytest.approx(2.0)
+    assert cmp["1:4:1"].ci_low > 5 and cmp["1:4:1"].p_value < 0.001
+    assert a.verdict.label == "positive" and a.verdict.ratio == "1:4:1"
+    assert a.verdict.reason.startswith("1:4:1 beats the baseline 1:1:1 by +10.00 points")
+    assert [g.ratio for g in a.groups] == ["1:4:1", "2:4:1", "1:1:1"]
+    assert a.best["ratio"] == "1:4:1" and a.best["seed"] == 2  # seed 2 has the most correct answers
+
+
+def test_small_noisy_gain_is_weak_positive(tmp_path):
+    # +6 net of 400 (40 up, 34 down): +1.5 points that the noise swamps
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 34)})
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    assert a.comparisons[0].delta == pytest.approx(1.5) and a.comparisons[0].p_value > 0.05
+    assert a.verdict.label == "weak positive"
+    assert "a trend only: it is not significant at 0.05" in a.verdict.reason
+
+
+def test_significant_gain_below_one_point_is_weak_positive(tmp_path):
+    base = pattern(200)
+    for s in (0, 1):
+        write_adapter(tmp_path, f"u{s}", ratio=(1, 1, 1), seed=s, accs=base)
+        write_adapter(tmp_path, f"p{s}", ratio=(1, 4, 1), seed=s, accs=[a + 0.008 if a == 0 else a for a in base])
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    assert a.comparisons[0].delta == pytest.approx(0.4) and a.comparisons[0].significant
+    assert a.verdict.label == "weak positive" and "the gain is not above 1 point" in a.verdict.reason
+
+
+def test_uniform_best_is_negative_even_against_another_baseline(tmp_path):
+    sweep(tmp_path, {"1:1:1": (20, 0), "1:4:1": (0, 0)})
+    a = compare.analyze(compare.scan(tmp_path).rows, baseline="1:4:1")
+    assert a.verdict.label == "negative" and a.verdict.reason.startswith("uniform allocation 1:1:1 is best")
+
+
+def test_group_ci_and_single_seed(tmp_path):
+    for s, correct in enumerate((240, 248, 256)):  # 60, 62, 64 %
+        write_adapter(tmp_path, f"u{s}", ratio=(1, 1, 1), seed=s, accs=pattern(correct))
+    write_adapter(tmp_path, "p0", ratio=(2, 8, 2), seed=0, accs=pattern(250))  # 2:8:2 is the 1:4:1 ratio
+    write_adapter(tmp_path, "p1", ratio=(1, 4, 1), seed=1, accs=pattern(250))
+    write_adapter(tmp_path, "s0", ratio=(2, 4, 1), seed=0, accs=pattern(230))
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    groups = {g.ratio: g for g in a.groups}
+    u = groups["1:1:1"]
+    assert u.mean == 62.0 and u.ci_high - u.mean == pytest.approx(4.302652729911275 * 2 / math.sqrt(3))
+    assert groups["2:8:2"].adapters == ["p0", "p1"]  # one ratio, labelled as first seen
+    assert groups["2:4:1"].ci_low is None and any("single seed" in n for n in a.notes)
+    assert compare.group_table(a).set_index("ratio").loc["2:4:1", "95% CI"] == "n/a (1 seed)"
+
+
+def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):
+    write_adapter(tmp_path, "a", accs=pattern(200))
+    write_adapter(tmp_path, "b", base_model="llava-1.5-7b", ratio=(1, 4, 1), accs=pattern(210))
+    write_adapter(tmp_path, "c", budget=200_000, ratio=(1, 4, 1), accs=pattern(220))
+    rows = compare.scan(tmp_path).rows
+    with pytest.raises(InputError) as exc:
+        compare.analyze(rows)
+    msg = str(exc.value)
+    assert "base model (demo: 2, llava-1.5-7b: 1)" in msg and "budget (100000: 2, 200000: 1)" in msg
+    assert "eval set" not in msg and "--model" in msg
+    a = compare.analyze(rows, model="demo", budget="100,000")
+    assert [r["name"] for r in a.rows] == ["a"] and a.verdict.label == "undetermined"
+    with pytest.raises(InputError, match=r"model: no evaluated adapter matches 'nope' \(available: demo, llava"):
+        compare.analyze(rows, model="nope")
+
+
+def test_store_reports_what_it_cannot_use(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0)}, seeds=(0,))
+    (tmp_path / "half-trained").mkdir()
+    (tmp_path / "half-trained" / "adapter_config.json").write_text("{}")
+    write_adapter(tmp_path, "fresh", accs=pattern(10)).joinpath("eval", TAG, "results.json").unlink()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "cmba.json").write_text("{not json")
+    store = compare.scan(tmp_path)
+    assert [r["name"] for r in store.rows] == ["r1-1-1-s0"]
+    assert store.no_cmba == ["half-trained"] and store.not_evaluated == ["fresh"]
+    assert len(store.unreadable) == 1 and store.unreadable[0].startswith("broken: cmba.json")
+    assert "1 without cmba.json (half-trained)" in store.summary()
+    assert compare.scan(tmp_path / "nowhere").rows == []
+
+
+def test_base_reference_and_different_question_sets(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0)}, seeds=(0,))
+    write_adapter(tmp_path, "short", ratio=(1, 4, 1), accs=pattern(190, n=380))
+    write_adapter(tmp_path, "base--demo", kind="base", accs=pattern(100))
+    a = compare.analyze(compare.scan(tmp_path).rows, dataset="synthetic:shapes")
+    assert a.base_reference == 25.0 and all(r["kind"] == "adapter" for r in a.rows)
+    (c,) = a.comparisons
+    assert (c.n_questions, c.n_only_ratio, c.n_only_baseline) == (380, 0, 20)
+    assert any("380 questions paired" in n for n in a.notes)
+
+
+def test_best_adapter_tie_goes_to_fewer_params(tmp_path):
+    write_adapter(tmp_path, "u", ratio=(1, 1, 1), accs=pattern(200))
+    write_adapter(tmp_path, "heavy", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=101_000)
+    write_adapter(tmp_path, "light", ratio=(1, 4, 1), seed=1, accs=pattern(240), params=99_000)
+    assert compare.analyze(compare.scan(tmp_path).rows).best["name"] == "light"
+
+
+# ------------------------------------------------------------------------------ export, charts, CLI
+
+
+def test_csv_and_json_round_trip(tmp_path):
+    store = tmp_path / "store"
+    sweep(store, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    a = compare.analyze(compare.scan(store).rows, n_boot=1000)
+    compare.to_csv(a.rows, tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert list(back["name"]) == [r["name"] for r in a.rows]
+    assert list(back["accuracy"]) == [r["accuracy"] for r in a.rows]
+    assert list(back["ratio"]) == [r["ratio"] for r in a.rows] and "acc yes/no" in back.columns
+    doc = json.loads(compare.to_json(a))
+    assert doc["verdict"]["label"] == "positive" and doc["best"]["name"] == a.best["name"]
+    assert [g["ratio"] for g in doc["groups"]] == ["1:4:1", "1:1:1"]
+    assert doc["comparisons"][0]["delta"] == pytest.approx(10.0) and doc["comparisons"][0]["significant"] is True
+
+
+def test_charts_carry_the_data(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)}, seeds=(0, 1))
+    a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
+    curves = compare.loss_curves(a.rows)
+    assert len(curves) == 4 * 3 and set(curves["ratio"]) == {"1:1:1", "1:4:1"}
+    for chart in (compare.accuracy_chart(a), compare.pareto_chart(a.rows), compare.loss_chart(curves),
+                  compare.answer_type_chart(a)):
+        spec = chart.to_dict()
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+    types = compare.answer_type_chart(a).data
+    assert set(types["answer type"]) == set(TYPES) and len(types) == 2 * 3
+
+
+def run_cli(argv, monkeypatch, capsys):
+    import toolkit.cli as cli
+
+    if "toolkit.cli_eval" not in cli.COMMAND_MODULES:  # until it is wired into toolkit/cli.py
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "toolkit.cli_eval"])
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_compare_cli_json_and_text(tmp_path, monkeypatch, capsys):
+    sweep(tmp_path / "store", {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "store"))
+    code, out, err = run_cli(["compare", "--json", "--csv", str(tmp_path / "t.csv")], monkeypatch, capsys)
+    assert code == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["verdict"]["label"] == "positive" and doc["store"]["no_cmba"] == []
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 6
+    code, out, _ = run_cli(["compare", "--baseline", "1:4:1"], monkeypatch, capsys)
+    assert code == 0 and "verdict: negative" in out and "best adapter: r1-4-1-s2" in out
+
+
+def test_compare_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(["compare", "--adapters-dir", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: compare: no evaluated adapters") and err.count("\n") == 1
+    write_adapter(tmp_path, "a", accs=pattern(10))
+    code, _, err = run_cli(["compare", "--adapters-dir", str(tmp_path), "--budget", "7"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: budget: no evaluated adapter matches '7'")
+
+
+def test_score_cli(tmp_path, monkeypatch, capsys):
+    (tmp_path / "p.jsonl").write_text('{"question_id": 1, "answer": "Two"}\n{"question_id": 2, "answer": "no"}\n')
+    (tmp_path / "a.jsonl").write_text(
+        '{"question_id": 1, "answers": ["2", "2", "2", "two"], "answer_type": "number"}\n'
+        '{"question_id": 2, "answers": ["yes"], "answer_type": "yes/no"}\n')
+    argv = ["score", "--predictions", str(tmp_path / "p.jsonl"), "--annotations", str(tmp_path / "a.jsonl")]
+    code, out, _ = run_cli([*argv, "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out) == {"overall": 50.0, "per_answer_type": {"number": 100.0, "yes/no": 0.0},
+                                             "per_question_type": {}, "n": 2}
+    (tmp_path / "p.jsonl").write_text('{"question_id": 1, "answer": "2"}\n')
+    code, _, err = run_cli(argv, monkeypatch, capsys)
+    assert code == 2 and "1 annotated question without prediction (e.g. 2)" in err
+    code, out, _ = run_cli([*argv, "--allow-missing"], monkeypatch, capsys)
+    assert code == 0 and "VQA accuracy 100.00% over 1 questions" in out
+    assert "skipped: 0 predictions without annotation, 1 annotated question without prediction" in out
+
+
+def test_help_is_fast_to_build():
+    from toolkit import cli_eval
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli_eval.register(sub)
+    assert set(sub.choices) == {"score", "compare"}
+
+
+# ------------------------------------------------------------------------------ the page
+
+
+def page(monkeypatch, store: Path) -> AppTest:
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(store))
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    write_adapter(tmp_path, "other-model", base_model="qwen2-vl-2b", accs=pattern(300))
+    (tmp_path / "half-trained").mkdir()
+    at = page(monkeypatch, tmp_path)
+    assert at.selectbox(key="cmp_model").value == "demo"  # the model with most adapters is the default
+    assert at.success[0].value.startswith("**Verdict: positive** — 1:4:1 beats the baseline 1:1:1")
+    groups = at.dataframe[0].value
+    assert list(groups["ratio"]) == ["1:4:1", "1:1:1"] and list(groups["seeds"]) == [3, 3]
+    table = at.dataframe[1].value
+    assert len(table) == 6 and set(table["ratio"]) == {"1:1:1", "1:4:1"}
+    assert any("half-trained" in c.value for c in at.caption)
+    assert at.metric[0].value == "r1-4-1-s2"
+    at.button[0].click().run()
+    assert at.session_state["publish_adapter"] == str(tmp_path / "r1-4-1-s2")
+    assert any("publish page is not available" in i.value for i in at.info)
+
+    at.selectbox(key="cmp_baseline").set_value("1:4:1").run()
+    assert at.info[0].value.startswith("**Verdict: negative**")
+    at.selectbox(key="cmp_model").set_value("qwen2-vl-2b").run()
+    assert not at.exception and at.warning[0].value.startswith("**Verdict: undetermined**")
+    assert len(at.dataframe[1].value) == 1
+
+
+def test_page_empty_state(tmp_path, monkeypatch):
+    (tmp_path / "half-trained").mkdir()
+    at = page(monkeypatch, tmp_path)
+    assert "train and evaluate adapters first" in at.info[0].value
+    assert "python -m toolkit sweep" in at.code[0].value and not at.dataframe
+    assert "1 without cmba.json (half-trained)" in at.caption[0].value
+
+
+def test_bootstrap_does_not_depend_on_hash_order(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (12, 4)})
+    code = ("import sys; from toolkit import compare; c = compare.analyze(compare.scan(sys.argv[1]).rows, n_boot=300)"
+            ".comparisons[0]; print(c.ci_low, c.ci_high, c.p_value)")
+    here = compare.analyze(compare.scan(tmp_path).rows, n_boot=300).comparisons[0]
+    other_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # pytest itself runs with another one
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": other_seed}, check=True)
+    assert out.stdout.split() == [str(here.ci_low), str(here.ci_high), str(here.p_value)]

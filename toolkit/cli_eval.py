@@ -1,0 +1,106 @@
+"""CLI commands `score` and `compare` (added to `python -m toolkit` through `register`).
+
+    python -m toolkit score --predictions preds.jsonl --annotations annotations.jsonl [--json] [--allow-missing]
+    python -m toolkit compare [--baseline 1:1:1] [--model M] [--dataset D] [--budget B] [--json] [--csv FILE]
+"""
+
+# ruff: noqa: T201  (a CLI module: printing is its job, as in toolkit/cli.py)
+
+from __future__ import annotations
+
+import json
+
+from toolkit.errors import InputError
+
+
+def cmd_score(args) -> int:
+    from toolkit.scoring import read_annotations, read_predictions, score
+
+    s = score(read_predictions(args.predictions), read_annotations(args.annotations), allow_missing=args.allow_missing)
+    skipped = s["skipped"]
+    if args.json:
+        doc = {k: s[k] for k in ("overall", "per_answer_type", "per_question_type", "n")}
+        if skipped["predictions_without_annotation"] or skipped["annotations_without_prediction"]:
+            doc["skipped"] = skipped
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"VQA accuracy {s['overall']:.2f}% over {s['n']} questions")
+    if skipped["predictions_without_annotation"] or skipped["annotations_without_prediction"]:
+        a, b = skipped["predictions_without_annotation"], skipped["annotations_without_prediction"]
+        print(f"skipped: {a} prediction{'s' * (a != 1)} without annotation, "
+              f"{b} annotated question{'s' * (b != 1)} without prediction")
+    for title, table in (("answer type", s["per_answer_type"]), ("question type", s["per_question_type"])):
+        if table:
+            print(f"\nper {title}:")
+            for name, acc in sorted(table.items(), key=lambda kv: -kv[1]):
+                print(f"  {name:<32} {acc:6.2f}%")
+    return 0
+
+
+def _print_analysis(a, store) -> None:
+    budget = f"{a.budget:,} params" if isinstance(a.budget, int) else str(a.budget)
+    print(f"{len(a.rows)} evaluated adapters · base model {a.base_model} · eval set {a.eval_tag} · budget {budget}")
+    print(store.summary())
+    if a.base_reference is not None:
+        print(f"base model without adapter: {a.base_reference:.2f}%")
+    print(f"\n{'ratio':<16} {'seeds':>5} {'mean %':>7} {'95% CI':>17} {'ranks':>10} {'params':>13}")
+    for g in a.groups:
+        ci = "n/a (1 seed)" if g.ci_low is None else f"{g.ci_low:.2f} – {g.ci_high:.2f}"
+        print(f"{g.ratio:<16} {len(g.seeds):>5} {g.mean:>7.2f} {ci:>17} {g.ranks:>10} {round(g.trainable_params):>13,}")
+    if a.comparisons:
+        print(f"\npaired bootstrap against {a.baseline} (Δ in points):")
+        for c in a.comparisons:
+            print(f"{c.ratio:<16} Δ {c.delta:+6.2f}  95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}]  p = {c.p_value:.4f}  "
+                  f"({c.n_questions} questions)")
+    print(f"\nverdict: {a.verdict.label} — {a.verdict.reason}")
+    if a.best:
+        print(f"best adapter: {a.best['name']} ({a.best['accuracy']:.2f}%, seed {a.best['seed']}) at {a.best['path']}")
+    print(f"Pareto front (accuracy vs trainable params): {', '.join(a.pareto)}")
+    for note in a.notes:
+        print(f"note: {note}")
+
+
+def cmd_compare(args) -> int:
+    from toolkit import compare
+
+    store = compare.scan(args.adapters_dir)
+    if not store.rows:
+        raise InputError(f"compare: no evaluated adapters ({store.summary()}); train and evaluate adapters first: "
+                         "python -m toolkit sweep ..., then python -m toolkit evaluate --adapter DIR --dataset D")
+    a = compare.analyze(store.rows, baseline=args.baseline, model=args.model, dataset=args.dataset, budget=args.budget)
+    if args.csv:
+        compare.to_csv(a.rows, args.csv)
+    if args.json:
+        doc = compare.to_dict(a)
+        doc["store"] = {"folder": store.folder, "no_cmba": store.no_cmba, "not_evaluated": store.not_evaluated,
+                        "unreadable": store.unreadable}
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_analysis(a, store)
+        if args.csv:
+            print(f"table written to {args.csv}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="official VQA accuracy of given predictions",
+                       description="VQA accuracy exactly as the official VQAv2 evaluation, from JSONL files.")
+    p.add_argument("--predictions", required=True, metavar="P.jsonl", help='lines {"question_id", "answer"}')
+    p.add_argument("--annotations", required=True, metavar="A.jsonl",
+                   help='lines {"question_id", "answers": [...], "answer_type"?, "question_type"?}')
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score the questions present in both files and report how many were skipped")
+    p.add_argument("--json", action="store_true", help="print {overall, per_answer_type, per_question_type, n}")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="compare evaluated adapters: stats, verdict, best adapter",
+                       description="Group evaluated adapters by ratio, test each against a baseline ratio, "
+                                   "and give the study's verdict.")
+    p.add_argument("--baseline", default="1:1:1", help="ratio every other ratio is compared with (default 1:1:1)")
+    p.add_argument("--model", help="only adapters of this base model (id or Hub id)")
+    p.add_argument("--dataset", help="only this eval set (eval tag or dataset id)")
+    p.add_argument("--budget", help="only this budget (trainable params)")
+    p.add_argument("--adapters-dir", metavar="DIR", help="adapter store (default: adapters/ or $CMBA_ADAPTERS_DIR)")
+    p.add_argument("--json", action="store_true", help="print the whole analysis as one JSON object")
+    p.add_argument("--csv", metavar="FILE", help="write the table of compared adapters as CSV")
+    p.set_defaults(func=cmd_compare)
