@@ -1,0 +1,70 @@
+"""Publish: push a trained adapter to the Hugging Face Hub (card preview, dry run, one-commit verified push)."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from toolkit.errors import CmbaError
+from toolkit.modelcard import HUB_LICENSES, split_card
+from toolkit.paths import adapters_dir
+from toolkit.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_plan(adapter: str, repo_id: str | None, license: str | None, stamp: tuple):
+    """The dry run (card + file hashes), recomputed only when the folder's files change."""
+    return dry_run(adapter, repo_id=repo_id, license=license)
+
+
+st.title("Publish to the Hub")
+options = [str(p) for p in list_adapters()]
+chosen = st.session_state.get("publish_adapter")  # set by the Compare page ("publish the best adapter")
+if chosen and str(chosen) not in options:
+    options.insert(0, str(chosen))
+if not options:
+    st.info(f"No complete adapter in {adapters_dir()} yet: train one (its cmba.json marks it complete), then "
+            "come back to publish it.")
+    st.stop()
+
+left, right = st.columns([1, 2], gap="large")
+with left:
+    adapter = st.selectbox("Adapter", options, index=options.index(str(chosen)) if chosen else 0,
+                           format_func=lambda p: Path(p).name)
+    repo_text = st.text_input("Repo id", placeholder="namespace/name, e.g. alice/llava-1-4-1")
+    repo_id = None
+    try:
+        repo_id = validate_repo_id(repo_text) if repo_text else None
+    except CmbaError as exc:
+        st.error(str(exc))
+    private = st.checkbox("Private repo", value=True, help="An existing repo must have this visibility.")
+    license = st.selectbox("License", ["(not specified)", *HUB_LICENSES])
+    token = st.text_input("Hugging Face token", type="password",
+                          help="Needs write access. Used for this push only, never stored; leave empty to use "
+                               "HF_TOKEN or the huggingface_hub login.")
+try:
+    plan = cached_plan(adapter, repo_id, None if license.startswith("(") else license, folder_stamp(adapter))
+except CmbaError as exc:
+    right.error(str(exc))
+    st.stop()
+
+with right:
+    metadata, body = split_card(plan.card)
+    card_tab, meta_tab, files_tab = st.tabs(["Model card", "Card metadata", f"Files ({len(plan.files)})"])
+    card_tab.markdown(body)
+    meta_tab.code(metadata, language="yaml")
+    files_tab.dataframe([{"file": f.path_in_repo, "bytes": f.size, "sha256": f.sha256[:16]} for f in plan.files],
+                        hide_index=True, width="stretch")
+    for path, reason in plan.skipped:
+        files_tab.caption(f"not published: {path} ({reason})")
+
+if left.button("Push to the Hub", type="primary", disabled=repo_id is None):
+    bar = left.progress(0.0, text="starting")
+    try:
+        result = push(adapter, repo_id, token=token or None, private=private, license=plan.license,
+                      progress=lambda fraction, message: bar.progress(fraction, text=message))
+    except CmbaError as exc:
+        left.error(str(exc))
+    else:
+        left.success(f"Published {result.url} (commit {result.commit[:10]}, verified)")
+        with left.expander("Verification"):
+            st.write("\n".join(f"- {line}" for line in result.checks))

@@ -1,0 +1,72 @@
+"""`python -m toolkit push`: publish an adapter folder to the Hugging Face Hub (see toolkit/publish.py).
+
+    python -m toolkit push --adapter adapters/llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --dry-run
+    HF_TOKEN=hf_... python -m toolkit push --adapter llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --private --license apache-2.0
+
+The token is read from HF_TOKEN or the huggingface_hub login (`hf auth login`), never from the command line
+(where shell history and `ps` would keep it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _size(n: int) -> str:
+    return f"{n:,} B" if n < 1024 else f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.1f} MiB"
+
+
+def cmd_push(args) -> int:
+    from toolkit.publish import DEFAULT_ENDPOINT, dry_run, push, validate_repo_id
+
+    repo_id = validate_repo_id(args.repo_id)
+    endpoint = args.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    if args.dry_run:
+        plan = dry_run(args.adapter, repo_id=repo_id, license=args.license)
+        if args.json:
+            _out(json.dumps({"dry_run": True, "private": args.private, "endpoint": endpoint, **plan.to_dict()}, indent=2))
+            return 0
+        _out(f"dry run: would push {plan.adapter_dir} to {endpoint}/{repo_id} "
+             f"({'private' if args.private else 'public'}) in one commit")
+        for f in plan.files:
+            _out(f"  {f.path_in_repo:<60} {_size(f.size):>12}")
+        for path, reason in plan.skipped:
+            _out(f"  skipped {path}: {reason}")
+        _out(f"\n--- README.md (model card) ---\n{plan.card}")
+        return 0
+
+    def progress(fraction: float, message: str) -> None:
+        if not args.json:
+            sys.stderr.write(f"[{100 * fraction:3.0f}%] {message}\n")
+
+    result = push(args.adapter, repo_id, private=args.private, license=args.license, endpoint=endpoint,
+                  progress=progress)
+    if args.json:
+        _out(json.dumps(result.to_dict(), indent=2))
+    else:
+        _out(f"published {result.url} ({'private' if result.private else 'public'})")
+        _out(f"commit {result.commit}")
+        for line in result.checks:
+            _out(f"  verified {line}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("push", help="publish an adapter to the Hugging Face Hub (one commit, verified)",
+                       description="Create or reuse a Hub model repo and upload an adapter folder (PEFT files, "
+                                   "model card, cmba.json, evaluation results) in one commit. Token: HF_TOKEN or "
+                                   "`hf auth login`.")
+    p.add_argument("--adapter", required=True, metavar="DIR", help="adapter folder, or its name in the adapters dir")
+    p.add_argument("--repo-id", required=True, metavar="NS/NAME", help="Hub repo id, e.g. alice/llava-1-4-1")
+    p.add_argument("--private", action="store_true", help="create a private repo (an existing repo must match)")
+    p.add_argument("--license", help="Hub license id for the card, e.g. apache-2.0, mit, llama3 (default: none)")
+    p.add_argument("--dry-run", action="store_true", help="render the card and list the files; no network")
+    p.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_push)
