@@ -12,6 +12,9 @@ st.session_state.setdefault("ratio_text", "1:4:1")
 
 pages = [
     st.Page("app_pages/calculator.py", title="Budget calculator", icon="🧮", default=True),
+    st.Page("app_pages/jobs.py", title="Train & jobs", icon="🏃"),
+    st.Page("app_pages/compare.py", title="Compare", icon="📊"),
+    st.Page("app_pages/publish.py", title="Publish", icon="🚀"),
 ]
 page = st.navigation(pages)
 
@@ -21,5 +24,6 @@ with st.sidebar:
         "Cross-modal budget allocation: how should a fixed LoRA parameter budget be split between a VLM's "
         "vision encoder, projector and language decoder?"
     )
+    st.caption("Calculator → Train & jobs → Compare → Publish")
 
 page.run()

@@ -46,6 +46,10 @@ with right:
     st.dataframe(report.component_table(a), width="stretch", column_config=PARAM_COLUMNS)
     for w in a.warnings:
         st.warning(w)
+    # hand the allocation to the launch form (plain keys survive page switches; widget keys do not)
+    st.session_state["launch"] = {"model": model, "patterns": patterns, "budget_kind": kind,
+                                  "budget_value": budget_text, "ratio": ratio_text, "mode": mode}
+    st.page_link("app_pages/jobs.py", label="Train this allocation: launch a sweep", icon="🏃")
     st.altair_chart(report.split_chart(a), width="stretch")
     grid_tab, audit_tab, config_tab, detail_tab = st.tabs(
         ["Canonical ratios", "Audit hand-picked ranks", "LoraConfig", "Per-module detail"])

@@ -269,8 +269,8 @@ def test_charts_carry_the_data(tmp_path):
 def run_cli(argv, monkeypatch, capsys):
     import toolkit.cli as cli
 
-    if "toolkit.cli_eval" not in cli.COMMAND_MODULES:  # until it is wired into toolkit/cli.py
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "toolkit.cli_eval"])
+    if "toolkit.cli_compare" not in cli.COMMAND_MODULES:  # until it is wired into toolkit/cli.py
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "toolkit.cli_compare"])
     code = cli.main(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -314,7 +314,7 @@ def test_score_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_help_is_fast_to_build():
-    from toolkit import cli_eval
+    from toolkit import cli_compare as cli_eval
 
     sub = argparse.ArgumentParser().add_subparsers()
     cli_eval.register(sub)

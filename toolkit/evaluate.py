@@ -1,0 +1,217 @@
+"""Evaluate an adapter (or the bare base model) on a VQA split with the official VQA accuracy.
+
+    >>> doc = evaluate_adapter("adapters/demo-1-4-1-rank8-s0", "synthetic:shapes?n=500", split="validation")
+    >>> doc["scores"]["overall"], doc["scores"]["per_answer_type"]
+    >>> evaluate_base("demo", "synthetic:shapes?n=500", split="validation")   # the reference row
+
+Generation is batched and greedy (left-padded prompts, `max_new_tokens` short), with the adapter loaded by
+PEFT and not merged, after exactly the training prompt (toolkit.prompting). The generated text is cleaned
+with the official answer normalisation (as the VQA evaluation server does with submitted answers) and
+scored with toolkit.scoring. Results go next to the adapter, atomically:
+
+    <adapter>/eval/<tag>/results.json       scores, dataset (id, split, subset, n), settings, timing
+    <adapter>/eval/<tag>/predictions.jsonl  one line per question: prediction, human answers, accuracy
+
+`<tag>` names the evaluated set: `<dataset-slug>__<split>__n<N>`. The base model's reference evaluation is
+stored the same way in `adapters/base--<model>/` (cmba.json with "kind": "base").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from toolkit.errors import InputError
+
+FORMAT = "cmba-eval/1"
+
+
+def eval_tag(info: dict) -> str:
+    """`<dataset-slug>__<split>__n<N>[__s<sample seed>]`: which questions were evaluated."""
+    source = Path(info["id"]).name if info["kind"] != "synthetic" and Path(info["id"]).exists() else info["id"]
+    slug = "-".join(filter(None, "".join(ch if ch.isalnum() else "-" for ch in source).split("-")))[:60]
+    seed = f"__s{info['sample_seed']}" if info.get("sample_seed") else ""
+    return f"{slug}__{info['split']}__n{info['size']}{seed}"
+
+
+def read_adapter(folder) -> dict:
+    """cmba.json of a complete adapter folder, or a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"adapter: '{folder}' is not a folder")
+    path = folder / "cmba.json"
+    if not path.is_file():
+        raise InputError(f"adapter: '{folder}' has no cmba.json (not a complete CMBA adapter: unfinished training, "
+                         f"or an adapter made elsewhere)")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"adapter: cannot read '{path}' ({exc})") from None
+    if doc.get("kind", "adapter") == "adapter" and not (folder / "adapter_model.safetensors").is_file():
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+        extra = f" (found {', '.join(pickles)}: pickle files are not loaded)" if pickles else ""
+        raise InputError(f"adapter: '{folder}' has no adapter_model.safetensors{extra}")
+    return doc
+
+
+def generate_answers(model, fmt, records, *, batch_size: int, max_new_tokens: int, device, progress=None) -> list[str]:
+    """Greedy answers for `records`, `batch_size` questions per `generate` call."""
+    import torch
+
+    tok = fmt.tokenizer
+    answers = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in fmt.generation_batch(chunk).items()}
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        answers.extend(fmt.decode(out, batch))
+        if progress:
+            progress(len(answers), len(records))
+    return answers
+
+
+def _write_results(folder: Path, tag: str, results: dict, predictions: list[dict]) -> Path:
+    target = folder / "eval" / tag
+    tmp = folder / "eval" / f".{tag}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "predictions.jsonl", "w") as f:
+        for p in predictions:
+            f.write(json.dumps(p, default=str) + "\n")
+    (tmp / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if target.exists():
+        old = folder / "eval" / f".{tag}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def _run(model, processor, model_type, *, dataset, split, limit, columns, image_dir, sample_seed, batch_size,
+         max_new_tokens, device, log):
+    from toolkit.data import load_vqa
+    from toolkit.prompting import VQAFormatter
+    from toolkit.scoring import normalize_answer, score
+
+    data = load_vqa(dataset, split=split, limit=limit, columns=columns or {}, image_dir=image_dir,
+                    sample_seed=sample_seed)
+    records = list(data)
+    fmt = VQAFormatter(processor, model_type)
+    model.eval()
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def progress(done, total):
+        if time.perf_counter() - last[0] > 5 or done == total:
+            last[0] = time.perf_counter()
+            log(f"evaluated {done}/{total} questions")
+
+    raw = generate_answers(model, fmt, records, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
+                           progress=progress)
+    elapsed = time.perf_counter() - t0
+    cleaned = [normalize_answer(a) for a in raw]
+    annotations = [{"question_id": r.question_id, "answers": r.answers, "answer_type": r.answer_type,
+                    "question_type": r.question_type} for r in records]
+    scores = score({r.question_id: a for r, a in zip(records, cleaned)}, annotations)
+    per_q = scores.pop("per_question")
+    scores.pop("skipped", None)
+    predictions = [{"question_id": r.question_id, "question": r.question, "prediction": a, "raw_prediction": raw_a,
+                    "answers": r.answers, "answer_type": r.answer_type, "question_type": r.question_type,
+                    "accuracy": per_q[r.question_id]} for r, a, raw_a in zip(records, cleaned, raw)]
+    info = data.info.to_dict()
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
+                "prompt": fmt.prompt("{question}"), "answer_cleaning": "official VQA normalisation",
+                "device": device.type}
+    dataset_doc = {"id": info["id"], "split": info["split"], "limit": info["limit"], "n": info["size"],
+                   "source_size": info["source_size"], "revision": info["revision"], "sample_seed": info["sample_seed"]}
+    return eval_tag(info), scores, predictions, dataset_doc, settings, elapsed
+
+
+def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
+                     columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
+                     batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
+    """Evaluate a trained adapter (unmerged PEFT) and store the results next to it."""
+    from toolkit.structure import load_structure
+    from toolkit.train import _device, load_model, quiet_libraries, resolve_precision
+
+    _check_settings(batch_size, max_new_tokens)
+    folder = Path(adapter)
+    cmba = read_adapter(folder)
+    if cmba.get("kind") == "base":
+        raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter (use --base)")
+    quiet_libraries()
+    from peft import PeftModel
+    base = cmba["base_model"]
+    structure = load_structure(base["id"], revision=base.get("revision"))
+    device = _device()
+    training = cmba.get("training", {})
+    precision = resolve_precision("auto", device)
+    model, processor = load_model(structure, precision=precision, quantize=training.get("quantize"), device=device,
+                                  revision=base.get("revision"))
+    model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    tag, scores, predictions, dataset_doc, settings, elapsed = _run(
+        model, processor, structure.model_type, dataset=dataset, split=split, limit=limit, columns=columns,
+        image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        device=device, log=log)
+    results = {"format": FORMAT, "adapter": cmba.get("name", folder.name), "base_model": base["id"],
+               "dataset": dataset_doc, "settings": {**settings, "precision": precision,
+                                                    "quantize": training.get("quantize")},
+               "scores": scores, "eval_time_s": round(elapsed, 3),
+               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results["path"] = str(_write_results(folder, tag, results, predictions))
+    return results
+
+
+def base_folder(model: str) -> Path:
+    from toolkit.paths import adapters_dir
+
+    name = Path(model).name if Path(model).exists() else model.replace("/", "--")
+    slug = "-".join(filter(None, "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name).split("-")))
+    return adapters_dir() / f"base--{slug}"
+
+
+def evaluate_base(model: str, dataset: str, *, revision: str | None = None, split: str = "validation",
+                  limit: int | None = None, columns: dict | None = None, image_dir: str | None = None,
+                  sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
+    """Evaluate the base model without an adapter: the reference row of a comparison."""
+    from toolkit.structure import load_structure
+    from toolkit.train import _atomic_json, _device, load_model, model_source, quiet_libraries, resolve_precision
+
+    _check_settings(batch_size, max_new_tokens)
+    quiet_libraries()
+    structure = load_structure(model, revision=revision)
+    device = _device()
+    precision = resolve_precision("auto", device)
+    loaded, processor = load_model(structure, precision=precision, quantize=None, device=device, revision=revision)
+    tag, scores, predictions, dataset_doc, settings, elapsed = _run(
+        loaded, processor, structure.model_type, dataset=dataset, split=split, limit=limit, columns=columns,
+        image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        device=device, log=log)
+    folder = base_folder(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    _, hub_id = model_source(structure)
+    _atomic_json(folder / "cmba.json", {"format": "cmba-adapter/1", "kind": "base", "name": folder.name,
+                                        "base_model": {"id": model, "hub_id": hub_id, "revision": revision,
+                                                       "model_type": structure.model_type}})
+    results = {"format": FORMAT, "adapter": None, "base_model": model, "dataset": dataset_doc,
+               "settings": {**settings, "precision": precision}, "scores": scores, "eval_time_s": round(elapsed, 3),
+               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results["path"] = str(_write_results(folder, tag, results, predictions))
+    return results
+
+
+def _check_settings(batch_size, max_new_tokens) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch-size: must be a whole number >= 1, got {batch_size}")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 512:
+        raise InputError(f"max-new-tokens: must be a whole number in [1, 512], got {max_new_tokens}")
