@@ -21,7 +21,7 @@ from toolkit.errors import CmbaError, InputError
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
-COMMAND_MODULES: list[str] = ["toolkit.cli_train", "toolkit.cli_evaluate", "toolkit.cli_compare", "toolkit.cli_push"]
+COMMAND_MODULES: list[str] = ["toolkit.cli_train", "toolkit.cli_evaluate", "toolkit.cli_compare", "toolkit.cli_push", "toolkit.cli_jobs"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,138 @@
+"""Training jobs: plan a sweep (ratios x seeds), queue it for the background worker, follow it live.
+
+The page never trains: it queues jobs in the SQLite store and starts a detached worker (`ensure_worker`)
+that outlives the app. Model, budget and ratio come prefilled from the calculator page.
+"""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, PARAM_COLUMNS, cached_structure
+from toolkit import sweep as sw
+from toolkit.errors import CmbaError
+from toolkit.executor import tail_lines
+from toolkit.jobstore import JobStore
+from toolkit.report import CANONICAL_RATIOS
+from toolkit.spec import Ratio
+from toolkit.worker import ensure_worker, live_workers
+
+s = st.session_state
+
+
+def _prefill_from_calculator() -> None:
+    """Copy the calculator's model, budget and ratio (its `launch` hand-off) when they changed since the last copy."""
+    launch = s.get("launch") or {}
+    kind = launch.get("budget_kind", "rank")
+    try:
+        ratio = str(Ratio.parse(launch.get("ratio", "1:4:1")))
+    except CmbaError:
+        ratio = "1:4:1"
+    snapshot = (launch.get("model") or "demo", kind, launch.get("budget_value") or BUDGET_DEFAULTS[kind], ratio)
+    if s.get("_jobs_prefilled") != snapshot:
+        s["_jobs_prefilled"] = snapshot
+        s.update(jobs_model=snapshot[0], jobs_budget_kind=kind, jobs_budget_value=snapshot[2],
+                 jobs_ratios=list(dict.fromkeys(["1:1:1", ratio])))
+
+
+st.title("Training jobs")
+_prefill_from_calculator()
+s.setdefault("jobs_dataset", "synthetic:shapes")
+
+with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
+    a, b = st.columns(2)
+    model = a.text_input("Model", key="jobs_model", help="preset, local folder with config.json, or Hub id")
+    dataset = b.text_input("Dataset", key="jobs_dataset", help="synthetic:shapes, a datasets id or a local folder")
+    a, b, c = st.columns(3)
+    kind = a.radio("Budget as", list(BUDGET_LABELS), format_func=BUDGET_LABELS.get, key="jobs_budget_kind",
+                   on_change=lambda: s.update(jobs_budget_value=BUDGET_DEFAULTS[s.jobs_budget_kind]))
+    budgets = b.text_input(BUDGET_LABELS[kind] + " (several: 8,16)", key="jobs_budget_value")
+    mode = c.radio("Mode", ["rank", "share"], key="jobs_mode", horizontal=True)
+    options = list(dict.fromkeys([*CANONICAL_RATIOS, *s.get("jobs_ratios", [])]))
+    ratios = st.multiselect("Ratios vision : projector : language", options, key="jobs_ratios",
+                            accept_new_options=True, help="the canonical grid, or type your own V:P:L")
+    a, b, c, d = st.columns(4)
+    seeds = a.number_input("Seeds", 1, 20, 3, key="jobs_seeds")
+    max_steps = b.number_input("Steps", 1, 1_000_000, 200, key="jobs_steps")
+    batch = c.number_input("Batch size", 1, 4096, 8, key="jobs_batch")
+    lr = d.text_input("Learning rate", "2e-4", key="jobs_lr")
+    a, b, c = st.columns(3)
+    evaluate = a.checkbox("Evaluate after training", True, key="jobs_eval")
+    eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
+    eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, 500, key="jobs_eval_limit",
+                                disabled=not evaluate)
+    try:
+        spec = sw.SweepSpec.build(
+            model=model, dataset=dataset, ratios=ratios, budget_kind=kind, budgets=budgets, seeds=seeds, mode=mode,
+            train=sw.TrainSettings(max_steps=max_steps, batch_size=batch, lr=lr), evaluate=evaluate,
+            eval_split=eval_split, eval_limit=eval_limit or None)
+        plan = sw.plan_sweep(spec, structure=cached_structure(spec.model, None))
+    except CmbaError as exc:
+        st.error(str(exc))
+        plan = None
+    if plan is not None:
+        st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s), each trained with `--resume`"
+                   + (f", then evaluated on '{spec.eval_split}'" if spec.eval_split else ""))
+        st.dataframe(pd.DataFrame(plan.rows()).drop(columns=["output"]), hide_index=True, width="stretch",
+                     column_config={**PARAM_COLUMNS, "trainable params": PARAM_COLUMNS["params"],
+                                    "budget params": PARAM_COLUMNS["params"]})
+        if st.button("Queue sweep", type="primary"):
+            result = sw.submit_sweep(plan)
+            worker = ensure_worker()
+            (st.success if result.created else st.info)(
+                f"Queued {len(result.jobs)} job(s) as sweep {plan.short_id}." if result.created
+                else f"Sweep {plan.short_id} is already queued: nothing new (retry jobs below).")
+            if worker["started"]:
+                st.caption(f"Started a background worker (pid {worker['pid']}).")
+
+
+@st.fragment(run_every=2)
+def jobs_panel():
+    store = JobStore()
+    sweeps = store.sweeps()
+    workers = live_workers(store)
+    left, right = st.columns([3, 1])
+    left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers
+                 else "No worker running (queued jobs wait until one starts).")
+    if not workers and right.button("Start worker"):
+        ensure_worker()
+    if not sweeps:
+        st.info("No sweeps yet: launch one above.")
+        return
+    labels = {w["id"]: f"{w['id'][:8]} · {w['spec'].get('model')} · "
+              + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
+    sweep = st.selectbox("Sweep", list(labels), format_func=labels.get, key="jobs_sweep")
+    jobs = store.list(sweep=sweep)
+    progress = [sw.job_progress(j, log_lines=0) for j in jobs]
+    table = pd.DataFrame([{
+        "job": p["id"], "name": p["name"], "state": p["state"], "phase": p["phase"] if p["state"] == "running" else "",
+        "progress": p["fraction"] or 0.0, "step": p["step"], "loss": p["loss"],
+        "eta min": None if p["eta_s"] is None or p["state"] != "running" else round(p["eta_s"] / 60, 1),
+        "attempts": p["attempts"], "reason": p["reason"] or "",
+        "accuracy %": next(iter(p["scores"].values()), None)} for p in progress])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
+    curves = pd.DataFrame(sw.loss_curves(jobs))
+    if not curves.empty:
+        st.altair_chart(alt.Chart(curves).mark_line().encode(
+            x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="name:N",
+            tooltip=["name", "ratio", "seed", "step", "loss"]), width="stretch")
+    job_id = st.selectbox("Job", [j.id for j in jobs], key="jobs_selected",
+                          format_func=lambda i: f"{i} · {next(j.name for j in jobs if j.id == i)}")
+    job = store.get(job_id)
+    a, b, c = st.columns([1, 1, 4])
+    try:
+        if a.button("Cancel", disabled=job.state.finished):
+            store.request_cancel(job.id)
+        if b.button("Retry", disabled=job.state.value not in ("failed", "cancelled")):
+            store.retry(job.id)
+            ensure_worker()
+    except CmbaError as exc:
+        st.error(str(exc))
+    if job.message:
+        c.error(job.message)
+    st.code("\n".join(tail_lines(job.log_path, 40)) or "(no log yet)", language="text")
+
+
+st.subheader("Jobs")
+jobs_panel()

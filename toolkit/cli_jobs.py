@@ -1,0 +1,327 @@
+"""Commands of the job system: `sweep`, `jobs list|show|cancel|retry|logs`, `worker`.
+
+    python -m toolkit sweep --model demo --dataset synthetic:shapes --ratios 1:1:1,1:4:1,2:4:1 --seeds 3 \\
+        --budget-rank 8 --max-steps 200 --dry-run          # the plan: each job's ranks and params
+    python -m toolkit sweep ... --json                      # queue it and start a worker (unless --no-worker)
+    python -m toolkit jobs list [--sweep ID] [--json]
+    python -m toolkit jobs show ID [--json] | cancel ID | retry ID | logs ID [--tail N] [--follow]
+    python -m toolkit worker [--slots N] [--gpus 0,1|auto|none] [--once] [--poll S]
+
+`python -m toolkit.cli_jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from toolkit.errors import InputError
+
+
+def _out(text: str = "") -> None:
+    print(text)  # noqa: T201 - a CLI prints
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# ------------------------------------------------------------------------------------------ sweep
+
+def _train_settings(args):
+    from toolkit.sweep import TrainSettings
+
+    return TrainSettings(split=args.split, limit=args.limit, max_steps=args.max_steps, epochs=args.epochs,
+                         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, lr_vision=args.lr_vision,
+                         lr_projector=args.lr_projector, lr_language=args.lr_language, precision=args.precision,
+                         gradient_checkpointing=args.gradient_checkpointing, quantize=args.quantize,
+                         checkpoint_every=args.checkpoint_every)
+
+
+def spec_from_args(args):
+    from toolkit.sweep import SweepSpec
+
+    kinds = [k for k in ("rank", "params", "percent") if getattr(args, f"budget_{k}") is not None]
+    if not kinds:
+        raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
+    if args.seeds is not None and args.seed_list is not None:
+        raise InputError("seeds: give --seeds N or --seed-list, not both")
+    return SweepSpec.build(
+        model=args.model, dataset=args.dataset, ratios=args.ratios, budget_kind=kinds[0],
+        budgets=getattr(args, f"budget_{kinds[0]}"), seeds=args.seeds, seed_list=args.seed_list, mode=args.mode,
+        targets=args.targets, alpha_rule=args.alpha_rule, alpha=args.alpha, train=_train_settings(args),
+        evaluate=not args.no_eval, eval_split=args.eval_split, eval_limit=args.eval_limit,
+        gpus_per_job=args.gpus_per_job, max_attempts=args.max_attempts)
+
+
+def cmd_sweep(args) -> int:
+    from toolkit.sweep import plan_sweep, submit_sweep
+
+    plan = plan_sweep(spec_from_args(args))
+    result = None
+    worker = None
+    if not args.dry_run:
+        result = submit_sweep(plan)
+        if not args.no_worker:
+            from toolkit.worker import ensure_worker
+
+            worker = ensure_worker()
+    if args.json:
+        doc = plan.to_dict()
+        doc["dry_run"] = bool(args.dry_run)
+        if result is not None:
+            doc["created"] = result.created
+            doc["states"] = {j.id: j.state.value for j in result.jobs}
+        doc["worker"] = worker
+        _out(json.dumps(doc, indent=2))
+        return 0
+    _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s)")
+    _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
+    for j in plan.jobs:
+        err = "-" if j.budget_error is None else f"{j.budget_error:+.2f}%"
+        _out(f"{j.id:<12} {j.name:<36} {':'.join(map(str, j.ranks)):>12} {j.params:>14,} {err:>10}")
+    if args.dry_run:
+        _out("dry run: nothing queued")
+    elif result.created:
+        _out(f"queued {len(result.jobs)} job(s); follow with `python -m toolkit jobs list --sweep {plan.short_id}`")
+    else:
+        _out(f"this sweep was already queued ({plan.short_id}): nothing new; see `jobs list --sweep {plan.short_id}`")
+    if worker is not None:
+        pid = f" (pid {worker['pid']})" if worker["pid"] else ""
+        _out(f"worker: {'started' if worker['started'] else 'already running'}{pid}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+def _progress_text(p: dict) -> str:
+    if p["step"] is not None and p["max_steps"]:
+        text = f"{p['step']}/{p['max_steps']}"
+        if p["loss"] is not None:
+            text += f" loss {p['loss']:.4g}"
+        if p["state"] == "running" and p["eta_s"] is not None:
+            text += f" eta {_age(p['eta_s'])}"
+        return text
+    return ""
+
+
+def cmd_jobs_list(args) -> int:
+    from toolkit.jobstore import JobStore
+    from toolkit.sweep import job_progress
+
+    store = JobStore()
+    sweep = store.resolve_sweep(args.sweep) if args.sweep else None
+    jobs = store.list(sweep=sweep)
+    progress = [job_progress(j, log_lines=0) for j in jobs]
+    if args.json:
+        for p in progress:
+            p.pop("log_tail")
+        _out(json.dumps(progress, indent=2))
+        return 0
+    if not jobs:
+        _out("no jobs" + (f" in sweep {args.sweep}" if args.sweep else ""))
+        return 0
+    _out(f"{'id':<12} {'state':<10} {'phase':<9} {'name':<36} {'progress':<28} reason")
+    for p in progress:
+        phase = p["phase"] if p["state"] == "running" else ""
+        _out(f"{p['id']:<12} {p['state']:<10} {phase:<9} {p['name']:<36} {_progress_text(p):<28} {p['reason'] or ''}")
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    from toolkit.jobstore import JobStore
+    from toolkit.sweep import job_progress
+
+    job = JobStore().get(args.id)
+    doc = {**job.to_dict(), "progress": job_progress(job, log_lines=args.tail)}
+    if args.json:
+        _out(json.dumps(doc, indent=2))
+        return 0
+    _out(f"job {job.id} · {job.name} · {job.state.value}" + (f" ({job.reason})" if job.reason else ""))
+    for key in ("sweep_id", "output_dir", "log_path", "attempts", "max_attempts", "retries", "created", "started",
+                "finished", "message"):
+        if doc.get(key) not in (None, ""):
+            _out(f"  {key:<13} {doc[key]}")
+    if job.state.value == "running":
+        _out(f"  {'worker':<13} pid {job.worker_pid} on {job.worker_host}; step pid {job.pid}")
+        _out(f"  {'progress':<13} {doc['progress']['phase']} {_progress_text(doc['progress'])}")
+    for i, step in enumerate(job.steps):
+        marker = ">" if i == job.step_index and job.state.value == "running" else " "
+        _out(f" {marker}step {i + 1}: {' '.join('python' if a == '{python}' else a for a in step)}")
+    if doc["progress"]["log_tail"]:
+        _out("  log tail:")
+        for line in doc["progress"]["log_tail"]:
+            _out(f"    {line}")
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    from toolkit.jobstore import JobStore
+
+    job = JobStore().request_cancel(args.id)
+    _out(f"job {job.id}: cancelled" if job.state.value == "cancelled"
+         else f"job {job.id}: cancel requested; its worker stops it (SIGTERM, then SIGKILL after a grace period)")
+    return 0
+
+
+def cmd_jobs_retry(args) -> int:
+    from toolkit.jobstore import JobStore
+
+    job = JobStore().retry(args.id)
+    _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of {len(job.steps)})")
+    if not args.no_worker:
+        from toolkit.worker import ensure_worker
+
+        ensure_worker()
+    return 0
+
+
+def cmd_jobs_logs(args) -> int:
+    from toolkit.executor import tail_lines
+    from toolkit.jobstore import JobStore
+
+    store = JobStore()
+    job = store.get(args.id)
+    for line in tail_lines(job.log_path, args.tail):
+        _out(line)
+    if not args.follow:
+        return 0
+    try:
+        with open(job.log_path, "rb") as fh:
+            fh.seek(0, 2)
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+                elif store.get(job.id).state.finished:
+                    return 0
+                else:
+                    time.sleep(0.5)
+    except FileNotFoundError:
+        raise InputError(f"job {job.id}: no log yet at {job.log_path} (it has not started)") from None
+
+
+# ----------------------------------------------------------------------------------------- worker
+
+def cmd_worker(args) -> int:
+    import logging
+
+    from toolkit.worker import WorkerConfig, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    config = WorkerConfig(slots=args.slots, gpus=args.gpus, threads_per_job=args.threads, poll_s=args.poll,
+                          grace_s=args.grace, once=args.once, idle_exit_s=args.idle_exit)
+    return run_worker(config, lock_fd=args.lock_fd, exclusive=not args.extra)
+
+
+# ----------------------------------------------------------------------------------------- parsers
+
+def _number(kind):
+    def parse(text):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {'whole number' if kind is int else 'number'}") from None
+    return parse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="queue a sweep of training jobs: ratios x seeds (x budgets)",
+                       description="Queue one training job per ratio, seed and budget (train, then evaluate).")
+    p.add_argument("--model", required=True, help="preset name, local folder with config.json, or Hub id")
+    p.add_argument("--dataset", required=True, help="e.g. synthetic:shapes, a datasets id, or a local folder")
+    p.add_argument("--ratios", required=True, help="comma-separated V:P:L ratios, e.g. 1:1:1,1:4:1,2:4:1")
+    p.add_argument("--seeds", help="number of seeds: 0..N-1 (default 1)")
+    p.add_argument("--seed-list", help="explicit seeds, e.g. 0,1,2")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-rank", metavar="R[,R...]", help="uniform rank equivalent (several: 8,16)")
+    budget.add_argument("--budget-params", metavar="N[,N...]", help="trainable parameters")
+    budget.add_argument("--budget-percent", metavar="P[,P...]", help="percent of the base model")
+    p.add_argument("--mode", default="rank", help="rank (default) or share")
+    p.add_argument("--targets", default="", help="module kinds per component, e.g. language=attention")
+    p.add_argument("--alpha-rule", default="scaled", help="scaled (default), fixed, or rslora")
+    p.add_argument("--alpha", default="2", help="k for scaled (default 2), alpha for fixed/rslora")
+    g = p.add_argument_group("training (passed to every job's train step)")
+    g.add_argument("--split", help="training split")
+    g.add_argument("--limit", type=_number(int), help="use at most N training examples")
+    steps = g.add_mutually_exclusive_group()
+    steps.add_argument("--max-steps", type=_number(int))
+    steps.add_argument("--epochs", type=_number(float))
+    g.add_argument("--batch-size", type=_number(int))
+    g.add_argument("--grad-accum", type=_number(int))
+    g.add_argument("--lr", type=_number(float))
+    g.add_argument("--lr-vision", type=_number(float))
+    g.add_argument("--lr-projector", type=_number(float))
+    g.add_argument("--lr-language", type=_number(float))
+    g.add_argument("--precision", help="auto, fp32, bf16 or fp16")
+    g.add_argument("--gradient-checkpointing", action="store_true")
+    g.add_argument("--quantize", help="4bit (QLoRA)")
+    g.add_argument("--checkpoint-every", type=_number(int), metavar="N")
+    g = p.add_argument_group("evaluation (a step after training)")
+    g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
+    g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")
+    g.add_argument("--no-eval", action="store_true", help="train only")
+    g = p.add_argument_group("queueing")
+    g.add_argument("--gpus-per-job", type=_number(int), help="default: 1 when the machine has GPUs, else 0 (CPU)")
+    g.add_argument("--max-attempts", type=_number(int), default=3, help="runs allowed when a worker is lost (default 3)")
+    g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
+    g.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
+    g.add_argument("--json", action="store_true", help="print the plan (and queue result) as JSON")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("jobs", help="list, show, cancel, retry background jobs or read their logs")
+    jobs = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
+    q = jobs.add_parser("list", help="every job with its state and progress")
+    q.add_argument("--sweep", help="only this sweep (id or prefix)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_jobs_list)
+    q = jobs.add_parser("show", help="one job in detail")
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--tail", type=_number(int), default=20, help="log lines to show (default 20)")
+    q.set_defaults(func=cmd_jobs_show)
+    q = jobs.add_parser("cancel", help="cancel a queued or running job")
+    q.add_argument("id")
+    q.set_defaults(func=cmd_jobs_cancel)
+    q = jobs.add_parser("retry", help="queue a failed or cancelled job again with a fresh attempt count "
+                        "(it resumes at its failed step, from its last checkpoint)")
+    q.add_argument("id")
+    q.add_argument("--no-worker", action="store_true", help="do not start a background worker")
+    q.set_defaults(func=cmd_jobs_retry)
+    q = jobs.add_parser("logs", help="a job's log (stdout and stderr of its steps)")
+    q.add_argument("id")
+    q.add_argument("--tail", type=_number(int), default=50, help="lines (default 50)")
+    q.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    q.set_defaults(func=cmd_jobs_logs)
+
+    p = sub.add_parser("worker", help="run the background worker (the app starts one when needed)")
+    p.add_argument("--slots", type=_number(int), help="concurrent jobs (default: one per GPU, or by CPU cores)")
+    p.add_argument("--gpus", default="auto", help="auto (all detected), none, or ids such as 0,1")
+    p.add_argument("--threads", type=_number(int), help="CPU threads per job (default from cores and slots)")
+    p.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--poll", type=_number(float), default=1.0, help="seconds between queue checks (default 1)")
+    p.add_argument("--grace", type=_number(float), default=10.0,
+                   help="seconds a cancelled job gets to checkpoint before SIGKILL (default 10)")
+    p.add_argument("--idle-exit", type=_number(float), default=0.0, help="exit after S idle seconds (0 = never)")
+    p.add_argument("--extra", action="store_true", help="run beside the main worker (skip the per-folder lock)")
+    p.add_argument("--lock-fd", type=_number(int), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_worker)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m toolkit.cli_jobs ...`: the toolkit CLI with these commands registered."""
+    from toolkit import cli
+
+    if __name__ not in cli.COMMAND_MODULES and "toolkit.cli_jobs" not in cli.COMMAND_MODULES:
+        cli.COMMAND_MODULES.append("toolkit.cli_jobs")
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

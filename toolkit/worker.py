@@ -1,0 +1,421 @@
+"""The background worker: claims queued jobs from the store and runs them through an executor.
+
+    python -m toolkit worker                    # slots from the machine: one GPU per job, or CPU jobs
+    python -m toolkit worker --slots 2 --gpus 0,1
+    python -m toolkit worker --once             # run until the queue is empty, then exit
+    ensure_worker()                             # from the app: start a detached worker unless one is alive
+
+One worker per jobs folder holds `jobs_dir()/worker.lock` (flock) for its whole life, so racing callers of
+`ensure_worker()` never start two; `--extra` runs another one beside it (claims stay atomic in the store).
+The loop is single-threaded: reap finished steps, heartbeat (worker and jobs), act on cancel requests
+(SIGTERM to the step's process group, SIGKILL after the grace period), recover jobs of lost workers
+(their process gone, checked by pid + /proc start time, or their heartbeat expired: re-queued with
+`--resume` in their steps until the attempt cap, else failed "worker lost"), and claim jobs for free slots.
+
+How a run ends: exit 0 on every step -> succeeded; exit 3, or "out_of_memory" in the step's last log
+lines -> failed "out_of_memory" (not retried); cancelled by the user -> cancelled; ended by SIGTERM from
+elsewhere (exit 143) -> re-queued like a lost worker; any other exit -> failed "exit code N" or
+"killed by signal N (NAME)". The worker itself stopping (SIGTERM, Ctrl-C) re-queues its jobs without
+spending an attempt: they resume from their last checkpoint under the next worker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import InputError
+from toolkit.executor import Executor, LocalExecutor, Run, RunStatus, process_alive, process_start_time
+from toolkit.jobstore import JobState, JobStore, WorkerInfo
+from toolkit.paths import PROJECT_ROOT
+
+log = logging.getLogger("cmba.worker")
+
+OOM_MARK = "out_of_memory"
+OOM_EXIT = 3
+LEASE_S = float(os.environ.get("CMBA_JOB_LEASE_S") or 30.0)
+"""a running job whose heartbeat is older than this is considered lost (its worker stopped stamping it)"""
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids this machine offers: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L`, else torch."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        return [line.split(":")[0].split()[1] for line in out.splitlines() if line.startswith("GPU ")]
+    if Path("/dev/nvidia0").exists():  # a driver without nvidia-smi: ask torch (slow import, so only here)
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def parse_gpus(text: str | None, available: list[str]) -> list[str]:
+    """`auto` (all detected), `none`, or a list like `0,1` checked against what exists."""
+    text = (text or "auto").strip().lower()
+    if text == "auto":
+        return list(available)
+    if text in ("none", "cpu", ""):
+        return []
+    wanted = [g.strip() for g in text.split(",") if g.strip()]
+    missing = [g for g in wanted if g not in available]
+    if missing:
+        have = f"GPUs {', '.join(available)}" if available else "no GPU"
+        raise InputError(f"gpus: GPU {', '.join(missing)} asked for, but this machine has {have} "
+                         "(use --gpus auto, none, or ids that exist)")
+    if len(set(wanted)) != len(wanted):
+        raise InputError(f"gpus: '{text}' names a GPU twice")
+    return wanted
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs; `resources()` turns it into (GPU ids, slots, threads per job)."""
+
+    slots: int | None = None
+    """concurrent jobs; default: one per GPU, or on CPU cpu_count // threads_per_job"""
+    gpus: str = "auto"
+    threads_per_job: int | None = None
+    """CPU threads per job (OMP_NUM_THREADS); default min(4, cpu_count), or cpu_count // slots"""
+    poll_s: float = 1.0
+    heartbeat_s: float = 2.0
+    lease_s: float = LEASE_S
+    recover_every_s: float = 10.0
+    grace_s: float = 10.0
+    """after SIGTERM, how long a job may take to checkpoint and exit before SIGKILL"""
+    once: bool = False
+    idle_exit_s: float = 0.0
+    """exit after this long with nothing to do (0 = never)"""
+
+    def __post_init__(self):
+        if self.slots is not None and (not isinstance(self.slots, int) or not 1 <= self.slots <= 256):
+            raise InputError(f"slots: must be a whole number in 1..256, got {self.slots!r}")
+        if self.threads_per_job is not None and (not isinstance(self.threads_per_job, int) or self.threads_per_job < 1):
+            raise InputError(f"threads: must be a whole number >= 1, got {self.threads_per_job!r}")
+        for name in ("poll_s", "heartbeat_s", "lease_s", "recover_every_s", "grace_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name.removesuffix('_s').replace('_', ' ')}: must be > 0 seconds")
+        if self.heartbeat_s >= self.lease_s:
+            raise InputError("heartbeat: must be shorter than the lease")
+        if self.idle_exit_s < 0:
+            raise InputError("idle exit: must be >= 0 seconds")
+
+    def resources(self) -> tuple[list[str], int, int]:
+        gpus = parse_gpus(self.gpus, detect_gpus())
+        cpus = os.cpu_count() or 1
+        if gpus:
+            slots = self.slots or len(gpus)
+            if slots > len(gpus):
+                raise InputError(f"slots: {slots} jobs at one GPU each need {slots} GPUs, but {len(gpus)} are available "
+                                 f"({', '.join(gpus)})")
+            threads = self.threads_per_job or max(1, cpus // slots)
+        elif self.slots:
+            slots, threads = self.slots, self.threads_per_job or max(1, cpus // self.slots)
+        else:
+            threads = self.threads_per_job or min(4, cpus)
+            slots = max(1, cpus // threads)
+        return gpus, slots, threads
+
+
+def describe_exit(code: int | None, tail: list[str]) -> tuple[str | None, str | None]:
+    """(reason, last 'error:' line) of a step that ended with `code` (reason None = success)."""
+    message = next((line.strip() for line in reversed(tail) if line.strip().startswith("error:")), None)
+    if code == 0:
+        return None, None
+    if code == OOM_EXIT or any(OOM_MARK in line for line in tail):
+        return OOM_MARK, message
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {-code} ({name})", message
+    return f"exit code {code}", message
+
+
+class Worker:
+    """The loop; `run()` returns an exit status once stopped (signal, --once, or idle exit)."""
+
+    def __init__(self, store: JobStore, config: WorkerConfig = WorkerConfig(), executor: Executor | None = None):
+        self.store = store
+        self.config = config
+        self.executor = executor or LocalExecutor()
+        self.gpus, self.slots, self.threads = config.resources()
+        self.free_gpus = list(self.gpus)
+        pid = os.getpid()
+        self.info = WorkerInfo(id=f"w{secrets.token_hex(5)}", pid=pid, start_time=process_start_time(pid),
+                               host=socket.gethostname(), slots=self.slots, gpus=",".join(self.gpus))
+        self.runs: dict[str, Run] = {}
+        self.kill_at: dict[str, float] = {}
+        self.stopping = False
+
+    # --------------------------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        self.store.register_worker(self.info)
+        log.info("worker %s pid %d: %d slot(s), %s, %d thread(s) per job, jobs in %s", self.info.id, self.info.pid,
+                 self.slots, f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU", self.threads, self.store.folder)
+        next_beat = next_recover = 0.0
+        idle_since = time.monotonic()
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                self._reap()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.config.heartbeat_s
+                if now >= next_recover:
+                    self.recover()
+                    next_recover = now + self.config.recover_every_s
+                self._cancels()
+                claimed = self._fill()
+                if self.runs or claimed:
+                    idle_since = now
+                elif self.config.once:
+                    break
+                elif self.config.idle_exit_s and now - idle_since >= self.config.idle_exit_s:
+                    self.store.remove_worker(self.info.id)
+                    if not self._fill():  # a job queued while we were deciding to go: stay
+                        break
+                    self.store.register_worker(self.info)
+                    idle_since = now
+                time.sleep(self.config.poll_s if self.runs or not claimed else 0)
+        finally:
+            self.shutdown()
+            self.store.remove_worker(self.info.id)
+        return 0
+
+    def _stop(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        log.info("worker: %s received, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _env(self, job, gpu_ids: list[str]) -> dict[str, str]:
+        threads = str(self.threads)
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                "OPENBLAS_NUM_THREADS": threads, "CMBA_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
+                "CMBA_JOB_ID": job.id, "CMBA_JOB_ATTEMPT": str(job.attempts)}
+
+    def _fill(self) -> int:
+        claimed = 0
+        while len(self.runs) < self.slots and not self.stopping:
+            job = self.store.claim(self.info, max_gpus=len(self.free_gpus))
+            if job is None:
+                break
+            claimed += 1
+            gpu_ids, self.free_gpus = self.free_gpus[:job.gpus], self.free_gpus[job.gpus:]
+            try:
+                run = self.executor.launch(job, env=self._env(job, gpu_ids))
+            except OSError as exc:
+                self.free_gpus += gpu_ids
+                self.store.finish(job.id, job.token, JobState.FAILED, reason="launch failed",
+                                  message=f"{type(exc).__name__}: {exc}")
+                log.error("job %s: launch failed: %s", job.id, exc)
+                continue
+            run.handle["gpu_ids"] = gpu_ids
+            self.runs[job.id] = run
+            self.store.set_process(job.id, job.token, pid=run.pid, pid_start=run.pid_start,
+                                   step_index=run.step_index, gpu_ids=",".join(gpu_ids))
+            log.info("job %s (%s) attempt %d: started pid %s%s", job.id, job.name, job.attempts, run.pid,
+                     f" on GPU {','.join(gpu_ids)}" if gpu_ids else "")
+        return claimed
+
+    def _reap(self) -> None:
+        for job_id, run in list(self.runs.items()):
+            status = self.executor.poll(run)
+            if status.step_changed:
+                self.store.set_process(job_id, run.job.token, pid=run.pid, pid_start=run.pid_start,
+                                       step_index=run.step_index)
+            if status.done:
+                del self.runs[job_id]
+                self.kill_at.pop(job_id, None)
+                self.free_gpus += run.handle.get("gpu_ids", [])
+                self._record(run, status)
+
+    def _step_tail(self, run: Run, n: int = 30) -> list[str]:
+        """The step's own last log lines (after the worker's header for this attempt)."""
+        tail = self.executor.tail(run.job, n)
+        for i in range(len(tail) - 1, -1, -1):
+            if tail[i].startswith("[cmba-worker "):
+                return tail[i + 1:]
+        return tail
+
+    def _record(self, run: Run, status: RunStatus) -> None:
+        job, code = run.job, status.returncode
+        if run.handle.get("lost"):
+            log.warning("job %s: re-assigned while we ran it; its result is not ours to record", job.id)
+            return
+        reason, message = describe_exit(code, self._step_tail(run))
+        if run.handle.get("shutdown"):
+            state = self.store.requeue(job.id, job.token, reason="worker stopped", count_attempt=False)
+        elif run.cancelling:
+            state = JobState.CANCELLED
+            self.store.finish(job.id, job.token, state, reason="cancelled by user", exit_code=code)
+        elif reason is None:
+            state = JobState.SUCCEEDED
+            self.store.finish(job.id, job.token, state, exit_code=0)
+        elif code in (143, -signal.SIGTERM) and reason != OOM_MARK:
+            state = self.store.requeue(job.id, job.token, reason="terminated (SIGTERM)", message=message)
+        else:
+            state = JobState.FAILED
+            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
+        log.info("job %s: %s%s", job.id, state.value if state else "no longer ours", f" ({reason})" if reason else "")
+
+    def _heartbeat(self) -> None:
+        lost = self.store.heartbeat(self.info, {i: r.job.token for i, r in self.runs.items()})
+        for job_id in lost:
+            run = self.runs[job_id]
+            log.warning("job %s: our claim expired (another worker re-queued it): stopping our copy", job_id)
+            run.handle["lost"] = True
+            self.executor.cancel(run, force=True)
+
+    def _cancels(self) -> None:
+        now = time.monotonic()
+        for job_id in self.store.cancel_requested({i: r.job.token for i, r in self.runs.items()}):
+            run = self.runs[job_id]
+            if not run.cancelling:
+                log.info("job %s: cancel requested: SIGTERM", job_id)
+                self.executor.cancel(run)
+                self.kill_at[job_id] = now + self.config.grace_s
+        for job_id, deadline in list(self.kill_at.items()):
+            if now >= deadline and job_id in self.runs:
+                log.info("job %s: still running %.0f s after SIGTERM: SIGKILL", job_id, self.config.grace_s)
+                self.executor.cancel(self.runs[job_id], force=True)
+                del self.kill_at[job_id]
+
+    def recover(self) -> list[tuple[str, str]]:
+        """Re-queue (or fail at the cap) running jobs whose worker is gone; returns [(job id, new state)]."""
+        done = []
+        now = time.time()
+        for job in self.store.running():
+            if job.worker_id == self.info.id and job.id in self.runs:
+                continue
+            same_host = job.worker_host == self.info.host
+            gone = same_host and not process_alive(job.worker_pid, job.worker_start)
+            expired = job.heartbeat is None or now - job.heartbeat > self.config.lease_s
+            if not (gone or expired or job.worker_id == self.info.id):
+                continue
+            if same_host:
+                self.executor.cleanup_lost(job, grace_s=self.config.grace_s)
+            state = self.store.requeue(job.id, job.token, reason="worker lost",
+                                       message=f"worker pid {job.worker_pid} on {job.worker_host} stopped")
+            if state is not None:
+                log.warning("job %s: its worker (pid %s) is gone: %s", job.id, job.worker_pid, state.value)
+                done.append((job.id, state.value))
+        for w in self.store.workers():
+            if w["id"] != self.info.id and not worker_alive(w, lease_s=self.config.lease_s, host=self.info.host):
+                self.store.remove_worker(w["id"])
+        if self.store.fail_unrunnable(total_gpus=len(self.gpus)):
+            log.warning("queued job(s) need more GPUs than this machine has: failed")
+        return done
+
+    def shutdown(self) -> None:
+        """Stop our jobs (SIGTERM, then SIGKILL after the grace period) and put them back in the queue."""
+        if not self.runs:
+            return
+        log.info("worker: stopping %d job(s); they are re-queued and resume from their checkpoints", len(self.runs))
+        for run in self.runs.values():
+            run.handle["shutdown"] = True
+            self.executor.cancel(run)
+        deadline = time.monotonic() + self.config.grace_s
+        while self.runs and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        for run in self.runs.values():
+            self.executor.cancel(run, force=True)
+        while self.runs:
+            self._reap()
+            time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------- app-side helpers
+
+def worker_alive(row: dict, *, lease_s: float = LEASE_S, host: str | None = None) -> bool:
+    """A workers-table row is a live worker: fresh heartbeat and (on this host) its pid + start time exist."""
+    host = host or socket.gethostname()
+    if time.time() - row["heartbeat"] > lease_s:
+        return False
+    return row["host"] != host or process_alive(row["pid"], row["start_time"])
+
+
+def live_workers(store: JobStore | None = None) -> list[dict]:
+    store = store or JobStore()
+    return [w for w in store.workers() if worker_alive(w)]
+
+
+def acquire_lock(path: Path, fd: int | None = None) -> int:
+    """Hold the exclusive worker lock (an inherited `fd` or a new one); InputError if another worker has it."""
+    if fd is None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(f"worker: another worker already holds {path}; stop it first, or pass --extra to run "
+                         "one more beside it") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def ensure_worker(*, slots: int | None = None, gpus: str = "auto", idle_exit_s: float = 900.0,
+                  store: JobStore | None = None) -> dict:
+    """Start a detached worker unless a live one exists; it outlives the caller (e.g. a Streamlit restart).
+
+    Returns {"started": bool, "pid": int | None}. The lock is taken here and handed to the child (an
+    inherited descriptor), so it is held without a gap and racing callers start one worker at most.
+
+        >>> ensure_worker()           # doctest: +SKIP
+        {'started': True, 'pid': 12345}
+    """
+    store = store or JobStore()
+    live = live_workers(store)
+    if live:
+        return {"started": False, "pid": live[0]["pid"]}
+    lock_path = store.folder / "worker.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a worker holds it (starting up, or alive without a fresh heartbeat yet)
+        os.close(fd)
+        return {"started": False, "pid": None}
+    argv = [sys.executable, "-m", "toolkit", "worker", "--lock-fd", str(fd), "--idle-exit", f"{idle_exit_s:g}",
+            "--gpus", gpus] + (["--slots", str(slots)] if slots else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        with open(store.folder / "worker.log", "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, pass_fds=(fd,), cwd=PROJECT_ROOT, env=env)
+    finally:
+        os.close(fd)  # the child's copy keeps the lock
+    return {"started": True, "pid": proc.pid}
+
+
+def run_worker(config: WorkerConfig, *, lock_fd: int | None = None, exclusive: bool = True,
+               store: JobStore | None = None) -> int:
+    """What `python -m toolkit worker` does: take the lock (unless --extra), then loop."""
+    store = store or JobStore()
+    worker = Worker(store, config)  # resources are checked before the lock is taken
+    fd = acquire_lock(store.folder / "worker.lock", lock_fd) if exclusive else None
+    try:
+        return worker.run()
+    finally:
+        if fd is not None:
+            os.close(fd)
