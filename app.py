@@ -6,6 +6,12 @@ and stay thin: they read widgets, call `toolkit`, and render.
 
 import streamlit as st
 
+from toolkit.structure import warm_imports
+
+# transformers' lazy modules must be fully imported before a widget change can interrupt a script run:
+# a rerun that lands mid-import leaves names such as AutoConfig unimportable for the whole server process.
+warm_imports()
+
 st.set_page_config(page_title="CMBA Toolkit", page_icon="🧮", layout="wide")
 
 st.session_state.setdefault("ratio_text", "1:4:1")

@@ -33,6 +33,10 @@ def _prefill_from_calculator() -> None:
         s["_jobs_prefilled"] = snapshot
         s.update(jobs_model=snapshot[0], jobs_budget_kind=kind, jobs_budget_value=snapshot[2],
                  jobs_ratios=list(dict.fromkeys(["1:1:1", ratio])))
+        # training defaults: the demo model learns on a CPU in about a minute a run with these
+        d = sw.suggested_settings(snapshot[0])
+        s.update(jobs_seeds=d["seeds"], jobs_steps=d["max_steps"], jobs_batch=d["batch_size"], jobs_lr=d["lr"],
+                 jobs_eval_limit=d["eval_limit"])
 
 
 st.title("Training jobs")
@@ -52,14 +56,14 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     ratios = st.multiselect("Ratios vision : projector : language", options, key="jobs_ratios",
                             accept_new_options=True, help="the canonical grid, or type your own V:P:L")
     a, b, c, d = st.columns(4)
-    seeds = a.number_input("Seeds", 1, 20, 3, key="jobs_seeds")
-    max_steps = b.number_input("Steps", 1, 1_000_000, 200, key="jobs_steps")
-    batch = c.number_input("Batch size", 1, 4096, 8, key="jobs_batch")
-    lr = d.text_input("Learning rate", "2e-4", key="jobs_lr")
+    seeds = a.number_input("Seeds", 1, 20, key="jobs_seeds")
+    max_steps = b.number_input("Steps", 1, 1_000_000, key="jobs_steps")
+    batch = c.number_input("Batch size", 1, 4096, key="jobs_batch")
+    lr = d.text_input("Learning rate", key="jobs_lr")
     a, b, c = st.columns(3)
     evaluate = a.checkbox("Evaluate after training", True, key="jobs_eval")
     eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
-    eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, 500, key="jobs_eval_limit",
+    eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
                                 disabled=not evaluate)
     try:
         spec = sw.SweepSpec.build(

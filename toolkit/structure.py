@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,6 +35,18 @@ from toolkit.architectures import (
 from toolkit.errors import InputError, ModelLoadError, UnsupportedModelError
 
 PRESET_DIR = Path(__file__).parent / "presets"
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def warm_imports() -> None:
+    """Import transformers' config and model auto classes once, under a lock (long-lived servers call this
+    at start-up so no user action can interleave with transformers' lazy first import)."""
+    with _IMPORT_LOCK:
+        import transformers.models.auto.configuration_auto  # noqa: F401
+        import transformers.models.auto.modeling_auto  # noqa: F401
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: F401
 
 
 def presets() -> dict[str, dict]:

@@ -59,6 +59,14 @@ def _positive_float(value, name: str) -> float | None:
     return number
 
 
+def suggested_settings(model: str) -> dict:
+    """Launch-form defaults. For the demo model: each run trains in about a minute on one CPU core and the
+    allocation shows in the results (bench/RESULTS.md, demo study); otherwise LoRA's usual settings."""
+    if model == "demo":
+        return {"seeds": 2, "max_steps": 300, "batch_size": 16, "lr": "5e-3", "eval_limit": 400}
+    return {"seeds": 3, "max_steps": 200, "batch_size": 8, "lr": "2e-4", "eval_limit": 500}
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Training flags passed through to every job's `train` step (None = train's own default)."""
