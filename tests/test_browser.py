@@ -1,7 +1,12 @@
-"""One real-browser run of the main flow: the app in `streamlit run`, driven by headless Chromium.
+"""Real-browser runs of the app in `streamlit run`, driven by headless Chromium.
 
-A new user opens the app, keeps LLaVA-1.5-7B, types 1:4:1 and sees budget-matched ranks 8:32:8; then a bad
-ratio shows a one-line error naming the field. The screenshot lands in test-artifacts/ for a human look.
+1. The calculator: a new user keeps LLaVA-1.5-7B, types 1:4:1 and sees budget-matched ranks 8:32:8; then a
+   bad ratio shows a one-line error naming the field.
+2. The whole loop on the demo model: calculator -> "Train this allocation" -> a 2-job sweep queued from the
+   launch form and run by the detached background worker -> Compare (verdict, best adapter) -> "Publish this
+   adapter" -> a push to a local Hub-compatible server, with the token typed into the password field and
+   found nowhere afterwards.
+Screenshots land in test-artifacts/ for a human look.
 """
 
 import os
@@ -13,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hub_server import hub_fixture  # noqa: F401  (the `hub` fixture: a local Hub-compatible server)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,14 +36,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def _serve(folder: Path, env: dict):
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "w")
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed by the caller's teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -46,7 +51,13 @@ def app_url(tmp_path_factory):
             break
         except OSError:
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    url, proc, log = _serve(tmp_path_factory.mktemp("streamlit"), {**os.environ, "HF_HUB_OFFLINE": "1"})
+    yield url
     proc.terminate()
     proc.wait(10)
     log.close()
@@ -80,3 +91,85 @@ def test_calculator_main_flow(app_url, tmp_path):
         expect(page.get_by_text("got -1.0")).to_be_visible()
         page.screenshot(path=str(artifacts / "calculator-error.png"))
         browser.close()
+
+
+def test_whole_loop_train_compare_publish(tmp_path, hub):
+    """Calculator -> sweep of 2 real demo trainings by the background worker -> Compare -> Publish (local Hub)."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from toolkit.jobstore import JobStore
+    from toolkit.worker import live_workers
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    jobs, adapters = tmp_path / "jobs", tmp_path / "adapters"
+    env = {**os.environ, "CMBA_JOBS_DIR": str(jobs), "CMBA_ADAPTERS_DIR": str(adapters), "HF_ENDPOINT": hub.url,
+           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    env.pop("HF_TOKEN", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    url, proc, log = _serve(tmp_path, env)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.goto(url)
+            expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=60_000)
+            page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
+            page.get_by_role("option", name="demo").click()
+            expect(page.get_by_text("7:28:7").first).to_be_visible(timeout=30_000)  # demo, 1:4:1 at rank 8
+            page.get_by_text("Train this allocation").click()
+
+            expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=30_000)
+            for label, value in (("Seeds", "1"), ("Steps", "8"), ("Eval questions (0 = all)", "16")):
+                box = page.get_by_role("spinbutton", name=label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                expect(box).to_have_value(value, timeout=10_000)
+            expect(page.get_by_text("2 job(s)")).to_be_visible(timeout=30_000)  # 1:1:1 and the calculator's 1:4:1
+            page.get_by_role("button", name="Queue sweep").click()
+            expect(page.get_by_text("Queued 2 job(s)")).to_be_visible(timeout=30_000)
+            store = JobStore(jobs)
+            deadline = time.time() + 300
+            while time.time() < deadline and any(j.state.value != "succeeded" for j in store.list()):
+                assert not any(j.state.value in ("failed", "cancelled") for j in store.list()), \
+                    [(j.name, j.message) for j in store.list()]
+                time.sleep(1)
+            assert [j.state.value for j in store.list()] == ["succeeded", "succeeded"]
+            expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile("2 succeeded"), timeout=30_000)
+            page.screenshot(path=str(artifacts / "loop-1-jobs.png"), full_page=True)
+
+            page.get_by_role("link", name="Compare").click()
+            expect(page.get_by_text(re.compile("Verdict")).first).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(artifacts / "loop-2-compare.png"), full_page=True)
+            page.get_by_role("button", name="Publish this adapter").click()
+
+            expect(page.get_by_role("heading", name="Publish to the Hub")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("validation split, subset of 16 questions").first).to_be_visible(timeout=30_000)
+            repo = page.get_by_role("textbox", name="Repo id")
+            repo.fill("alice/cmba-demo-e2e")
+            repo.press("Enter")
+            token = page.get_by_role("textbox", name="Hugging Face token")
+            assert token.get_attribute("type") == "password"
+            token.fill(hub.write_token)
+            token.press("Enter")
+            page.get_by_role("button", name="Push to the Hub").click()
+            expect(page.get_by_text(re.compile("Published .*alice/cmba-demo-e2e"))).to_be_visible(timeout=120_000)
+            page.screenshot(path=str(artifacts / "loop-3-published.png"), full_page=True)
+            assert hub.write_token not in page.inner_text("body")  # (the password field itself holds it, unshown)
+            browser.close()
+        files = hub.files("alice/cmba-demo-e2e")
+        assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "cmba.json"} <= set(files)
+        for path in tmp_path.rglob("*"):  # job logs, adapters, cards, the server log: never the token
+            if path.is_file() and not path.is_relative_to(tmp_path / "hf-home"):
+                assert hub.write_token.encode() not in path.read_bytes(), path
+    finally:
+        for w in live_workers(JobStore(jobs)):
+            try:
+                os.killpg(w["pid"], 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -513,11 +513,12 @@ def group_table(a: Analysis) -> pd.DataFrame:
     out = []
     for g in a.groups:
         c = cmp.get(g.ratio)
-        out.append({"ratio": g.ratio, "seeds": len(g.seeds), "mean": round(g.mean, 2),
+        label = f"{g.ratio} (baseline)" if g.ratio == a.baseline else g.ratio
+        out.append({"ratio": label, "seeds": len(g.seeds), "mean": round(g.mean, 2),
                     "95% CI": "n/a (1 seed)" if g.ci_low is None else f"{g.ci_low:.2f} – {g.ci_high:.2f}",
                     "std": None if g.std is None else round(g.std, 2), "ranks": g.ranks,
                     "trainable params": round(g.trainable_params),
-                    "Δ vs baseline": "baseline" if g.ratio == a.baseline else (None if c is None else round(c.delta, 2)),
+                    "Δ vs baseline": 0.0 if g.ratio == a.baseline else (None if c is None else round(c.delta, 2)),
                     "Δ 95% CI": None if c is None else f"{c.ci_low:+.2f} – {c.ci_high:+.2f}",
                     "p": None if c is None else round(c.p_value, 4)})
     return pd.DataFrame(out)
