@@ -340,7 +340,7 @@ def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
     assert at.selectbox(key="cmp_model").value == "demo"  # the model with most adapters is the default
     assert at.success[0].value.startswith("**Verdict: positive** — 1:4:1 beats the baseline 1:1:1")
     groups = at.dataframe[0].value
-    assert list(groups["ratio"]) == ["1:4:1", "1:1:1"] and list(groups["seeds"]) == [3, 3]
+    assert list(groups["ratio"]) == ["1:4:1", "1:1:1 (baseline)"] and list(groups["seeds"]) == [3, 3]
     table = at.dataframe[1].value
     assert len(table) == 6 and set(table["ratio"]) == {"1:1:1", "1:4:1"}
     assert any("half-trained" in c.value for c in at.caption)
