@@ -63,7 +63,7 @@ def main() -> int:
 
     # --- baseline: plain PEFT + Trainer, same model, config, batches and steps
     model, _ = load_model(structure, precision="fp32", quantize=None, device=device)
-    model = get_peft_model(model, LoraConfig(**allocation.lora_config_dict(), lora_dropout=0.05))
+    model = get_peft_model(model, LoraConfig(**{**allocation.lora_config_dict(), "lora_dropout": 0.05}))
 
     class Records(torch.utils.data.Dataset):
         def __len__(self):
@@ -83,7 +83,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-                                  learning_rate=2e-4, warmup_ratio=0.03, lr_scheduler_type="cosine", logging_steps=10,
+                                  learning_rate=2e-4, warmup_steps=2, lr_scheduler_type="cosine", logging_steps=10,
                                   save_strategy="no", report_to=[], remove_unused_columns=False,
                                   dataloader_num_workers=0, seed=0, use_cpu=device.type == "cpu", disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=Records(), data_collator=fmt.train_batch,
