@@ -241,3 +241,19 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["result"]["steps"] == 60
     assert f"from step {step}/60" in r.stderr
+
+
+def test_per_component_learning_rates_reach_the_optimizer(tmp_path):
+    keep = {}
+    train(settings(tmp_path / "lr", "--max-steps", "1", "--lr-projector", "3e-3", "--lr-vision", "1e-4"), keep=keep,
+          log=lambda m: None)
+    from toolkit.train import param_groups
+
+    groups = {g["component"]: g for g in param_groups(keep["model"], keep["allocation"], settings(tmp_path / "x",
+              "--lr-projector", "3e-3", "--lr-vision", "1e-4"))}
+    assert set(groups) == {"vision", "projector", "language"}
+    assert (groups["vision"]["lr"], groups["projector"]["lr"], groups["language"]["lr"]) == (1e-4, 3e-3, 2e-3)
+    n_projector = sum(p.numel() for p in groups["projector"]["params"])
+    assert n_projector == keep["allocation"].components["projector"].params
+    cmba = json.loads((tmp_path / "lr" / "cmba.json").read_text())
+    assert cmba["training"]["component_lr"] == {"vision": 1e-4, "projector": 3e-3}
