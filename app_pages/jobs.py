@@ -1,7 +1,8 @@
 """Training jobs: plan a sweep (ratios x seeds), queue it for the background worker, follow it live.
 
 The page never trains: it queues jobs in the SQLite store and starts a detached worker (`ensure_worker`)
-that outlives the app. Model, budget and ratio come prefilled from the calculator page.
+that outlives the app. Model, budget and ratio come prefilled from the calculator page. Jobs run on this
+machine or on a Slurm cluster (resources per job); the panel below reads the store either way.
 """
 
 import altair as alt
@@ -14,6 +15,7 @@ from toolkit.errors import CmbaError
 from toolkit.executor import tail_lines
 from toolkit.jobstore import JobStore
 from toolkit.report import CANONICAL_RATIOS
+from toolkit.slurm import slurm_problem
 from toolkit.spec import Ratio
 from toolkit.worker import ensure_worker, live_workers
 
@@ -39,7 +41,20 @@ def _prefill_from_calculator() -> None:
                  jobs_eval_limit=d["eval_limit"])
 
 
+FORM_KEYS = ("jobs_model", "jobs_dataset", "jobs_budget_kind", "jobs_budget_value", "jobs_mode", "jobs_ratios",
+             "jobs_seeds", "jobs_steps", "jobs_batch", "jobs_lr", "jobs_eval", "jobs_eval_split", "jobs_eval_limit")
+
+
+def _restore_form() -> None:
+    """Streamlit drops a widget's state when a run does not render it (another page, or a rerun racing a
+    fragment's): restore the launch form from plain shadow keys, which it never drops."""
+    for k in FORM_KEYS:
+        if k not in s and f"_{k}" in s:
+            s[k] = s[f"_{k}"]
+
+
 st.title("Training jobs")
+_restore_form()
 _prefill_from_calculator()
 s.setdefault("jobs_dataset", "synthetic:shapes")
 
@@ -65,21 +80,42 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
     eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
                                 disabled=not evaluate)
+    executor = st.radio("Run on", ["local", "slurm"], key="jobs_executor", horizontal=True,
+                        format_func={"local": "this machine", "slurm": "Slurm cluster"}.get)
+    slurm = None
+    if executor == "slurm":
+        problem = slurm_problem()
+        if problem:
+            st.warning(problem)
+        a, b, c, d = st.columns(4)
+        slurm = {"partition": a.text_input("Partition", key="jobs_partition", placeholder="cluster default"),
+                 "nodes": b.number_input("Nodes", 1, 1024, 1, key="jobs_nodes"),
+                 "gpus_per_node": c.number_input("GPUs per node", 0, 64, None, key="jobs_gpus_per_node",
+                                                 placeholder="auto", help=">1 trains with DDP, same global batch"),
+                 "cpus_per_gpu": d.number_input("CPUs per GPU", 1, 1024, None, key="jobs_cpus", placeholder="default")}
+        a, b, c = st.columns([1, 1, 2])
+        slurm.update(mem=a.text_input("Memory per node", key="jobs_mem", placeholder="e.g. 64G"),
+                     time=b.text_input("Time limit", key="jobs_time", placeholder="e.g. 12:00:00"),
+                     extra=c.text_input("Extra sbatch options", key="jobs_sbatch_extra", placeholder="--qos=high"))
     try:
         spec = sw.SweepSpec.build(
             model=model, dataset=dataset, ratios=ratios, budget_kind=kind, budgets=budgets, seeds=seeds, mode=mode,
             train=sw.TrainSettings(max_steps=max_steps, batch_size=batch, lr=lr), evaluate=evaluate,
-            eval_split=eval_split, eval_limit=eval_limit or None)
+            eval_split=eval_split, eval_limit=eval_limit or None, executor=executor, slurm=slurm)
         plan = sw.plan_sweep(spec, structure=cached_structure(spec.model, None))
     except CmbaError as exc:
         st.error(str(exc))
         plan = None
     if plan is not None:
         st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s), each trained with `--resume`"
-                   + (f", then evaluated on '{spec.eval_split}'" if spec.eval_split else ""))
+                   + (f", then evaluated on '{spec.eval_split}'" if spec.eval_split else "")
+                   + (f"; Slurm: `{' '.join(spec.slurm.sbatch_args())}`" if spec.executor == "slurm" else ""))
         st.dataframe(pd.DataFrame(plan.rows()).drop(columns=["output"]), hide_index=True, width="stretch",
                      column_config={**PARAM_COLUMNS, "trainable params": PARAM_COLUMNS["params"],
                                     "budget params": PARAM_COLUMNS["params"]})
+        for k in FORM_KEYS:
+            if k in s:
+                s[f"_{k}"] = s[k]
         if st.button("Queue sweep", type="primary"):
             result = sw.submit_sweep(plan)
             worker = ensure_worker()
@@ -113,6 +149,7 @@ def jobs_panel():
         "progress": p["fraction"] or 0.0, "step": p["step"], "loss": p["loss"],
         "eta min": None if p["eta_s"] is None or p["state"] != "running" else round(p["eta_s"] / 60, 1),
         "attempts": p["attempts"], "reason": p["reason"] or "",
+        "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else ""),
         "accuracy %": next(iter(p["scores"].values()), None)} for p in progress])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})

@@ -6,6 +6,8 @@
     python -m toolkit jobs list [--sweep ID] [--json]
     python -m toolkit jobs show ID [--json] | cancel ID | retry ID | logs ID [--tail N] [--follow]
     python -m toolkit worker [--slots N] [--gpus 0,1|auto|none] [--once] [--poll S]
+    python -m toolkit sweep ... --executor slurm --partition gpu --gpus-per-node 2 --nodes 1 --cpus-per-gpu 8 \
+        --mem 64G --time 12:00:00 --sbatch-extra="--qos=high"   # Slurm jobs (the worker submits them)
 
 `python -m toolkit.cli_jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
 """
@@ -43,6 +45,23 @@ def _train_settings(args):
                          checkpoint_every=args.checkpoint_every)
 
 
+SLURM_FLAGS = ("partition", "nodes", "gpus_per_node", "cpus_per_gpu", "mem", "time", "sbatch_extra")
+
+
+def slurm_from_args(args) -> dict | None:
+    """The Slurm resource flags as a SlurmResources dict (None for the local executor; InputError if set there)."""
+    given = [f for f in SLURM_FLAGS if getattr(args, f, None) is not None]
+    if (args.executor or "local") != "slurm":
+        if given:
+            raise InputError(f"{given[0].replace('_', ' ')}: only with --executor slurm")
+        return None
+    if args.gpus_per_job is not None and args.gpus_per_node is not None:
+        raise InputError("gpus per node: give --gpus-per-node (Slurm) or --gpus-per-job, not both")
+    return {"partition": args.partition, "nodes": args.nodes if args.nodes is not None else 1,
+            "gpus_per_node": args.gpus_per_node, "cpus_per_gpu": args.cpus_per_gpu, "mem": args.mem,
+            "time": args.time, "extra": args.sbatch_extra or ""}
+
+
 def spec_from_args(args):
     from toolkit.sweep import SweepSpec
 
@@ -56,7 +75,8 @@ def spec_from_args(args):
         budgets=getattr(args, f"budget_{kinds[0]}"), seeds=args.seeds, seed_list=args.seed_list, mode=args.mode,
         targets=args.targets, alpha_rule=args.alpha_rule, alpha=args.alpha, train=_train_settings(args),
         evaluate=not args.no_eval, eval_split=args.eval_split, eval_limit=args.eval_limit,
-        gpus_per_job=args.gpus_per_job, max_attempts=args.max_attempts)
+        gpus_per_job=args.gpus_per_job, max_attempts=args.max_attempts, executor=args.executor,
+        slurm=slurm_from_args(args))
 
 
 def cmd_sweep(args) -> int:
@@ -80,7 +100,8 @@ def cmd_sweep(args) -> int:
         doc["worker"] = worker
         _out(json.dumps(doc, indent=2))
         return 0
-    _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s)")
+    where = "" if plan.spec.executor == "local" else f" · Slurm: {' '.join(plan.spec.slurm.sbatch_args())}"
+    _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s){where}")
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
     for j in plan.jobs:
         err = "-" if j.budget_error is None else f"{j.budget_error:+.2f}%"
@@ -143,11 +164,14 @@ def cmd_jobs_show(args) -> int:
         _out(json.dumps(doc, indent=2))
         return 0
     _out(f"job {job.id} · {job.name} · {job.state.value}" + (f" ({job.reason})" if job.reason else ""))
-    for key in ("sweep_id", "output_dir", "log_path", "attempts", "max_attempts", "retries", "created", "started",
-                "finished", "message"):
+    for key in ("sweep_id", "executor", "engine_id", "gpu_ids", "output_dir", "log_path", "attempts", "max_attempts",
+                "retries", "created", "started", "finished", "message"):
         if doc.get(key) not in (None, ""):
             _out(f"  {key:<13} {doc[key]}")
-    if job.state.value == "running":
+    if job.state.value == "running" and job.executor != "local":
+        _out(f"  {'worker':<13} pid {job.worker_pid} on {job.worker_host}; {job.executor} job {job.engine_id}")
+        _out(f"  {'progress':<13} {doc['progress']['phase']} {_progress_text(doc['progress'])}")
+    elif job.state.value == "running":
         _out(f"  {'worker':<13} pid {job.worker_pid} on {job.worker_host}; step pid {job.pid}")
         _out(f"  {'progress':<13} {doc['progress']['phase']} {_progress_text(doc['progress'])}")
     for i, step in enumerate(job.steps):
@@ -164,8 +188,12 @@ def cmd_jobs_cancel(args) -> int:
     from toolkit.jobstore import JobStore
 
     job = JobStore().request_cancel(args.id)
-    _out(f"job {job.id}: cancelled" if job.state.value == "cancelled"
-         else f"job {job.id}: cancel requested; its worker stops it (SIGTERM, then SIGKILL after a grace period)")
+    if job.state.value == "cancelled":
+        _out(f"job {job.id}: cancelled")
+    elif job.executor != "local":
+        _out(f"job {job.id}: cancel requested; its worker cancels {job.executor} job {job.engine_id} (scancel)")
+    else:
+        _out(f"job {job.id}: cancel requested; its worker stops it (SIGTERM, then SIGKILL after a grace period)")
     return 0
 
 
@@ -216,7 +244,7 @@ def cmd_worker(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     config = WorkerConfig(slots=args.slots, gpus=args.gpus, threads_per_job=args.threads, poll_s=args.poll,
-                          grace_s=args.grace, once=args.once, idle_exit_s=args.idle_exit)
+                          grace_s=args.grace, once=args.once, idle_exit_s=args.idle_exit, engine_jobs=args.slurm_jobs)
     return run_worker(config, lock_fd=args.lock_fd, exclusive=not args.extra)
 
 
@@ -268,11 +296,23 @@ def register(sub) -> None:
     g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")
     g.add_argument("--no-eval", action="store_true", help="train only")
     g = p.add_argument_group("queueing")
-    g.add_argument("--gpus-per-job", type=_number(int), help="default: 1 when the machine has GPUs, else 0 (CPU)")
+    g.add_argument("--gpus-per-job", type=_number(int), help="default: 1 when the machine has GPUs, else 0 (CPU); "
+                   "more than 1 trains with DDP (torchrun), the global batch kept")
     g.add_argument("--max-attempts", type=_number(int), default=3, help="runs allowed when a worker is lost (default 3)")
     g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
     g.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
     g.add_argument("--json", action="store_true", help="print the plan (and queue result) as JSON")
+    g = p.add_argument_group("executor (where the jobs run)")
+    g.add_argument("--executor", default="local", choices=["local", "slurm"],
+                   help="local: the worker's processes (default); slurm: sbatch to a Slurm cluster")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    g.add_argument("--nodes", type=_number(int), help="Slurm nodes per job (default 1; more: DDP across nodes)")
+    g.add_argument("--gpus-per-node", type=_number(int),
+                   help="GPUs per node (default: 1 when the partition has GPUs, else 0); >1 trains with DDP")
+    g.add_argument("--cpus-per-gpu", type=_number(int), help="CPUs per GPU (per node for CPU jobs)")
+    g.add_argument("--mem", help="memory per node, e.g. 64G")
+    g.add_argument("--time", help="time limit: minutes, H:MM:SS or D-HH:MM:SS (default: the partition's)")
+    g.add_argument("--sbatch-extra", metavar="OPTIONS", help='more sbatch options, e.g. --sbatch-extra="--qos=high --account=lab" (with =)')
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("jobs", help="list, show, cancel, retry background jobs or read their logs")
@@ -310,6 +350,8 @@ def register(sub) -> None:
                    help="seconds a cancelled job gets to checkpoint before SIGKILL (default 10)")
     p.add_argument("--idle-exit", type=_number(float), default=0.0, help="exit after S idle seconds (0 = never)")
     p.add_argument("--extra", action="store_true", help="run beside the main worker (skip the per-folder lock)")
+    p.add_argument("--slurm-jobs", type=_number(int), default=256,
+                   help="Slurm jobs kept submitted at once (default 256; Slurm queues them)")
     p.add_argument("--lock-fd", type=_number(int), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
 

@@ -6,8 +6,11 @@
     ex.cancel(run)                   # SIGTERM to the process group (force=True: SIGKILL)
 
 The worker (toolkit/worker.py) owns the loop and the store; an executor only starts, watches and stops
-processes, so a cluster backend (Slurm: sbatch the remaining steps as one script, poll with sacct, cancel
-with scancel, logs in the same file) implements these four methods and nothing in the UI changes.
+processes, so a cluster backend (toolkit/slurm.py: sbatch the remaining steps as one script, poll with one
+sacct per tick, cancel with scancel, logs in the same file) implements these methods and nothing in the UI
+changes. Engine executors also implement `refresh` (one batched status query for all their runs, called
+once per worker tick before `poll`) and `attach` (rebuild a run from the engine's job id, so a new worker
+adopts the jobs of a lost one instead of starting them again).
 
 Each step of the local executor runs as `argv` in a new session (its own process group), with stdout and
 stderr appended to the job's log. When a step's leader exits, the rest of its process group is killed,
@@ -149,12 +152,23 @@ class RunStatus:
     """of the last step that ran; negative = killed by that signal"""
     step_changed: bool = False
     """a new step started since the last poll (record its pid)"""
+    queued: bool = False
+    """not done and not started yet: waiting in the engine's queue (or put back there by the engine)"""
+    reason: str | None = None
+    """the engine's account of how the run ended, when it says more than the exit code ('out_of_memory',
+    'preempted', 'node failure', 'time limit', 'lost', 'cancelled in Slurm')"""
+    resume: bool = False
+    """ended by the engine, not by the job: run it again (it resumes from its last checkpoint)"""
+    gpu_ids: str | None = None
+    """the devices the run got (engine executors learn them from the job)"""
 
 
 class Executor(ABC):
     """Starts, watches and stops the steps of claimed jobs. The store stays the source of truth."""
 
     name = "abstract"
+    engine = False
+    """True: runs outlive the worker and are adopted by the next one (`attach`); False: they die with it"""
 
     @abstractmethod
     def launch(self, job: Job, *, env: dict[str, str]) -> Run:
@@ -167,6 +181,13 @@ class Executor(ABC):
     @abstractmethod
     def cancel(self, run: Run, *, force: bool = False) -> None:
         """Ask the run to stop (SIGTERM-like); `force` stops it now (SIGKILL-like)."""
+
+    def refresh(self, runs: list[Run]) -> None:  # noqa: B027 - optional hook
+        """Once per worker tick, before `poll` of these runs: fetch their states in one query (engines)."""
+
+    def attach(self, job: Job) -> Run:
+        """A run for a job this executor already started (its `engine_id`), for a worker that adopts it."""
+        raise NotImplementedError(f"the {self.name} executor cannot adopt running jobs")
 
     def tail(self, job: Job, lines: int = 50) -> list[str]:
         """The last lines of the job's log."""

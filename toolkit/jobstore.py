@@ -10,6 +10,11 @@ threads, the CLI and several workers can share the file. A claim stamps the job 
 every later write by a worker names that token, so a worker wrongly declared dead (and whose job was
 re-queued and claimed again) can no longer change the job. Times are Unix seconds.
 
+Executors: each job names the executor that runs it (`local`, the default, or `slurm`) and its resources
+(the Slurm request). A local job is `running` from its claim on; an engine job (Slurm) is claimed by the worker
+that submits it, and stays `queued` (with a token: it is waiting in the engine's queue, `engine_id` is its
+engine job id) until the engine starts it. Only unclaimed jobs (`queued` without a token) can be claimed.
+
 Attempts: `attempts` counts the runs a job has started; the claim increments it. When a worker is lost the
 job is re-queued while `attempts < max_attempts`, else it fails with reason "worker lost". A user's `retry`
 starts a fresh count (attempts = 0, `retries` + 1) and keeps `step_index`, so a job that failed in its
@@ -32,7 +37,7 @@ from pathlib import Path
 from toolkit.errors import InputError
 from toolkit.paths import jobs_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -66,6 +71,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     log_path TEXT NOT NULL,
     gpus INTEGER NOT NULL DEFAULT 0,
     meta TEXT NOT NULL DEFAULT '{}',
+    executor TEXT NOT NULL DEFAULT 'local',
+    resources TEXT NOT NULL DEFAULT '{}',
+    engine_id TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL DEFAULT 3,
     retries INTEGER NOT NULL DEFAULT 0,
@@ -89,6 +97,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (sweep_id, name)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_executor ON jobs (executor, state, seq);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -100,6 +109,14 @@ CREATE TABLE IF NOT EXISTS workers (
     started REAL NOT NULL
 );
 """
+
+_MIGRATIONS = {  # from version -> statements that bring a store of that version to the next
+    1: ["ALTER TABLE jobs ADD COLUMN executor TEXT NOT NULL DEFAULT 'local'",
+        "ALTER TABLE jobs ADD COLUMN resources TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE jobs ADD COLUMN engine_id TEXT",
+        "CREATE INDEX IF NOT EXISTS jobs_by_executor ON jobs (executor, state, seq)"],
+}
+EXECUTORS = ("local", "slurm")
 
 
 def _iso(t: float | None) -> str | None:
@@ -124,6 +141,12 @@ class Job:
     """GPUs the job needs (0 = CPU)"""
     meta: dict = field(default_factory=dict)
     """what the submitter wants shown (ratio, seed, budget, ranks, params)"""
+    executor: str = "local"
+    """what runs it: 'local' (a worker's subprocess) or 'slurm'"""
+    resources: dict = field(default_factory=dict)
+    """the executor's resource request (Slurm: SlurmResources.to_dict())"""
+    engine_id: str | None = None
+    """the engine's job id (Slurm job id) of the current attempt"""
     attempts: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retries: int = 0
@@ -155,6 +178,7 @@ class Job:
         d["state"] = JobState(d["state"])
         d["steps"] = tuple(tuple(s) for s in json.loads(d["steps"]))
         d["meta"] = json.loads(d["meta"] or "{}")
+        d["resources"] = json.loads(d.get("resources") or "{}")
         d["cancel_requested"] = bool(d["cancel_requested"])
         return cls(**d)
 
@@ -179,6 +203,8 @@ class NewJob:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     id: str | None = None
     """fixed id (sweeps derive it from the sweep id); random when None"""
+    executor: str = "local"
+    resources: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.name or not str(self.name).strip():
@@ -189,6 +215,8 @@ class NewJob:
             raise InputError(f"gpus: must be a whole number >= 0, got {self.gpus!r}")
         if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
             raise InputError(f"max attempts: must be a whole number in 1..100, got {self.max_attempts!r}")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor: must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
 
 
 @dataclass(frozen=True)
@@ -215,9 +243,16 @@ class JobStore:
                 db.execute("PRAGMA journal_mode=WAL")
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 with self._write(db):
-                    # executescript() would commit on its own: run the statements one by one instead
-                    for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                        db.execute(statement)
+                    version = db.execute("PRAGMA user_version").fetchone()[0]  # again, under the write lock
+                    if version == 0:
+                        # executescript() would commit on its own: run the statements one by one instead
+                        for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                            db.execute(statement)
+                    else:
+                        while version in _MIGRATIONS:
+                            for statement in _MIGRATIONS[version]:
+                                db.execute(statement)
+                            version += 1
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------------------------- plumbing
@@ -260,9 +295,10 @@ class JobStore:
                 now: float) -> None:
         db.execute(
             "INSERT INTO jobs (id, sweep_id, name, state, steps, output_dir, log_path, gpus, meta, max_attempts,"
-            " created, updated) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            " executor, resources, created, updated) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, sweep_id, job.name, json.dumps([list(s) for s in job.steps]), job.output_dir,
-             str(folder / job_id / "log.txt"), job.gpus, json.dumps(job.meta), job.max_attempts, now, now),
+             str(folder / job_id / "log.txt"), job.gpus, json.dumps(job.meta), job.max_attempts, job.executor,
+             json.dumps(job.resources, sort_keys=True), now, now),
         )
 
     def submit(self, job: NewJob) -> Job:
@@ -341,37 +377,77 @@ class JobStore:
 
     # --------------------------------------------------------------------------- the worker's side
 
-    def claim(self, worker: WorkerInfo, *, max_gpus: int = 0) -> Job | None:
-        """Atomically take the oldest queued job needing at most `max_gpus` GPUs; None when there is none."""
+    def claim(self, worker: WorkerInfo, *, max_gpus: int = 0, executor: str = "local") -> Job | None:
+        """Atomically take the oldest unclaimed queued job of `executor` needing at most `max_gpus` GPUs.
+
+        A local job becomes `running`; an engine job stays `queued` (claimed: waiting in the engine's queue)
+        until `set_engine_state` says it started. None when there is no such job.
+        """
         params = {"token": secrets.token_hex(8), "wid": worker.id, "pid": worker.pid, "start": worker.start_time,
-                  "host": worker.host, "max_gpus": max_gpus, "now": time.time()}
+                  "host": worker.host, "max_gpus": max_gpus, "now": time.time(), "executor": executor,
+                  "state": "running" if executor == "local" else "queued"}
+        where = "state = 'queued' AND token IS NULL AND executor = :executor AND gpus <= :max_gpus"
         with self._connect() as db:  # a plain read first: an idle worker polling never takes the write lock
-            if db.execute("SELECT 1 FROM jobs WHERE state = 'queued' AND gpus <= ? LIMIT 1", (max_gpus,)).fetchone() is None:
+            if db.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", params).fetchone() is None:
                 return None
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE jobs SET state = 'running', token = :token, worker_id = :wid, worker_pid = :pid,"
+                "UPDATE jobs SET state = :state, token = :token, worker_id = :wid, worker_pid = :pid,"
                 " worker_start = :start, worker_host = :host, attempts = attempts + 1, heartbeat = :now,"
-                " started = :now, updated = :now, finished = NULL, pid = NULL, pid_start = NULL, gpu_ids = NULL,"
-                " reason = NULL, message = NULL, exit_code = NULL"
-                " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND gpus <= :max_gpus ORDER BY seq LIMIT 1)"
+                " started = CASE WHEN :state = 'running' THEN :now END, updated = :now, finished = NULL, pid = NULL,"
+                " pid_start = NULL, gpu_ids = NULL, engine_id = NULL, reason = NULL, message = NULL, exit_code = NULL"
+                f" WHERE seq = (SELECT seq FROM jobs WHERE {where} ORDER BY seq LIMIT 1)"
                 " RETURNING *", params).fetchone()
         return Job.from_row(row) if row else None
 
+    def has_unclaimed(self, executor: str) -> bool:
+        """Is a job of `executor` waiting to be claimed? (a plain read)"""
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM jobs WHERE state = 'queued' AND token IS NULL AND executor = ? LIMIT 1",
+                              (executor,)).fetchone() is not None
+
     def fail_unrunnable(self, *, total_gpus: int) -> int:
-        """Fail queued jobs that need more GPUs than this worker has at all (they would wait forever)."""
+        """Fail queued local jobs that need more GPUs than this worker has at all (they would wait forever)."""
         return self._update(
             "UPDATE jobs SET state = 'failed', finished = :now, updated = :now,"
-            " reason = 'needs ' || gpus || ' GPUs; the worker has ' || :total WHERE state = 'queued' AND gpus > :total",
+            " reason = 'needs ' || gpus || ' GPUs; the worker has ' || :total"
+            " WHERE state = 'queued' AND token IS NULL AND executor = 'local' AND gpus > :total",
             {"total": total_gpus})
 
-    def set_process(self, job_id: str, token: str, *, pid: int, pid_start: int | None, step_index: int,
-                    gpu_ids: str | None = None) -> bool:
-        """Record the process now running the job's step `step_index`; False if the job is no longer ours."""
+    def set_process(self, job_id: str, token: str, *, pid: int | None, pid_start: int | None, step_index: int,
+                    gpu_ids: str | None = None, engine_id: str | None = None) -> bool:
+        """Record what now runs the job's step `step_index` (a local process, or the engine's job id);
+        False if the job is no longer ours."""
         return self._update(
             "UPDATE jobs SET pid = :pid, pid_start = :start, step_index = :step, gpu_ids = COALESCE(:gpus, gpu_ids),"
-            " heartbeat = :now, updated = :now WHERE id = :id AND token = :token AND state = 'running'",
-            {"id": job_id, "token": token, "pid": pid, "start": pid_start, "step": step_index, "gpus": gpu_ids}) == 1
+            " engine_id = COALESCE(:engine, engine_id), heartbeat = :now, updated = :now"
+            " WHERE id = :id AND token = :token AND state IN ('queued', 'running')",
+            {"id": job_id, "token": token, "pid": pid, "start": pid_start, "step": step_index, "gpus": gpu_ids,
+             "engine": engine_id}) == 1
+
+    def set_engine_state(self, job_id: str, token: str, state: JobState, *, reason: str | None = None) -> bool:
+        """An engine job of ours started (`running`) or went back to the engine's queue (`queued`, with the
+        engine's `reason`, e.g. requeued after a preemption); False if the job is no longer ours."""
+        state = JobState(state)
+        if state not in (JobState.QUEUED, JobState.RUNNING):
+            raise ValueError(f"state: set_engine_state() takes queued or running, got {state.value}")
+        return self._update(
+            "UPDATE jobs SET state = :state, started = CASE WHEN :state = 'running' THEN :now ELSE started END,"
+            " reason = :reason, updated = :now, heartbeat = :now"
+            " WHERE id = :id AND token = :token AND state IN ('queued', 'running')",
+            {"id": job_id, "token": token, "state": state.value, "reason": reason}) == 1
+
+    def adopt(self, job_id: str, token: str, worker: WorkerInfo) -> Job | None:
+        """Take over a claimed engine job from a lost worker (the engine still runs it): a new token, same
+        attempt. None if it changed hands meanwhile."""
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET token = :new, worker_id = :wid, worker_pid = :pid, worker_start = :start,"
+                " worker_host = :host, heartbeat = :now, updated = :now"
+                " WHERE id = :id AND token = :token AND state IN ('queued', 'running') RETURNING *",
+                {"new": secrets.token_hex(8), "wid": worker.id, "pid": worker.pid, "start": worker.start_time,
+                 "host": worker.host, "now": time.time(), "id": job_id, "token": token}).fetchone()
+        return Job.from_row(row) if row else None
 
     def heartbeat(self, worker: WorkerInfo, owned: dict[str, str]) -> set[str]:
         """Stamp the worker and its jobs ({job id: token}); returns the ids whose token no longer matches."""
@@ -380,7 +456,7 @@ class JobStore:
             now = time.time()
             self._upsert_worker(db, worker, now)
             for job_id, token in owned.items():
-                if db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND token = ? AND state = 'running'",
+                if db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND token = ? AND state IN ('queued', 'running')",
                               (now, job_id, token)).rowcount != 1:
                     lost.add(job_id)
         return lost
@@ -402,19 +478,20 @@ class JobStore:
             raise ValueError(f"state: finish() takes a final state, got {state.value}")
         return self._update(
             "UPDATE jobs SET state = :state, reason = :reason, message = :message, exit_code = :code, finished = :now,"
-            " updated = :now, token = NULL, pid = NULL, pid_start = NULL WHERE id = :id AND token = :token AND state = 'running'",
+            " updated = :now, token = NULL, pid = NULL, pid_start = NULL"
+            " WHERE id = :id AND token = :token AND state IN ('queued', 'running')",
             {"id": job_id, "token": token, "state": state.value, "reason": reason, "message": message,
              "code": exit_code}) == 1
 
     def requeue(self, job_id: str, token: str, *, reason: str, count_attempt: bool = True,
                 message: str | None = None) -> JobState | None:
-        """Put a running job back in the queue (or fail it at the attempt cap, or cancel it if asked).
+        """Put a claimed job back in the queue, unclaimed (or fail it at the attempt cap, or cancel it if asked).
 
         `count_attempt=False` gives the attempt back (the worker was stopped, not the job's fault).
         Returns the new state, or None if the job is no longer ours.
         """
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ? AND token IS ? AND state = 'running'",
+            row = db.execute("SELECT * FROM jobs WHERE id = ? AND token IS ? AND state IN ('queued', 'running')",
                              (job_id, token)).fetchone()
             if row is None:
                 return None
@@ -436,17 +513,24 @@ class JobStore:
     def running(self) -> list[Job]:
         return self.list(states=[JobState.RUNNING])
 
+    def claimed(self) -> list[Job]:
+        """Jobs some worker holds: running ones, and engine jobs waiting in the engine's queue."""
+        with self._connect() as db:
+            return [Job.from_row(r) for r in db.execute(
+                "SELECT * FROM jobs WHERE state = 'running' OR (state = 'queued' AND token IS NOT NULL) ORDER BY seq")]
+
     # ------------------------------------------------------------------------------ the user's side
 
     def request_cancel(self, job_id: str) -> Job:
-        """Cancel: a queued job is cancelled at once, a running one is flagged for its worker to stop."""
+        """Cancel: an unclaimed queued job is cancelled at once; a running one, or one waiting in an engine's
+        queue, is flagged for its worker to stop (SIGTERM / scancel)."""
         job = self.get(job_id)
         with self.transaction() as db:
             now = time.time()
             if db.execute("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', finished = ?, updated = ?"
-                          " WHERE id = ? AND state = 'queued'", (now, now, job.id)).rowcount == 0:
-                if db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ? AND state = 'running'",
-                              (now, job.id)).rowcount == 0:
+                          " WHERE id = ? AND state = 'queued' AND token IS NULL", (now, now, job.id)).rowcount == 0:
+                if db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?"
+                              " AND state IN ('queued', 'running')", (now, job.id)).rowcount == 0:
                     state = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()["state"]
                     raise InputError(f"job {job.id}: already {state}; only queued or running jobs can be cancelled")
         return self.get(job.id)

@@ -13,6 +13,11 @@ click or a re-run finds the existing sweep instead of queueing it again (re-run 
 store as `adapters_dir()/<job name>-<id[:8]>`. Each job is `train ... --resume` (so retries and crash
 recovery continue from the last checkpoint), then optionally `evaluate` on `eval_split`.
 
+Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `"slurm"` with per-job
+`SlurmResources` (toolkit/slurm.py; checked against the cluster before anything is queued). Neither changes
+what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
+Slurm GPUs per node x nodes) trains through `python -m toolkit.distributed` (DDP, the global batch kept).
+
 Progress for the UI and CLI: `job_progress(job)` reads the last line of `<output>/metrics.jsonl`.
 """
 
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from toolkit.errors import InputError
 from toolkit.executor import PYTHON, tail_lines
-from toolkit.jobstore import DEFAULT_MAX_ATTEMPTS, Job, JobState, JobStore, NewJob, check_writable
+from toolkit.jobstore import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.spec import MODES, Budget, Ratio
 
@@ -181,7 +186,12 @@ class SweepSpec:
     """split the evaluate step scores (None = no evaluate step)"""
     eval_limit: int | None = None
     gpus_per_job: int = 0
+    """GPUs of each job (Slurm: GPUs per node x nodes)"""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    executor: str = "local"
+    """local | slurm"""
+    slurm: object = None
+    """SlurmResources of each job when executor is slurm"""
 
     def __post_init__(self):
         if not str(self.model).strip():
@@ -204,6 +214,17 @@ class SweepSpec:
             raise InputError(f"gpus per job: must be a whole number >= 0, got {self.gpus_per_job!r}")
         if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
             raise InputError(f"max attempts: must be a whole number in 1..100, got {self.max_attempts!r}")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor: must be one of {', '.join(EXECUTORS)}, got '{self.executor}'")
+        if self.executor == "slurm":
+            from toolkit.slurm import SlurmResources
+
+            res = self.slurm if isinstance(self.slurm, SlurmResources) else SlurmResources.from_dict(self.slurm)
+            object.__setattr__(self, "slurm", res)
+            if res.gpus_per_node is not None:
+                object.__setattr__(self, "gpus_per_job", res.gpus)
+        elif self.slurm:
+            raise InputError("slurm resources: only for the slurm executor (--executor slurm)")
         object.__setattr__(self, "eval_limit", _positive_int(self.eval_limit, "eval limit"))
         n = len(self.ratios) * len(self.seeds) * len(self.budgets)
         if n > MAX_JOBS:
@@ -213,10 +234,14 @@ class SweepSpec:
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
               mode: str = "rank", targets: str = "", alpha_rule: str = "scaled", alpha=2.0,
               train: TrainSettings | None = None, evaluate: bool = True, eval_split: str | None = "validation",
-              eval_limit=None, gpus_per_job: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SweepSpec:
+              eval_limit=None, gpus_per_job: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+              executor: str = "local", slurm=None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
-        `gpus_per_job=None` means one GPU per job when the machine has any, else CPU jobs.
+        `gpus_per_job=None` means one GPU per job when the machine has any, else CPU jobs. With
+        `executor="slurm"`, `slurm` is a SlurmResources (or its dict); GPUs per node left open become 1 when
+        the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
+        is needed).
         """
         model, dataset = str(model or "").strip(), str(dataset or "").strip()
         for name, value in (("model", model), ("dataset", dataset)):
@@ -226,7 +251,16 @@ class SweepSpec:
                 model = value
             else:
                 dataset = value
-        if gpus_per_job is None:
+        executor = str(executor or "local").strip().lower()
+        if executor == "slurm":
+            from toolkit.slurm import SlurmResources, resolve
+
+            res = slurm if isinstance(slurm, SlurmResources) else SlurmResources.from_dict(slurm)
+            if res.gpus_per_node is None and gpus_per_job is not None:
+                res = SlurmResources.from_dict({**res.to_dict(), "gpus_per_node": gpus_per_job})
+            slurm = resolve(res)
+            gpus_per_job = slurm.gpus
+        elif gpus_per_job is None:
             from toolkit.worker import detect_gpus
 
             gpus_per_job = 1 if detect_gpus() else 0
@@ -234,14 +268,20 @@ class SweepSpec:
                    seeds=parse_seeds(seeds, seed_list), mode=mode, targets=targets or "", alpha_rule=alpha_rule,
                    alpha=_positive_float(alpha, "alpha") or 2.0, train=train or TrainSettings(),
                    eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
-                   gpus_per_job=gpus_per_job, max_attempts=max_attempts)
+                   gpus_per_job=gpus_per_job, max_attempts=max_attempts, executor=executor, slurm=slurm)
 
     def normalised(self) -> dict:
         d = asdict(self)
         d["ratios"], d["seeds"] = list(self.ratios), list(self.seeds)
         d["budgets"] = [[b.kind, b.value] for b in self.budgets]
-        d.pop("max_attempts")  # how hard to retry does not change what the sweep computes
+        for key in ("max_attempts", "executor", "slurm"):  # how and where it runs does not change what it computes
+            d.pop(key)
         return d
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs of each job on one node: the processes its train step starts (DDP when > 1)."""
+        return (self.slurm.gpus_per_node or 0) if self.executor == "slurm" else self.gpus_per_job
 
     @property
     def sweep_id(self) -> str:
@@ -297,6 +337,8 @@ def _steps(spec: SweepSpec, ratio: str, budget: Budget, seed: int, output: str) 
         train += ["--targets", spec.targets]
     train += ["--alpha-rule", spec.alpha_rule, "--alpha", f"{spec.alpha:g}", "--seed", str(seed),
               *spec.train.argv(), "--output", output, "--resume"]
+    if spec.gpus_per_job > 1:  # DDP: one process per GPU (and per node on Slurm), the global batch kept
+        train = [PYTHON, "-m", "toolkit.distributed", "--nproc-per-node", str(spec.gpus_per_node), "--", *train[1:]]
     steps = [tuple(train)]
     if spec.eval_split:
         evaluate = [PYTHON, "-m", "toolkit", "evaluate", "--adapter", output, "--dataset", spec.dataset,
@@ -314,7 +356,11 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
     """
     from toolkit.worker import detect_gpus
 
-    if spec.gpus_per_job:
+    if spec.executor == "slurm":
+        from toolkit.slurm import check_resources
+
+        check_resources(spec.slurm)
+    elif spec.gpus_per_job:
         gpus = detect_gpus()
         if spec.gpus_per_job > len(gpus):
             raise InputError(f"gpus per job: each job asks for {spec.gpus_per_job} GPU(s), but this machine has "
@@ -360,8 +406,10 @@ class SubmitResult:
 def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitResult:
     """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash)."""
     store = store or JobStore()
+    spec = plan.spec
     new = [NewJob(id=j.id, name=j.name, steps=j.steps, output_dir=j.output_dir, gpus=plan.spec.gpus_per_job,
-                  max_attempts=plan.spec.max_attempts,
+                  max_attempts=plan.spec.max_attempts, executor=spec.executor,
+                  resources=spec.slurm.to_dict() if spec.executor == "slurm" else {},
                   meta={"ratio": j.ratio, "seed": j.seed, "budget": str(j.budget), "ranks": list(j.ranks),
                         "params": j.params, "budget_error": j.budget_error, "model": plan.spec.model,
                         "dataset": plan.spec.dataset})
@@ -408,8 +456,9 @@ def last_metrics(output_dir: str | Path | None) -> dict | None:
 def step_name(step) -> str:
     """'train', 'evaluate', ... for `python -m toolkit <command>` steps, else the program's name."""
     step = list(step)
-    if len(step) > 3 and step[1:3] == ["-m", "toolkit"]:
-        return step[3]
+    for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.distributed ... --`
+        if step[i:i + 2] == ["-m", "toolkit"]:
+            return step[i + 2]
     return Path(step[1] if step and step[0] == PYTHON and len(step) > 1 else step[0]).name if step else "?"
 
 
@@ -440,6 +489,7 @@ def job_progress(job: Job, *, log_lines: int = 20) -> dict:
         "step": step, "max_steps": max_steps, "fraction": fraction, "loss": m.get("loss"), "eta_s": m.get("eta_s"),
         "attempts": job.attempts, "max_attempts": job.max_attempts, "reason": job.reason, "message": job.message,
         "scores": job_scores(job), "meta": job.meta, "output_dir": job.output_dir,
+        "executor": job.executor, "engine_id": job.engine_id, "gpu_ids": job.gpu_ids,
         "log_tail": tail_lines(job.log_path, log_lines),
     }
 

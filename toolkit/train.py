@@ -16,6 +16,11 @@ The loop is plain PyTorch + PEFT (no Trainer), so that what matters for the stud
 - metrics go to `metrics.jsonl` (one line per step) as they happen, for the CLI and the app to read;
 - `cmba.json` is written last and atomically: its presence means the adapter is complete.
 SIGTERM / SIGUSR2 (cancel, Slurm preemption) save a checkpoint at the next step boundary and exit 143.
+
+Under torchrun (`python -m toolkit.distributed`, several GPUs) every rank runs this loop on its share of
+each optimizer step's batch (toolkit.distributed: the global batch stays batch-size x grad-accum), the LoRA
+gradients are averaged over ranks before the optimizer step, and only rank 0 writes (metrics, checkpoints,
+adapter, cmba.json). A single process does exactly what it did before.
 """
 
 from __future__ import annotations
@@ -422,6 +427,10 @@ def _peak_memory(device) -> tuple[int | None, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
 
 
+def _quiet(msg: str) -> None:  # noqa: ARG001 - ranks other than 0 keep quiet
+    return None
+
+
 def _log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
@@ -435,6 +444,7 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     """
     import torch
 
+    from toolkit import distributed
     from toolkit.allocation import allocate, audit
     from toolkit.architectures import ComponentPatterns
     from toolkit.data import load_vqa
@@ -444,7 +454,12 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
 
     validate(settings)
     quiet_libraries()
-    device = _device()
+    dist = distributed.from_env()  # None: one process, the plain path
+    if dist is not None:
+        dist.plan_batches(settings.batch_size, settings.grad_accum)
+        if not dist.main:
+            log = _quiet
+    device = _device() if dist is None else dist.device
     precision = resolve_precision(settings.precision, device)
     if settings.quantize == "4bit":
         check_bitsandbytes(device)
@@ -464,7 +479,18 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     name = settings.name or default_name(settings, allocation)
     out = Path(settings.output) if settings.output else adapters_dir() / name
     name = out.name
-    prepare_output(out, settings)
+    if dist is None:
+        prepare_output(out, settings)
+    else:  # rank 0 alone creates (or clears) the folder; every rank stops on its refusal
+        problem = None
+        if dist.main:
+            try:
+                prepare_output(out, settings)
+            except InputError as exc:
+                problem = str(exc)
+        problem = dist.broadcast_text(problem)
+        if problem:
+            raise InputError(problem)
     if (out / "cmba.json").exists():  # --resume of a finished run: nothing to do
         log(f"{out} is already complete")
         return json.loads((out / "cmba.json").read_text())
@@ -498,37 +524,48 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
         set_peft_model_state_dict(peft_model, adapter)
         start, train_time, no_grad = state["step"], state["train_time_s"], state.get("no_gradient_modules")
         log(f"resuming {name} from step {start}/{max_steps} ({last.name})")
-    _truncate_metrics(metrics_path, start)
-    _atomic_json(out / "run.json", {"fingerprint": fp, "max_steps": max_steps, "settings": _settings_doc(settings),
-                                    "dataset": data_info, "started": time.time()})
+    main = dist is None or dist.main
+    if dist is not None:
+        dist.broadcast_params(p for g in groups for p in g["params"])
+    if main:
+        _truncate_metrics(metrics_path, start)
+        _atomic_json(out / "run.json", {"fingerprint": fp, "max_steps": max_steps, "settings": _settings_doc(settings),
+                                        "dataset": data_info, "started": time.time()})
 
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     peft_model.train()
-    bar = _progress(settings.progress, start, max_steps, name)
+    bar = _progress(settings.progress and main, start, max_steps, name)
     t_run = time.perf_counter()
     loss_value = float("nan")
-    with _Signals() as signals, open(metrics_path, "a") as metrics:
+    micro_steps = settings.grad_accum if dist is None else dist.accum
+    with _Signals() as signals, open(metrics_path if main else os.devnull, "a") as metrics:
         for step in range(start, max_steps):
             t0 = time.perf_counter()
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * lr_factor(step, max_steps, warmup)
             loss_sum = 0.0
-            for micro in range(settings.grad_accum):
-                first = (step * settings.grad_accum + micro) * settings.batch_size
-                records = [data[_index(k, n, settings.seed)] for k in range(first, first + settings.batch_size)]
+            for micro in range(micro_steps):
+                if dist is None:
+                    first, size = (step * settings.grad_accum + micro) * settings.batch_size, settings.batch_size
+                else:
+                    first, size = dist.micro_batch(step, micro, settings.batch_size, settings.grad_accum)
+                records = [data[_index(k, n, settings.seed)] for k in range(first, first + size)]
                 batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in fmt.train_batch(records).items()}
                 try:
                     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        loss = peft_model(**batch).loss / settings.grad_accum
+                        loss = peft_model(**batch).loss / micro_steps
                     (scaler.scale(loss) if scaler else loss).backward()
                 except torch.OutOfMemoryError as exc:
                     raise OutOfMemory(f"out_of_memory: step {step + 1} at batch size {settings.batch_size} "
                                       f"({str(exc).splitlines()[0]}); lower --batch-size, raise --grad-accum, "
                                       f"or use --gradient-checkpointing / --quantize 4bit") from None
                 loss_sum += loss.item()
+            if dist is not None:  # what DDP would do: average the gradients, and report the global loss
+                dist.reduce_grads(p for g in groups for p in g["params"])
+                loss_sum = dist.mean(loss_sum)
             if step == 0 and no_grad is None:
                 no_grad = modules_without_gradient(peft_model)
                 if no_grad:
@@ -563,7 +600,9 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
                 log(f"step {done}/{max_steps} loss {loss_value:.4f} lr {line['lr']:.2e} {rate:.1f} samples/s "
                     f"eta {eta:.0f}s")
             interrupt = signals.received or (stop_after is not None and done - start >= stop_after)
-            if done % settings.checkpoint_every == 0 or (interrupt and done < max_steps):
+            if dist is not None:  # every rank stops at the same step, whichever got the signal
+                interrupt = dist.any(bool(interrupt))
+            if main and (done % settings.checkpoint_every == 0 or (interrupt and done < max_steps)):
                 state = {"fingerprint": fp, "train_time_s": train_time, "no_gradient_modules": no_grad,
                          "max_steps": max_steps}
                 checkpoint.save(out, done, adapter=get_peft_model_state_dict(peft_model), optimizer=optimizer,
@@ -571,17 +610,28 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
             if interrupt and done < max_steps:
                 if bar is not None:
                     bar.close()
-                raise Interrupted(f"interrupted by {signals.received or 'stop_after'} at step {done}/{max_steps}; "
+                if dist is not None:
+                    dist.barrier()  # rank 0's checkpoint is complete before any rank exits
+                raise Interrupted(f"interrupted by {signals.received or ('a signal' if dist else 'stop_after')} at "
+                                  f"step {done}/{max_steps}; "
                                   f"checkpoint saved, continue with --resume")
     if bar is not None:
         bar.close()
     peak, peak_kind = _peak_memory(device)
-    doc = finish(out, peft_model, settings, structure, allocation, data_info, precision=precision,
-                 result={"steps": max_steps, "train_time_s": round(train_time, 3),
-                         "samples_per_s": round(max_steps * per_step / train_time, 3) if train_time else None,
-                         "final_loss": loss_value, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-                         "no_gradient_modules": no_grad or [], "device": device.type})
-    if not settings.keep_checkpoints:
+    result = {"steps": max_steps, "train_time_s": round(train_time, 3),
+              "samples_per_s": round(max_steps * per_step / train_time, 3) if train_time else None,
+              "final_loss": loss_value, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+              "no_gradient_modules": no_grad or [], "device": device.type}
+    if dist is not None:
+        result["distributed"] = {"world_size": dist.world, "backend": dist.backend, "per_device_batch_size": dist.batch,
+                                 "per_device_grad_accum": dist.accum}
+    if main:
+        doc = finish(out, peft_model, settings, structure, allocation, data_info, precision=precision, result=result)
+    if dist is not None:
+        dist.barrier()  # cmba.json is written before any rank reports success
+        if not main:
+            doc = json.loads((out / "cmba.json").read_text())
+    if main and not settings.keep_checkpoints:
         checkpoint.remove_all(out)
     if keep is not None:
         keep.update(model=peft_model, processor=processor, allocation=allocation)

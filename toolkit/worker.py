@@ -17,6 +17,14 @@ lines -> failed "out_of_memory" (not retried); cancelled by the user -> cancelle
 elsewhere (exit 143) -> re-queued like a lost worker; any other exit -> failed "exit code N" or
 "killed by signal N (NAME)". The worker itself stopping (SIGTERM, Ctrl-C) re-queues its jobs without
 spending an attempt: they resume from their last checkpoint under the next worker.
+
+Slurm jobs (executor "slurm", toolkit/slurm.py) go through the same loop: the worker claims them, submits
+them with sbatch (Slurm queues them: they stay `queued` in the store until Slurm starts them), reads all
+their states with one batched query per tick, and records the outcome the same way; Slurm's verdicts add to the
+exit code (out of memory -> failed; preempted, node failure, time limit with a checkpoint, or a job Slurm
+no longer knows -> re-queued and resubmitted, resuming from the last checkpoint, up to the attempt cap).
+They do not die with the worker: a stopped or lost worker leaves them to Slurm, and the next worker adopts
+them by their Slurm job id.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import InputError
+from toolkit.errors import CmbaError, InputError
 from toolkit.executor import Executor, LocalExecutor, Run, RunStatus, process_alive, process_start_time
 from toolkit.jobstore import JobState, JobStore, WorkerInfo
 from toolkit.paths import PROJECT_ROOT
@@ -102,6 +110,8 @@ class WorkerConfig:
     once: bool = False
     idle_exit_s: float = 0.0
     """exit after this long with nothing to do (0 = never)"""
+    engine_jobs: int = 256
+    """Slurm jobs one worker keeps submitted at once (Slurm queues them; GPUs are Slurm's to assign)"""
 
     def __post_init__(self):
         if self.slots is not None and (not isinstance(self.slots, int) or not 1 <= self.slots <= 256):
@@ -115,6 +125,8 @@ class WorkerConfig:
             raise InputError("heartbeat: must be shorter than the lease")
         if self.idle_exit_s < 0:
             raise InputError("idle exit: must be >= 0 seconds")
+        if not isinstance(self.engine_jobs, int) or not 1 <= self.engine_jobs <= 100_000:
+            raise InputError(f"slurm jobs: must be a whole number in 1..100000, got {self.engine_jobs!r}")
 
     def resources(self) -> tuple[list[str], int, int]:
         gpus = parse_gpus(self.gpus, detect_gpus())
@@ -152,10 +164,15 @@ def describe_exit(code: int | None, tail: list[str]) -> tuple[str | None, str | 
 class Worker:
     """The loop; `run()` returns an exit status once stopped (signal, --once, or idle exit)."""
 
-    def __init__(self, store: JobStore, config: WorkerConfig = WorkerConfig(), executor: Executor | None = None):
+    def __init__(self, store: JobStore, config: WorkerConfig = WorkerConfig(), executor: Executor | None = None,
+                 engines: dict[str, Executor] | None = None):
         self.store = store
         self.config = config
         self.executor = executor or LocalExecutor()
+        """runs the local jobs"""
+        self.engines: dict[str, Executor | None] = dict(engines or {})
+        """executors of engine jobs by name ('slurm'); created on first need, None while unavailable"""
+        self._engine_checked: dict[str, float] = {}
         self.gpus, self.slots, self.threads = config.resources()
         self.free_gpus = list(self.gpus)
         pid = os.getpid()
@@ -213,9 +230,29 @@ class Worker:
                 "OPENBLAS_NUM_THREADS": threads, "CMBA_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
                 "CMBA_JOB_ID": job.id, "CMBA_JOB_ATTEMPT": str(job.attempts)}
 
+    def _executor(self, job) -> Executor:
+        return self.executor if job.executor == "local" else self.engines[job.executor]
+
+    def engine(self, name: str) -> Executor | None:
+        """The executor of engine `name`, or None when this machine cannot reach that engine (checked again
+        after a minute: a worker does not claim jobs it cannot submit)."""
+        if self.engines.get(name) is None and time.monotonic() - self._engine_checked.get(name, -1e9) > 60:
+            self._engine_checked[name] = time.monotonic()
+            if name == "slurm":
+                from toolkit.slurm import SlurmExecutor, slurm_problem
+
+                problem = slurm_problem()
+                if problem:
+                    log.info("slurm jobs are not claimed: %s", problem)
+                self.engines[name] = None if problem else SlurmExecutor()
+        return self.engines.get(name)
+
+    def _local_runs(self) -> int:
+        return sum(1 for r in self.runs.values() if r.job.executor == "local")
+
     def _fill(self) -> int:
         claimed = 0
-        while len(self.runs) < self.slots and not self.stopping:
+        while self._local_runs() < self.slots and not self.stopping:
             job = self.store.claim(self.info, max_gpus=len(self.free_gpus))
             if job is None:
                 break
@@ -235,14 +272,52 @@ class Worker:
                                    step_index=run.step_index, gpu_ids=",".join(gpu_ids))
             log.info("job %s (%s) attempt %d: started pid %s%s", job.id, job.name, job.attempts, run.pid,
                      f" on GPU {','.join(gpu_ids)}" if gpu_ids else "")
+        return claimed + self._fill_engine("slurm")
+
+    def _fill_engine(self, name: str) -> int:
+        """Claim and submit engine jobs while fewer than `engine_jobs` are out; the engine queues them."""
+        claimed = 0
+        while not self.stopping and len(self.runs) - self._local_runs() < self.config.engine_jobs:
+            if not self.store.has_unclaimed(name) or (executor := self.engine(name)) is None:
+                break
+            job = self.store.claim(self.info, max_gpus=1 << 30, executor=name)
+            if job is None:
+                break
+            claimed += 1
+            env = {"TOKENIZERS_PARALLELISM": "false", "CMBA_JOB_ID": job.id, "CMBA_JOB_ATTEMPT": str(job.attempts)}
+            try:
+                run = executor.launch(job, env=env)
+            except (OSError, CmbaError) as exc:
+                self.store.finish(job.id, job.token, JobState.FAILED, reason="launch failed",
+                                  message=str(exc) if isinstance(exc, CmbaError) else f"{type(exc).__name__}: {exc}")
+                log.error("job %s: %s submission failed: %s", job.id, name, exc)
+                continue
+            run.handle["queued"] = True
+            self.runs[job.id] = run
+            self.store.set_process(job.id, job.token, pid=None, pid_start=None, step_index=run.step_index,
+                                   engine_id=run.handle["engine_id"])
+            log.info("job %s (%s) attempt %d: submitted to %s as job %s", job.id, job.name, job.attempts, name,
+                     run.handle["engine_id"])
         return claimed
 
     def _reap(self) -> None:
+        by_executor: dict[int, list[Run]] = {}
+        for run in self.runs.values():
+            by_executor.setdefault(id(self._executor(run.job)), []).append(run)
+        for runs in by_executor.values():  # one status query per engine and tick, not one per job
+            self._executor(runs[0].job).refresh(runs)
         for job_id, run in list(self.runs.items()):
-            status = self.executor.poll(run)
-            if status.step_changed:
+            status = self._executor(run.job).poll(run)
+            if status.step_changed or (status.gpu_ids and status.gpu_ids != run.handle.get("gpus_seen")):
+                run.handle["gpus_seen"] = status.gpu_ids
                 self.store.set_process(job_id, run.job.token, pid=run.pid, pid_start=run.pid_start,
-                                       step_index=run.step_index)
+                                       step_index=run.step_index, gpu_ids=status.gpu_ids)
+            if not status.done and status.queued != run.handle.get("queued", False):
+                run.handle["queued"] = status.queued
+                self.store.set_engine_state(job_id, run.job.token, JobState.QUEUED if status.queued else JobState.RUNNING,
+                                            reason=status.reason if status.queued else None)
+                log.info("job %s: %s%s", job_id, "back in the engine's queue" if status.queued else "started",
+                         f" ({status.reason})" if status.queued and status.reason else "")
             if status.done:
                 del self.runs[job_id]
                 self.kill_at.pop(job_id, None)
@@ -251,7 +326,7 @@ class Worker:
 
     def _step_tail(self, run: Run, n: int = 30) -> list[str]:
         """The step's own last log lines (after the worker's header for this attempt)."""
-        tail = self.executor.tail(run.job, n)
+        tail = self._executor(run.job).tail(run.job, n)
         for i in range(len(tail) - 1, -1, -1):
             if tail[i].startswith("[cmba-worker "):
                 return tail[i + 1:]
@@ -263,11 +338,22 @@ class Worker:
             log.warning("job %s: re-assigned while we ran it; its result is not ours to record", job.id)
             return
         reason, message = describe_exit(code, self._step_tail(run))
+        if status.reason == OOM_MARK:
+            reason = OOM_MARK
         if run.handle.get("shutdown"):
             state = self.store.requeue(job.id, job.token, reason="worker stopped", count_attempt=False)
         elif run.cancelling:
             state = JobState.CANCELLED
             self.store.finish(job.id, job.token, state, reason="cancelled by user", exit_code=code)
+        elif status.resume and reason != OOM_MARK:
+            reason = status.reason or "requeued by the engine"
+            state = self.store.requeue(job.id, job.token, reason=reason, message=message)
+        elif status.reason and status.reason.startswith("cancelled"):
+            reason, state = status.reason, JobState.CANCELLED
+            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
+        elif reason is None and status.reason:  # exit 0, yet the engine says otherwise
+            reason, state = status.reason, JobState.FAILED
+            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
         elif reason is None:
             state = JobState.SUCCEEDED
             self.store.finish(job.id, job.token, state, exit_code=0)
@@ -282,9 +368,15 @@ class Worker:
         lost = self.store.heartbeat(self.info, {i: r.job.token for i, r in self.runs.items()})
         for job_id in lost:
             run = self.runs[job_id]
+            executor = self._executor(run.job)
+            if executor.engine:  # another worker adopted it (or it ended): the engine job is theirs now
+                log.warning("job %s: our claim expired (another worker holds it now): forgetting it", job_id)
+                del self.runs[job_id]
+                self.kill_at.pop(job_id, None)
+                continue
             log.warning("job %s: our claim expired (another worker re-queued it): stopping our copy", job_id)
             run.handle["lost"] = True
-            self.executor.cancel(run, force=True)
+            executor.cancel(run, force=True)
 
     def _cancels(self) -> None:
         now = time.monotonic()
@@ -292,19 +384,20 @@ class Worker:
             run = self.runs[job_id]
             if not run.cancelling:
                 log.info("job %s: cancel requested: SIGTERM", job_id)
-                self.executor.cancel(run)
+                self._executor(run.job).cancel(run)
                 self.kill_at[job_id] = now + self.config.grace_s
         for job_id, deadline in list(self.kill_at.items()):
             if now >= deadline and job_id in self.runs:
                 log.info("job %s: still running %.0f s after SIGTERM: SIGKILL", job_id, self.config.grace_s)
-                self.executor.cancel(self.runs[job_id], force=True)
+                self._executor(self.runs[job_id].job).cancel(self.runs[job_id], force=True)
                 del self.kill_at[job_id]
 
     def recover(self) -> list[tuple[str, str]]:
-        """Re-queue (or fail at the cap) running jobs whose worker is gone; returns [(job id, new state)]."""
+        """Re-queue (or fail at the cap) claimed jobs whose worker is gone, or adopt them when an engine still
+        runs them; returns [(job id, new state or 'adopted')]."""
         done = []
         now = time.time()
-        for job in self.store.running():
+        for job in self.store.claimed():
             if job.worker_id == self.info.id and job.id in self.runs:
                 continue
             same_host = job.worker_host == self.info.host
@@ -312,7 +405,20 @@ class Worker:
             expired = job.heartbeat is None or now - job.heartbeat > self.config.lease_s
             if not (gone or expired or job.worker_id == self.info.id):
                 continue
-            if same_host:
+            if job.executor != "local":
+                if (executor := self.engine(job.executor)) is None:
+                    continue  # cannot reach that engine from here: leave the job to a worker that can
+                if job.engine_id:
+                    adopted = self.store.adopt(job.id, job.token, self.info)
+                    if adopted is not None:
+                        run = executor.attach(adopted)
+                        run.handle["queued"] = adopted.state is JobState.QUEUED
+                        self.runs[job.id] = run
+                        log.warning("job %s: its worker (pid %s) is gone: adopted %s job %s", job.id,
+                                    job.worker_pid, job.executor, job.engine_id)
+                        done.append((job.id, "adopted"))
+                    continue
+            elif same_host:
                 self.executor.cleanup_lost(job, grace_s=self.config.grace_s)
             state = self.store.requeue(job.id, job.token, reason="worker lost",
                                        message=f"worker pid {job.worker_pid} on {job.worker_host} stopped")
@@ -327,7 +433,13 @@ class Worker:
         return done
 
     def shutdown(self) -> None:
-        """Stop our jobs (SIGTERM, then SIGKILL after the grace period) and put them back in the queue."""
+        """Stop our local jobs (SIGTERM, then SIGKILL after the grace period) and put them back in the queue;
+        engine jobs keep running in their engine, for the next worker to adopt."""
+        engine_runs = [i for i, r in self.runs.items() if self._executor(r.job).engine]
+        if engine_runs:
+            log.info("worker: %d Slurm job(s) keep running; the next worker adopts them", len(engine_runs))
+            for job_id in engine_runs:
+                del self.runs[job_id]
         if not self.runs:
             return
         log.info("worker: stopping %d job(s); they are re-queued and resume from their checkpoints", len(self.runs))
