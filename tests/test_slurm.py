@@ -349,6 +349,13 @@ def test_two_gpu_slurm_job_trains_with_ddp_through_srun(senv, capsys):
 
 
 @needs_cluster
+def _release(engine_id: str) -> bool:
+    """Ask Slurm to start a requeued job now instead of after its ~2 min BeginTime; always True (for wait_for)."""
+    real("scontrol", "update", f"JobId={engine_id}", "StartTime=now", check=False)
+    time.sleep(0.5)
+    return True
+
+
 def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
     job_id = senv.slurm_job("rq", steps=50, step_time=0.05)
     senv.worker()
@@ -359,9 +366,9 @@ def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
     wait_for(lambda: senv.store.get(job_id).state is JobState.QUEUED, timeout=30, what="our state to follow")
     assert senv.store.get(job_id).reason == "requeued by Slurm"
     # a requeued job waits for a BeginTime about two minutes ahead; let it go now
-    wait_for(lambda: real("scontrol", "update", f"JobId={engine_id}", "StartTime=now", check=False).returncode == 0,
-             timeout=20, what="scontrol update StartTime=now")
-    wait_for(lambda: senv.store.get(job_id).state is JobState.SUCCEEDED, timeout=90, what="the requeued run")
+    # (repeated: an update that lands before the requeue has set its BeginTime is overwritten by it)
+    wait_for(lambda: _release(engine_id) and senv.store.get(job_id).state is JobState.SUCCEEDED, timeout=120,
+             what="the requeued run")
     job = senv.store.get(job_id)
     assert job.engine_id == engine_id and job.attempts == 1  # Slurm's requeue, same Slurm job
     runs = senv.runs("rq")
@@ -370,9 +377,8 @@ def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
 
     # the job has finished; a requeue racing that end must not train it again
     real("scontrol", "requeue", engine_id)
-    wait_for(lambda: real("scontrol", "update", f"JobId={engine_id}", "StartTime=now", check=False).returncode == 0,
-             timeout=20, what="scontrol update StartTime=now")
-    wait_for(lambda: "nothing to run" in Path(job.log_path).read_text(), timeout=60, what="the rerun of the batch")
+    wait_for(lambda: _release(engine_id) and "nothing to run" in Path(job.log_path).read_text(), timeout=120,
+             what="the rerun of the batch")
     wait_for(lambda: sacct_state(engine_id) == "COMPLETED", timeout=30, what="sacct")
     assert len(senv.runs("rq")) == 2 and senv.store.get(job_id).state is JobState.SUCCEEDED
 
