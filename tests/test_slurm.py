@@ -348,7 +348,6 @@ def test_two_gpu_slurm_job_trains_with_ddp_through_srun(senv, capsys):
         list(range(1, 7))
 
 
-@needs_cluster
 def _release(engine_id: str) -> bool:
     """Ask Slurm to start a requeued job now instead of after its ~2 min BeginTime; always True (for wait_for)."""
     real("scontrol", "update", f"JobId={engine_id}", "StartTime=now", check=False)
@@ -356,11 +355,14 @@ def _release(engine_id: str) -> bool:
     return True
 
 
+@needs_cluster
 def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
     job_id = senv.slurm_job("rq", steps=50, step_time=0.05)
     senv.worker()
     wait_for(lambda: (senv.out("rq") / "checkpoints").exists() and len(senv.runs("rq")) == 1, timeout=60,
              what="training with a checkpoint")
+    # the store says queued until a poll sees Slurm run it: wait for that, or "queued" below proves nothing
+    wait_for(lambda: senv.store.get(job_id).state is JobState.RUNNING, timeout=30, what="our state to say running")
     engine_id = senv.store.get(job_id).engine_id
     real("scontrol", "requeue", engine_id)  # Slurm stops it (SIGTERM: checkpoint) and queues it again
     wait_for(lambda: senv.store.get(job_id).state is JobState.QUEUED, timeout=30, what="our state to follow")

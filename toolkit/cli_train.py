@@ -30,15 +30,10 @@ def add_data_flags(p) -> None:
                                                       "independent of --seed so every run sees the same records)")
 
 
-def _int(value, field, *, allow_none=True):
-    from toolkit.errors import InputError
+def _int(value, field):
+    from toolkit.spec import parse_int
 
-    if value is None and allow_none:
-        return None
-    try:
-        return int(str(value).replace("_", "").replace(",", ""))
-    except ValueError:
-        raise InputError(f"{field}: must be a whole number, got '{value}'") from None
+    return parse_int(value, field)
 
 
 def _float(value, field):

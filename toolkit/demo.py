@@ -109,14 +109,13 @@ def pretrain(output_dir: str | Path, *, steps: int = 3000, seed: int = 0, batch_
     Full training (every weight) from a fixed seed on `synthetic:shapes` restricted to `PRETRAIN_TYPES`,
     AdamW with linear warm-up and cosine decay. Deterministic on CPU for a given torch version.
     """
-    import math
-
     import torch
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     from toolkit.data import VQARecord
     from toolkit.prompting import VQAFormatter
     from toolkit.synthetic import SyntheticShapes
+    from toolkit.train import lr_factor
 
     torch.manual_seed(seed)
     config = LlavaConfig(**json.loads(PRESET_CONFIG.read_text()))
@@ -126,13 +125,7 @@ def pretrain(output_dir: str | Path, *, steps: int = 3000, seed: int = 0, batch_
     data = SyntheticShapes(n=steps * batch_size, seed=1000 + seed, split="train", types=PRETRAIN_TYPES)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
-
-    def schedule(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps, warmup))
     model.train()
     running = None
     for step in range(steps):

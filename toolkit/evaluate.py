@@ -95,6 +95,16 @@ def _write_results(folder: Path, tag: str, results: dict, predictions: list[dict
     return target
 
 
+def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, scores, predictions, elapsed) -> dict:
+    """results.json + predictions.jsonl of one evaluation, written atomically; returns results (with its path)."""
+    results = {"format": FORMAT, "adapter": adapter, "base_model": base_model, "dataset": dataset_doc,
+               "settings": settings, "scores": scores, "eval_time_s": round(elapsed, 3),
+               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results["path"] = str(_write_results(folder, tag, results, predictions))
+    return results
+
+
 def _run(model, processor, model_type, *, dataset, split, limit, columns, image_dir, sample_seed, batch_size,
          max_new_tokens, device, log):
     from toolkit.data import load_vqa
@@ -161,14 +171,9 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
         model, processor, structure.model_type, dataset=dataset, split=split, limit=limit, columns=columns,
         image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
-    results = {"format": FORMAT, "adapter": cmba.get("name", folder.name), "base_model": base["id"],
-               "dataset": dataset_doc, "settings": {**settings, "precision": precision,
-                                                    "quantize": training.get("quantize")},
-               "scores": scores, "eval_time_s": round(elapsed, 3),
-               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    results["path"] = str(_write_results(folder, tag, results, predictions))
-    return results
+    settings.update(precision=precision, quantize=training.get("quantize"))
+    return _store(folder, tag, cmba.get("name", folder.name), base["id"], dataset_doc, settings, scores, predictions,
+                  elapsed)
 
 
 def base_folder(model: str) -> Path:
@@ -202,12 +207,8 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     _atomic_json(folder / "cmba.json", {"format": "cmba-adapter/1", "kind": "base", "name": folder.name,
                                         "base_model": {"id": model, "hub_id": hub_id, "revision": revision,
                                                        "model_type": structure.model_type}})
-    results = {"format": FORMAT, "adapter": None, "base_model": model, "dataset": dataset_doc,
-               "settings": {**settings, "precision": precision}, "scores": scores, "eval_time_s": round(elapsed, 3),
-               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    results["path"] = str(_write_results(folder, tag, results, predictions))
-    return results
+    settings["precision"] = precision
+    return _store(folder, tag, None, model, dataset_doc, settings, scores, predictions, elapsed)
 
 
 def _check_settings(batch_size, max_new_tokens) -> None:

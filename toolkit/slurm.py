@@ -49,6 +49,7 @@ from toolkit.errors import InputError
 from toolkit.executor import PYTHON, Executor, Run, RunStatus
 from toolkit.jobstore import Job
 from toolkit.paths import PROJECT_ROOT
+from toolkit.spec import parse_int
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "sinfo")
 SIGNAL_BEFORE_END_S = 90
@@ -147,12 +148,9 @@ def parse_mem(text) -> int:
 
 
 def _whole(value, name: str, low: int, high: int) -> int | None:
-    if value is None or value == "":
+    number = parse_int(value, name)
+    if number is None:
         return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise InputError(f"{name}: '{value}' is not a whole number") from None
     if not low <= number <= high:
         raise InputError(f"{name}: must be a whole number in {low}..{high}, got {number}")
     return number

@@ -33,6 +33,16 @@ def parse_number(text: str | float, field_name: str, allowed: str) -> float:
     return value
 
 
+def parse_int(value, field_name: str) -> int | None:
+    """A whole number from user input ('1_000' and '1,000' accepted); None for empty input."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return int(str(value).strip().replace("_", "").replace(",", ""))
+    except ValueError:
+        raise InputError(f"{field_name}: '{value}' is not a whole number") from None
+
+
 @dataclass(frozen=True)
 class Ratio:
     """Allocation ratio vision : projector : language (non-negative reals, 0 = leave the component out)."""

@@ -34,19 +34,16 @@ from toolkit.errors import InputError
 from toolkit.executor import PYTHON, tail_lines
 from toolkit.jobstore import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
-from toolkit.spec import MODES, Budget, Ratio
+from toolkit.spec import MODES, Budget, Ratio, parse_int
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_JOBS = 500
 
 
 def _positive_int(value, name: str, *, zero: bool = False) -> int | None:
-    if value is None or value == "":
+    number = parse_int(value, name)
+    if number is None:
         return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise InputError(f"{name}: '{value}' is not a whole number") from None
     if number < (0 if zero else 1):
         raise InputError(f"{name}: must be {'>= 0' if zero else '>= 1'}, got {number}")
     return number

@@ -26,6 +26,7 @@ adapter, cmba.json). A single process does exactly what it did before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -403,11 +404,13 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def sample_order(n: int, seed: int, epoch: int) -> list[int]:
+@functools.lru_cache(maxsize=4)
+def sample_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The order of epoch `epoch`: a permutation that depends on (seed, epoch) only."""
     import torch
 
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    return tuple(torch.randperm(n, generator=g).tolist())
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -642,19 +645,7 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
 
 def _index(k: int, n: int, seed: int) -> int:
     epoch, pos = divmod(k, n)
-    return _order_cache(n, seed, epoch)[pos]
-
-
-_ORDERS: dict = {}
-
-
-def _order_cache(n, seed, epoch):
-    key = (n, seed, epoch)
-    if key not in _ORDERS:
-        if len(_ORDERS) > 4:
-            _ORDERS.clear()
-        _ORDERS[key] = sample_order(n, seed, epoch)
-    return _ORDERS[key]
+    return sample_order(n, seed, epoch)[pos]
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
