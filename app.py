@@ -6,7 +6,7 @@ and stay thin: they read widgets, call `toolkit`, and render.
 
 import streamlit as st
 
-from toolkit.structure import warm_imports
+from toolkit.calculator.structure import warm_imports
 
 # transformers' lazy modules must be fully imported before a widget change can interrupt a script run:
 # a rerun that lands mid-import leaves names such as AutoConfig unimportable for the whole server process.

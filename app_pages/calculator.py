@@ -10,11 +10,11 @@ from app_pages.calculator_ui import (
     options_ui,
     ratio_ui,
 )
-from toolkit import report
-from toolkit.allocation import allocate
+from toolkit.calculator import report
+from toolkit.calculator.allocation import allocate
+from toolkit.calculator.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, parse_number
 from toolkit.errors import CmbaError
-from toolkit.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, parse_number
 
 st.title("Budget calculator")
 left, right = st.columns([1, 2], gap="large")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from toolkit.architectures import COMPONENTS, ComponentPatterns
+from toolkit.calculator.architectures import COMPONENTS, ComponentPatterns
+from toolkit.calculator.spec import ALPHA_RULES, KINDS, Ratio
+from toolkit.calculator.structure import load_structure, presets
 from toolkit.errors import CmbaError
-from toolkit.spec import ALPHA_RULES, KINDS, Ratio
-from toolkit.structure import load_structure, presets
 
 BUDGET_LABELS = {"rank": "Uniform rank equivalent", "params": "Parameters", "percent": "% of base model"}
 BUDGET_DEFAULTS = {"rank": "8", "params": "20000000", "percent": "0.3"}

@@ -3,8 +3,8 @@
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from toolkit import compare
 from toolkit.errors import CmbaError
+from toolkit.evaluation import compare
 
 VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "undetermined": st.warning}
 

@@ -10,14 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, PARAM_COLUMNS, cached_structure
-from toolkit import sweep as sw
+from toolkit.calculator.report import CANONICAL_RATIOS
+from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
-from toolkit.executor import tail_lines
-from toolkit.jobstore import JobStore
-from toolkit.report import CANONICAL_RATIOS
-from toolkit.slurm import slurm_problem
-from toolkit.spec import Ratio
-from toolkit.worker import ensure_worker, live_workers
+from toolkit.jobs import sweep as sw
+from toolkit.jobs.executor import tail_lines
+from toolkit.jobs.slurm.executor import slurm_problem
+from toolkit.jobs.store import JobStore
+from toolkit.jobs.worker import ensure_worker, live_workers
 
 s = st.session_state
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from toolkit.errors import CmbaError
-from toolkit.modelcard import HUB_LICENSES, split_card
+from toolkit.hub.modelcard import HUB_LICENSES, split_card
+from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
 from toolkit.paths import adapters_dir
-from toolkit.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -21,7 +21,7 @@ import transformers  # noqa: E402
 import transformers.models.llava.modeling_llava  # noqa: E402,F401  (what transformers imports lazily on first use)
 
 from toolkit import AllocationSpec, Budget, Ratio, allocate, load_structure  # noqa: E402
-from toolkit.structure import presets  # noqa: E402
+from toolkit.calculator.structure import presets  # noqa: E402
 
 IMPORT_S = time.perf_counter() - t0
 

@@ -27,13 +27,13 @@ def main() -> int:
     import torch
     from peft import PeftModel
 
+    from toolkit.calculator.structure import load_structure
     from toolkit.cli import make_parser
-    from toolkit.cli_train import settings_from_args
-    from toolkit.data import load_vqa
-    from toolkit.evaluate import generate_answers
-    from toolkit.prompting import VQAFormatter
-    from toolkit.structure import load_structure
-    from toolkit.train import load_model, train
+    from toolkit.cli.train import settings_from_args
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.evaluation.evaluate import generate_answers
+    from toolkit.training.engine import load_model, train
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"

@@ -31,12 +31,12 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
+    from toolkit.calculator.structure import load_structure
     from toolkit.cli import make_parser
-    from toolkit.cli_train import settings_from_args
-    from toolkit.data import load_vqa
-    from toolkit.prompting import VQAFormatter
-    from toolkit.structure import load_structure
-    from toolkit.train import load_model, train
+    from toolkit.cli.train import settings_from_args
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.training.engine import load_model, train
 
     transformers.logging.set_verbosity_error()
     data_spec = "synthetic:shapes?n=4000"

@@ -1,4 +1,4 @@
-"""The budget solver (toolkit.allocation) and the LoraConfig export (toolkit.loraconfig) on the bundled presets.
+"""The budget solver (toolkit.calculator.allocation) and the LoraConfig export (toolkit.calculator.loraconfig) on the bundled presets.
 
 Everything here is offline: presets are configs only, built on the meta device (about 0.1 s each once
 transformers is imported). Solver *speed* is benchmarked in bench/, not asserted here.
@@ -13,11 +13,17 @@ from itertools import combinations
 
 import pytest
 
-from toolkit.allocation import allocate, audit
+from toolkit.calculator.allocation import allocate, audit
+from toolkit.calculator.loraconfig import (
+    check_patterns,
+    lora_config_dict,
+    lora_config_json,
+    lora_config_snippet,
+    peft_rank_of,
+)
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
+from toolkit.calculator.structure import load_structure, presets
 from toolkit.errors import BudgetError, CmbaError, InputError
-from toolkit.loraconfig import check_patterns, lora_config_dict, lora_config_json, lora_config_snippet, peft_rank_of
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
-from toolkit.structure import load_structure, presets
 
 COMPONENTS = ("vision", "projector", "language")
 PRESETS = tuple(presets())

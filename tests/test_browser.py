@@ -99,8 +99,8 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from toolkit.jobstore import JobStore
-    from toolkit.worker import live_workers
+    from toolkit.jobs.store import JobStore
+    from toolkit.jobs.worker import live_workers
 
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.calculator.structure import PRESET_DIR, presets
 from toolkit.cli import main
-from toolkit.structure import PRESET_DIR, presets
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("vision", "projector", "language")

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from toolkit import compare
 from toolkit.errors import InputError
+from toolkit.evaluation import compare
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
 TAG = "synthetic-shapes__val__n400"
@@ -269,8 +269,8 @@ def test_charts_carry_the_data(tmp_path):
 def run_cli(argv, monkeypatch, capsys):
     import toolkit.cli as cli
 
-    if "toolkit.cli_compare" not in cli.COMMAND_MODULES:  # until it is wired into toolkit/cli.py
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "toolkit.cli_compare"])
+    if "toolkit.cli.compare" not in cli.COMMAND_MODULES:  # until it is wired into toolkit/cli.py
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "toolkit.cli.compare"])
     code = cli.main(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -314,7 +314,7 @@ def test_score_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_help_is_fast_to_build():
-    from toolkit import cli_compare as cli_eval
+    from toolkit.cli import compare as cli_eval
 
     sub = argparse.ArgumentParser().add_subparsers()
     cli_eval.register(sub)
@@ -366,7 +366,7 @@ def test_page_empty_state(tmp_path, monkeypatch):
 
 def test_bootstrap_does_not_depend_on_hash_order(tmp_path):
     sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (12, 4)})
-    code = ("import sys; from toolkit import compare; c = compare.analyze(compare.scan(sys.argv[1]).rows, n_boot=300)"
+    code = ("import sys; from toolkit.evaluation import compare; c = compare.analyze(compare.scan(sys.argv[1]).rows, n_boot=300)"
             ".comparisons[0]; print(c.ci_low, c.ci_high, c.p_value)")
     here = compare.analyze(compare.scan(tmp_path).rows, n_boot=300).comparisons[0]
     other_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # pytest itself runs with another one

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from toolkit.data import load_vqa, parse_columns
+from toolkit.data.sources import load_vqa, parse_columns
 from toolkit.errors import InputError
 
 
@@ -50,7 +50,7 @@ def test_synthetic_covers_every_answer_type_with_ten_answers():
 def test_synthetic_type_filter_and_answers_are_correct_for_counts():
     ds = load_vqa("synthetic:shapes?n=40&types=count", split="train")
     assert {r.answer_type for r in ds} == {"number"}
-    from toolkit.synthetic import SyntheticShapes, scene
+    from toolkit.data.synthetic import SyntheticShapes, scene
 
     gen = SyntheticShapes(n=40)
     for i in range(40):  # "how many shapes" must equal the number of objects drawn in the scene
@@ -92,7 +92,7 @@ def test_limit_is_a_deterministic_subset_independent_of_training_seed():
 
 @pytest.fixture
 def jsonl_dataset(tmp_path):
-    from toolkit.synthetic import SyntheticShapes
+    from toolkit.data.synthetic import SyntheticShapes
 
     gen = SyntheticShapes(n=6, seed=5)
     (tmp_path / "img").mkdir()
@@ -151,7 +151,7 @@ def test_bad_jsonl_inputs(tmp_path, jsonl_dataset):
 
 
 def _vqav2_rows(n, with_answers=True):
-    from toolkit.synthetic import SyntheticShapes
+    from toolkit.data.synthetic import SyntheticShapes
 
     gen = SyntheticShapes(n=n, seed=9, split="validation")
     rows = []
@@ -232,7 +232,7 @@ def test_unanswered_split_and_bad_image_bytes_are_refused(tmp_path):
 
 
 def test_unknown_hub_dataset_offline_is_one_line(monkeypatch):
-    import toolkit.structure as structure
+    import toolkit.calculator.structure as structure
 
     monkeypatch.setattr(structure, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(InputError, match="unreachable") as err:
@@ -244,8 +244,8 @@ def test_unknown_hub_dataset_offline_is_one_line(monkeypatch):
 
 
 def test_labels_cover_only_the_answer_and_the_prompt_matches_generation():
-    from toolkit.demo import build_processor
-    from toolkit.prompting import INSTRUCTION, VQAFormatter
+    from toolkit.data.prompting import INSTRUCTION, VQAFormatter
+    from toolkit.training.demo import build_processor
 
     proc = build_processor()
     fmt = VQAFormatter(proc, "llava")

@@ -1,4 +1,4 @@
-"""Empirical ground truth for the dead-module rules in `toolkit.architectures`.
+"""Empirical ground truth for the dead-module rules in `toolkit.calculator.architectures`.
 
 For every family (and a few variants, see `conftest.VARIANTS`): build the real tiny model, put a LoRA on
 every nn.Linear except the output head, with lora_B initialised randomly (`init_lora_weights=False`) so that
@@ -24,7 +24,7 @@ from conftest import MODELS, build_tiny_model, tiny_config_dict, tiny_inputs, ti
 from peft import LoraConfig, get_peft_model
 
 from toolkit import load_structure
-from toolkit.architectures import is_output_head
+from toolkit.calculator.architectures import is_output_head
 
 
 def _clip_layer(i: int) -> set[str]:

@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 from test_jobs import ROOT, env, wait_for  # noqa: F401  (env is a fixture)
 
 from toolkit.cli import make_parser
-from toolkit.cli_train import settings_from_args
-from toolkit.distributed import DistContext, Launch, plan_launch, python_argv, split_batch
+from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
-from toolkit.jobstore import JobState
-from toolkit.sweep import SweepSpec, TrainSettings, plan_sweep, submit_sweep
-from toolkit.train import train
+from toolkit.jobs.store import JobState
+from toolkit.jobs.sweep import SweepSpec, TrainSettings, plan_sweep, submit_sweep
+from toolkit.training.distributed import DistContext, Launch, plan_launch, python_argv, split_batch
+from toolkit.training.engine import train
 
 DATA = "synthetic:shapes?n=48&seed=1"
 ARGS = ["--model", "demo", "--dataset", DATA, "--ratio", "1:4:1", "--budget-rank", "4", "--max-steps", "4",
@@ -88,7 +88,7 @@ def test_ddp_on_cpu_trains_what_one_process_trains_and_only_rank_0_writes(tmp_pa
     one = tmp_path / "one"
     train(settings_from_args(make_parser().parse_args(["train", *ARGS, "--output", str(one)])), log=lambda m: None)
     two = tmp_path / "two"
-    r = subprocess.run([sys.executable, "-m", "toolkit.distributed", "--nproc-per-node", "2", "--", "-m", "toolkit",
+    r = subprocess.run([sys.executable, "-m", "toolkit.training.distributed", "--nproc-per-node", "2", "--", "-m", "toolkit",
                         "train", *ARGS, "--output", str(two)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -116,7 +116,7 @@ def test_two_gpu_sweep_job_stops_on_sigterm_and_resumes_under_ddp(env, monkeypat
                            evaluate=False, gpus_per_job=2)
     plan = plan_sweep(spec)
     [job] = submit_sweep(plan).jobs
-    assert job.gpus == 2 and list(job.steps[0][:6]) == ["{python}", "-m", "toolkit.distributed", "--nproc-per-node",
+    assert job.gpus == 2 and list(job.steps[0][:6]) == ["{python}", "-m", "toolkit.training.distributed", "--nproc-per-node",
                                                           "2", "--"]
     metrics = Path(job.output_dir) / "metrics.jsonl"
     worker = env.worker("--threads", "2")

@@ -7,17 +7,17 @@ import json
 import pytest
 
 from toolkit.cli import make_parser
-from toolkit.cli_train import settings_from_args
+from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
-from toolkit.evaluate import evaluate_adapter, evaluate_base, read_adapter
-from toolkit.scoring import question_accuracy
+from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base, read_adapter
+from toolkit.evaluation.scoring import question_accuracy
 
 EVAL = "synthetic:shapes?n=200&seed=3"
 
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    from toolkit.train import train
+    from toolkit.training.engine import train
 
     out = tmp_path_factory.mktemp("eval") / "demo-1-4-1"
     args = ["train", "--model", "demo", "--dataset", "synthetic:shapes?n=64", "--ratio", "1:4:1", "--budget-rank", "4",
@@ -60,7 +60,7 @@ def test_base_reference_and_compare_scan(adapter, tmp_path, monkeypatch):
     base = tmp_path / "base--demo"
     assert json.loads((base / "cmba.json").read_text())["kind"] == "base"
     assert doc["adapter"] is None and (base / "eval" / "synthetic-shapes-n-200-seed-3__validation__n20").is_dir()
-    from toolkit.compare import scan
+    from toolkit.evaluation.compare import scan
 
     rows = scan(tmp_path).rows
     assert [r["kind"] for r in rows] == ["base"] and rows[0]["accuracy"] == doc["scores"]["overall"]

@@ -1,7 +1,7 @@
 """The job system with real processes and a real SQLite store: claims, sweeps, cancel, retry, crash recovery.
 
 Jobs here run tests/jobhelpers.py (a stand-in for `train` with the same checkpoint / metrics / exit-code
-behaviour); workers are real `python -m toolkit.cli_jobs worker` processes. Every process a test starts is
+behaviour); workers are real `python -m toolkit.cli.jobs worker` processes. Every process a test starts is
 killed in teardown, and every store passes `PRAGMA integrity_check` at the end of its test.
 """
 
@@ -24,10 +24,10 @@ from jobhelpers import job_steps
 
 from toolkit import cli
 from toolkit.errors import CmbaError, InputError
-from toolkit.executor import process_alive, process_group_members
-from toolkit.jobstore import JobState, JobStore, NewJob, WorkerInfo
-from toolkit.sweep import SweepSpec, TrainSettings, job_progress, plan_sweep, submit_sweep
-from toolkit.worker import Worker, WorkerConfig, ensure_worker, live_workers
+from toolkit.jobs.executor import process_alive, process_group_members
+from toolkit.jobs.store import JobState, JobStore, NewJob, WorkerInfo
+from toolkit.jobs.sweep import SweepSpec, TrainSettings, job_progress, plan_sweep, submit_sweep
+from toolkit.jobs.worker import Worker, WorkerConfig, ensure_worker, live_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 FORK = multiprocessing.get_context("fork")
@@ -49,7 +49,7 @@ class Env:
 
     def worker(self, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli_jobs", "worker", "--poll", "0.1", "--grace", "1",
+        proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.jobs", "worker", "--poll", "0.1", "--grace", "1",
                                  *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs.append(proc)
@@ -118,7 +118,7 @@ def dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def demo_structure():
-    from toolkit.structure import load_structure
+    from toolkit.calculator.structure import load_structure
 
     return load_structure("demo")
 
@@ -439,7 +439,7 @@ def test_unwritable_jobs_folder(env, monkeypatch, demo_structure):
 
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
-    assert "toolkit.cli_jobs" in cli.COMMAND_MODULES
+    assert "toolkit.cli.jobs" in cli.COMMAND_MODULES
 
     def run(*argv):
         code = cli.main(list(argv))

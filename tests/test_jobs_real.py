@@ -12,7 +12,7 @@ import sys
 
 from test_jobs import ROOT, env, wait_for  # noqa: F401  (env is a fixture)
 
-from toolkit.jobstore import JobState
+from toolkit.jobs.store import JobState
 
 STEPS = 40
 
@@ -21,7 +21,7 @@ def test_worker_killed_mid_training_resumes_and_finishes(env):  # noqa: F811
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from toolkit.demo import demo_model_dir
+    from toolkit.training.demo import demo_model_dir
 
     r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset",
                         "synthetic:shapes?n=80", "--ratios", "1:4:1", "--budget-rank", "4", "--max-steps", str(STEPS),

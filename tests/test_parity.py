@@ -22,7 +22,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 
 from toolkit import AllocationSpec, AlphaRule, Budget, Ratio, Targets, allocate, audit
-from toolkit.architectures import COMPONENTS
+from toolkit.calculator.architectures import COMPONENTS
 
 SPECS = {
     "rank-1:4:1": AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 4), mode="rank"),
@@ -179,11 +179,11 @@ def test_module_kinds_match_model_classes(tiny_dirs, family):
     assert not wrong, f"{len(wrong)} misclassified, e.g. {wrong[:3]}"
 
 
-@pytest.mark.parametrize("preset", list(__import__("toolkit.structure", fromlist=["presets"]).presets()))
+@pytest.mark.parametrize("preset", list(__import__("toolkit.calculator.structure", fromlist=["presets"]).presets()))
 def test_real_size_presets_peft_count_on_meta_device(preset):
     """The full-size architectures (7B included), built on `meta`: PEFT's count equals the calculator's."""
     from toolkit import AllocationSpec, Budget, Ratio, allocate, load_structure
-    from toolkit.loraconfig import peft_trainable_count
+    from toolkit.calculator.loraconfig import peft_trainable_count
 
     structure = load_structure(preset)
     for ratio, mode in (("1:4:1", "rank"), ("2:1:1", "share")):

@@ -19,8 +19,8 @@ from conftest import build_tiny_model, tiny_config_dict, write_model_dir
 from hub_server import hub_fixture  # noqa: F401  (registers the `hub` fixture)
 
 from toolkit.errors import InputError
-from toolkit.modelcard import HUB_LICENSES, build_card, check_card, render_card, split_card
-from toolkit.publish import PublishError, collect_files, dry_run, list_adapters, push, validate_repo_id
+from toolkit.hub.modelcard import HUB_LICENSES, build_card, check_card, render_card, split_card
+from toolkit.hub.publish import PublishError, collect_files, dry_run, list_adapters, push, validate_repo_id
 
 EVAL_TAG = "lmms-lab-vqav2__validation__n50"
 REPO = "alice/tiny-llava-141"
@@ -392,8 +392,8 @@ def test_token_never_leaks_into_files_logs_cards_or_errors(adapter, hub, tmp_pat
 def cli(monkeypatch):
     import toolkit.cli
 
-    modules = [m for m in toolkit.cli.COMMAND_MODULES if m != "toolkit.cli_push"]  # whether or not wired yet
-    monkeypatch.setattr(toolkit.cli, "COMMAND_MODULES", [*modules, "toolkit.cli_push"])
+    modules = [m for m in toolkit.cli.COMMAND_MODULES if m != "toolkit.cli.push"]  # whether or not wired yet
+    monkeypatch.setattr(toolkit.cli, "COMMAND_MODULES", [*modules, "toolkit.cli.push"])
     return toolkit.cli.main
 
 

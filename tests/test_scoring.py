@@ -9,7 +9,7 @@ import json
 import pytest
 
 from toolkit.errors import InputError
-from toolkit.scoring import (
+from toolkit.evaluation.scoring import (
     normalize_answer,
     process_digit_article,
     process_punctuation,

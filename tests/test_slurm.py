@@ -4,7 +4,7 @@ SLURM_CONF). Without such a cluster these tests skip, saying why; the pure parts
 checks, no Slurm installed) run everywhere.
 
 Jobs are tests/jobhelpers.py (the stand-in for `train`: metrics, checkpoints, exit 143 on SIGTERM) or the real
-`train` on the demo model (preemption); workers are real `python -m toolkit.cli_jobs worker` processes whose
+`train` on the demo model (preemption); workers are real `python -m toolkit.cli.jobs worker` processes whose
 Slurm commands go through a logging wrapper (CMBA_SLURM_PREFIX), so the tests can count the status queries.
 Every Slurm job a test submits is cancelled in teardown.
 """
@@ -24,11 +24,12 @@ import pytest
 from jobhelpers import job_steps
 from test_jobs import ROOT, Env, dead_pid, rows_written, wait_for
 
-from toolkit import cli, slurm
+from toolkit import cli
 from toolkit.errors import InputError
-from toolkit.jobstore import JobState, NewJob, WorkerInfo
-from toolkit.slurm import SlurmResources, interpret
-from toolkit.sweep import SweepSpec, TrainSettings, plan_sweep
+from toolkit.jobs.slurm import executor as slurm
+from toolkit.jobs.slurm.executor import SlurmResources, interpret
+from toolkit.jobs.store import JobState, NewJob, WorkerInfo
+from toolkit.jobs.sweep import SweepSpec, TrainSettings, plan_sweep
 
 CLUSTER_VARS = ("CMBA_SLURM_NETNS", "CMBA_SLURM_PREFIX")
 
@@ -199,7 +200,7 @@ def test_slurm_flags_need_the_slurm_executor(tmp_path, monkeypatch, capsys):
 def test_a_store_of_the_previous_schema_is_migrated(tmp_path):
     import sqlite3
 
-    from toolkit.jobstore import SCHEMA_VERSION, JobStore
+    from toolkit.jobs.store import SCHEMA_VERSION, JobStore
 
     store = JobStore(tmp_path)
     old = store.submit(NewJob(name="before", steps=[["true"]]))
@@ -336,7 +337,7 @@ def test_two_gpu_slurm_job_trains_with_ddp_through_srun(senv, capsys):
     assert code == 0
     [job_id] = [j["job"] for j in json.loads(capsys.readouterr().out)["jobs"]]
     job = senv.store.get(job_id)
-    assert job.gpus == 2 and job.steps[0][1:3] == ("-m", "toolkit.distributed")
+    assert job.gpus == 2 and job.steps[0][1:3] == ("-m", "toolkit.training.distributed")
     senv.worker("--once")
     wait_for(lambda: senv.store.get(job_id).state.finished, timeout=120, what="the DDP job")
     job = senv.store.get(job_id)
@@ -471,7 +472,7 @@ def test_jobs_page_shows_a_slurm_job_and_plans_slurm_sweeps(senv, demo_structure
 
 @pytest.fixture(scope="module")
 def demo_structure():
-    from toolkit.structure import load_structure
+    from toolkit.calculator.structure import load_structure
 
     return load_structure("demo")
 

@@ -1,4 +1,4 @@
-"""What the user asks for (toolkit.spec): ratio, budget, targets, alpha rule, mode.
+"""What the user asks for (toolkit.calculator.spec): ratio, budget, targets, alpha rule, mode.
 
 Every bad value must raise `InputError` with a one-line message that names the field, so the CLI and the app
 can show it verbatim next to the input.
@@ -10,8 +10,8 @@ import math
 
 import pytest
 
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
 from toolkit.errors import CmbaError, InputError
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
 
 
 def assert_user_error(excinfo, prefix: str) -> str:

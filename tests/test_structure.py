@@ -1,4 +1,4 @@
-"""Model structure from a config alone (toolkit.structure, toolkit.architectures).
+"""Model structure from a config alone (toolkit.calculator.structure, toolkit.calculator.architectures).
 
 All offline: bundled presets, configs written to tmp_path, and a Hub id with the Hub forced offline.
 Expected LoRA costs are derived here by hand from the config numbers, not copied from the code's output.
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from toolkit.architectures import REGISTRY, ComponentPatterns, heuristic_component, module_kind, spec_for
+from toolkit.calculator.architectures import REGISTRY, ComponentPatterns, heuristic_component, module_kind, spec_for
+from toolkit.calculator.structure import PRESET_DIR, load_structure, presets
 from toolkit.errors import CmbaError, InputError, ModelLoadError, UnsupportedModelError
-from toolkit.structure import PRESET_DIR, load_structure, presets
 
 COMPONENTS = ("vision", "projector", "language")
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from toolkit.cli import make_parser
-from toolkit.cli_train import settings_from_args
+from toolkit.cli.train import settings_from_args
 from toolkit.errors import CmbaError, InputError
-from toolkit.train import Interrupted, train
+from toolkit.training.engine import Interrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:shapes?n=48&seed=1"
@@ -44,14 +44,14 @@ def run(tmp_path_factory):
 def _base_model():
     from transformers import AutoModelForImageTextToText
 
-    from toolkit.demo import demo_model_dir
+    from toolkit.training.demo import demo_model_dir
 
     return AutoModelForImageTextToText.from_pretrained(demo_model_dir())
 
 
 def _batch(keep):
-    from toolkit.data import load_vqa
-    from toolkit.prompting import VQAFormatter
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
 
     records = list(load_vqa("synthetic:shapes?n=4&seed=2", split="validation"))
     return VQAFormatter(keep["processor"], "llava").train_batch(records)
@@ -163,15 +163,15 @@ def test_gradient_check_finds_modules_that_get_no_gradient():
     """Budget spent on LLaVA's last vision layer (read at vision_feature_layer=-2) is wasted: the check says so."""
     from peft import LoraConfig, get_peft_model
 
-    from toolkit.train import modules_without_gradient
+    from toolkit.training.engine import modules_without_gradient
 
     last = "model.vision_tower.encoder.layers.3"
     targets = [f"{last}.self_attn.q_proj", f"{last}.mlp.fc1", "model.multi_modal_projector.linear_1",
                "model.language_model.layers.0.self_attn.v_proj"]
     model = get_peft_model(_base_model(), LoraConfig(r=2, target_modules=targets))
-    from toolkit.data import load_vqa
-    from toolkit.demo import build_processor
-    from toolkit.prompting import VQAFormatter
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.training.demo import build_processor
 
     batch = VQAFormatter(build_processor(), "llava").train_batch(list(load_vqa("synthetic:shapes?n=2")))
     model(**batch).loss.backward()
@@ -232,7 +232,7 @@ def test_cli_sigterm_checkpoints_and_resume_finishes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "checkpoint saved" in err
-    from toolkit import checkpoint
+    from toolkit.training import checkpoint
 
     step = int(checkpoint.latest(out).name.split("-")[1])
     assert 3 <= step < 60
@@ -247,7 +247,7 @@ def test_per_component_learning_rates_reach_the_optimizer(tmp_path):
     keep = {}
     train(settings(tmp_path / "lr", "--max-steps", "1", "--lr-projector", "3e-3", "--lr-vision", "1e-4"), keep=keep,
           log=lambda m: None)
-    from toolkit.train import param_groups
+    from toolkit.training.engine import param_groups
 
     groups = {g["component"]: g for g in param_groups(keep["model"], keep["allocation"], settings(tmp_path / "x",
               "--lr-projector", "3e-3", "--lr-vision", "1e-4"))}

@@ -9,12 +9,12 @@ The library behind the Streamlit app and the CLI (`python -m toolkit --help`). T
     32
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-from toolkit.allocation import Allocation, allocate, audit
+from toolkit.calculator.allocation import Allocation, allocate, audit
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
+from toolkit.calculator.structure import ModelStructure, load_structure
 from toolkit.errors import BudgetError, CmbaError, InputError, ModelLoadError, UnsupportedModelError
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
-from toolkit.structure import ModelStructure, load_structure
 
 __all__ = [
     "Allocation",

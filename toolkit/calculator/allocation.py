@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import product
 
-from toolkit.architectures import COMPONENTS
+from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Targets
+from toolkit.calculator.structure import LinearModule, ModelStructure
 from toolkit.errors import BudgetError, InputError
-from toolkit.spec import AllocationSpec, AlphaRule, Budget, Targets
-from toolkit.structure import LinearModule, ModelStructure
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Allocation:
         return tuple(self.components[c].rank for c in COMPONENTS)
 
     def lora_config_dict(self) -> dict:
-        from toolkit.loraconfig import lora_config_dict
+        from toolkit.calculator.loraconfig import lora_config_dict
 
         return lora_config_dict(self)
 

@@ -1,4 +1,4 @@
-"""`python -m toolkit train`: train one adapter for one allocation (see toolkit.train).
+"""`python -m toolkit train`: train one adapter for one allocation (see toolkit.training.engine).
 
     python -m toolkit train --model demo --dataset synthetic:shapes --ratio 1:4:1 --budget-rank 8 --max-steps 200
     python -m toolkit train ... --output adapters/my-run --resume      # continue from the last complete checkpoint
@@ -31,7 +31,7 @@ def add_data_flags(p) -> None:
 
 
 def _int(value, field):
-    from toolkit.spec import parse_int
+    from toolkit.calculator.spec import parse_int
 
     return parse_int(value, field)
 
@@ -48,9 +48,9 @@ def _float(value, field):
 
 
 def settings_from_args(args):
-    from toolkit.cli import allocation_request
-    from toolkit.data import parse_columns
-    from toolkit.train import TrainSettings
+    from toolkit.cli.allocate import allocation_request
+    from toolkit.data.sources import parse_columns
+    from toolkit.training.engine import TrainSettings
 
     spec, ranks, targets, alpha, patterns, budget = allocation_request(args)
     component_lr = {c: _float(getattr(args, f"lr_{c}"), f"lr-{c}") for c in ("vision", "projector", "language")
@@ -74,7 +74,7 @@ def settings_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from toolkit.train import Interrupted, OutOfMemory, train
+    from toolkit.training.engine import Interrupted, OutOfMemory, train
 
     settings = settings_from_args(args)
     try:
@@ -91,12 +91,12 @@ def cmd_train(args) -> int:
 
 
 def register(sub) -> None:
-    from toolkit.cli import _add_allocation_flags
+    from toolkit.cli.allocate import add_allocation_flags
 
     p = sub.add_parser("train", help="train one LoRA adapter for one allocation",
                        description="Train a LoRA adapter whose per-component ranks follow an allocation "
                                    "(same flags as `allocate`). Writes adapters/<name>/ with PEFT files and cmba.json.")
-    _add_allocation_flags(p)
+    add_allocation_flags(p)
     p.add_argument("--audit", metavar="V:P:L", help="train explicit ranks instead of a solved allocation")
     add_data_flags(p)
     t = p.add_argument_group("training")

@@ -7,7 +7,7 @@
     13312
 
 The model is instantiated on the `meta` device (no weights are allocated or downloaded), then each
-`nn.Linear` is classified with `toolkit.architectures`. Building LLaVA-1.5-7B this way takes well under a
+`nn.Linear` is classified with `toolkit.calculator.architectures`. Building LLaVA-1.5-7B this way takes well under a
 second (see bench/bench_calculator.py).
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from toolkit.architectures import (
+from toolkit.calculator.architectures import (
     COMPONENTS,
     EXCLUDED,
     ComponentPatterns,

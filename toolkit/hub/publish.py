@@ -1,6 +1,6 @@
 """Publish an adapter folder to the Hugging Face Hub: one repo, one atomic commit, verified afterwards.
 
-    >>> from toolkit.publish import dry_run, push
+    >>> from toolkit.hub.publish import dry_run, push
     >>> plan = dry_run("adapters/llava-1-4-1-s0", repo_id="alice/llava-1-4-1", license="apache-2.0")
     >>> [f.path_in_repo for f in plan.files]
     ['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'cmba.json', 'eval/...', 'metrics.jsonl']
@@ -10,7 +10,7 @@
 What is published: `adapter_config.json`, `adapter_model.safetensors`, `cmba.json`, `metrics.jsonl`,
 `eval/<tag>/results.json`, and `eval/<tag>/predictions.jsonl` up to 10 MB each (per-question predictions let
 others re-score and re-run the paired bootstrap; bigger ones are left out and listed as skipped). README.md is
-the card built by `toolkit.modelcard` (PEFT's own template README, if any, is replaced). Never published:
+the card built by `toolkit.hub.modelcard` (PEFT's own template README, if any, is replaced). Never published:
 `checkpoints/` (trainer state, optimizer pickles), anything else. Pickle weights (*.bin, *.pt, *.pth, *.pkl,
 *.pickle, *.ckpt) anywhere outside `checkpoints/` stop the publish: only safetensors adapters go out.
 
@@ -165,7 +165,7 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
     if not (root / "cmba.json").is_file():
         raise InputError(f"adapter: '{root}' has no cmba.json: not a complete CMBA adapter (still training, or "
                          "not made by the toolkit)")
-    from toolkit.modelcard import read_json
+    from toolkit.hub.modelcard import read_json
 
     meta = read_json(root / "cmba.json", "adapter")
     if meta.get("kind") == "base":
@@ -200,7 +200,7 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
 
 def dry_run(adapter_dir: str | Path, *, repo_id: str | None = None, license: str | None = None) -> PublishPlan:
     """Render the card and list the files (with sizes and sha256) that `push` would upload. No network."""
-    from toolkit.modelcard import render_card, validate_license
+    from toolkit.hub.modelcard import render_card, validate_license
 
     if repo_id is not None:
         repo_id = validate_repo_id(repo_id)

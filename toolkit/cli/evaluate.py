@@ -11,10 +11,10 @@ import sys
 
 
 def cmd_evaluate(args) -> int:
-    from toolkit.cli_train import _int
-    from toolkit.data import parse_columns
+    from toolkit.cli.train import _int
+    from toolkit.data.sources import parse_columns
     from toolkit.errors import InputError
-    from toolkit.evaluate import evaluate_adapter, evaluate_base
+    from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base
 
     if bool(args.adapter) == bool(args.base):
         raise InputError("adapter: give --adapter DIR (a trained adapter) or --base MODEL (the base model alone)")
@@ -40,7 +40,7 @@ def cmd_evaluate(args) -> int:
 
 
 def register(sub) -> None:
-    from toolkit.cli_train import add_data_flags
+    from toolkit.cli.train import add_data_flags
 
     p = sub.add_parser("evaluate", help="VQA accuracy of an adapter or of the base model",
                        description="Batched greedy generation with the adapter unmerged, scored with the official "

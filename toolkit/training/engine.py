@@ -11,14 +11,14 @@ The loop is plain PyTorch + PEFT (no Trainer), so that what matters for the stud
   spent on dead modules) are warned about and recorded in cmba.json;
 - the data order is a pure function of (seed, step): sample k of the run is `permutation(seed, epoch)[k % N]`,
   so `--resume` from step s sees exactly the batches an uninterrupted run would have seen;
-- checkpoints are atomic (toolkit.checkpoint) and carry optimizer and RNG state, so an interrupted and
+- checkpoints are atomic (toolkit.training.checkpoint) and carry optimizer and RNG state, so an interrupted and
   resumed run reproduces the uninterrupted loss curve;
 - metrics go to `metrics.jsonl` (one line per step) as they happen, for the CLI and the app to read;
 - `cmba.json` is written last and atomically: its presence means the adapter is complete.
 SIGTERM / SIGUSR2 (cancel, Slurm preemption) save a checkpoint at the next step boundary and exit 143.
 
-Under torchrun (`python -m toolkit.distributed`, several GPUs) every rank runs this loop on its share of
-each optimizer step's batch (toolkit.distributed: the global batch stays batch-size x grad-accum), the LoRA
+Under torchrun (`python -m toolkit.training.distributed`, several GPUs) every rank runs this loop on its share of
+each optimizer step's batch (toolkit.training.distributed: the global batch stays batch-size x grad-accum), the LoRA
 gradients are averaged over ranks before the optimizer step, and only rank 0 writes (metrics, checkpoints,
 adapter, cmba.json). A single process does exactly what it did before.
 """
@@ -38,8 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit import checkpoint
 from toolkit.errors import CmbaError, InputError
+from toolkit.training import checkpoint
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FORMAT = "cmba-adapter/1"
@@ -193,7 +193,7 @@ def check_bitsandbytes(device) -> None:
 
 def model_source(structure) -> tuple[str, str | None]:
     """Where the weights come from: (path or Hub id, Hub id or None)."""
-    from toolkit.demo import demo_model_dir
+    from toolkit.training.demo import demo_model_dir
 
     if structure.source == "preset" and structure.model_id == "demo":
         return str(demo_model_dir()), None
@@ -216,7 +216,7 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
 
     source, hub_id = model_source(structure)
     if hub_id and not Path(source).exists():
-        from toolkit.structure import _hub_reachable
+        from toolkit.calculator.structure import _hub_reachable
 
         if not _hub_reachable():
             raise ModelLoadError(f"model: weights of '{hub_id}' must be downloaded from the Hub, which is unreachable "
@@ -447,13 +447,13 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     """
     import torch
 
-    from toolkit import distributed
-    from toolkit.allocation import allocate, audit
-    from toolkit.architectures import ComponentPatterns
-    from toolkit.data import load_vqa
+    from toolkit.calculator.allocation import allocate, audit
+    from toolkit.calculator.architectures import ComponentPatterns
+    from toolkit.calculator.structure import load_structure
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
     from toolkit.paths import adapters_dir
-    from toolkit.prompting import VQAFormatter
-    from toolkit.structure import load_structure
+    from toolkit.training import distributed
 
     validate(settings)
     quiet_libraries()

@@ -13,7 +13,7 @@ import json
 import re
 from collections import defaultdict
 
-from toolkit.architectures import COMPONENTS
+from toolkit.calculator.architectures import COMPONENTS
 
 
 def _template(name: str) -> str:
@@ -123,7 +123,7 @@ def peft_trainable_count(structure, allocation) -> int:
     import torch
     from peft import get_peft_model
 
-    from toolkit.structure import instantiate_on_meta
+    from toolkit.calculator.structure import instantiate_on_meta
 
     # bitsandbytes (imported by PEFT) warns about an optional CPU kernel we never use here.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -13,11 +13,11 @@ from dataclasses import replace
 import altair as alt
 import pandas as pd
 
-from toolkit.allocation import Allocation, allocate, audit
-from toolkit.architectures import COMPONENTS
+from toolkit.calculator.allocation import Allocation, allocate, audit
+from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.spec import AllocationSpec, Ratio
+from toolkit.calculator.structure import ModelStructure
 from toolkit.errors import CmbaError
-from toolkit.spec import AllocationSpec, Ratio
-from toolkit.structure import ModelStructure
 
 CANONICAL_RATIOS = ("1:1:1", "1:2:1", "1:4:1", "2:1:1", "1:1:2", "2:4:1")
 COLORS = alt.Scale(domain=list(COMPONENTS), range=["#4c78a8", "#f58518", "#54a24b"])
@@ -111,8 +111,8 @@ def ratio_grid_chart(grid: pd.DataFrame) -> alt.Chart:
 
 def parse_rank_tuples(text: str) -> list[tuple[int, int, int]]:
     """'4:16:4, 8:8:8' -> [(4, 16, 4), (8, 8, 8)] (whole ranks >= 0)."""
+    from toolkit.calculator.spec import parse_ranks
     from toolkit.errors import InputError
-    from toolkit.spec import parse_ranks
 
     out = [parse_ranks(chunk) for chunk in filter(None, (c.strip() for c in text.replace(";", ",").split(",")))]
     if not out:

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.jobstore import Job
+from toolkit.jobs.store import Job
 from toolkit.paths import PROJECT_ROOT
 
 PYTHON = "{python}"

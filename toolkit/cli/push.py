@@ -23,7 +23,7 @@ def _size(n: int) -> str:
 
 
 def cmd_push(args) -> int:
-    from toolkit.publish import DEFAULT_ENDPOINT, dry_run, push, validate_repo_id
+    from toolkit.hub.publish import DEFAULT_ENDPOINT, dry_run, push, validate_repo_id
 
     repo_id = validate_repo_id(args.repo_id)
     endpoint = args.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT

@@ -1,37 +1,23 @@
-"""Command line: `python -m toolkit <command>` (see `--help` of each command).
+"""`python -m toolkit allocate` and `presets`: the budget calculator on the command line.
 
     python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8
     python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8 --json
     python -m toolkit allocate --model llava-1.5-7b --audit 4:16:4 --budget-rank 8
     python -m toolkit presets
 
-Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`.
+The allocation flags (`add_allocation_flags`) are shared with `train` and `sweep`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 from pathlib import Path
 
-from toolkit.errors import CmbaError, InputError
-
-# Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
-# `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
-# so `--help` and bad-input errors stay fast.
-COMMAND_MODULES: list[str] = ["toolkit.cli_train", "toolkit.cli_evaluate", "toolkit.cli_compare", "toolkit.cli_push", "toolkit.cli_jobs"]
+from toolkit.errors import InputError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line like every other error."""
-
-    def error(self, message):  # noqa: D401 - argparse API
-        raise InputError(f"{self.prog.split()[-1]}: {message}")
-
-
-def _add_allocation_flags(p: argparse.ArgumentParser) -> None:
+def add_allocation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset name, local folder with config.json, or Hub id")
     p.add_argument("--revision", help="Hub revision when --model is a Hub id")
     p.add_argument("--ratio", help="vision:projector:language weights, e.g. 1:4:1 (0 leaves a component out)")
@@ -48,7 +34,7 @@ def _add_allocation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _budget_from(args):
-    from toolkit.spec import Budget
+    from toolkit.calculator.spec import Budget
 
     for kind in ("rank", "params", "percent"):
         value = getattr(args, f"budget_{kind}")
@@ -59,9 +45,9 @@ def _budget_from(args):
 
 def allocation_request(args):
     """(spec or None, audit ranks or None, targets, alpha, patterns) from the allocation flags."""
-    from toolkit.architectures import ComponentPatterns
-    from toolkit.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
-    from toolkit.spec import parse_number as number
+    from toolkit.calculator.architectures import ComponentPatterns
+    from toolkit.calculator.spec import AllocationSpec, AlphaRule, Ratio, Targets, parse_ranks
+    from toolkit.calculator.spec import parse_number as number
 
     targets = Targets.parse(args.targets)
     alpha = AlphaRule(args.alpha_rule, number(args.alpha, "alpha", "a number > 0"))
@@ -83,8 +69,8 @@ def build_allocation(args, *, with_structure: bool = False):
 
     Returns the allocation, or (allocation, structure) with `with_structure=True`.
     """
-    from toolkit.allocation import allocate, audit
-    from toolkit.structure import load_structure
+    from toolkit.calculator.allocation import allocate, audit
+    from toolkit.calculator.structure import load_structure
 
     spec, ranks, targets, alpha, patterns, budget = allocation_request(args)
     structure = load_structure(args.model, patterns=patterns, revision=args.revision)
@@ -100,7 +86,7 @@ def _fmt_params(n: int) -> str:
 
 
 def _print_allocation(a, detail: bool) -> None:
-    from toolkit.architectures import COMPONENTS
+    from toolkit.calculator.architectures import COMPONENTS
 
     head = f"{a.model} ({a.family}) · mode {a.mode} · ratio {':'.join(f'{w:g}' for w in a.ratio)}"
     print(head)
@@ -125,12 +111,12 @@ def _print_allocation(a, detail: bool) -> None:
 
 
 def cmd_allocate(args) -> int:
-    from toolkit.loraconfig import lora_config_json, lora_config_snippet
+    from toolkit.calculator.loraconfig import lora_config_json, lora_config_snippet
 
     a, structure = build_allocation(args, with_structure=True)
     verified = None
     if args.verify:
-        from toolkit.loraconfig import peft_trainable_count
+        from toolkit.calculator.loraconfig import peft_trainable_count
 
         verified = peft_trainable_count(structure, a)
         if verified != a.total:
@@ -158,7 +144,7 @@ def cmd_allocate(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from toolkit.structure import presets
+    from toolkit.calculator.structure import presets
 
     table = presets()
     if args.json:
@@ -169,13 +155,10 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m toolkit", description="CMBA Toolkit: cross-modal LoRA budget allocation for VLMs.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def register(sub) -> None:
     p = sub.add_parser("allocate", help="per-module LoRA ranks for a ratio at a fixed budget",
                        description="Split a LoRA parameter budget between vision, projector and language.")
-    _add_allocation_flags(p)
+    add_allocation_flags(p)
     p.add_argument("--audit", metavar="V:P:L", help="explicit ranks to audit instead of solving, e.g. 4:16:4")
     p.add_argument("--json", action="store_true", help="print one JSON object (includes lora_config)")
     p.add_argument("--detail", action="store_true", help="per-module table (or module_detail in --json)")
@@ -189,24 +172,3 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_presets)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except CmbaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

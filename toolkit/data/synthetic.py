@@ -164,7 +164,7 @@ class SyntheticShapes:
         return self.n
 
     def record(self, index: int) -> dict:
-        """Record `index` as a plain dict (see toolkit.data.VQARecord for the fields)."""
+        """Record `index` as a plain dict (see toolkit.data.sources.VQARecord for the fields)."""
         if not 0 <= index < self.n:
             raise IndexError(index)
         for attempt in range(100):  # a scene may offer no question of the chosen families: draw another

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
-from toolkit.executor import Executor, LocalExecutor, Run, RunStatus, process_alive, process_start_time
-from toolkit.jobstore import JobState, JobStore, WorkerInfo
+from toolkit.jobs.executor import Executor, LocalExecutor, Run, RunStatus, process_alive, process_start_time
+from toolkit.jobs.store import JobState, JobStore, WorkerInfo
 from toolkit.paths import PROJECT_ROOT
 
 log = logging.getLogger("cmba.worker")
@@ -239,7 +239,7 @@ class Worker:
         if self.engines.get(name) is None and time.monotonic() - self._engine_checked.get(name, -1e9) > 60:
             self._engine_checked[name] = time.monotonic()
             if name == "slurm":
-                from toolkit.slurm import SlurmExecutor, slurm_problem
+                from toolkit.jobs.slurm.executor import SlurmExecutor, slurm_problem
 
                 problem = slurm_problem()
                 if problem:

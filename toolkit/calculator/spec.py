@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from toolkit.architectures import COMPONENTS
+from toolkit.calculator.architectures import COMPONENTS
 from toolkit.errors import InputError
 
 MODES = ("rank", "share")

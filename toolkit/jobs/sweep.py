@@ -16,7 +16,7 @@ recovery continue from the last checkpoint), then optionally `evaluate` on `eval
 Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `"slurm"` with per-job
 `SlurmResources` (toolkit/slurm.py; checked against the cluster before anything is queued). Neither changes
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
-Slurm GPUs per node x nodes) trains through `python -m toolkit.distributed` (DDP, the global batch kept).
+Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
 Progress for the UI and CLI: `job_progress(job)` reads the last line of `<output>/metrics.jsonl`.
 """
@@ -30,11 +30,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
 from toolkit.errors import InputError
-from toolkit.executor import PYTHON, tail_lines
-from toolkit.jobstore import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
+from toolkit.jobs.executor import PYTHON, tail_lines
+from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
-from toolkit.spec import MODES, Budget, Ratio, parse_int
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_JOBS = 500
@@ -214,7 +214,7 @@ class SweepSpec:
         if self.executor not in EXECUTORS:
             raise InputError(f"executor: must be one of {', '.join(EXECUTORS)}, got '{self.executor}'")
         if self.executor == "slurm":
-            from toolkit.slurm import SlurmResources
+            from toolkit.jobs.slurm.executor import SlurmResources
 
             res = self.slurm if isinstance(self.slurm, SlurmResources) else SlurmResources.from_dict(self.slurm)
             object.__setattr__(self, "slurm", res)
@@ -250,7 +250,7 @@ class SweepSpec:
                 dataset = value
         executor = str(executor or "local").strip().lower()
         if executor == "slurm":
-            from toolkit.slurm import SlurmResources, resolve
+            from toolkit.jobs.slurm.executor import SlurmResources, resolve
 
             res = slurm if isinstance(slurm, SlurmResources) else SlurmResources.from_dict(slurm)
             if res.gpus_per_node is None and gpus_per_job is not None:
@@ -258,7 +258,7 @@ class SweepSpec:
             slurm = resolve(res)
             gpus_per_job = slurm.gpus
         elif gpus_per_job is None:
-            from toolkit.worker import detect_gpus
+            from toolkit.jobs.worker import detect_gpus
 
             gpus_per_job = 1 if detect_gpus() else 0
         return cls(model=model, dataset=dataset, ratios=parse_ratios(ratios), budgets=parse_budgets(budget_kind, budgets),
@@ -335,7 +335,7 @@ def _steps(spec: SweepSpec, ratio: str, budget: Budget, seed: int, output: str) 
     train += ["--alpha-rule", spec.alpha_rule, "--alpha", f"{spec.alpha:g}", "--seed", str(seed),
               *spec.train.argv(), "--output", output, "--resume"]
     if spec.gpus_per_job > 1:  # DDP: one process per GPU (and per node on Slurm), the global batch kept
-        train = [PYTHON, "-m", "toolkit.distributed", "--nproc-per-node", str(spec.gpus_per_node), "--", *train[1:]]
+        train = [PYTHON, "-m", "toolkit.training.distributed", "--nproc-per-node", str(spec.gpus_per_node), "--", *train[1:]]
     steps = [tuple(train)]
     if spec.eval_split:
         evaluate = [PYTHON, "-m", "toolkit", "evaluate", "--adapter", output, "--dataset", spec.dataset,
@@ -351,10 +351,10 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
 
     `structure` reuses an already loaded `ModelStructure` of `spec.model` (the app caches it).
     """
-    from toolkit.worker import detect_gpus
+    from toolkit.jobs.worker import detect_gpus
 
     if spec.executor == "slurm":
-        from toolkit.slurm import check_resources
+        from toolkit.jobs.slurm.executor import check_resources
 
         check_resources(spec.slurm)
     elif spec.gpus_per_job:
@@ -368,9 +368,9 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
     except InputError:
         raise InputError(f"adapters folder: cannot write to '{adapters_dir()}'; set CMBA_ADAPTERS_DIR to a "
                          "writable folder") from None
-    from toolkit.allocation import allocate
-    from toolkit.spec import AllocationSpec, AlphaRule, Targets
-    from toolkit.structure import load_structure
+    from toolkit.calculator.allocation import allocate
+    from toolkit.calculator.spec import AllocationSpec, AlphaRule, Targets
+    from toolkit.calculator.structure import load_structure
 
     structure = structure or load_structure(spec.model)
     targets = Targets.parse(spec.targets)
@@ -453,7 +453,7 @@ def last_metrics(output_dir: str | Path | None) -> dict | None:
 def step_name(step) -> str:
     """'train', 'evaluate', ... for `python -m toolkit <command>` steps, else the program's name."""
     step = list(step)
-    for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.distributed ... --`
+    for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.training.distributed ... --`
         if step[i:i + 2] == ["-m", "toolkit"]:
             return step[i + 2]
     return Path(step[1] if step and step[0] == PYTHON and len(step) > 1 else step[0]).name if step else "?"

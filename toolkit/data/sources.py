@@ -241,7 +241,7 @@ def _validate_rows(rows, columns, split, image_dir, source, check_images: int) -
 
 
 def _synthetic(spec: str, split: str, limit, sample_seed) -> VQADataset:
-    from toolkit.synthetic import FAMILIES, SPLITS, SyntheticShapes
+    from toolkit.data.synthetic import FAMILIES, SPLITS, SyntheticShapes
 
     name, _, query = spec[len("synthetic:"):].partition("?")
     if name != "shapes":
@@ -338,7 +338,7 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
             ds = loaded
         else:
             if not path.exists():
-                from toolkit.structure import _hub_reachable
+                from toolkit.calculator.structure import _hub_reachable
 
                 if not _hub_reachable():
                     raise InputError(f"dataset: '{spec}' is not a local file or folder and the Hugging Face Hub is "

@@ -14,7 +14,7 @@ from toolkit.errors import InputError
 
 
 def cmd_score(args) -> int:
-    from toolkit.scoring import read_annotations, read_predictions, score
+    from toolkit.evaluation.scoring import read_annotations, read_predictions, score
 
     s = score(read_predictions(args.predictions), read_annotations(args.annotations), allow_missing=args.allow_missing)
     skipped = s["skipped"]
@@ -61,7 +61,7 @@ def _print_analysis(a, store) -> None:
 
 
 def cmd_compare(args) -> int:
-    from toolkit import compare
+    from toolkit.evaluation import compare
 
     store = compare.scan(args.adapters_dir)
     if not store.rows:

@@ -9,7 +9,7 @@
     python -m toolkit sweep ... --executor slurm --partition gpu --gpus-per-node 2 --nodes 1 --cpus-per-gpu 8 \
         --mem 64G --time 12:00:00 --sbatch-extra="--qos=high"   # Slurm jobs (the worker submits them)
 
-`python -m toolkit.cli_jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
+`python -m toolkit.cli.jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _age(seconds: float | None) -> str:
 # ------------------------------------------------------------------------------------------ sweep
 
 def _train_settings(args):
-    from toolkit.sweep import TrainSettings
+    from toolkit.jobs.sweep import TrainSettings
 
     return TrainSettings(split=args.split, limit=args.limit, max_steps=args.max_steps, epochs=args.epochs,
                          batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, lr_vision=args.lr_vision,
@@ -63,7 +63,7 @@ def slurm_from_args(args) -> dict | None:
 
 
 def spec_from_args(args):
-    from toolkit.sweep import SweepSpec
+    from toolkit.jobs.sweep import SweepSpec
 
     kinds = [k for k in ("rank", "params", "percent") if getattr(args, f"budget_{k}") is not None]
     if not kinds:
@@ -80,7 +80,7 @@ def spec_from_args(args):
 
 
 def cmd_sweep(args) -> int:
-    from toolkit.sweep import plan_sweep, submit_sweep
+    from toolkit.jobs.sweep import plan_sweep, submit_sweep
 
     plan = plan_sweep(spec_from_args(args))
     result = None
@@ -88,7 +88,7 @@ def cmd_sweep(args) -> int:
     if not args.dry_run:
         result = submit_sweep(plan)
         if not args.no_worker:
-            from toolkit.worker import ensure_worker
+            from toolkit.jobs.worker import ensure_worker
 
             worker = ensure_worker()
     if args.json:
@@ -132,8 +132,8 @@ def _progress_text(p: dict) -> str:
 
 
 def cmd_jobs_list(args) -> int:
-    from toolkit.jobstore import JobStore
-    from toolkit.sweep import job_progress
+    from toolkit.jobs.store import JobStore
+    from toolkit.jobs.sweep import job_progress
 
     store = JobStore()
     sweep = store.resolve_sweep(args.sweep) if args.sweep else None
@@ -155,8 +155,8 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
-    from toolkit.jobstore import JobStore
-    from toolkit.sweep import job_progress
+    from toolkit.jobs.store import JobStore
+    from toolkit.jobs.sweep import job_progress
 
     job = JobStore().get(args.id)
     doc = {**job.to_dict(), "progress": job_progress(job, log_lines=args.tail)}
@@ -185,7 +185,7 @@ def cmd_jobs_show(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    from toolkit.jobstore import JobStore
+    from toolkit.jobs.store import JobStore
 
     job = JobStore().request_cancel(args.id)
     if job.state.value == "cancelled":
@@ -198,20 +198,20 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_jobs_retry(args) -> int:
-    from toolkit.jobstore import JobStore
+    from toolkit.jobs.store import JobStore
 
     job = JobStore().retry(args.id)
     _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of {len(job.steps)})")
     if not args.no_worker:
-        from toolkit.worker import ensure_worker
+        from toolkit.jobs.worker import ensure_worker
 
         ensure_worker()
     return 0
 
 
 def cmd_jobs_logs(args) -> int:
-    from toolkit.executor import tail_lines
-    from toolkit.jobstore import JobStore
+    from toolkit.jobs.executor import tail_lines
+    from toolkit.jobs.store import JobStore
 
     store = JobStore()
     job = store.get(args.id)
@@ -240,7 +240,7 @@ def cmd_jobs_logs(args) -> int:
 def cmd_worker(args) -> int:
     import logging
 
-    from toolkit.worker import WorkerConfig, run_worker
+    from toolkit.jobs.worker import WorkerConfig, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     config = WorkerConfig(slots=args.slots, gpus=args.gpus, threads_per_job=args.threads, poll_s=args.poll,
@@ -357,11 +357,11 @@ def register(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m toolkit.cli_jobs ...`: the toolkit CLI with these commands registered."""
+    """`python -m toolkit.cli.jobs ...`: the toolkit CLI with these commands registered."""
     from toolkit import cli
 
-    if __name__ not in cli.COMMAND_MODULES and "toolkit.cli_jobs" not in cli.COMMAND_MODULES:
-        cli.COMMAND_MODULES.append("toolkit.cli_jobs")
+    if __name__ not in cli.COMMAND_MODULES and "toolkit.cli.jobs" not in cli.COMMAND_MODULES:
+        cli.COMMAND_MODULES.append("toolkit.cli.jobs")
     return cli.main(argv)
 
 

@@ -27,11 +27,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
+from toolkit.evaluation.scoring import question_accuracy
+from toolkit.evaluation.stats import BOOT_SEED, N_BOOT, betainc, mean_ci, paired_bootstrap, t_cdf, t_quantile  # noqa: F401
 from toolkit.paths import adapters_dir
-from toolkit.scoring import question_accuracy
-from toolkit.spec import Ratio
-from toolkit.stats import BOOT_SEED, N_BOOT, betainc, mean_ci, paired_bootstrap, t_cdf, t_quantile  # noqa: F401
 
 MIN_EFFECT = 1.0
 """points of accuracy the best ratio must gain over the baseline for a positive verdict"""

@@ -1,6 +1,6 @@
 """The model card (README.md) of a published adapter, built from its `cmba.json` and evaluation results.
 
-    >>> from toolkit.modelcard import build_card
+    >>> from toolkit.hub.modelcard import build_card
     >>> card = build_card("adapters/llava-1-4-1-s0", repo_id="alice/llava-1-4-1", license="apache-2.0")
     >>> card.data.library_name, card.data.pipeline_tag
     ('peft', 'image-text-to-text')

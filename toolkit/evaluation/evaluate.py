@@ -5,7 +5,7 @@
     >>> evaluate_base("demo", "synthetic:shapes?n=500", split="validation")   # the reference row
 
 Generation is batched and greedy (left-padded prompts, `max_new_tokens` short), with the adapter loaded by
-PEFT and not merged, after exactly the training prompt (toolkit.prompting). The generated text is cleaned
+PEFT and not merged, after exactly the training prompt (toolkit.data.prompting). The generated text is cleaned
 with the official answer normalisation (as the VQA evaluation server does with submitted answers) and
 scored with toolkit.scoring. Results go next to the adapter, atomically:
 
@@ -107,9 +107,9 @@ def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, s
 
 def _run(model, processor, model_type, *, dataset, split, limit, columns, image_dir, sample_seed, batch_size,
          max_new_tokens, device, log):
-    from toolkit.data import load_vqa
-    from toolkit.prompting import VQAFormatter
-    from toolkit.scoring import normalize_answer, score
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.evaluation.scoring import normalize_answer, score
 
     data = load_vqa(dataset, split=split, limit=limit, columns=columns or {}, image_dir=image_dir,
                     sample_seed=sample_seed)
@@ -149,8 +149,8 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
                      columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
                      batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
     """Evaluate a trained adapter (unmerged PEFT) and store the results next to it."""
-    from toolkit.structure import load_structure
-    from toolkit.train import _device, load_model, quiet_libraries, resolve_precision
+    from toolkit.calculator.structure import load_structure
+    from toolkit.training.engine import _device, load_model, quiet_libraries, resolve_precision
 
     _check_settings(batch_size, max_new_tokens)
     folder = Path(adapter)
@@ -188,8 +188,15 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
                   limit: int | None = None, columns: dict | None = None, image_dir: str | None = None,
                   sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
     """Evaluate the base model without an adapter: the reference row of a comparison."""
-    from toolkit.structure import load_structure
-    from toolkit.train import _atomic_json, _device, load_model, model_source, quiet_libraries, resolve_precision
+    from toolkit.calculator.structure import load_structure
+    from toolkit.training.engine import (
+        _atomic_json,
+        _device,
+        load_model,
+        model_source,
+        quiet_libraries,
+        resolve_precision,
+    )
 
     _check_settings(batch_size, max_new_tokens)
     quiet_libraries()

@@ -20,7 +20,7 @@ from pathlib import Path
 from toolkit.errors import ModelLoadError
 
 DEMO_DIR = Path(__file__).parent / "demo_model"
-PRESET_CONFIG = Path(__file__).parent / "presets" / "demo.json"
+PRESET_CONFIG = Path(__file__).parents[1] / "calculator" / "presets" / "demo.json"
 PRETRAIN_TYPES = ("color", "shape", "exist")
 """question families the demo base model is pretrained on; counting and positions are left to fine-tuning"""
 
@@ -61,7 +61,7 @@ def build_tokenizer():
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    from toolkit.synthetic import vocabulary
+    from toolkit.data.synthetic import vocabulary
 
     words = list(dict.fromkeys(vocabulary() + COMMON_WORDS))
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
@@ -100,51 +100,3 @@ def demo_model_dir() -> Path:
         raise ModelLoadError(f"model: the demo model is missing from {DEMO_DIR}; rebuild it with "
                              f"`python scripts/build_demo_model.py` (CPU, a few minutes)")
     return DEMO_DIR
-
-
-def pretrain(output_dir: str | Path, *, steps: int = 3000, seed: int = 0, batch_size: int = 32, lr: float = 2e-3,
-             log=print) -> Path:
-    """Pretrain the demo LLaVA from scratch on part of the synthetic task and save it with its processor.
-
-    Full training (every weight) from a fixed seed on `synthetic:shapes` restricted to `PRETRAIN_TYPES`,
-    AdamW with linear warm-up and cosine decay. Deterministic on CPU for a given torch version.
-    """
-    import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    from toolkit.data import VQARecord
-    from toolkit.prompting import VQAFormatter
-    from toolkit.synthetic import SyntheticShapes
-    from toolkit.train import lr_factor
-
-    torch.manual_seed(seed)
-    config = LlavaConfig(**json.loads(PRESET_CONFIG.read_text()))
-    model = LlavaForConditionalGeneration(config)
-    processor = build_processor()
-    fmt = VQAFormatter(processor, "llava")
-    data = SyntheticShapes(n=steps * batch_size, seed=1000 + seed, split="train", types=PRETRAIN_TYPES)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps, warmup))
-    model.train()
-    running = None
-    for step in range(steps):
-        records = []
-        for i in range(step * batch_size, (step + 1) * batch_size):
-            r = data.record(i)
-            records.append(VQARecord(r["question_id"], r["image"], r["question"], r["answers"]))
-        batch = fmt.train_batch(records)
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"step {step + 1}/{steps} loss {running:.4f}")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    return out

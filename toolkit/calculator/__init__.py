@@ -1,0 +1,10 @@
+"""The budget calculator: a VLM's structure from its config, the allocation solver, the LoraConfig export.
+
+    structure.py      read any VLM from its config on the meta device; classify every Linear
+    architectures.py  the per-family registry of component patterns and dead-module rules
+    spec.py           what the user asks for: ratio, budget, targets, alpha rule, mode
+    allocation.py     the solver: per-module ranks that meet the budget and keep the ratio
+    loraconfig.py     the `peft.LoraConfig` export and PEFT's own parameter count
+    report.py         tables and comparisons for the calculator page and the CLI
+    presets/          bundled configs (offline), including the tiny `demo` model's
+"""

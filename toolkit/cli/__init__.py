@@ -1,0 +1,56 @@
+"""Command line: `python -m toolkit <command>` (see `--help` of each command); one module per command.
+
+    python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8     # toolkit/cli/allocate.py
+    python -m toolkit train --model demo --dataset synthetic:shapes --ratio 1:4:1      # toolkit/cli/train.py
+    python -m toolkit sweep ... | jobs ... | worker                                    # toolkit/cli/jobs.py
+    python -m toolkit evaluate ... | score ... | compare ... | push ...
+
+Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from toolkit.errors import CmbaError, InputError
+
+# Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
+# `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
+# so `--help` and bad-input errors stay fast.
+COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.jobs"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line like every other error."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise InputError(f"{self.prog.split()[-1]}: {message}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m toolkit", description="CMBA Toolkit: cross-modal LoRA budget allocation for VLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except CmbaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,6 @@
+"""VQA data: sources (datasets / JSONL / synthetic), the synthetic shapes task, and family-aware prompting.
+
+    sources.py    `load_vqa(...)`: a `datasets` dataset, local JSONL + images, or `synthetic:shapes?...`
+    synthetic.py  the deterministic synthetic shapes task (questions, answers, captions)
+    prompting.py  prompts through the model's processor / chat template; answer-only labels
+"""
