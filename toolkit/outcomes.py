@@ -24,9 +24,12 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING
 
 from toolkit.errors import CmbaError
-from toolkit.jobs.store import JobState
+
+if TYPE_CHECKING:  # the store records reasons from here: it imports this module, not the other way round
+    from toolkit.jobs.store import JobState
 
 
 class ExitCode(IntEnum):
@@ -135,6 +138,8 @@ class Outcome:
 
     @property
     def requeue(self) -> bool:
+        from toolkit.jobs.store import JobState
+
         return self.state is JobState.QUEUED
 
 
@@ -151,6 +156,8 @@ def decide(code: int | None, tail: list[str], *, shutdown: bool = False, cancell
         >>> decide(143, []).state
         <JobState.QUEUED: 'queued'>
     """
+    from toolkit.jobs.store import JobState
+
     reason, message = describe_exit(code, tail)
     if engine_reason == Reason.OUT_OF_MEMORY:
         reason = Reason.OUT_OF_MEMORY

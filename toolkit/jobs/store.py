@@ -35,6 +35,7 @@ from enum import Enum
 from pathlib import Path
 
 from toolkit.errors import InputError
+from toolkit.outcomes import Reason
 from toolkit.paths import jobs_dir
 
 SCHEMA_VERSION = 2
@@ -497,7 +498,7 @@ class JobStore:
                 return None
             attempts = row["attempts"] - (0 if count_attempt else 1)
             if row["cancel_requested"]:
-                state, why = JobState.CANCELLED, "cancelled by user"
+                state, why = JobState.CANCELLED, Reason.CANCELLED
             elif attempts < row["max_attempts"]:
                 state, why = JobState.QUEUED, reason
             else:
@@ -527,8 +528,9 @@ class JobStore:
         job = self.get(job_id)
         with self.transaction() as db:
             now = time.time()
-            if db.execute("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', finished = ?, updated = ?"
-                          " WHERE id = ? AND state = 'queued' AND token IS NULL", (now, now, job.id)).rowcount == 0:
+            if db.execute("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ?, updated = ?"
+                          " WHERE id = ? AND state = 'queued' AND token IS NULL",
+                          (Reason.CANCELLED, now, now, job.id)).rowcount == 0:
                 if db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?"
                               " AND state IN ('queued', 'running')", (now, job.id)).rowcount == 0:
                     state = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()["state"]

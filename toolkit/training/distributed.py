@@ -111,6 +111,15 @@ def plan_launch(nproc_per_node: int | None = None, env: dict | None = None) -> L
                   master_addr=_first_host(nodelist), master_port=PORT_BASE + int(env["SLURM_JOB_ID"]) % 20000)
 
 
+MODULES = ("toolkit.training.distributed", "toolkit.distributed")
+"""this launcher's module names (the second: the entry point kept for jobs queued before the package layout)"""
+
+
+def is_launch(step: list[str]) -> bool:
+    """Whether a job step (`[python, -m, module, ...]`) runs this launcher, i.e. spans the job's GPUs and nodes."""
+    return len(step) >= 3 and step[1] == "-m" and step[2] in MODULES
+
+
 def python_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(torchrun's script part, plain python argv) of `-m module args` or `script.py args`."""
     if not argv:

@@ -6,12 +6,13 @@
     python -m toolkit worker        # the usual worker submits the Slurm jobs and follows them
 
 The SQLite store stays the source of truth: the worker claims a Slurm job, `launch` writes its steps to
-`<jobs>/<id>/slurm/job.json` and sbatches a one-line script that runs `python -m toolkit.jobs.slurm.executor run job.json`
-on the first node (`--output` = the job's usual log, appended, so `jobs logs` and the app read it as for
-local jobs). That runner starts each remaining step under `srun` (so Slurm's signals reach it; the multi-GPU
-train step runs one `toolkit.training.distributed` launcher per node), marks each finished step (`step-K.done`) and the
-whole job (`done`), and records its exact exit code in `progress.json`, which the worker reads with the
-engine's state. A requeued run (Slurm preemption, node failure, `scontrol requeue`) skips the marked steps:
+`<jobs>/<id>/slurm/job.json` (with each step's launch: the multi-GPU train step runs one
+`toolkit.training.distributed` launcher per node) and sbatches a one-line script that runs
+`python -m toolkit.jobs.slurm.runner run job.json` on the first node (`--output` = the job's usual log,
+appended, so `jobs logs` and the app read it as for local jobs). That runner (toolkit.jobs.slurm.runner)
+starts each remaining step under `srun` (so Slurm's signals reach it), marks each finished step
+(`step-K.done`) and the whole job (`done`), and records its exact exit code in `progress.json`, which the
+worker reads with the engine's state. A requeued run (Slurm preemption, node failure, `scontrol requeue`) skips the marked steps:
 a requeue racing a job that has just finished runs nothing, and training resumes from its last complete
 checkpoint (every job's train step has `--resume`; sbatch's `--signal=USR2@90` makes training checkpoint
 before the time limit, and `--checkpoint-every` saves regardless).
@@ -37,8 +38,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,8 +46,9 @@ from pathlib import Path
 
 from toolkit.calculator.spec import parse_int
 from toolkit.errors import InputError
-from toolkit.jobs.executor import PYTHON, Executor, Run, RunStatus
+from toolkit.jobs.executor import Executor, Run, RunStatus
 from toolkit.jobs.store import Job
+from toolkit.outcomes import ExitCode, Reason
 from toolkit.paths import PROJECT_ROOT
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "sinfo")
@@ -335,8 +335,8 @@ def check_resources(res: SlurmResources) -> SlurmResources:
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING",
                   "STAGE_OUT", "PREEMPTED_RUNNING"}
-RESUME_STATES = {"PREEMPTED": "preempted", "NODE_FAIL": "node failure", "BOOT_FAIL": "node failure",
-                 "REVOKED": "revoked by the federation"}
+RESUME_STATES = {"PREEMPTED": Reason.PREEMPTED, "NODE_FAIL": Reason.NODE_FAILURE, "BOOT_FAIL": Reason.NODE_FAILURE,
+                 "REVOKED": Reason.REVOKED}
 
 
 def _exit_code(text: str | None) -> int | None:
@@ -354,26 +354,28 @@ def interpret(state: str, exit_code: str | None, *, runner_code: int | None = No
     code = runner_code if runner_code is not None else _exit_code(exit_code)
     if word in QUEUED_STATES:
         return RunStatus(done=False, step_index=step_index, queued=True,
-                         reason="requeued by Slurm" if word != "PENDING" else None)
+                         reason=Reason.ENGINE_REQUEUED if word != "PENDING" else None)
     if word in RUNNING_STATES or not word:
         return RunStatus(done=False, step_index=step_index)
     if word == "COMPLETED":
-        return RunStatus(done=True, step_index=step_index, returncode=0 if code is None else code)
+        return RunStatus(done=True, step_index=step_index, returncode=ExitCode.SUCCESS if code is None else code)
     if word == "OUT_OF_MEMORY":
-        return RunStatus(done=True, step_index=step_index, returncode=code, reason="out_of_memory")
+        return RunStatus(done=True, step_index=step_index, returncode=code, reason=Reason.OUT_OF_MEMORY)
     if word == "CANCELLED":
-        return RunStatus(done=True, step_index=step_index, returncode=code, reason="cancelled in Slurm (scancel)")
+        return RunStatus(done=True, step_index=step_index, returncode=code, reason=Reason.ENGINE_CANCELLED,
+                         cancelled=True)
     if word in RESUME_STATES:
         return RunStatus(done=True, step_index=step_index, returncode=code, reason=RESUME_STATES[word], resume=True)
     if word == "TIMEOUT":
         return RunStatus(done=True, step_index=step_index, returncode=code, resume=has_checkpoint,
-                         reason="time limit" + ("" if has_checkpoint else " (no checkpoint to resume from)"))
+                         reason=Reason.TIME_LIMIT + ("" if has_checkpoint else " (no checkpoint to resume from)"))
     if word == "DEADLINE":
-        return RunStatus(done=True, step_index=step_index, returncode=code, reason="deadline reached")
-    if code == 143:  # FAILED with 143: a step checkpointed on a signal (preemption notice, time limit near)
+        return RunStatus(done=True, step_index=step_index, returncode=code, reason=Reason.DEADLINE)
+    if code == ExitCode.INTERRUPTED:  # FAILED: a step checkpointed on a signal (preemption notice, time limit near)
         return RunStatus(done=True, step_index=step_index, returncode=code, resume=True,
-                         reason="interrupted by Slurm (checkpoint saved)")
-    return RunStatus(done=True, step_index=step_index, returncode=1 if code in (None, 0) else code)
+                         reason=Reason.ENGINE_INTERRUPTED)
+    failed = code in (None, ExitCode.SUCCESS)  # FAILED, yet no exit status says so
+    return RunStatus(done=True, step_index=step_index, returncode=ExitCode.FAILURE if failed else code)
 
 
 def _final(state: str) -> bool:
@@ -382,10 +384,20 @@ def _final(state: str) -> bool:
 
 
 def lost_status(step_index: int) -> RunStatus:
-    return RunStatus(done=True, step_index=step_index, reason="lost (Slurm no longer knows the job)", resume=True)
+    return RunStatus(done=True, step_index=step_index, reason=Reason.ENGINE_LOST, resume=True)
 
 
 # ------------------------------------------------------------------------------------------ executor
+
+def step_launch(step: list[str], *, nodes: int) -> dict:
+    """How the runner starts `step` (job.json's `launch`): the distributed launcher spans the job's nodes
+    (one launcher per node), any other step runs on the first node."""
+    from toolkit.training.distributed import is_launch
+
+    if is_launch(step):
+        return {"launcher": "toolkit.training.distributed", "nodes": nodes}
+    return {"launcher": None, "nodes": 1}
+
 
 def job_folder(job: Job) -> Path:
     return Path(job.log_path).parent / "slurm"
@@ -411,6 +423,10 @@ class SlurmExecutor(Executor):
     name = "slurm"
     engine = True
 
+    @classmethod
+    def problem(cls) -> str | None:
+        return slurm_problem()
+
     def __init__(self, *, poll_s: float | None = None, lost_after_s: float | None = None, python: str | None = None,
                  cwd: str | Path = PROJECT_ROOT):
         self.poll_s = poll_s if poll_s is not None else float(os.environ.get("CMBA_SLURM_POLL_S") or 5.0)
@@ -434,11 +450,12 @@ class SlurmExecutor(Executor):
                 stale.unlink(missing_ok=True)
         spec = {"job": job.id, "name": job.name, "attempt": job.attempts, "steps": [list(s) for s in job.steps],
                 "start_step": job.step_index, "python": self.python, "nodes": res.nodes,
-                "gpus_per_node": res.gpus_per_node or 0, "env": env, "cwd": self.cwd}
+                "gpus_per_node": res.gpus_per_node or 0, "env": env, "cwd": self.cwd,
+                "launch": [step_launch(step, nodes=res.nodes) for step in job.steps]}
         _write_json(folder / "job.json", spec)
         script = folder / "job.sbatch"
         script.write_text(f"#!/bin/bash\n# job {job.id} ({job.name}); written by toolkit.jobs.slurm.executor\n"
-                          f"exec {shlex.quote(self.python)} -m toolkit.jobs.slurm.executor run {shlex.quote(str(folder / 'job.json'))}\n")
+                          f"exec {shlex.quote(self.python)} -m toolkit.jobs.slurm.runner run {shlex.quote(str(folder / 'job.json'))}\n")
         Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(filter(None, [self.cwd, os.environ.get("PYTHONPATH")]))}
@@ -531,7 +548,7 @@ class SlurmExecutor(Executor):
         status = interpret(state, exit_code, runner_code=progress.get("returncode"), step_index=run.step_index,
                            has_checkpoint=_has_checkpoint(run.job))
         if status.queued and run.handle.get("queued") is False:  # it ran, and Slurm put it back (requeue)
-            status = RunStatus(**{**status.__dict__, "reason": "requeued by Slurm"})
+            status = RunStatus(**{**status.__dict__, "reason": Reason.ENGINE_REQUEUED})
         if status.done or step_changed or progress.get("gpus") is not None:
             status = RunStatus(**{**status.__dict__, "step_changed": step_changed,
                                   "gpu_ids": progress.get("gpus") or None})
@@ -563,91 +580,14 @@ def _has_checkpoint(job: Job) -> bool:
     return folder.is_dir() and any(p.name.startswith("step-") for p in folder.iterdir())
 
 
-# ------------------------------------------------------------------------ inside the job: the runner
-
-class _Forward:
-    """Pass SIGTERM / SIGUSR2 / SIGINT that reach the runner on to the running step (srun forwards them)."""
-
-    def __init__(self):
-        self.child: subprocess.Popen | None = None
-        self.received: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):  # noqa: ARG002 - signal handler signature
-        self.received = signum
-        if self.child is not None and self.child.poll() is None:
-            try:
-                self.child.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")  # the job's log (sbatch --output)
-    sys.stdout.flush()
-
-
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def run_job(spec_path: str | Path) -> int:
-    """What the sbatch script runs on the first node: the job's remaining steps, each under srun."""
-    folder = Path(spec_path).parent
-    spec = json.loads(Path(spec_path).read_text())
-    engine_id = os.environ.get("SLURM_JOB_ID", "")
-    restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    steps, n = spec["steps"], len(spec["steps"])
-    cpus = int(os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
-    threads = str(max(1, cpus // max(1, spec.get("gpus_per_node") or 1)))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-           "CMBA_NUM_THREADS": threads, **spec.get("env", {})}
-    where = f"Slurm job {engine_id} on {socket.gethostname()}" + (f", restart {restart}" if restart else "")
-
-    def progress(k: int, **extra) -> None:
-        _write_json(folder / "progress.json", {"engine_id": engine_id, "step_index": k, "restart": restart,
-                                               "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                               "host": socket.gethostname(), "time": time.time(), **extra})
-
-    if (folder / "done").exists():  # a requeue after the job had finished: nothing is run twice
-        _say(f"[cmba-worker {_stamp()}] job {spec['job']}: every step already completed ({where}); nothing to run")
-        progress(n - 1, returncode=0)
-        return 0
-    forward = _Forward()
-    srun = shutil.which("srun") if engine_id else None
-    for k in range(spec["start_step"], n):
-        if (folder / f"step-{k}.done").exists():
-            continue
-        progress(k)
-        argv = [spec["python"] if a == PYTHON else a for a in steps[k]]
-        distributed = "toolkit.training.distributed" in steps[k]
-        shown = " ".join(["python" if a == PYTHON else a for a in steps[k]])
-        _say(f"[cmba-worker {_stamp()}] job {spec['job']} attempt {spec['attempt']} step {k + 1}/{n} ({where}): {shown}")
-        if srun:  # a step of its own, so that Slurm's signals (scancel --signal, --signal=USR2@T) reach it
-            nodes = spec["nodes"] if distributed else 1
-            argv = [srun, f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-                    *argv]
-        forward.child = subprocess.Popen(argv, env=env, cwd=spec.get("cwd"), stdin=subprocess.DEVNULL)
-        while forward.child.poll() is None:  # poll, never block in wait(): the signal handler must run
-            time.sleep(0.2)
-        code = forward.child.returncode
-        code = 128 - code if code < 0 else code
-        if code != 0:
-            progress(k, returncode=code)
-            return code
-        (folder / f"step-{k}.done").touch()
-    (folder / "done").touch()
-    progress(n - 1, returncode=0)
-    return 0
-
+# ------------------------------------------------------------------ entry point of scripts written before
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "run":
-        sys.stderr.write("usage: python -m toolkit.jobs.slurm.executor run JOB.json   (inside a Slurm job)\n")
-        return 2
-    return run_job(args[1])
+    """`python -m toolkit.jobs.slurm.executor run job.json` (sbatch scripts written before the runner moved):
+    forwards to toolkit.jobs.slurm.runner."""
+    from toolkit.jobs.slurm.runner import main as run
+
+    return run(argv)
 
 
 if __name__ == "__main__":
