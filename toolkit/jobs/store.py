@@ -19,6 +19,12 @@ Attempts: `attempts` counts the runs a job has started; the claim increments it.
 job is re-queued while `attempts < max_attempts`, else it fails with reason "worker lost". A user's `retry`
 starts a fresh count (attempts = 0, `retries` + 1) and keeps `step_index`, so a job that failed in its
 evaluate step re-runs only that step, and training steps resume from their last checkpoint (`--resume`).
+
+Why one module of this size: it is the one owner of one file format, jobs.db. The schema, its migrations,
+the records built from its rows (`Job.from_row`) and every statement that reads or writes them change
+together, and the claim-token discipline is the same in every method; split, they would drift. The worker's
+process and heartbeat handling lives elsewhere (toolkit.jobs.worker, toolkit.jobs.lifecycle), and the
+reasons it records come from toolkit.outcomes.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Slurm behind the executor interface: `executor.py` submits and polls, the in-job runner runs the steps."""
+"""Slurm behind the executor interface: `executor.py` submits and polls, `runner.py` (inside the job) runs the steps."""
