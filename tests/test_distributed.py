@@ -24,7 +24,16 @@ from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
 from toolkit.jobs.store import JobState
 from toolkit.jobs.sweep import SweepSpec, TrainSettings, plan_sweep, submit_sweep
-from toolkit.training.distributed import DistContext, Launch, plan_launch, python_argv, split_batch
+from toolkit.training.distributed import (
+    DistContext,
+    Launch,
+    SingleProcess,
+    context,
+    is_launch,
+    plan_launch,
+    python_argv,
+    split_batch,
+)
 from toolkit.training.engine import train
 
 DATA = "synthetic:shapes?n=48&seed=1"
@@ -62,6 +71,50 @@ def test_ranks_together_see_exactly_the_samples_of_one_process(batch, accum, wor
                 first, size = ctx.micro_batch(step, micro, batch, accum)
                 seen += range(first, first + size)
         assert sorted(seen) == list(range(step * batch * accum, (step + 1) * batch * accum))  # no overlap, no gap
+
+
+@pytest.mark.parametrize("batch,accum", [(4, 2), (3, 1), (1, 5)])
+def test_single_process_context_is_the_plain_loop(batch, accum, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = context()
+    assert isinstance(ctx, SingleProcess) and ctx.main and ctx.world == 1 and ctx.rank == 0
+    assert ctx.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    ctx.plan_batches(batch, accum)
+    assert (ctx.batch, ctx.accum) == (batch, accum)
+    for step in range(3):  # the micro-batches of one process: consecutive, no overlap, no gap
+        seen = []
+        for micro in range(ctx.accum):
+            first, size = ctx.micro_batch(step, micro, batch, accum)
+            assert (first, size) == ((step * accum + micro) * batch, batch)
+            seen += range(first, first + size)
+        assert seen == list(range(step * batch * accum, (step + 1) * batch * accum))
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    ctx.reduce_grads([p])
+    ctx.broadcast_params([p])
+    ctx.barrier()
+    assert torch.equal(p.grad, torch.full((3,), 2.0)) and torch.equal(p.data, torch.ones(3))
+    assert ctx.mean(1.5) == 1.5 and ctx.any(True) and not ctx.any(False) and ctx.broadcast_text("x") == "x"
+    assert ctx.describe() is None
+    calls = []
+    ctx.run_on_main(lambda: calls.append(1))
+    assert calls == [1]
+    with pytest.raises(InputError, match="output: refused"):
+        ctx.run_on_main(lambda: (_ for _ in ()).throw(InputError("output: refused")))
+
+
+def test_rank_context_describes_its_split():
+    ctx = DistContext(rank=1, world=2, local_rank=1, backend="gloo", device="cpu")
+    ctx.plan_batches(4, 2)
+    assert not ctx.main and ctx.describe() == {"world_size": 2, "backend": "gloo", "per_device_batch_size": 4,
+                                               "per_device_grad_accum": 1}
+
+
+def test_a_step_is_a_launch_by_its_module_not_by_mentioning_it():
+    assert is_launch(["{python}", "-m", "toolkit.training.distributed", "--", "-m", "toolkit", "train"])
+    assert is_launch(["{python}", "-m", "toolkit.distributed", "--", "-m", "toolkit", "train"])  # queued before
+    assert not is_launch(["{python}", "-m", "toolkit", "train", "--name", "toolkit.training.distributed"])
+    assert not is_launch(["{python}"])
 
 
 def test_launch_plan_takes_the_rendezvous_from_slurm():

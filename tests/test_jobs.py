@@ -223,6 +223,24 @@ def test_cancel_queued_then_finished_is_an_error(env):
     assert again.state is JobState.QUEUED and again.retries == 1 and again.attempts == 0
 
 
+def test_executors_come_from_the_registry_and_the_worker_names_none(env, monkeypatch):
+    import ast
+
+    from toolkit.jobs.executor import LocalExecutor, engine_names, executor_class
+    from toolkit.jobs.slurm.executor import SlurmExecutor
+
+    assert executor_class("local") is LocalExecutor and executor_class("slurm") is SlurmExecutor
+    assert engine_names() == ["slurm"] and SlurmExecutor.engine and not LocalExecutor.engine
+    with pytest.raises(InputError, match=r"executor: 'ray' is not one of local, slurm"):
+        executor_class("ray")
+    tree = ast.parse((ROOT / "toolkit" / "jobs" / "worker.py").read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert imported and not [m for m in imported if "slurm" in m]
+    monkeypatch.setenv("PATH", str(env.jobs))  # no sbatch here: the engine is unavailable, its jobs stay queued
+    worker = Worker(env.store, WorkerConfig(gpus="none", slots=1))
+    assert worker.engine("slurm") is None and "slurm" in worker.engines
+
+
 # ------------------------------------------------------------------------------ workers, for real
 
 def test_two_workers_run_each_job_once(env):

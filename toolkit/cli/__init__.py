@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from toolkit.errors import CmbaError, InputError
+from toolkit.outcomes import ExitCode
 
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
@@ -45,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CmbaError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.KEYBOARD_INTERRUPT
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         import os
 

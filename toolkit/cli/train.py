@@ -3,8 +3,8 @@
     python -m toolkit train --model demo --dataset synthetic:shapes --ratio 1:4:1 --budget-rank 8 --max-steps 200
     python -m toolkit train ... --output adapters/my-run --resume      # continue from the last complete checkpoint
 
-Exit status: 0 done; 2 bad input (one line on stderr); 3 out of memory (`error: out_of_memory: ...`);
-143 stopped by SIGTERM/SIGUSR2 after saving a checkpoint.
+Exit status (toolkit.outcomes.ExitCode): 0 done; 2 bad input (one line on stderr); 3 out of memory
+(`error: out_of_memory: ...`); 143 stopped by SIGTERM/SIGUSR2 after saving a checkpoint.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-EXIT_OOM = 3
-EXIT_INTERRUPTED = 143
+from toolkit.outcomes import ExitCode, Interrupted, OutOfMemory
 
 
 def add_data_flags(p) -> None:
@@ -74,20 +73,20 @@ def settings_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from toolkit.training.engine import Interrupted, OutOfMemory, train
+    from toolkit.training.engine import train
 
     settings = settings_from_args(args)
     try:
         doc = train(settings)
     except OutOfMemory as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_OOM
+        return exc.exit_code
     except Interrupted as exc:
         print(f"stopped: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.exit_code
     if args.json:
         print(json.dumps(doc, indent=2))
-    return 0
+    return ExitCode.SUCCESS
 
 
 def register(sub) -> None:

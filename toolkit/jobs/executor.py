@@ -5,10 +5,11 @@
     status = ex.poll(run)            # non-blocking; starts the next step itself when one ends with 0
     ex.cancel(run)                   # SIGTERM to the process group (force=True: SIGKILL)
 
-The worker (toolkit/worker.py) owns the loop and the store; an executor only starts, watches and stops
-processes, so a cluster backend (toolkit/slurm.py: sbatch the remaining steps as one script, poll with one
-sacct per tick, cancel with scancel, logs in the same file) implements these methods and nothing in the UI
-changes. Engine executors also implement `refresh` (one batched status query for all their runs, called
+The worker (toolkit/jobs/worker.py) owns the loop and the store; an executor only starts, watches and stops
+processes, so a cluster backend (toolkit/jobs/slurm/executor.py: sbatch the remaining steps as one script,
+poll with one squeue per tick, cancel with scancel, logs in the same file) implements these methods and
+nothing in the UI changes. The worker knows executors by name only: `EXECUTORS` maps a job's `executor` to
+its class (imported on first use), `Executor.problem()` says why one cannot run on this machine. Engine executors also implement `refresh` (one batched status query for all their runs, called
 once per worker tick before `poll`) and `attach` (rebuild a run from the engine's job id, so a new worker
 adopts the jobs of a lost one instead of starting them again).
 
@@ -21,6 +22,7 @@ so a job never leaves children behind. `PYTHON` in a step stands for this interp
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import subprocess
@@ -161,6 +163,8 @@ class RunStatus:
     """ended by the engine, not by the job: run it again (it resumes from its last checkpoint)"""
     gpu_ids: str | None = None
     """the devices the run got (engine executors learn them from the job)"""
+    cancelled: bool = False
+    """cancelled in the engine, not by this toolkit (e.g. scancel by hand)"""
 
 
 class Executor(ABC):
@@ -169,6 +173,11 @@ class Executor(ABC):
     name = "abstract"
     engine = False
     """True: runs outlive the worker and are adopted by the next one (`attach`); False: they die with it"""
+
+    @classmethod
+    def problem(cls) -> str | None:
+        """Why this executor cannot run jobs from this machine (one line), or None when it can."""
+        return None
 
     @abstractmethod
     def launch(self, job: Job, *, env: dict[str, str]) -> Run:
@@ -259,3 +268,27 @@ class LocalExecutor(Executor):
         ours = start == job.pid_start if start is not None else bool(process_group_members(job.pid))
         if ours:
             stop_group(job.pid, job.pid_start, grace_s=grace_s)
+
+
+# ------------------------------------------------------------------------------------ registry
+
+EXECUTORS: dict[str, str] = {
+    "local": "toolkit.jobs.executor:LocalExecutor",
+    "slurm": "toolkit.jobs.slurm.executor:SlurmExecutor",
+}
+"""executor name (a job's `executor`) -> its class, as `module:Class` so engines load only when used"""
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The class registered under `name` (InputError naming the known ones otherwise)."""
+    from toolkit.errors import InputError
+
+    if name not in EXECUTORS:
+        raise InputError(f"executor: '{name}' is not one of {', '.join(EXECUTORS)}")
+    module, cls = EXECUTORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def engine_names() -> list[str]:
+    """The registered executors other than the local one (their jobs are submitted to an engine)."""
+    return [name for name in EXECUTORS if name != LocalExecutor.name]

@@ -19,6 +19,12 @@ Attempts: `attempts` counts the runs a job has started; the claim increments it.
 job is re-queued while `attempts < max_attempts`, else it fails with reason "worker lost". A user's `retry`
 starts a fresh count (attempts = 0, `retries` + 1) and keeps `step_index`, so a job that failed in its
 evaluate step re-runs only that step, and training steps resume from their last checkpoint (`--resume`).
+
+Why one module of this size: it is the one owner of one file format, jobs.db. The schema, its migrations,
+the records built from its rows (`Job.from_row`) and every statement that reads or writes them change
+together, and the claim-token discipline is the same in every method; split, they would drift. The worker's
+process and heartbeat handling lives elsewhere (toolkit.jobs.worker, toolkit.jobs.lifecycle), and the
+reasons it records come from toolkit.outcomes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from enum import Enum
 from pathlib import Path
 
 from toolkit.errors import InputError
+from toolkit.outcomes import Reason
 from toolkit.paths import jobs_dir
 
 SCHEMA_VERSION = 2
@@ -497,7 +504,7 @@ class JobStore:
                 return None
             attempts = row["attempts"] - (0 if count_attempt else 1)
             if row["cancel_requested"]:
-                state, why = JobState.CANCELLED, "cancelled by user"
+                state, why = JobState.CANCELLED, Reason.CANCELLED
             elif attempts < row["max_attempts"]:
                 state, why = JobState.QUEUED, reason
             else:
@@ -527,8 +534,9 @@ class JobStore:
         job = self.get(job_id)
         with self.transaction() as db:
             now = time.time()
-            if db.execute("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', finished = ?, updated = ?"
-                          " WHERE id = ? AND state = 'queued' AND token IS NULL", (now, now, job.id)).rowcount == 0:
+            if db.execute("UPDATE jobs SET state = 'cancelled', reason = ?, finished = ?, updated = ?"
+                          " WHERE id = ? AND state = 'queued' AND token IS NULL",
+                          (Reason.CANCELLED, now, now, job.id)).rowcount == 0:
                 if db.execute("UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?"
                               " AND state IN ('queued', 'running')", (now, job.id)).rowcount == 0:
                     state = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()["state"]

@@ -12,24 +12,26 @@ The loop is single-threaded: reap finished steps, heartbeat (worker and jobs), a
 (their process gone, checked by pid + /proc start time, or their heartbeat expired: re-queued with
 `--resume` in their steps until the attempt cap, else failed "worker lost"), and claim jobs for free slots.
 
-How a run ends: exit 0 on every step -> succeeded; exit 3, or "out_of_memory" in the step's last log
-lines -> failed "out_of_memory" (not retried); cancelled by the user -> cancelled; ended by SIGTERM from
-elsewhere (exit 143) -> re-queued like a lost worker; any other exit -> failed "exit code N" or
-"killed by signal N (NAME)". The worker itself stopping (SIGTERM, Ctrl-C) re-queues its jobs without
-spending an attempt: they resume from their last checkpoint under the next worker.
+How a run ends is toolkit.outcomes' to say (`decide`: exit code, log tail and the executor's account ->
+succeeded / failed / cancelled / re-queued, and the reason); the worker records it. In short: exit 0 on
+every step -> succeeded; out of memory -> failed, not retried; cancelled by the user -> cancelled; ended by
+SIGTERM from elsewhere (`ExitCode.INTERRUPTED`) -> re-queued like a lost worker; any other exit -> failed. The worker
+itself stopping (SIGTERM, Ctrl-C) re-queues its jobs without spending an attempt: they resume from their
+last checkpoint under the next worker.
 
-Slurm jobs (executor "slurm", toolkit/slurm.py) go through the same loop: the worker claims them, submits
-them with sbatch (Slurm queues them: they stay `queued` in the store until Slurm starts them), reads all
-their states with one batched query per tick, and records the outcome the same way; Slurm's verdicts add to the
-exit code (out of memory -> failed; preempted, node failure, time limit with a checkpoint, or a job Slurm
-no longer knows -> re-queued and resubmitted, resuming from the last checkpoint, up to the attempt cap).
-They do not die with the worker: a stopped or lost worker leaves them to Slurm, and the next worker adopts
-them by their Slurm job id.
+Executors are reached only through the `Executor` interface (toolkit.jobs.executor): a job names its
+executor, the registry (`executor_class`) gives its class. The local executor runs the jobs that hold this
+machine's slots; engine executors (`engine = True`, e.g. Slurm in toolkit.jobs.slurm) are created on first
+need, when `Executor.problem()` says they can run here: the worker claims their jobs and submits them (the
+engine queues them: they stay `queued` in the store until it starts them), `refresh` reads all their
+states with one batched query per tick, and the outcome is recorded the same way. They do not die with the
+worker: a stopped or lost worker leaves them to the engine, and the next worker adopts them (`attach`).
+
+Starting a worker from the app and telling live workers from dead ones is toolkit.jobs.lifecycle's part.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -37,22 +39,29 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
-from toolkit.jobs.executor import Executor, LocalExecutor, Run, RunStatus, process_alive, process_start_time
+from toolkit.jobs.executor import (
+    Executor,
+    LocalExecutor,
+    Run,
+    RunStatus,
+    engine_names,
+    executor_class,
+    process_alive,
+    process_start_time,
+)
+from toolkit.jobs.lifecycle import LEASE_S, acquire_lock, ensure_worker, live_workers, worker_alive
 from toolkit.jobs.store import JobState, JobStore, WorkerInfo
-from toolkit.paths import PROJECT_ROOT
+from toolkit.outcomes import Reason, decide
 
 log = logging.getLogger("cmba.worker")
 
-OOM_MARK = "out_of_memory"
-OOM_EXIT = 3
-LEASE_S = float(os.environ.get("CMBA_JOB_LEASE_S") or 30.0)
-"""a running job whose heartbeat is older than this is considered lost (its worker stopped stamping it)"""
+__all__ = ["LEASE_S", "Worker", "WorkerConfig", "detect_gpus", "ensure_worker", "live_workers", "parse_gpus",
+           "run_worker", "worker_alive"]
 
 
 def detect_gpus() -> list[str]:
@@ -145,22 +154,6 @@ class WorkerConfig:
         return gpus, slots, threads
 
 
-def describe_exit(code: int | None, tail: list[str]) -> tuple[str | None, str | None]:
-    """(reason, last 'error:' line) of a step that ended with `code` (reason None = success)."""
-    message = next((line.strip() for line in reversed(tail) if line.strip().startswith("error:")), None)
-    if code == 0:
-        return None, None
-    if code == OOM_EXIT or any(OOM_MARK in line for line in tail):
-        return OOM_MARK, message
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown"
-        return f"killed by signal {-code} ({name})", message
-    return f"exit code {code}", message
-
-
 class Worker:
     """The loop; `run()` returns an exit status once stopped (signal, --once, or idle exit)."""
 
@@ -231,24 +224,22 @@ class Worker:
                 "CMBA_JOB_ID": job.id, "CMBA_JOB_ATTEMPT": str(job.attempts)}
 
     def _executor(self, job) -> Executor:
-        return self.executor if job.executor == "local" else self.engines[job.executor]
+        return self.executor if job.executor == self.executor.name else self.engines[job.executor]
 
     def engine(self, name: str) -> Executor | None:
         """The executor of engine `name`, or None when this machine cannot reach that engine (checked again
         after a minute: a worker does not claim jobs it cannot submit)."""
         if self.engines.get(name) is None and time.monotonic() - self._engine_checked.get(name, -1e9) > 60:
             self._engine_checked[name] = time.monotonic()
-            if name == "slurm":
-                from toolkit.jobs.slurm.executor import SlurmExecutor, slurm_problem
-
-                problem = slurm_problem()
-                if problem:
-                    log.info("slurm jobs are not claimed: %s", problem)
-                self.engines[name] = None if problem else SlurmExecutor()
+            cls = executor_class(name)
+            problem = cls.problem()
+            if problem:
+                log.info("%s jobs are not claimed: %s", name, problem)
+            self.engines[name] = None if problem else cls()
         return self.engines.get(name)
 
     def _local_runs(self) -> int:
-        return sum(1 for r in self.runs.values() if r.job.executor == "local")
+        return sum(1 for r in self.runs.values() if not self._executor(r.job).engine)
 
     def _fill(self) -> int:
         claimed = 0
@@ -262,7 +253,7 @@ class Worker:
                 run = self.executor.launch(job, env=self._env(job, gpu_ids))
             except OSError as exc:
                 self.free_gpus += gpu_ids
-                self.store.finish(job.id, job.token, JobState.FAILED, reason="launch failed",
+                self.store.finish(job.id, job.token, JobState.FAILED, reason=Reason.LAUNCH_FAILED,
                                   message=f"{type(exc).__name__}: {exc}")
                 log.error("job %s: launch failed: %s", job.id, exc)
                 continue
@@ -272,7 +263,7 @@ class Worker:
                                    step_index=run.step_index, gpu_ids=",".join(gpu_ids))
             log.info("job %s (%s) attempt %d: started pid %s%s", job.id, job.name, job.attempts, run.pid,
                      f" on GPU {','.join(gpu_ids)}" if gpu_ids else "")
-        return claimed + self._fill_engine("slurm")
+        return claimed + sum(self._fill_engine(name) for name in engine_names())
 
     def _fill_engine(self, name: str) -> int:
         """Claim and submit engine jobs while fewer than `engine_jobs` are out; the engine queues them."""
@@ -288,7 +279,7 @@ class Worker:
             try:
                 run = executor.launch(job, env=env)
             except (OSError, CmbaError) as exc:
-                self.store.finish(job.id, job.token, JobState.FAILED, reason="launch failed",
+                self.store.finish(job.id, job.token, JobState.FAILED, reason=Reason.LAUNCH_FAILED,
                                   message=str(exc) if isinstance(exc, CmbaError) else f"{type(exc).__name__}: {exc}")
                 log.error("job %s: %s submission failed: %s", job.id, name, exc)
                 continue
@@ -333,36 +324,22 @@ class Worker:
         return tail
 
     def _record(self, run: Run, status: RunStatus) -> None:
-        job, code = run.job, status.returncode
+        job = run.job
         if run.handle.get("lost"):
             log.warning("job %s: re-assigned while we ran it; its result is not ours to record", job.id)
             return
-        reason, message = describe_exit(code, self._step_tail(run))
-        if status.reason == OOM_MARK:
-            reason = OOM_MARK
-        if run.handle.get("shutdown"):
-            state = self.store.requeue(job.id, job.token, reason="worker stopped", count_attempt=False)
-        elif run.cancelling:
-            state = JobState.CANCELLED
-            self.store.finish(job.id, job.token, state, reason="cancelled by user", exit_code=code)
-        elif status.resume and reason != OOM_MARK:
-            reason = status.reason or "requeued by the engine"
-            state = self.store.requeue(job.id, job.token, reason=reason, message=message)
-        elif status.reason and status.reason.startswith("cancelled"):
-            reason, state = status.reason, JobState.CANCELLED
-            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
-        elif reason is None and status.reason:  # exit 0, yet the engine says otherwise
-            reason, state = status.reason, JobState.FAILED
-            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
-        elif reason is None:
-            state = JobState.SUCCEEDED
-            self.store.finish(job.id, job.token, state, exit_code=0)
-        elif code in (143, -signal.SIGTERM) and reason != OOM_MARK:
-            state = self.store.requeue(job.id, job.token, reason="terminated (SIGTERM)", message=message)
+        outcome = decide(status.returncode, self._step_tail(run), shutdown=bool(run.handle.get("shutdown")),
+                         cancelling=run.cancelling, engine_reason=status.reason, engine_resume=status.resume,
+                         engine_cancelled=status.cancelled)
+        if outcome.requeue:
+            state = self.store.requeue(job.id, job.token, reason=outcome.reason, message=outcome.message,
+                                       count_attempt=outcome.count_attempt)
         else:
-            state = JobState.FAILED
-            self.store.finish(job.id, job.token, state, reason=reason, message=message, exit_code=code)
-        log.info("job %s: %s%s", job.id, state.value if state else "no longer ours", f" ({reason})" if reason else "")
+            state = outcome.state
+            self.store.finish(job.id, job.token, state, reason=outcome.reason, message=outcome.message,
+                              exit_code=outcome.exit_code)
+        log.info("job %s: %s%s", job.id, state.value if state else "no longer ours",
+                 f" ({outcome.reason})" if outcome.reason else "")
 
     def _heartbeat(self) -> None:
         lost = self.store.heartbeat(self.info, {i: r.job.token for i, r in self.runs.items()})
@@ -405,7 +382,7 @@ class Worker:
             expired = job.heartbeat is None or now - job.heartbeat > self.config.lease_s
             if not (gone or expired or job.worker_id == self.info.id):
                 continue
-            if job.executor != "local":
+            if job.executor != self.executor.name:
                 if (executor := self.engine(job.executor)) is None:
                     continue  # cannot reach that engine from here: leave the job to a worker that can
                 if job.engine_id:
@@ -420,7 +397,7 @@ class Worker:
                     continue
             elif same_host:
                 self.executor.cleanup_lost(job, grace_s=self.config.grace_s)
-            state = self.store.requeue(job.id, job.token, reason="worker lost",
+            state = self.store.requeue(job.id, job.token, reason=Reason.WORKER_LOST,
                                        message=f"worker pid {job.worker_pid} on {job.worker_host} stopped")
             if state is not None:
                 log.warning("job %s: its worker (pid %s) is gone: %s", job.id, job.worker_pid, state.value)
@@ -437,7 +414,7 @@ class Worker:
         engine jobs keep running in their engine, for the next worker to adopt."""
         engine_runs = [i for i, r in self.runs.items() if self._executor(r.job).engine]
         if engine_runs:
-            log.info("worker: %d Slurm job(s) keep running; the next worker adopts them", len(engine_runs))
+            log.info("worker: %d engine job(s) keep running; the next worker adopts them", len(engine_runs))
             for job_id in engine_runs:
                 del self.runs[job_id]
         if not self.runs:
@@ -455,69 +432,6 @@ class Worker:
         while self.runs:
             self._reap()
             time.sleep(0.02)
-
-
-# ------------------------------------------------------------------------------- app-side helpers
-
-def worker_alive(row: dict, *, lease_s: float = LEASE_S, host: str | None = None) -> bool:
-    """A workers-table row is a live worker: fresh heartbeat and (on this host) its pid + start time exist."""
-    host = host or socket.gethostname()
-    if time.time() - row["heartbeat"] > lease_s:
-        return False
-    return row["host"] != host or process_alive(row["pid"], row["start_time"])
-
-
-def live_workers(store: JobStore | None = None) -> list[dict]:
-    store = store or JobStore()
-    return [w for w in store.workers() if worker_alive(w)]
-
-
-def acquire_lock(path: Path, fd: int | None = None) -> int:
-    """Hold the exclusive worker lock (an inherited `fd` or a new one); InputError if another worker has it."""
-    if fd is None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise InputError(f"worker: another worker already holds {path}; stop it first, or pass --extra to run "
-                         "one more beside it") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def ensure_worker(*, slots: int | None = None, gpus: str = "auto", idle_exit_s: float = 900.0,
-                  store: JobStore | None = None) -> dict:
-    """Start a detached worker unless a live one exists; it outlives the caller (e.g. a Streamlit restart).
-
-    Returns {"started": bool, "pid": int | None}. The lock is taken here and handed to the child (an
-    inherited descriptor), so it is held without a gap and racing callers start one worker at most.
-
-        >>> ensure_worker()           # doctest: +SKIP
-        {'started': True, 'pid': 12345}
-    """
-    store = store or JobStore()
-    live = live_workers(store)
-    if live:
-        return {"started": False, "pid": live[0]["pid"]}
-    lock_path = store.folder / "worker.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # a worker holds it (starting up, or alive without a fresh heartbeat yet)
-        os.close(fd)
-        return {"started": False, "pid": None}
-    argv = [sys.executable, "-m", "toolkit", "worker", "--lock-fd", str(fd), "--idle-exit", f"{idle_exit_s:g}",
-            "--gpus", gpus] + (["--slots", str(slots)] if slots else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    try:
-        with open(store.folder / "worker.log", "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, pass_fds=(fd,), cwd=PROJECT_ROOT, env=env)
-    finally:
-        os.close(fd)  # the child's copy keeps the lock
-    return {"started": True, "pid": proc.pid}
 
 
 def run_worker(config: WorkerConfig, *, lock_fd: int | None = None, exclusive: bool = True,

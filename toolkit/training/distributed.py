@@ -9,10 +9,20 @@ step over several nodes (one launcher per node, started by the Slurm runner with
 taken from Slurm's environment: node rank SLURM_NODEID, master = the first host of SLURM_STEP_NODELIST
 (`scontrol show hostnames`), port derived from SLURM_JOB_ID. A world of one process runs the command as is.
 SIGTERM / SIGUSR2 / SIGINT are passed on to torchrun, which passes them to every rank; the ranks agree on
-the step to stop at (`DistContext.any`), rank 0 saves the checkpoint, all exit 143, and so does the launcher.
+the step to stop at (`DistContext.any`), rank 0 saves the checkpoint, all exit `ExitCode.INTERRUPTED`
+(toolkit.outcomes), and so does the launcher.
 
-Inside `train`, `from_env()` returns None for a plain single process (nothing changes), else a
-`DistContext`: process group (nccl on GPUs, gloo on CPU), this rank's device, and how the user's batch is
+Inside `train`, `context()` returns the process's place in the job, one object whatever the launch (as
+Lightning Fabric does, or nanoGPT's `master_process` computed once), so the loop has no branches for it:
+
+    ctx = context()                       # SingleProcess (main, world 1) or the torchrun DistContext
+    ctx.plan_batches(batch_size, grad_accum)
+    first, size = ctx.micro_batch(step, micro, batch_size, grad_accum)
+    ctx.reduce_grads(params); loss = ctx.mean(loss); stop = ctx.any(stop); ctx.barrier()
+
+A `SingleProcess` does what one process always did: its collectives return their input or do nothing and
+its micro-batches are the plain formula. A `DistContext` has the process group (nccl on GPUs, gloo on CPU),
+this rank's device, and how the user's batch is
 split so that the global batch per optimizer step (per-device batch x accumulation x world size) stays the
 `--batch-size` x `--grad-accum` asked for: accumulation is divided first (same micro-batches as one
 process, so the same numbers), else the batch. The LoRA gradients are averaged over ranks once per
@@ -32,6 +42,7 @@ import time
 from dataclasses import dataclass
 
 from toolkit.errors import InputError
+from toolkit.outcomes import ExitCode, shell_status
 
 PORT_BASE = 20000
 
@@ -100,6 +111,15 @@ def plan_launch(nproc_per_node: int | None = None, env: dict | None = None) -> L
                   master_addr=_first_host(nodelist), master_port=PORT_BASE + int(env["SLURM_JOB_ID"]) % 20000)
 
 
+MODULES = ("toolkit.training.distributed", "toolkit.distributed")
+"""this launcher's module names (the second: the entry point kept for jobs queued before the package layout)"""
+
+
+def is_launch(step: list[str]) -> bool:
+    """Whether a job step (`[python, -m, module, ...]`) runs this launcher, i.e. spans the job's GPUs and nodes."""
+    return len(step) >= 3 and step[1] == "-m" and step[2] in MODULES
+
+
 def python_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(torchrun's script part, plain python argv) of `-m module args` or `script.py args`."""
     if not argv:
@@ -138,9 +158,9 @@ def launch(argv: list[str], *, nproc_per_node: int | None = None) -> int:
     while proc.poll() is None:  # poll, never block in wait(): the handler must run promptly
         time.sleep(0.2)
     code = proc.returncode
-    if code != 0 and received:
-        return 143  # stopped by a signal; the ranks saved a checkpoint first
-    return 128 - code if code < 0 else code
+    if code != ExitCode.SUCCESS and received:
+        return ExitCode.INTERRUPTED  # stopped by a signal; the ranks saved a checkpoint first
+    return shell_status(code)
 
 
 def _term_with_parent() -> None:
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
         sys.stderr.write("usage: python -m toolkit.training.distributed [--nproc-per-node N] -- -m toolkit train ...\n")
-        return 2
+        return ExitCode.BAD_INPUT
     cut = argv.index("--")
     p = argparse.ArgumentParser(prog="python -m toolkit.training.distributed")
     p.add_argument("--nproc-per-node", type=int, help="processes per node (default: the visible GPUs)")
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return launch(argv[cut + 1:], nproc_per_node=args.nproc_per_node)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return ExitCode.BAD_INPUT
 
 
 # ---------------------------------------------------------------------------------- inside a rank
@@ -183,6 +203,53 @@ def split_batch(batch_size: int, grad_accum: int, world: int) -> tuple[int, int]
         return batch_size // world, grad_accum
     raise InputError(f"batch-size: the global batch {batch_size} x {grad_accum} (batch-size x grad-accum) cannot be "
                      f"split evenly over {world} processes; make --batch-size or --grad-accum a multiple of {world}")
+
+
+@dataclass
+class SingleProcess:
+    """One process, no process group: every collective is a no-op (or returns its input unchanged)."""
+
+    device: object
+    """torch.device of the process: cuda when there is one, else cpu"""
+    batch: int = 0
+    """micro-batch (set by `plan_batches`: the user's --batch-size)"""
+    accum: int = 0
+    """accumulation steps (the user's --grad-accum)"""
+    rank = 0
+    world = 1
+    main = True
+
+    def plan_batches(self, batch_size: int, grad_accum: int) -> None:
+        self.batch, self.accum = batch_size, grad_accum
+
+    def micro_batch(self, step: int, micro: int, batch_size: int, grad_accum: int) -> tuple[int, int]:
+        """(first sample index, count) of micro-batch `micro` of optimizer step `step`."""
+        return (step * grad_accum + micro) * batch_size, batch_size
+
+    def mean(self, value: float) -> float:
+        return value
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
+    def reduce_grads(self, params) -> None:
+        pass
+
+    def broadcast_params(self, params) -> None:
+        pass
+
+    def broadcast_text(self, text: str | None) -> str | None:
+        return text
+
+    def barrier(self) -> None:
+        pass
+
+    def run_on_main(self, fn) -> None:
+        fn()
+
+    def describe(self) -> dict | None:
+        """What cmba.json records under result.distributed (nothing for one process)."""
+        return None
 
 
 @dataclass
@@ -270,11 +337,38 @@ class DistContext:
 
         dist.barrier()
 
+    def run_on_main(self, fn) -> None:
+        """`fn()` on rank 0 alone; its InputError (a refusal only rank 0 could see) is raised on every rank."""
+        problem = None
+        if self.main:
+            try:
+                fn()
+            except InputError as exc:
+                problem = str(exc)
+        problem = self.broadcast_text(problem)
+        if problem:
+            raise InputError(problem)
+
+    def describe(self) -> dict:
+        """What cmba.json records under result.distributed."""
+        return {"world_size": self.world, "backend": self.backend, "per_device_batch_size": self.batch,
+                "per_device_grad_accum": self.accum}
+
     def _comm_device(self):
         return self.device if self.backend == "nccl" else "cpu"
 
 
 _CONTEXT: DistContext | None = None
+
+
+def context() -> SingleProcess | DistContext:
+    """This process's context: the torchrun rank's `DistContext`, else a `SingleProcess` on the best device."""
+    dist = from_env()
+    if dist is not None:
+        return dist
+    import torch
+
+    return SingleProcess(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
 
 
 def from_env() -> DistContext | None:

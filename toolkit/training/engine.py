@@ -15,43 +15,56 @@ The loop is plain PyTorch + PEFT (no Trainer), so that what matters for the stud
   resumed run reproduces the uninterrupted loss curve;
 - metrics go to `metrics.jsonl` (one line per step) as they happen, for the CLI and the app to read;
 - `cmba.json` is written last and atomically: its presence means the adapter is complete.
-SIGTERM / SIGUSR2 (cancel, Slurm preemption) save a checkpoint at the next step boundary and exit 143.
+SIGTERM / SIGUSR2 (cancel, Slurm preemption) save a checkpoint at the next step boundary and raise `Interrupted`
+(exit 143, toolkit.outcomes); a step that does not fit raises `OutOfMemory` (exit 3).
 
-Under torchrun (`python -m toolkit.training.distributed`, several GPUs) every rank runs this loop on its share of
-each optimizer step's batch (toolkit.training.distributed: the global batch stays batch-size x grad-accum), the LoRA
-gradients are averaged over ranks before the optimizer step, and only rank 0 writes (metrics, checkpoints,
-adapter, cmba.json). A single process does exactly what it did before.
+`train` runs four named phases: `setup` (settings -> structure, allocation, data, output folder, model; see
+toolkit.training.modeling), `resume` (checkpoint -> step, state), `fit` (the loop, toolkit.training.loop) and
+`finalize` (result, cmba.json, checkpoints removed). They take the process's distributed context
+(toolkit.training.distributed.context()): under torchrun (`python -m toolkit.training.distributed`, several
+GPUs) every rank runs the loop on its share of each optimizer step's batch (the global batch stays
+batch-size x grad-accum), the LoRA gradients are averaged over ranks before the optimizer step, and only rank 0
+writes (metrics, checkpoints, adapter, cmba.json); a single process's context does nothing, so the code is
+the same for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import os
 import platform
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import CmbaError, InputError
+from toolkit.errors import InputError
+from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
+from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit, lr_factor, sample_order
+from toolkit.training.modeling import (
+    _device,
+    apply_lora,
+    check_bitsandbytes,
+    load_model,
+    model_source,
+    modules_without_gradient,
+    param_groups,
+    quiet_libraries,
+    resolve_precision,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FORMAT = "cmba-adapter/1"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
-
-class OutOfMemory(CmbaError):
-    """Training ran out of (GPU) memory; the CLI exits 3 with reason out_of_memory."""
-
-
-class Interrupted(CmbaError):
-    """A termination signal arrived; a checkpoint was saved (exit 143)."""
+__all__ = ["ADAPTER_FILES", "FORMAT", "PRECISIONS", "Interrupted", "OutOfMemory", "Progress", "Setup", "TrainSettings",
+           "_device", "apply_lora", "check_bitsandbytes", "default_name", "finalize", "finish",
+           "fingerprint", "fit", "load_model", "lr_factor", "model_source", "modules_without_gradient", "param_groups",
+           "prepare_output", "quiet_libraries", "resolve_precision", "resume", "sample_order", "setup", "train",
+           "validate", "versions"]
 
 
 @dataclass
@@ -137,170 +150,6 @@ def validate(s: TrainSettings) -> None:
         raise InputError(f"name: '{s.name}' must be a plain folder name (no '/', not starting with '.')")
 
 
-def quiet_libraries() -> None:
-    """Silence import-time chatter that is not the user's concern (bitsandbytes' optional CPU kernels, a
-    deprecation inside PEFT), so logs show the training."""
-    import logging
-    import warnings
-
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-def _device():
-    import torch
-
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def resolve_precision(precision: str, device) -> str:
-    import torch
-
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise InputError("precision: fp16 needs a CUDA GPU (mixed precision with loss scaling); use fp32 or bf16 on CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError("precision: this GPU does not support bf16; use fp16 or fp32")
-    return precision
-
-
-def check_bitsandbytes(device) -> None:
-    """`--quantize 4bit` only where bitsandbytes really runs: a tiny nf4 round trip on the target device."""
-    try:
-        import logging
-
-        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-        import bitsandbytes.functional as bnbf
-        import torch
-    except Exception as exc:  # noqa: BLE001 - any import failure means "cannot run"
-        raise InputError(f"quantize: 4bit needs bitsandbytes, which cannot be imported here ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}); pip install bitsandbytes>=0.45") from None
-    try:
-        w = torch.randn(64, 64, device=device)
-        q, state = bnbf.quantize_4bit(w, quant_type="nf4")
-        back = bnbf.dequantize_4bit(q, state)
-        if back.shape != w.shape:
-            raise RuntimeError("wrong shape")
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"quantize: bitsandbytes cannot run 4-bit on {device.type} here "
-                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); train without --quantize") from None
-
-
-# ------------------------------------------------------------------------------------- model
-
-
-def model_source(structure) -> tuple[str, str | None]:
-    """Where the weights come from: (path or Hub id, Hub id or None)."""
-    from toolkit.training.demo import demo_model_dir
-
-    if structure.source == "preset" and structure.model_id == "demo":
-        return str(demo_model_dir()), None
-    if structure.source == "preset":
-        if not structure.hub_id:
-            raise InputError(f"model: preset '{structure.model_id}' has no weights to train (configs only)")
-        return structure.hub_id, structure.hub_id
-    if structure.source == "local":
-        return str(Path(structure.model_id).resolve()), None
-    return structure.model_id, structure.model_id
-
-
-def load_model(structure, *, precision: str, quantize: str | None, device, revision: str | None = None):
-    """The base model and its processor, weights from the demo folder, a local folder or the Hub."""
-    import torch
-    import transformers
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from toolkit.errors import ModelLoadError
-
-    source, hub_id = model_source(structure)
-    if hub_id and not Path(source).exists():
-        from toolkit.calculator.structure import _hub_reachable
-
-        if not _hub_reachable():
-            raise ModelLoadError(f"model: weights of '{hub_id}' must be downloaded from the Hub, which is unreachable "
-                                 f"(offline); train the offline `demo` preset or pass a local folder with weights")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    kwargs = {"dtype": dtype, "revision": revision}
-    if quantize == "4bit":
-        from transformers import BitsAndBytesConfig
-
-        keep = [m.name for m in structure.linears("projector")] + ["lm_head"]
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32 if precision == "fp32" else dtype, llm_int8_skip_modules=keep)
-        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"model: cannot load weights of '{structure.model_id}' ({first})") from None
-    if quantize != "4bit":
-        model.to(device)
-    return model, processor
-
-
-def apply_lora(model, allocation, *, lora_dropout: float, quantized: bool, gradient_checkpointing: bool):
-    """PEFT model with the calculator's LoraConfig; refuses if PEFT's count differs from the allocation's."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    config = LoraConfig(**{**allocation.lora_config_dict(), "lora_dropout": lora_dropout})
-    try:
-        peft_model = get_peft_model(model, config)
-    except ValueError as exc:
-        raise InputError(f"allocation: its LoraConfig does not fit this model ({str(exc).splitlines()[0]})") from None
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    if trainable != allocation.total:
-        raise InputError(f"allocation: PEFT makes {trainable:,} parameters trainable on the loaded model but the "
-                         f"allocation predicts {allocation.total:,}; the weights do not match the config the "
-                         f"allocation was computed from")
-    return peft_model
-
-
-def _module_of(param_name: str) -> str:
-    """'base_model.model.<module>.lora_A.default.weight' -> '<module>'."""
-    name = param_name.removeprefix("base_model.model.")
-    for marker in (".lora_A.", ".lora_B."):
-        if marker in name:
-            return name.split(marker)[0]
-    return name
-
-
-def param_groups(peft_model, allocation, settings: TrainSettings) -> list[dict]:
-    """One optimizer group per component, so per-component learning rates apply."""
-    component = {m.name: m.component for m in allocation.modules}
-    groups: dict[str, list] = {}
-    for name, p in peft_model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault(component.get(_module_of(name), "other"), []).append(p)
-    return [{"params": ps, "lr": settings.component_lr.get(c, settings.learning_rate),
-             "base_lr": settings.component_lr.get(c, settings.learning_rate), "component": c,
-             "weight_decay": settings.weight_decay} for c, ps in sorted(groups.items())]
-
-
-def modules_without_gradient(peft_model) -> list[str]:
-    """Adapted modules whose LoRA B received no (or an all-zero) gradient in the last backward pass."""
-    dead = []
-    for name, module in peft_model.named_modules():
-        lora_b = getattr(module, "lora_B", None)
-        if lora_b is None or not hasattr(lora_b, "keys") or "default" not in lora_b:
-            continue
-        grad = lora_b["default"].weight.grad
-        if grad is None or not bool(grad.abs().sum() > 0):
-            dead.append(name.removeprefix("base_model.model."))
-    return dead
-
-
 # ------------------------------------------------------------------------------------- run folder
 
 
@@ -378,73 +227,44 @@ def versions() -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------- loop
+# ------------------------------------------------------------------------------------- the phases of train
 
 
-class _Signals:
-    """SIGTERM / SIGUSR2 -> finish the step, checkpoint, exit 143 (main thread only)."""
+@dataclass
+class Setup:
+    """What `setup` prepared for one run: the allocation, the data, the output folder and the model."""
 
-    def __init__(self):
-        self.received = None
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGUSR2):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-@functools.lru_cache(maxsize=4)
-def sample_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
-    """The order of epoch `epoch`: a permutation that depends on (seed, epoch) only."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return tuple(torch.randperm(n, generator=g).tolist())
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 0 (per optimizer step)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    settings: TrainSettings
+    ctx: object
+    """toolkit.training.distributed context: SingleProcess or the torchrun rank's DistContext"""
+    device: object
+    precision: str
+    structure: object
+    allocation: object
+    data: object
+    data_info: dict
+    out: Path
+    name: str
+    n: int
+    """records in the dataset"""
+    per_step: int
+    """samples per optimizer step (batch size x grad accum, over all processes)"""
+    max_steps: int
+    warmup: int
+    fingerprint: str
+    complete: dict | None = None
+    """cmba.json of an output folder that already holds the finished run (nothing below is loaded then)"""
+    model: object = None
+    """the PEFT model"""
+    processor: object = None
+    fmt: object = None
+    groups: list = field(default_factory=list)
+    optimizer: object = None
 
 
-def _peak_memory(device) -> tuple[int | None, str]:
-    import resource
-
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
-
-
-def _quiet(msg: str) -> None:  # noqa: ARG001 - ranks other than 0 keep quiet
-    return None
-
-
-def _log(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
-def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, keep: dict | None = None) -> dict:
-    """Run (or resume) one training; returns the cmba.json document.
-
-    `stop_after`: stop after that many optimizer steps with a checkpoint, as a signal would (tests, demos).
-    `keep`: a dict that receives the trained in-memory "model" (PEFT) and "processor" (tests, notebooks).
-    """
+def setup(settings: TrainSettings, *, ctx, log) -> Setup:
+    """Settings -> structure, allocation, data, output folder (created or cleared by the main process), model
+    with its LoRA, optimizer. A folder that already holds the finished run stops here (`complete`)."""
     import torch
 
     from toolkit.calculator.allocation import allocate, audit
@@ -453,16 +273,8 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     from toolkit.data.prompting import VQAFormatter
     from toolkit.data.sources import load_vqa
     from toolkit.paths import adapters_dir
-    from toolkit.training import distributed
 
-    validate(settings)
-    quiet_libraries()
-    dist = distributed.from_env()  # None: one process, the plain path
-    if dist is not None:
-        dist.plan_batches(settings.batch_size, settings.grad_accum)
-        if not dist.main:
-            log = _quiet
-    device = _device() if dist is None else dist.device
+    device = ctx.device
     precision = resolve_precision(settings.precision, device)
     if settings.quantize == "4bit":
         check_bitsandbytes(device)
@@ -481,171 +293,104 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
 
     name = settings.name or default_name(settings, allocation)
     out = Path(settings.output) if settings.output else adapters_dir() / name
-    name = out.name
-    if dist is None:
-        prepare_output(out, settings)
-    else:  # rank 0 alone creates (or clears) the folder; every rank stops on its refusal
-        problem = None
-        if dist.main:
-            try:
-                prepare_output(out, settings)
-            except InputError as exc:
-                problem = str(exc)
-        problem = dist.broadcast_text(problem)
-        if problem:
-            raise InputError(problem)
-    if (out / "cmba.json").exists():  # --resume of a finished run: nothing to do
-        log(f"{out} is already complete")
-        return json.loads((out / "cmba.json").read_text())
+    ctx.run_on_main(lambda: prepare_output(out, settings))  # every process stops on the main one's refusal
 
     n = len(data)
     per_step = settings.batch_size * settings.grad_accum
     max_steps = settings.max_steps or max(1, math.ceil((settings.epochs or 1.0) * n / per_step))
-    warmup = max(1, round(settings.warmup_ratio * max_steps)) if settings.warmup_ratio > 0 else 0
-    fp = fingerprint(settings, allocation, data_info)
+    run = Setup(settings=settings, ctx=ctx, device=device, precision=precision, structure=structure,
+                allocation=allocation, data=data, data_info=data_info, out=out, name=out.name, n=n, per_step=per_step,
+                max_steps=max_steps,
+                warmup=max(1, round(settings.warmup_ratio * max_steps)) if settings.warmup_ratio > 0 else 0,
+                fingerprint=fingerprint(settings, allocation, data_info))
+    if (out / "cmba.json").exists():  # --resume of a finished run: nothing to do
+        log(f"{out} is already complete")
+        run.complete = json.loads((out / "cmba.json").read_text())
+        return run
 
     torch.manual_seed(settings.seed)
-    model, processor = load_model(structure, precision=precision, quantize=settings.quantize, device=device,
-                                  revision=settings.revision)
-    peft_model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
-                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
-    fmt = VQAFormatter(processor, structure.model_type)
-    groups = param_groups(peft_model, allocation, settings)
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    model, run.processor = load_model(structure, precision=precision, quantize=settings.quantize, device=device,
+                                      revision=settings.revision)
+    run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
+                           quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
+    run.fmt = VQAFormatter(run.processor, structure.model_type)
+    run.groups = param_groups(run.model, allocation, settings)
+    run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    return run
 
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    start, train_time, no_grad = 0, 0.0, None
-    metrics_path = out / "metrics.jsonl"
+def resume(run: Setup, *, log) -> Progress:
+    """With --resume, the newest valid checkpoint -> adapter and optimizer state, step, train time; then the
+    same starting weights on every process, the metrics cut back to that step, and run.json written."""
+    from peft import set_peft_model_state_dict
+
+    settings, out = run.settings, run.out
+    progress = Progress()
     last = checkpoint.latest(out) if settings.resume else None
     if last is not None:
         state = json.loads((last / "state.json").read_text())
-        if state.get("fingerprint") != fp:
+        if state.get("fingerprint") != run.fingerprint:
             raise InputError(f"resume: the checkpoint in '{out}' was made with other settings (model, data, "
                              f"allocation or hyper-parameters differ); use the same flags or --overwrite")
-        adapter, state = checkpoint.load(last, optimizer)
-        set_peft_model_state_dict(peft_model, adapter)
-        start, train_time, no_grad = state["step"], state["train_time_s"], state.get("no_gradient_modules")
-        log(f"resuming {name} from step {start}/{max_steps} ({last.name})")
-    main = dist is None or dist.main
-    if dist is not None:
-        dist.broadcast_params(p for g in groups for p in g["params"])
-    if main:
-        _truncate_metrics(metrics_path, start)
-        _atomic_json(out / "run.json", {"fingerprint": fp, "max_steps": max_steps, "settings": _settings_doc(settings),
-                                        "dataset": data_info, "started": time.time()})
+        adapter, state = checkpoint.load(last, run.optimizer)
+        set_peft_model_state_dict(run.model, adapter)
+        progress = Progress(step=state["step"], train_time_s=state["train_time_s"],
+                            no_gradient_modules=state.get("no_gradient_modules"))
+        log(f"resuming {run.name} from step {progress.step}/{run.max_steps} ({last.name})")
+    run.ctx.broadcast_params(p for g in run.groups for p in g["params"])
+    if run.ctx.main:
+        _truncate_metrics(out / "metrics.jsonl", progress.step)
+        _atomic_json(out / "run.json", {"fingerprint": run.fingerprint, "max_steps": run.max_steps,
+                                        "settings": _settings_doc(settings), "dataset": run.data_info,
+                                        "started": time.time()})
+    return progress
 
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    peft_model.train()
-    bar = _progress(settings.progress and main, start, max_steps, name)
-    t_run = time.perf_counter()
-    loss_value = float("nan")
-    micro_steps = settings.grad_accum if dist is None else dist.accum
-    with _Signals() as signals, open(metrics_path if main else os.devnull, "a") as metrics:
-        for step in range(start, max_steps):
-            t0 = time.perf_counter()
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * lr_factor(step, max_steps, warmup)
-            loss_sum = 0.0
-            for micro in range(micro_steps):
-                if dist is None:
-                    first, size = (step * settings.grad_accum + micro) * settings.batch_size, settings.batch_size
-                else:
-                    first, size = dist.micro_batch(step, micro, settings.batch_size, settings.grad_accum)
-                records = [data[_index(k, n, settings.seed)] for k in range(first, first + size)]
-                batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in fmt.train_batch(records).items()}
-                try:
-                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        loss = peft_model(**batch).loss / micro_steps
-                    (scaler.scale(loss) if scaler else loss).backward()
-                except torch.OutOfMemoryError as exc:
-                    raise OutOfMemory(f"out_of_memory: step {step + 1} at batch size {settings.batch_size} "
-                                      f"({str(exc).splitlines()[0]}); lower --batch-size, raise --grad-accum, "
-                                      f"or use --gradient-checkpointing / --quantize 4bit") from None
-                loss_sum += loss.item()
-            if dist is not None:  # what DDP would do: average the gradients, and report the global loss
-                dist.reduce_grads(p for g in groups for p in g["params"])
-                loss_sum = dist.mean(loss_sum)
-            if step == 0 and no_grad is None:
-                no_grad = modules_without_gradient(peft_model)
-                if no_grad:
-                    log(f"warning: {len(no_grad)} adapted modules received no gradient (budget spent on dead "
-                        f"modules): {', '.join(no_grad[:5])}{' ...' if len(no_grad) > 5 else ''}")
-            if scaler:
-                scaler.unscale_(optimizer)
-            if settings.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], settings.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = loss_sum
-            dt = time.perf_counter() - t0
-            train_time += dt
-            done = step + 1
-            elapsed = time.perf_counter() - t_run
-            rate = (done - start) * per_step / elapsed if elapsed > 0 else 0.0
-            eta = (max_steps - done) * elapsed / (done - start)
-            line = {"step": done, "max_steps": max_steps, "epoch": done * per_step / n, "loss": loss_value,
-                    "lr": optimizer.param_groups[0]["lr"], "samples_per_s": rate, "elapsed_s": train_time,
-                    "eta_s": eta, "time": time.time()}
-            metrics.write(json.dumps(line) + "\n")
-            metrics.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-            elif done % 10 == 0 or done == max_steps or done == start + 1:
-                log(f"step {done}/{max_steps} loss {loss_value:.4f} lr {line['lr']:.2e} {rate:.1f} samples/s "
-                    f"eta {eta:.0f}s")
-            interrupt = signals.received or (stop_after is not None and done - start >= stop_after)
-            if dist is not None:  # every rank stops at the same step, whichever got the signal
-                interrupt = dist.any(bool(interrupt))
-            if main and (done % settings.checkpoint_every == 0 or (interrupt and done < max_steps)):
-                state = {"fingerprint": fp, "train_time_s": train_time, "no_gradient_modules": no_grad,
-                         "max_steps": max_steps}
-                checkpoint.save(out, done, adapter=get_peft_model_state_dict(peft_model), optimizer=optimizer,
-                                state=state)
-            if interrupt and done < max_steps:
-                if bar is not None:
-                    bar.close()
-                if dist is not None:
-                    dist.barrier()  # rank 0's checkpoint is complete before any rank exits
-                raise Interrupted(f"interrupted by {signals.received or ('a signal' if dist else 'stop_after')} at "
-                                  f"step {done}/{max_steps}; "
-                                  f"checkpoint saved, continue with --resume")
-    if bar is not None:
-        bar.close()
-    peak, peak_kind = _peak_memory(device)
+
+def finalize(run: Setup, progress: Progress, *, log, keep: dict | None = None) -> dict:
+    """The result into cmba.json (written by the main process, read by the others), checkpoints removed."""
+    settings, ctx, out, max_steps, train_time = run.settings, run.ctx, run.out, run.max_steps, progress.train_time_s
+    peak, peak_kind = _peak_memory(run.device)
     result = {"steps": max_steps, "train_time_s": round(train_time, 3),
-              "samples_per_s": round(max_steps * per_step / train_time, 3) if train_time else None,
-              "final_loss": loss_value, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-              "no_gradient_modules": no_grad or [], "device": device.type}
-    if dist is not None:
-        result["distributed"] = {"world_size": dist.world, "backend": dist.backend, "per_device_batch_size": dist.batch,
-                                 "per_device_grad_accum": dist.accum}
-    if main:
-        doc = finish(out, peft_model, settings, structure, allocation, data_info, precision=precision, result=result)
-    if dist is not None:
-        dist.barrier()  # cmba.json is written before any rank reports success
-        if not main:
-            doc = json.loads((out / "cmba.json").read_text())
-    if main and not settings.keep_checkpoints:
+              "samples_per_s": round(max_steps * run.per_step / train_time, 3) if train_time else None,
+              "final_loss": progress.loss, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+              "no_gradient_modules": progress.no_gradient_modules or [], "device": run.device.type}
+    if (distributed := ctx.describe()) is not None:
+        result["distributed"] = distributed
+    doc = None
+    if ctx.main:
+        doc = finish(out, run.model, settings, run.structure, run.allocation, run.data_info, precision=run.precision,
+                     result=result)
+    ctx.barrier()  # cmba.json is written before any process reports success
+    if doc is None:
+        doc = json.loads((out / "cmba.json").read_text())
+    if ctx.main and not settings.keep_checkpoints:
         checkpoint.remove_all(out)
     if keep is not None:
-        keep.update(model=peft_model, processor=processor, allocation=allocation)
-    log(f"adapter written to {out} ({allocation.total:,} trainable parameters, {max_steps} steps, "
-        f"{train_time:.1f} s, final loss {loss_value:.4f})")
+        keep.update(model=run.model, processor=run.processor, allocation=run.allocation)
+    log(f"adapter written to {out} ({run.allocation.total:,} trainable parameters, {max_steps} steps, "
+        f"{train_time:.1f} s, final loss {progress.loss:.4f})")
     return doc
 
 
-def _index(k: int, n: int, seed: int) -> int:
-    epoch, pos = divmod(k, n)
-    return sample_order(n, seed, epoch)[pos]
+def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, keep: dict | None = None) -> dict:
+    """Run (or resume) one training; returns the cmba.json document.
+
+    `stop_after`: stop after that many optimizer steps with a checkpoint, as a signal would (tests, demos).
+    `keep`: a dict that receives the trained in-memory "model" (PEFT) and "processor" (tests, notebooks).
+    """
+    from toolkit.training import distributed
+
+    validate(settings)
+    quiet_libraries()
+    ctx = distributed.context()
+    ctx.plan_batches(settings.batch_size, settings.grad_accum)
+    log = log if ctx.main else _quiet
+    run = setup(settings, ctx=ctx, log=log)
+    if run.complete is not None:
+        return run.complete
+    progress = resume(run, log=log)
+    progress = fit(run, progress, log=log, stop_after=stop_after)
+    return finalize(run, progress, log=log, keep=keep)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -660,14 +405,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a torn last line from a crash
     path.write_text("".join(x + "\n" for x in keep))
-
-
-def _progress(enabled: bool, start: int, total: int, name: str):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc=name, unit="step", file=sys.stderr, dynamic_ncols=True)
 
 
 def _settings_doc(s: TrainSettings) -> dict:

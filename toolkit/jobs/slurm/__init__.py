@@ -1,1 +1,2 @@
-"""Slurm behind the executor interface: `executor.py` submits and polls, the in-job runner runs the steps."""
+"""Slurm behind the executor interface: `cluster.py` the commands and resource requests, `executor.py` submits
+and polls, `runner.py` (inside the job) runs the steps."""
