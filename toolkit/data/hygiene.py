@@ -9,7 +9,8 @@ Training records what it saw; evaluation checks that it does not score on it:
     >>> found = overlap(seen, evaluation.identities())
     >>> found.questions, found.eval_questions         # `limit` subsets of one seed are nested
     (20, 40)
-    >>> check_clean(found, allow_contaminated=False)  # raises InputError; True returns a "contaminated" note
+    >>> check_clean(found, allow_contaminated=True).split(" (e.g.")[0]  # False: raises InputError
+    'contaminated: 20 of 40 questions (and 20 of 40 images) were trained on by this adapter'
 
 A study that trains and evaluates on one split holds out a fraction of its *images* (`load_vqa(...,
 holdout=0.1, part="train" | "holdout")`): an image's side is a pure function of its id
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from toolkit.errors import InputError
 
@@ -52,6 +55,60 @@ def in_part(image_id: str, *, holdout: float, part: str) -> bool:
         raise InputError(f"part: must be one of {', '.join(PARTS)}, got {part!r}")
     held = holdout_fraction_of(image_id) < holdout
     return held if part == "holdout" else not held
+
+
+def check_holdout(holdout, part: str) -> float | None:
+    """Validate `load_vqa`'s holdout/part pair; the fraction as a float (None: no hold-out)."""
+    if holdout is not None and (isinstance(holdout, bool) or not isinstance(holdout, (int, float))
+                                or not 0 < holdout < 1):
+        raise InputError(f"holdout: must be a fraction of the images between 0 and 1 (exclusive), got {holdout!r}")
+    if part not in PARTS:
+        raise InputError(f"part: must be one of {', '.join(PARTS)}, got {part!r}")
+    if part == "holdout" and holdout is None:
+        raise InputError("part: 'holdout' needs a holdout fraction (holdout, e.g. 0.1)")
+    return float(holdout) if holdout is not None else None
+
+
+def select_part(identities: list[tuple], *, holdout: float, part: str, source: str = "the dataset") -> list[int]:
+    """Positions of the records whose image lies in `part` (a record without an image id is its own group)."""
+    kept = [n for n, (qid, image_id) in enumerate(identities)
+            if in_part(image_id if image_id is not None else f"question:{qid}", holdout=holdout, part=part)]
+    if not kept:
+        raise InputError(f"holdout: the {part} part of {source} with holdout {holdout} is empty "
+                         f"({len(identities)} records); use a {'larger' if part == 'holdout' else 'smaller'} holdout")
+    return kept
+
+
+def _path_id(path: str, image_dir: Path | None, root: Path | None) -> str:
+    full = Path(os.path.normpath(os.path.abspath(Path(image_dir or ".") / path)))
+    if root is not None:
+        base = Path(os.path.normpath(os.path.abspath(root)))
+        if full == base or base in full.parents:
+            return full.relative_to(base).as_posix()
+    return full.as_posix()
+
+
+def image_id_of(value, *, image_dir: Path | None = None, root: Path | None = None) -> str | None:
+    """What identifies an image value without decoding it.
+
+    A path (a str, or the "path" of `datasets`' {"bytes", "path"}) resolved against `image_dir`, normalised and
+    made relative to the dataset folder `root` where it lies under it; else "sha1:" of the raw bytes; else, for
+    an already decoded PIL image, "sha1:" of its pixels. None when the value holds no image.
+
+        >>> image_id_of("./img/../img/0.png", image_dir=Path("/data"), root=Path("/data"))
+        'img/0.png'
+    """
+    if isinstance(value, dict):
+        if value.get("path"):
+            return _path_id(value["path"], image_dir, root)
+        if value.get("bytes"):
+            return "sha1:" + hashlib.sha1(value["bytes"]).hexdigest()
+        return None
+    if isinstance(value, str) and value:
+        return _path_id(value, image_dir, root)
+    if hasattr(value, "tobytes"):  # an already decoded PIL image
+        return "sha1:" + hashlib.sha1(f"{value.mode}{value.size}".encode() + value.tobytes()).hexdigest()
+    return None
 
 
 def _digest(question_ids: Iterable[str], image_ids: Iterable[str]) -> str:

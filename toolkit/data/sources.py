@@ -20,15 +20,15 @@ study can train and evaluate on one split without sharing an image.
 Every record also has an `image_id` that names its image without decoding it (synthetic: the scene; JSONL: the
 image's path relative to the dataset folder; `datasets`: the `image_id` column, else the image's path, else a
 sha1 of its bytes), and `ds.identities()` lists (question_id, image_id) of the selected records cheaply, for
-the hygiene checks (an adapter records what it trained on; evaluation refuses to overlap it). Sources are validated before anything is trained:
-missing columns, an empty dataset, records without answers and unreadable images are one-line errors.
+the hygiene checks (an adapter records what it trained on; evaluation refuses to overlap it).
+
+Sources are validated before anything is trained: missing columns, an empty dataset, records without answers
+and unreadable images are one-line errors (toolkit.data.rows).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -36,20 +36,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from toolkit.data.hygiene import PARTS, in_part
+from toolkit.data.hygiene import check_holdout, select_part
+from toolkit.data.rows import (
+    FIELDS,
+    REQUIRED,
+    answers_of,
+    image_id_in,
+    open_image,
+    parse_columns,
+    question_id_of,
+    resolve_columns,
+    validate_rows,
+)
 from toolkit.errors import InputError
 
-FIELDS = ("question_id", "image", "question", "answers", "answer_type", "question_type", "image_id")
-REQUIRED = ("image", "question", "answers")
-ALIASES = {
-    "question_id": ("question_id", "qid", "id"),
-    "image": ("image", "img", "image_path", "file_name", "image_file", "picture"),
-    "question": ("question", "query", "prompt"),
-    "answers": ("answers", "answer", "multiple_choice_answer", "labels", "label"),
-    "answer_type": ("answer_type",),
-    "question_type": ("question_type",),
-    "image_id": ("image_id",),
-}
+__all__ = ["FIELDS", "DatasetInfo", "VQADataset", "VQARecord", "load_vqa", "parse_columns"]
+
 VERIFY_LIMIT = 5000
 """Images checked before training for `datasets` sources (all of them for local JSONL and synthetic data)."""
 
@@ -129,183 +131,27 @@ class VQADataset(Sequence):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def parse_columns(text: str | None) -> dict[str, str]:
-    """`question=query,answers=labels` -> {"question": "query", "answers": "labels"}."""
-    out = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not value:
-            raise InputError(f"columns: '{part}' is not FIELD=COLUMN (fields: {', '.join(FIELDS)})")
-        if key not in FIELDS:
-            raise InputError(f"columns: unknown field '{key}' (fields: {', '.join(FIELDS)})")
-        out[key] = value
-    return out
-
-
-def _resolve_columns(found: list[str], mapping: dict[str, str], source: str) -> dict[str, str]:
-    columns = {}
-    for f in FIELDS:
-        if f in mapping:
-            if mapping[f] not in found:
-                raise InputError(f"columns: '{mapping[f]}' (for {f}) is not a column of {source} "
-                                 f"(found: {', '.join(found)})")
-            columns[f] = mapping[f]
-        else:
-            hit = next((a for a in ALIASES[f] if a in found), None)
-            if hit:
-                columns[f] = hit
-    missing = [f for f in REQUIRED if f not in columns]
-    if missing:
-        hint = ",".join(f"{m}=<column>" for m in missing)
-        raise InputError(f"dataset: {source} lacks the columns {', '.join(missing)} (expected {', '.join(REQUIRED)}"
-                         f" and optionally question_id, answer_type, question_type; found: {', '.join(found)}); "
-                         f"map them with --columns {hint}")
-    return columns
-
-
-def _answers(value, qid) -> list[str]:
-    """Human answers in any published layout: list of str, list of {"answer"}, {"answer": [...]}, or a str."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        value = value.get("answer", [])
-    out = []
-    for a in value or []:
-        if isinstance(a, dict):
-            a = a.get("answer")
-        if a is not None:
-            out.append(str(a))
-    return out
-
-
 def _select(size: int, ids, *, limit: int | None, sample_seed: int, holdout: float | None, part: str,
             source: str) -> list[int]:
     """Source indices kept: the `part` of the image-grouped hold-out (when `holdout`), then `limit` of those."""
-    pool = range(size)
-    if holdout is not None:
-        pool = [i for i, (qid, image_id) in zip(pool, ids(list(pool)))
-                if in_part(image_id if image_id is not None else f"question:{qid}", holdout=holdout, part=part)]
-        if not pool:
-            raise InputError(f"holdout: the {part} part of {source} with holdout {holdout} is empty "
-                             f"({size} records); use a {'larger' if part == 'holdout' else 'smaller'} holdout")
+    pool = range(size) if holdout is None else select_part(ids(list(range(size))), holdout=holdout, part=part,
+                                                           source=source)
     if limit is None or limit >= len(pool):
         return list(pool)
     return sorted(random.Random(sample_seed).sample(pool, limit))
 
 
-def _path_id(path: str, image_dir: Path | None, root: Path | None) -> str:
-    """An image path, resolved against `image_dir`, normalised, relative to `root` where it lies under it."""
-    full = Path(os.path.normpath(os.path.abspath(Path(image_dir or ".") / path)))
-    if root is not None:
-        base = Path(os.path.normpath(os.path.abspath(root)))
-        if full == base or base in full.parents:
-            return full.relative_to(base).as_posix()
-    return full.as_posix()
-
-
-def _image_id(row: dict, columns: dict, image_dir: Path | None, root: Path | None) -> str | None:
-    """What identifies a row's image, without decoding it (see the module docstring for the order)."""
-    if "image_id" in columns and row.get(columns["image_id"]) is not None:
-        return f"image_id:{row[columns['image_id']]}"
-    value = row.get(columns["image"])
-    if isinstance(value, dict):
-        if value.get("path"):
-            return _path_id(value["path"], image_dir, root)
-        if value.get("bytes"):
-            return "sha1:" + hashlib.sha1(value["bytes"]).hexdigest()
-        return None
-    if isinstance(value, str) and value:
-        return _path_id(value, image_dir, root)
-    if hasattr(value, "tobytes"):  # an already decoded PIL image
-        return "sha1:" + hashlib.sha1(f"{value.mode}{value.size}".encode() + value.tobytes()).hexdigest()
-    return None
-
-
-def _question_id(row: dict, columns: dict, index: int, split: str):
-    return row[columns["question_id"]] if "question_id" in columns else f"{split}-{index}"
-
-
-def _open_image(value, image_dir: Path | None, qid):
-    """A PIL RGB image from a PIL image, {"bytes", "path"} or a path (relative to image_dir)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if hasattr(value, "convert"):
-            return value.convert("RGB")
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-            value = value.get("path")
-        if isinstance(value, str) and value:
-            path = Path(value)
-            if not path.is_absolute() and image_dir is not None:
-                path = image_dir / path
-            return Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise InputError(f"image: cannot read the image of question {qid} ({reason}: {value if isinstance(value, str) else 'embedded bytes'})") from None
-    raise InputError(f"image: question {qid} has no image (value {type(value).__name__})")
-
-
-def _check_image(value, image_dir: Path | None, qid) -> None:
-    """Cheap readability check (header parse, no full decode)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    if hasattr(value, "convert"):
-        return
-    path = "embedded bytes"
-    try:
-        if isinstance(value, dict) and value.get("bytes"):
-            Image.open(io.BytesIO(value["bytes"])).verify()
-            return
-        path = value.get("path") if isinstance(value, dict) else value
-        if isinstance(path, str) and path:
-            p = Path(path)
-            if not p.is_absolute() and image_dir is not None:
-                p = image_dir / p
-            with Image.open(p) as im:
-                im.verify()
-            return
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an image"
-        raise InputError(f"image: cannot read the image of question {qid} ({reason}: {path})") from None
-    raise InputError(f"image: question {qid} has no image")
-
-
 def _record(row: dict, columns: dict, index: int, split: str, image_dir: Path | None, image) -> VQARecord:
-    qid = _question_id(row, columns, index, split)
+    qid = question_id_of(row, columns, index, split)
     return VQARecord(
         question_id=qid,
         image=image,
         question=str(row[columns["question"]]),
-        answers=_answers(row[columns["answers"]], qid),
+        answers=answers_of(row[columns["answers"]], qid),
         answer_type=row.get(columns.get("answer_type")) if "answer_type" in columns else None,
         question_type=row.get(columns.get("question_type")) if "question_type" in columns else None,
     )
 
-
-def _validate_rows(rows, columns, split, image_dir, source, check_images: int) -> None:
-    """Every selected record has a question and answers; the first `check_images` images open."""
-    seen, unanswered = set(), 0
-    for n, (index, row) in enumerate(rows):
-        qid = _question_id(row, columns, index, split)
-        if qid in seen:
-            raise InputError(f"dataset: question_id {qid} appears twice in {source}")
-        seen.add(qid)
-        if not _answers(row[columns["answers"]], qid):
-            unanswered += 1
-        if not str(row[columns["question"]] or "").strip():
-            raise InputError(f"dataset: question {qid} in {source} has an empty question")
-        if n < check_images:
-            _check_image(row[columns["image"]], image_dir, qid)
-    if unanswered:
-        raise InputError(f"dataset: {unanswered} of {len(seen)} records in {source} have no answers "
-                         f"(unanswered splits such as VQAv2 test/test-dev cannot be trained or scored; use train or validation)")
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -381,7 +227,7 @@ def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, p
     if not rows:
         raise InputError(f"dataset: {source} is empty (no records)")
     found = sorted({k for r in rows for k in r})
-    cols = _resolve_columns(found, columns, source)
+    cols = resolve_columns(found, columns, source)
     for n, r in enumerate(rows, 1):
         absent = [f for f in REQUIRED if cols[f] not in r]
         if absent:
@@ -390,16 +236,16 @@ def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, p
     root = path.parent
 
     def ids(indices):
-        return [(str(_question_id(rows[i], cols, i, split)), _image_id(rows[i], cols, image_dir, root)) for i in indices]
+        return [(str(question_id_of(rows[i], cols, i, split)), image_id_in(rows[i], cols, image_dir, root)) for i in indices]
 
     indices = _select(len(rows), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
-    _validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
+    validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
 
     def get(i):
         row = rows[i]
         rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = _open_image(row[cols["image"]], image_dir, rec.question_id)
-        rec.image_id = _image_id(row, cols, image_dir, root)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image_id = image_id_in(row, cols, image_dir, root)
         return rec
 
     info = DatasetInfo(id=str(path), split=split, size=len(indices), source_size=len(rows), limit=limit, kind="jsonl",
@@ -441,7 +287,7 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
     source = f"'{spec}' (split {split})"
     if len(ds) == 0:
         raise InputError(f"dataset: {source} is empty (no records)")
-    cols = _resolve_columns(list(ds.column_names), columns, source)
+    cols = resolve_columns(list(ds.column_names), columns, source)
     raw = ds
     image_feature = ds.features.get(cols["image"])
     if isinstance(image_feature, datasets.Image) and image_feature.decode:
@@ -460,17 +306,17 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
             batch = id_view[chunk]
             for n, i in enumerate(chunk):
                 row = {c: batch[c][n] for c in batch}
-                out.append((str(_question_id(row, cols, i, split)), _image_id(row, cols, image_dir, root)))
+                out.append((str(question_id_of(row, cols, i, split)), image_id_in(row, cols, image_dir, root)))
         return out
 
     indices = _select(len(ds), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
-    _validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
+    validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
 
     def get(i):
         row = raw[i]
         rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = _open_image(row[cols["image"]], image_dir, rec.question_id)
-        rec.image_id = _image_id(row, cols, image_dir, root)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image_id = image_id_in(row, cols, image_dir, root)
         return rec
 
     revision_seen = revision or getattr(ds.info, "version", None)
@@ -496,14 +342,7 @@ def load_vqa(spec: str, *, split: str = "train", limit: int | None = None, colum
         raise InputError("dataset: required (synthetic:shapes, a JSONL file, a dataset folder, or a Hub dataset id)")
     if limit is not None and limit < 1:
         raise InputError(f"limit: must be a positive number of records, got {limit}")
-    if holdout is not None and (isinstance(holdout, bool) or not isinstance(holdout, (int, float))
-                                or not 0 < holdout < 1):
-        raise InputError(f"holdout: must be a fraction of the images between 0 and 1 (exclusive), got {holdout!r}")
-    if part not in PARTS:
-        raise InputError(f"part: must be one of {', '.join(PARTS)}, got {part!r}")
-    if part == "holdout" and holdout is None:
-        raise InputError("part: 'holdout' needs a holdout fraction (holdout, e.g. 0.1)")
-    holdout = float(holdout) if holdout is not None else None
+    holdout = check_holdout(holdout, part)
     columns = columns or {}
     if spec.startswith("synthetic:"):
         return _synthetic(spec, split, limit, sample_seed, holdout, part)
