@@ -153,7 +153,6 @@ def _record(row: dict, columns: dict, index: int, split: str, image_dir: Path | 
     )
 
 
-
 # ------------------------------------------------------------------------------------------ sources
 
 
