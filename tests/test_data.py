@@ -194,6 +194,22 @@ def test_vqav2_lmms_lab_layout_parquet_folder(tmp_path):
     assert loaded.info.columns["answers"] == "answers" and loaded.info.columns["image"] == "image"
 
 
+def test_vqav2_image_id_column_names_the_image_and_can_be_mapped(tmp_path):
+    """VQAv2 mirrors carry COCO image ids: they identify the image (hygiene) without reading its bytes."""
+    from datasets import Dataset
+
+    rows = _vqav2_rows(6)
+    (tmp_path / "data").mkdir()
+    Dataset.from_list(rows, features=_lmms_features()).to_parquet(
+        str(tmp_path / "data" / "validation-00000-of-00001.parquet"))
+    loaded = load_vqa(str(tmp_path), split="validation", limit=4, sample_seed=1)
+    assert loaded.info.columns["image_id"] == "image_id"
+    ids = loaded.identities()
+    assert ids == [(str(r.question_id), r.image_id) for r in loaded]
+    assert all(image_id == f"image_id:{int(qid) - 4000}" for qid, image_id in ids)
+    assert parse_columns("image_id=coco_id") == {"image_id": "coco_id"}
+
+
 def test_vqav2_sequence_layout_saved_to_disk(tmp_path):
     """HuggingFaceM4/VQAv2-style `Sequence` of answer dicts (which datasets returns as a dict of lists)."""
     from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value

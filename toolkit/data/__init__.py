@@ -1,6 +1,8 @@
 """VQA data: sources (datasets / JSONL / synthetic), the synthetic shapes task, and family-aware prompting.
 
     sources.py    `load_vqa(...)`: a `datasets` dataset, local JSONL + images, or `synthetic:shapes?...`
+    rows.py       how a source row becomes a record: column names, answers, question/image ids, images
+    hygiene.py    image-grouped hold-out, what an adapter trained on, and the evaluation overlap check
     synthetic.py  the deterministic synthetic shapes task (questions, answers, captions)
     prompting.py  prompts through the model's processor / chat template; answer-only labels
 """

@@ -13,8 +13,17 @@ layouts (VQAv2 mirrors such as lmms-lab/VQAv2 and HuggingFaceM4/VQAv2 keep `answ
 `{"question": "query", "answers": "labels"}` (CLI: `--columns question=query,answers=labels`).
 
 `limit` takes a deterministic subset: `sample_seed` (not the training seed) picks which records, so every run
-of a sweep trains and evaluates on the same questions. Sources are validated before anything is trained:
-missing columns, an empty dataset, records without answers and unreadable images are one-line errors.
+of a sweep trains and evaluates on the same questions. `holdout=0.1` splits one split by image before `limit`
+(`part="train"` keeps about 90 % of the images, `part="holdout"` the other 10 %; toolkit.data.hygiene), so a
+study can train and evaluate on one split without sharing an image.
+
+Every record also has an `image_id` that names its image without decoding it (synthetic: the scene; JSONL: the
+image's path relative to the dataset folder; `datasets`: the `image_id` column, else the image's path, else a
+sha1 of its bytes), and `ds.identities()` lists (question_id, image_id) of the selected records cheaply, for
+the hygiene checks (an adapter records what it trained on; evaluation refuses to overlap it).
+
+Sources are validated before anything is trained: missing columns, an empty dataset, records without answers
+and unreadable images are one-line errors (toolkit.data.rows).
 """
 
 from __future__ import annotations
@@ -27,18 +36,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from toolkit.data.hygiene import check_holdout, select_part
+from toolkit.data.rows import (
+    FIELDS,
+    REQUIRED,
+    answers_of,
+    image_id_in,
+    open_image,
+    parse_columns,
+    question_id_of,
+    resolve_columns,
+    validate_rows,
+)
 from toolkit.errors import InputError
 
-FIELDS = ("question_id", "image", "question", "answers", "answer_type", "question_type")
-REQUIRED = ("image", "question", "answers")
-ALIASES = {
-    "question_id": ("question_id", "qid", "id"),
-    "image": ("image", "img", "image_path", "file_name", "image_file", "picture"),
-    "question": ("question", "query", "prompt"),
-    "answers": ("answers", "answer", "multiple_choice_answer", "labels", "label"),
-    "answer_type": ("answer_type",),
-    "question_type": ("question_type",),
-}
+__all__ = ["FIELDS", "DatasetInfo", "VQADataset", "VQARecord", "load_vqa", "parse_columns"]
+
 VERIFY_LIMIT = 5000
 """Images checked before training for `datasets` sources (all of them for local JSONL and synthetic data)."""
 
@@ -52,6 +65,8 @@ class VQARecord:
     answers: list[str]
     answer_type: str | None = None
     question_type: str | None = None
+    image_id: str | None = None
+    """what identifies the image without decoding it (two questions on one image share it; see the module doc)"""
 
     @property
     def answer(self) -> str:
@@ -69,23 +84,40 @@ class DatasetInfo:
     size: int
     """records used (after `limit`)"""
     source_size: int
-    """records in the split before `limit`"""
+    """records in the split before `holdout` and `limit`"""
     limit: int | None = None
     revision: str | None = None
     kind: str = "datasets"
     """synthetic | jsonl | datasets"""
     columns: dict = field(default_factory=dict)
     sample_seed: int = 0
+    holdout: float | None = None
+    """fraction of the split's images held out (None: the whole split)"""
+    part: str | None = None
+    """with `holdout`: "train" (images at or above the fraction) or "holdout" (below it)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class VQADataset(Sequence):
-    """Records of one split (after `limit`), loaded on access."""
+    """Records of one split (after `holdout` and `limit`), loaded on access.
 
-    def __init__(self, get, indices: list[int], info: DatasetInfo):
+    `get(i)` builds source record i (decoding its image); `ids(indices)` gives (question_id, image_id) of source
+    records without decoding any image.
+    """
+
+    def __init__(self, get, indices: list[int], info: DatasetInfo, ids=None):
         self._get, self._indices, self.info = get, indices, info
+        self._ids = ids or (lambda indices: [(str(r.question_id), r.image_id) for r in map(get, indices)])
+
+    def identities(self) -> list[tuple[str, str | None]]:
+        """(question_id as str, image_id) of every selected record, in order, without decoding images.
+
+            >>> load_vqa("synthetic:shapes?n=3").identities()[0]
+            ('shapes-0-train-0', 'synthetic:shapes?seed=0/train/0')
+        """
+        return self._ids(self._indices)
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -99,148 +131,32 @@ class VQADataset(Sequence):
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def parse_columns(text: str | None) -> dict[str, str]:
-    """`question=query,answers=labels` -> {"question": "query", "answers": "labels"}."""
-    out = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not value:
-            raise InputError(f"columns: '{part}' is not FIELD=COLUMN (fields: {', '.join(FIELDS)})")
-        if key not in FIELDS:
-            raise InputError(f"columns: unknown field '{key}' (fields: {', '.join(FIELDS)})")
-        out[key] = value
-    return out
-
-
-def _resolve_columns(found: list[str], mapping: dict[str, str], source: str) -> dict[str, str]:
-    columns = {}
-    for f in FIELDS:
-        if f in mapping:
-            if mapping[f] not in found:
-                raise InputError(f"columns: '{mapping[f]}' (for {f}) is not a column of {source} "
-                                 f"(found: {', '.join(found)})")
-            columns[f] = mapping[f]
-        else:
-            hit = next((a for a in ALIASES[f] if a in found), None)
-            if hit:
-                columns[f] = hit
-    missing = [f for f in REQUIRED if f not in columns]
-    if missing:
-        hint = ",".join(f"{m}=<column>" for m in missing)
-        raise InputError(f"dataset: {source} lacks the columns {', '.join(missing)} (expected {', '.join(REQUIRED)}"
-                         f" and optionally question_id, answer_type, question_type; found: {', '.join(found)}); "
-                         f"map them with --columns {hint}")
-    return columns
-
-
-def _answers(value, qid) -> list[str]:
-    """Human answers in any published layout: list of str, list of {"answer"}, {"answer": [...]}, or a str."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        value = value.get("answer", [])
-    out = []
-    for a in value or []:
-        if isinstance(a, dict):
-            a = a.get("answer")
-        if a is not None:
-            out.append(str(a))
-    return out
-
-
-def _subset(size: int, limit: int | None, sample_seed: int) -> list[int]:
-    if limit is None or limit >= size:
-        return list(range(size))
-    return sorted(random.Random(sample_seed).sample(range(size), limit))
-
-
-def _open_image(value, image_dir: Path | None, qid):
-    """A PIL RGB image from a PIL image, {"bytes", "path"} or a path (relative to image_dir)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if hasattr(value, "convert"):
-            return value.convert("RGB")
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-            value = value.get("path")
-        if isinstance(value, str) and value:
-            path = Path(value)
-            if not path.is_absolute() and image_dir is not None:
-                path = image_dir / path
-            return Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise InputError(f"image: cannot read the image of question {qid} ({reason}: {value if isinstance(value, str) else 'embedded bytes'})") from None
-    raise InputError(f"image: question {qid} has no image (value {type(value).__name__})")
-
-
-def _check_image(value, image_dir: Path | None, qid) -> None:
-    """Cheap readability check (header parse, no full decode)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    if hasattr(value, "convert"):
-        return
-    path = "embedded bytes"
-    try:
-        if isinstance(value, dict) and value.get("bytes"):
-            Image.open(io.BytesIO(value["bytes"])).verify()
-            return
-        path = value.get("path") if isinstance(value, dict) else value
-        if isinstance(path, str) and path:
-            p = Path(path)
-            if not p.is_absolute() and image_dir is not None:
-                p = image_dir / p
-            with Image.open(p) as im:
-                im.verify()
-            return
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an image"
-        raise InputError(f"image: cannot read the image of question {qid} ({reason}: {path})") from None
-    raise InputError(f"image: question {qid} has no image")
+def _select(size: int, ids, *, limit: int | None, sample_seed: int, holdout: float | None, part: str,
+            source: str) -> list[int]:
+    """Source indices kept: the `part` of the image-grouped hold-out (when `holdout`), then `limit` of those."""
+    pool = range(size) if holdout is None else select_part(ids(list(range(size))), holdout=holdout, part=part,
+                                                           source=source)
+    if limit is None or limit >= len(pool):
+        return list(pool)
+    return sorted(random.Random(sample_seed).sample(pool, limit))
 
 
 def _record(row: dict, columns: dict, index: int, split: str, image_dir: Path | None, image) -> VQARecord:
-    qid = row[columns["question_id"]] if "question_id" in columns else f"{split}-{index}"
+    qid = question_id_of(row, columns, index, split)
     return VQARecord(
         question_id=qid,
         image=image,
         question=str(row[columns["question"]]),
-        answers=_answers(row[columns["answers"]], qid),
+        answers=answers_of(row[columns["answers"]], qid),
         answer_type=row.get(columns.get("answer_type")) if "answer_type" in columns else None,
         question_type=row.get(columns.get("question_type")) if "question_type" in columns else None,
     )
 
 
-def _validate_rows(rows, columns, split, image_dir, source, check_images: int) -> None:
-    """Every selected record has a question and answers; the first `check_images` images open."""
-    seen, unanswered = set(), 0
-    for n, (index, row) in enumerate(rows):
-        qid = row[columns["question_id"]] if "question_id" in columns else f"{split}-{index}"
-        if qid in seen:
-            raise InputError(f"dataset: question_id {qid} appears twice in {source}")
-        seen.add(qid)
-        if not _answers(row[columns["answers"]], qid):
-            unanswered += 1
-        if not str(row[columns["question"]] or "").strip():
-            raise InputError(f"dataset: question {qid} in {source} has an empty question")
-        if n < check_images:
-            _check_image(row[columns["image"]], image_dir, qid)
-    if unanswered:
-        raise InputError(f"dataset: {unanswered} of {len(seen)} records in {source} have no answers "
-                         f"(unanswered splits such as VQAv2 test/test-dev cannot be trained or scored; use train or validation)")
-
-
 # ------------------------------------------------------------------------------------------ sources
 
 
-def _synthetic(spec: str, split: str, limit, sample_seed) -> VQADataset:
+def _synthetic(spec: str, split: str, limit, sample_seed, holdout, part) -> VQADataset:
     from toolkit.data.synthetic import FAMILIES, SPLITS, SyntheticShapes
 
     name, _, query = spec[len("synthetic:"):].partition("?")
@@ -269,12 +185,20 @@ def _synthetic(spec: str, split: str, limit, sample_seed) -> VQADataset:
 
     def get(i):
         r = gen.record(i)
-        return VQARecord(r["question_id"], r["image"], r["question"], r["answers"], r["answer_type"], r["question_type"])
+        return VQARecord(r["question_id"], r["image"], r["question"], r["answers"], r["answer_type"], r["question_type"],
+                         r["image_id"])
 
-    indices = _subset(len(gen), limit, sample_seed)
+    def ids(indices):
+        return [(gen.question_id(i), gen.image_id(i)) for i in indices]
+
+    indices = _select(len(gen), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=spec)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(gen), limit=limit, kind="synthetic",
-                       sample_seed=sample_seed)
-    return VQADataset(get, indices, info)
+                       sample_seed=sample_seed, **_part_info(holdout, part))
+    return VQADataset(get, indices, info, ids)
+
+
+def _part_info(holdout, part) -> dict:
+    return {"holdout": holdout, "part": part} if holdout is not None else {}
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -296,33 +220,39 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir) -> VQADataset:
+def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, part) -> VQADataset:
     rows = _read_jsonl(path)
     source = f"'{path}'"
     if not rows:
         raise InputError(f"dataset: {source} is empty (no records)")
     found = sorted({k for r in rows for k in r})
-    cols = _resolve_columns(found, columns, source)
+    cols = resolve_columns(found, columns, source)
     for n, r in enumerate(rows, 1):
         absent = [f for f in REQUIRED if cols[f] not in r]
         if absent:
             raise InputError(f"dataset: record {n} of {source} lacks {', '.join(cols[f] for f in absent)}")
-    indices = _subset(len(rows), limit, sample_seed)
     image_dir = Path(image_dir) if image_dir else path.parent
-    _validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
+    root = path.parent
+
+    def ids(indices):
+        return [(str(question_id_of(rows[i], cols, i, split)), image_id_in(rows[i], cols, image_dir, root)) for i in indices]
+
+    indices = _select(len(rows), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
+    validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
 
     def get(i):
         row = rows[i]
         rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = _open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image_id = image_id_in(row, cols, image_dir, root)
         return rec
 
     info = DatasetInfo(id=str(path), split=split, size=len(indices), source_size=len(rows), limit=limit, kind="jsonl",
-                       columns=cols, sample_seed=sample_seed)
-    return VQADataset(get, indices, info)
+                       columns=cols, sample_seed=sample_seed, **_part_info(holdout, part))
+    return VQADataset(get, indices, info, ids)
 
 
-def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, config) -> VQADataset:
+def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, config, holdout, part) -> VQADataset:
     import datasets
 
     datasets.logging.set_verbosity_error()
@@ -356,44 +286,71 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
     source = f"'{spec}' (split {split})"
     if len(ds) == 0:
         raise InputError(f"dataset: {source} is empty (no records)")
-    cols = _resolve_columns(list(ds.column_names), columns, source)
-    indices = _subset(len(ds), limit, sample_seed)
+    cols = resolve_columns(list(ds.column_names), columns, source)
     raw = ds
     image_feature = ds.features.get(cols["image"])
     if isinstance(image_feature, datasets.Image) and image_feature.decode:
         raw = ds.cast_column(cols["image"], datasets.Image(decode=False))  # validate bytes without decoding
     image_dir = Path(image_dir) if image_dir else (path if path.is_dir() else None)
-    _validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
+    root = path if path.is_dir() else None
+    # the identity columns alone: an image column that holds the image itself is read only when there is no
+    # image_id column (then its path, else its bytes' sha1)
+    id_cols = [cols[f] for f in ("question_id", "image_id") if f in cols]
+    id_view = raw.select_columns(id_cols + ([cols["image"]] if "image_id" not in cols else []))
+
+    def ids(indices):
+        out = []
+        for start in range(0, len(indices), 1000):
+            chunk = indices[start:start + 1000]
+            batch = id_view[chunk]
+            for n, i in enumerate(chunk):
+                row = {c: batch[c][n] for c in batch}
+                out.append((str(question_id_of(row, cols, i, split)), image_id_in(row, cols, image_dir, root)))
+        return out
+
+    indices = _select(len(ds), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
+    validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
 
     def get(i):
         row = raw[i]
         rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = _open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image_id = image_id_in(row, cols, image_dir, root)
         return rec
 
     revision_seen = revision or getattr(ds.info, "version", None)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(ds), limit=limit, kind="datasets",
-                       revision=str(revision_seen) if revision_seen else None, columns=cols, sample_seed=sample_seed)
-    return VQADataset(get, indices, info)
+                       revision=str(revision_seen) if revision_seen else None, columns=cols, sample_seed=sample_seed,
+                       **_part_info(holdout, part))
+    return VQADataset(get, indices, info, ids)
 
 
 def load_vqa(spec: str, *, split: str = "train", limit: int | None = None, columns: dict | None = None,
              image_dir: str | None = None, revision: str | None = None, config: str | None = None,
-             sample_seed: int = 0) -> VQADataset:
-    """Load and validate a VQA split (see the module docstring for the accepted sources)."""
+             sample_seed: int = 0, holdout: float | None = None, part: str = "train") -> VQADataset:
+    """Load and validate a VQA split (see the module docstring for the accepted sources).
+
+    `holdout` (a fraction in (0, 1)) groups the split by image and keeps one `part`: "train" (the images whose
+    hash fraction is >= holdout) or "holdout" (the others), before `limit`; the two parts share no image:
+
+        >>> train = load_vqa("synthetic:shapes?n=2000", split="train", holdout=0.1, limit=500)
+        >>> held = load_vqa("synthetic:shapes?n=2000", split="train", holdout=0.1, part="holdout")
+    """
     spec = (spec or "").strip()
     if not spec:
         raise InputError("dataset: required (synthetic:shapes, a JSONL file, a dataset folder, or a Hub dataset id)")
     if limit is not None and limit < 1:
         raise InputError(f"limit: must be a positive number of records, got {limit}")
+    holdout = check_holdout(holdout, part)
     columns = columns or {}
     if spec.startswith("synthetic:"):
-        return _synthetic(spec, split, limit, sample_seed)
+        return _synthetic(spec, split, limit, sample_seed, holdout, part)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".jsonl":
-        return _jsonl(path, split, limit, sample_seed, columns, image_dir)
+        return _jsonl(path, split, limit, sample_seed, columns, image_dir, holdout, part)
     if path.is_dir() and (path / f"{split}.jsonl").is_file():
-        return _jsonl(path / f"{split}.jsonl", split, limit, sample_seed, columns, image_dir or path)
+        return _jsonl(path / f"{split}.jsonl", split, limit, sample_seed, columns, image_dir or path, holdout, part)
     if path.is_file():
         raise InputError(f"dataset: '{spec}' is a file but not .jsonl (give a JSONL file, a dataset folder or a Hub id)")
-    return _hf(str(path) if path.exists() else spec, split, limit, sample_seed, columns, image_dir, revision, config)
+    return _hf(str(path) if path.exists() else spec, split, limit, sample_seed, columns, image_dir, revision, config,
+               holdout, part)

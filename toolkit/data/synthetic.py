@@ -163,8 +163,8 @@ class SyntheticShapes:
     def __len__(self) -> int:
         return self.n
 
-    def record(self, index: int) -> dict:
-        """Record `index` as a plain dict (see toolkit.data.sources.VQARecord for the fields)."""
+    def _draw(self, index: int):
+        """(scene key, shapes, question rng, candidate questions) of record `index`; renders nothing."""
         if not 0 <= index < self.n:
             raise IndexError(index)
         for attempt in range(100):  # a scene may offer no question of the chosen families: draw another
@@ -174,10 +174,31 @@ class SyntheticShapes:
             candidates = _questions(shapes, rng, self.types)
             if candidates:
                 break
+        return key, shapes, rng, candidates
+
+    def question_id(self, index: int) -> str:
+        """The question id of record `index` (no scene is drawn)."""
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return f"shapes-{self.seed}-{self.split}-{index}"
+
+    def image_id(self, index: int) -> str:
+        """What identifies record `index`'s image without rendering it: the scene's (seed, split, key).
+
+        Each record draws its own scene, keyed by its index (or `index#attempt` when the first scene offers no
+        question of the chosen `types`), so the same id always renders the same picture, whatever `n` or `types`.
+        """
+        key = self._draw(index)[0]
+        return f"synthetic:shapes?seed={self.seed}/{self.split}/{key}"
+
+    def record(self, index: int) -> dict:
+        """Record `index` as a plain dict (see toolkit.data.sources.VQARecord for the fields)."""
+        key, shapes, rng, candidates = self._draw(index)
         family = rng.choice(sorted({c[0] for c in candidates}))  # families equally often, then a question
         _, question, answer, answer_type, question_type = rng.choice([c for c in candidates if c[0] == family])
         return {
-            "question_id": f"shapes-{self.seed}-{self.split}-{index}",
+            "question_id": self.question_id(index),
+            "image_id": f"synthetic:shapes?seed={self.seed}/{self.split}/{key}",
             "image": render(shapes, self.seed, self.split, key),
             "question": question,
             "answers": _human_answers(answer, rng),
