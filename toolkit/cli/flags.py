@@ -6,7 +6,8 @@
 
 Every flag's default is None ("not given"), so the dataclass applies its own default and its own checks: a
 value is validated the same way whether it came from `train`, `sweep`, `evaluate`, the app or a queued job's
-JSON. The help text is the field's doc string plus its default and allowed values.
+JSON (that is also why exclusive flags such as --max-steps / --epochs are no argparse group: the dataclass
+refuses both with its own message). The help text is the field's doc string plus its default and allowed values.
 """
 
 from __future__ import annotations
@@ -37,15 +38,11 @@ def help_text(cls, f) -> str:
 def add_flags(parser: argparse.ArgumentParser, cls, *, exclude=(), title: str = "{}") -> None:
     """One argparse option per field of `cls` (but `exclude`), in argument groups named by the fields' groups."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in sorted(fields(cls), key=lambda f: GROUP_ORDER.index(f.metadata["group"])):
         if f.name in exclude:
             continue
         name = f.metadata["group"]
         group = groups.get(name) or groups.setdefault(name, parser.add_argument_group(title.format(name)))
-        if f.metadata.get("exclusive"):
-            key = f.metadata["exclusive"]
-            group = exclusive.get(key) or exclusive.setdefault(key, group.add_mutually_exclusive_group())
         kwargs = {"dest": f.name, "default": None, "help": help_text(cls, f)}
         if f.type == "bool":
             kwargs["action"] = "store_false" if flag_name(f).startswith("--no-") else "store_true"

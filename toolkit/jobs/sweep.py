@@ -37,7 +37,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
 from toolkit.errors import InputError
@@ -45,6 +45,9 @@ from toolkit.jobs.executor import PYTHON, tail_lines
 from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
+
+if TYPE_CHECKING:
+    from toolkit.jobs.slurm.executor import SlurmResources
 
 MAX_JOBS = 500
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
@@ -181,8 +184,8 @@ class SweepSpec:
     """runs allowed when a worker is lost"""
     executor: str = "local"
     """local | slurm"""
-    slurm: object = None
-    """SlurmResources of each job when executor is slurm"""
+    slurm: SlurmResources | None = None
+    """the resources of each job when executor is slurm (a dict is read as SlurmResources)"""
 
     def __post_init__(self):
         if not str(self.model).strip():
