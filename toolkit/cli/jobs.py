@@ -9,6 +9,11 @@
     python -m toolkit sweep ... --executor slurm --partition gpu --gpus-per-node 2 --nodes 1 --cpus-per-gpu 8 \
         --mem 64G --time 12:00:00 --sbatch-extra="--qos=high"   # Slurm jobs (the worker submits them)
 
+`sweep` takes every `train` flag (derived from TrainSettings by toolkit/cli/flags.py, so they cannot drift):
+shared ones go to every job (`--patterns`, `--columns`, `--image-dir`, `--lr`, ...), the per-job ones become the
+sweep's axes (`--ratio(s)`, `--seed(-list)`, `--budget-*` lists, `--output` as the adapters' folder, `--name` as
+the names' prefix); `--audit`, `--overwrite` and `--expect-lora-sha256` are refused with the reason.
+
 `python -m toolkit.cli.jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
 """
 

@@ -57,9 +57,9 @@ def _label(f) -> str:
 
 
 def _opt(default: Any = MISSING, *, factory: Any = MISSING, group: str, **meta) -> Any:
-    """A settings field: `group` (the --help section), and optionally `flag`, `choices`, `check` (predicate,
-    allowed text), `parse` / `text` (text <-> value for non-plain types), `exclusive` (a flag group of which
-    at most one is given), `metavar`."""
+    """A settings field: `group` (its --help section); optionally `flag`, `choices` (+ `refusal` text), `check`
+    (predicate, allowed text), `parse` / `text` (text <-> value of non-plain types), `exclusive` (a group of
+    fields of which at most one is set), `metavar`."""
     return field(default=default, default_factory=factory, metadata={"group": group, **meta})
 
 
@@ -123,17 +123,13 @@ def _kind(f) -> str:
     return str(f.type).replace(" | None", "").strip()
 
 
-def _optional(f) -> bool:
-    return "None" in str(f.type)
-
-
 def _convert(f, value):
     """Text (or JSON) -> the field's type; None for empty optional input; InputError naming the flag."""
-    name, kind = _label(f), _kind(f)
+    name, kind, optional = _label(f), _kind(f), "None" in str(f.type)
     if isinstance(value, str):
         value = value.strip()
-    if value is None or value == "" and kind != "str" or value == "" and _optional(f):
-        if _optional(f):
+    if value is None or value == "" and (kind != "str" or optional):
+        if optional:
             return None
         value = f.default if f.default is not MISSING else f.default_factory()  # None or empty: the default
         if value is None or value == "":
@@ -182,20 +178,17 @@ def normalise(obj) -> None:
             raise InputError(f"{_label(given[0])}: give either {flag_name(given[0])} or {flag_name(given[1])}, not both")
 
 
+def _plain(value):
+    """A field value as JSON: Targets as their flag text, tuples as lists."""
+    return _targets_text(value) if isinstance(value, Targets) else list(value) if isinstance(value, tuple) else value
+
+
 class _Settings:
     """JSON round trip shared by the settings dataclasses."""
 
     def to_dict(self) -> dict:
         """Plain JSON values, flag text for the non-plain ones (targets, columns): `from_dict` reads it back."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Targets):
-                value = _targets_text(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -235,14 +228,8 @@ class _Settings:
     @classmethod
     def defaults(cls) -> dict:
         """{field: default} in `to_dict` form, for fields that have one."""
-        out = {}
-        for f in fields(cls):
-            if f.default is not MISSING:
-                out[f.name] = f.default
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-                out[f.name] = _targets_text(value) if isinstance(value, Targets) else value
-        return out
+        return {f.name: _plain(f.default if f.default is not MISSING else f.default_factory()) for f in fields(cls)
+                if f.default is not MISSING or f.default_factory is not MISSING}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +246,7 @@ class DataSettings(_Settings):
     """column mapping FIELD=COLUMN,... (fields: question_id, image, question, answers, answer_type, question_type)"""
     image_dir: str | None = _opt(None, group=DATA, metavar="DIR")
     """folder that relative image paths are resolved against"""
-    sample_seed: int = _opt(0, group=DATA, check=(lambda v: v >= 0, ">= 0"))
+    sample_seed: int = _opt(0, group=DATA, check=NON_NEGATIVE)
     """seed that picks the --limit subset (independent of --seed, so every run sees the same records)"""
 
 
@@ -273,8 +260,7 @@ class TrainSettings(DataSettings):
     """Hub revision when --model is a Hub id"""
     ratio: str | None = _opt(None, group=MODEL, parse=lambda t: str(Ratio.parse(str(t))), metavar="V:P:L")
     """vision:projector:language weights, e.g. 1:4:1 (0 leaves a component out)"""
-    audit: tuple[int, int, int] | None = _opt(None, group=MODEL, parse=_audit, text=lambda r: ":".join(map(str, r)),
-                                              metavar="V:P:L")
+    audit: tuple[int, int, int] | None = _opt(None, group=MODEL, parse=_audit, metavar="V:P:L")
     """train these explicit ranks instead of a solved allocation, e.g. 4:16:4"""
     mode: str = _opt("rank", group=MODEL, choices=MODES)
     """rank (ranks follow the ratio) or share (budget shares do)"""
@@ -293,8 +279,6 @@ class TrainSettings(DataSettings):
     """k for scaled, alpha itself for fixed/rslora"""
     patterns: str | None = _opt(None, group=MODEL, parse=_patterns, metavar="'vision=RE;projector=RE;language=RE'")
     """component regexes for families the registry does not know"""
-    split: str = _opt("train", group=DATA)
-    """dataset split"""
     dataset_config: str | None = _opt(None, group=DATA)
     """dataset configuration (subset) name for Hub datasets"""
     dataset_revision: str | None = _opt(None, group=DATA)
