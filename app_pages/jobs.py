@@ -18,8 +18,10 @@ from toolkit.jobs.executor import tail_lines
 from toolkit.jobs.slurm.executor import slurm_problem
 from toolkit.jobs.store import JobStore
 from toolkit.jobs.worker import ensure_worker, live_workers
+from toolkit.training.settings import TrainSettings, field_docs, setting_choices
 
 s = st.session_state
+DOC = field_docs(TrainSettings)  # the form's help texts are the settings' own docs (also the CLI's --help)
 
 
 def _prefill_from_calculator() -> None:
@@ -60,21 +62,21 @@ s.setdefault("jobs_dataset", "synthetic:shapes")
 
 with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     a, b = st.columns(2)
-    model = a.text_input("Model", key="jobs_model", help="preset, local folder with config.json, or Hub id")
-    dataset = b.text_input("Dataset", key="jobs_dataset", help="synthetic:shapes, a datasets id or a local folder")
+    model = a.text_input("Model", key="jobs_model", help=DOC["model"])
+    dataset = b.text_input("Dataset", key="jobs_dataset", help=DOC["dataset"])
     a, b, c = st.columns(3)
     kind = a.radio("Budget as", list(BUDGET_LABELS), format_func=BUDGET_LABELS.get, key="jobs_budget_kind",
                    on_change=lambda: s.update(jobs_budget_value=BUDGET_DEFAULTS[s.jobs_budget_kind]))
     budgets = b.text_input(BUDGET_LABELS[kind] + " (several: 8,16)", key="jobs_budget_value")
-    mode = c.radio("Mode", ["rank", "share"], key="jobs_mode", horizontal=True)
+    mode = c.radio("Mode", setting_choices(TrainSettings, "mode"), key="jobs_mode", horizontal=True, help=DOC["mode"])
     options = list(dict.fromkeys([*CANONICAL_RATIOS, *s.get("jobs_ratios", [])]))
     ratios = st.multiselect("Ratios vision : projector : language", options, key="jobs_ratios",
                             accept_new_options=True, help="the canonical grid, or type your own V:P:L")
     a, b, c, d = st.columns(4)
     seeds = a.number_input("Seeds", 1, 20, key="jobs_seeds")
-    max_steps = b.number_input("Steps", 1, 1_000_000, key="jobs_steps")
-    batch = c.number_input("Batch size", 1, 4096, key="jobs_batch")
-    lr = d.text_input("Learning rate", key="jobs_lr")
+    max_steps = b.number_input("Steps", 1, 1_000_000, key="jobs_steps", help=DOC["max_steps"])
+    batch = c.number_input("Batch size", 1, 4096, key="jobs_batch", help=DOC["batch_size"])
+    lr = d.text_input("Learning rate", key="jobs_lr", help=DOC["lr"])
     a, b, c = st.columns(3)
     evaluate = a.checkbox("Evaluate after training", True, key="jobs_eval")
     eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
@@ -100,7 +102,7 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     try:
         spec = sw.SweepSpec.build(
             model=model, dataset=dataset, ratios=ratios, budget_kind=kind, budgets=budgets, seeds=seeds, mode=mode,
-            train=sw.TrainSettings(max_steps=max_steps, batch_size=batch, lr=lr), evaluate=evaluate,
+            train={"max_steps": max_steps, "batch_size": batch, "lr": lr}, evaluate=evaluate,
             eval_split=eval_split, eval_limit=eval_limit or None, executor=executor, slurm=slurm)
         plan = sw.plan_sweep(spec, structure=cached_structure(spec.model, None))
     except CmbaError as exc:

@@ -23,7 +23,7 @@ from toolkit.cli import make_parser
 from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
 from toolkit.jobs.store import JobState
-from toolkit.jobs.sweep import SweepSpec, TrainSettings, plan_sweep, submit_sweep
+from toolkit.jobs.sweep import SweepSpec, plan_sweep, submit_sweep
 from toolkit.training.distributed import (
     DistContext,
     Launch,
@@ -165,7 +165,7 @@ def test_two_gpu_sweep_job_stops_on_sigterm_and_resumes_under_ddp(env, monkeypat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # two "GPUs" for the worker; torch here is CPU-only: gloo
     steps = 30
     spec = SweepSpec.build(model="demo", dataset=DATA, ratios="1:4:1", budget_kind="rank", budgets="4",
-                           train=TrainSettings(max_steps=steps, batch_size=2, grad_accum=2, lr=2e-3, checkpoint_every=50),
+                           train={"max_steps": steps, "batch_size": 2, "grad_accum": 2, "lr": 2e-3, "checkpoint_every": 50},
                            evaluate=False, gpus_per_job=2)
     plan = plan_sweep(spec)
     [job] = submit_sweep(plan).jobs

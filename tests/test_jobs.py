@@ -26,8 +26,9 @@ from toolkit import cli
 from toolkit.errors import CmbaError, InputError
 from toolkit.jobs.executor import process_alive, process_group_members
 from toolkit.jobs.store import JobState, JobStore, NewJob, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, TrainSettings, job_progress, plan_sweep, submit_sweep
+from toolkit.jobs.sweep import SweepSpec, job_progress, plan_sweep, submit_sweep
 from toolkit.jobs.worker import Worker, WorkerConfig, ensure_worker, live_workers
+from toolkit.training.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FORK = multiprocessing.get_context("fork")
@@ -125,7 +126,7 @@ def demo_structure():
 
 def demo_spec(**overrides) -> SweepSpec:
     args = {"model": "demo", "dataset": "synthetic:shapes", "ratios": "1:1:1,1:4:1,2:4:1", "seeds": 2,
-            "budget_kind": "rank", "budgets": "8", "train": TrainSettings(max_steps=20, batch_size=4),
+            "budget_kind": "rank", "budgets": "8", "train": {"max_steps": 20, "batch_size": 4},
             "gpus_per_job": 0, **overrides}
     return SweepSpec.build(**args)
 
@@ -397,9 +398,11 @@ def test_sweep_submission_is_idempotent(env, demo_structure):
     assert job.name == "demo-r1-4-1-b8-s1"
     assert job.output_dir == str(env.adapters.resolve() / f"demo-r1-4-1-b8-s1-{plan.short_id}")
     train, evaluate = job.steps
-    assert train[:4] == ("{python}", "-m", "toolkit", "train") and train[-1] == "--resume"
-    assert train[train.index("--ratio") + 1] == "1:4:1" and train[train.index("--max-steps") + 1] == "20"
-    assert evaluate[3] == "evaluate" and evaluate[evaluate.index("--split") + 1] == "validation"
+    assert train[:5] == ("{python}", "-m", "toolkit", "train", "--settings-json")
+    settings = TrainSettings.from_json(train[5])  # the job's settings are data, stored beside its steps
+    assert settings.resume and settings.ratio == "1:4:1" and settings.max_steps == 20 and settings.seed == 1
+    assert settings.to_dict() == job.settings["train"] and settings.expect_lora_sha256 == job.lora_sha256
+    assert evaluate[3:5] == ("evaluate", "--settings-json") and json.loads(evaluate[5])["split"] == "validation"
     assert job.ranks[1] > job.ranks[0] and job.params > 0  # allocation shown before submitting
 
     # three processes submit the same sweep at once (a double click from two tabs and a CLI re-run)
@@ -433,7 +436,8 @@ def test_sweep_without_eval_and_with_several_budgets(env, demo_structure):
     ("unknown model", lambda: plan_sweep(demo_spec(model="no-such-model")), r"model: 'no-such-model' is not a preset"),
     ("more GPUs than exist", lambda: plan_sweep(demo_spec(gpus_per_job=64)), r"gpus per job: each job asks for 64"),
     ("worker GPUs", lambda: WorkerConfig(gpus="0,1,2,3,4,5,6,7,8,9").resources(), r"gpus: GPU .*9 asked for"),
-    ("epochs and steps", lambda: TrainSettings(max_steps=5, epochs=1), r"max steps: give either"),
+    ("epochs and steps", lambda: demo_spec(train={"max_steps": 5, "epochs": 1}), r"max-steps: give either"),
+    ("learning rate", lambda: demo_spec(train={"lr": "1.5"}), r"lr: must be a learning rate in \(0, 1\), got 1.5"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(env, case, call, match):
     with pytest.raises(CmbaError, match=match) as info:

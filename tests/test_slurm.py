@@ -29,7 +29,7 @@ from toolkit.errors import InputError
 from toolkit.jobs.slurm import executor as slurm
 from toolkit.jobs.slurm.executor import SlurmResources, interpret
 from toolkit.jobs.store import JobState, NewJob, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, TrainSettings, plan_sweep
+from toolkit.jobs.sweep import SweepSpec, plan_sweep
 
 CLUSTER_VARS = ("CMBA_SLURM_NETNS", "CMBA_SLURM_PREFIX")
 
@@ -443,7 +443,7 @@ def test_jobs_page_shows_a_slurm_job_and_plans_slurm_sweeps(senv, demo_structure
     from streamlit.testing.v1 import AppTest
 
     plan = plan_sweep(SweepSpec.build(model="demo", dataset="synthetic:shapes", ratios="1:1:1", budget_kind="rank",
-                                      budgets="4", train=TrainSettings(max_steps=5), evaluate=False,
+                                      budgets="4", train={"max_steps": 5}, evaluate=False,
                                       executor="slurm", slurm={"gpus_per_node": 1}), structure=demo_structure)
     [planned] = plan.jobs
     senv.store.submit_sweep(plan.sweep_id, plan.spec.normalised(), [

@@ -2,6 +2,9 @@
 
     python -m toolkit evaluate --adapter adapters/demo-1-4-1-rank8-s0 --dataset synthetic:shapes --split validation --limit 500
     python -m toolkit evaluate --base demo --dataset synthetic:shapes --split validation --limit 500   # reference row
+    python -m toolkit evaluate --settings-json '{"adapter": ..., "dataset": ...}'     # how a sweep job runs it
+
+The flags are the fields of `toolkit.training.settings.EvalSettings` (toolkit/cli/flags.py derives them).
 """
 
 from __future__ import annotations
@@ -11,46 +14,39 @@ import sys
 
 
 def cmd_evaluate(args) -> int:
-    from toolkit.cli.train import _int
-    from toolkit.data.sources import parse_columns
-    from toolkit.errors import InputError
+    from toolkit.cli.flags import from_args
     from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base
+    from toolkit.training.settings import EvalSettings
 
-    if bool(args.adapter) == bool(args.base):
-        raise InputError("adapter: give --adapter DIR (a trained adapter) or --base MODEL (the base model alone)")
-    common = dict(split=args.split, limit=_int(args.limit, "limit"), columns=parse_columns(args.columns),
-                  image_dir=args.image_dir, sample_seed=_int(args.sample_seed, "sample-seed"),
-                  batch_size=_int(args.batch_size, "batch-size"), max_new_tokens=_int(args.max_new_tokens, "max-new-tokens"),
+    s = from_args(EvalSettings, args)
+    common = dict(split=s.split, limit=s.limit, columns=s.columns, image_dir=s.image_dir, sample_seed=s.sample_seed,
+                  batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
                   log=lambda m: print(m, file=sys.stderr, flush=True))
-    if args.adapter:
-        doc = evaluate_adapter(args.adapter, args.dataset, **common)
+    if s.adapter:
+        doc = evaluate_adapter(s.adapter, s.dataset, **common)
     else:
-        doc = evaluate_base(args.base, args.dataset, revision=args.revision, **common)
+        doc = evaluate_base(s.base, s.dataset, revision=s.revision, **common)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        s = doc["scores"]
+        scores = doc["scores"]
         who = doc["adapter"] or f"base model {doc['base_model']}"
-        print(f"{who}: VQA accuracy {s['overall']:.2f} on {s['n']} questions of {doc['dataset']['id']} "
+        print(f"{who}: VQA accuracy {scores['overall']:.2f} on {scores['n']} questions of {doc['dataset']['id']} "
               f"({doc['dataset']['split']}) in {doc['eval_time_s']:.1f} s")
-        for t, v in sorted(s["per_answer_type"].items()):
+        for t, v in sorted(scores["per_answer_type"].items()):
             print(f"  {t:<8} {v:6.2f}")
         print(f"results: {doc['path']}")
     return 0
 
 
 def register(sub) -> None:
-    from toolkit.cli.train import add_data_flags
+    from toolkit.cli.flags import add_flags, add_settings_json
+    from toolkit.training.settings import EvalSettings
 
     p = sub.add_parser("evaluate", help="VQA accuracy of an adapter or of the base model",
                        description="Batched greedy generation with the adapter unmerged, scored with the official "
                                    "VQA accuracy; results are stored in <adapter>/eval/<tag>/.")
-    p.add_argument("--adapter", help="adapter folder (with cmba.json)")
-    p.add_argument("--base", metavar="MODEL", help="evaluate the base model alone (the reference row)")
-    p.add_argument("--revision", help="Hub revision of --base")
-    add_data_flags(p)
-    p.set_defaults(split="validation")
-    p.add_argument("--batch-size", default="32", help="questions per generate call (default 32)")
-    p.add_argument("--max-new-tokens", default="10", help="answer length limit in tokens (default 10)")
+    add_flags(p, EvalSettings)
+    add_settings_json(p, EvalSettings)
     p.add_argument("--json", action="store_true", help="print results.json")
     p.set_defaults(func=cmd_evaluate)

@@ -9,6 +9,11 @@
     python -m toolkit sweep ... --executor slurm --partition gpu --gpus-per-node 2 --nodes 1 --cpus-per-gpu 8 \
         --mem 64G --time 12:00:00 --sbatch-extra="--qos=high"   # Slurm jobs (the worker submits them)
 
+`sweep` takes every `train` flag (derived from TrainSettings by toolkit/cli/flags.py, so they cannot drift):
+shared ones go to every job (`--patterns`, `--columns`, `--image-dir`, `--lr`, ...), the per-job ones become the
+sweep's axes (`--ratio(s)`, `--seed(-list)`, `--budget-*` lists, `--output` as the adapters' folder, `--name` as
+the names' prefix); `--audit`, `--overwrite` and `--expect-lora-sha256` are refused with the reason.
+
 `python -m toolkit.cli.jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
 """
 
@@ -35,15 +40,12 @@ def _age(seconds: float | None) -> str:
 
 # ------------------------------------------------------------------------------------------ sweep
 
-def _train_settings(args):
-    from toolkit.jobs.sweep import TrainSettings
-
-    return TrainSettings(split=args.split, limit=args.limit, max_steps=args.max_steps, epochs=args.epochs,
-                         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, lr_vision=args.lr_vision,
-                         lr_projector=args.lr_projector, lr_language=args.lr_language, precision=args.precision,
-                         gradient_checkpointing=args.gradient_checkpointing, quantize=args.quantize,
-                         checkpoint_every=args.checkpoint_every)
-
+REFUSED = {
+    "audit": "a sweep solves each ratio's allocation; train explicit ranks with `train --audit`",
+    "overwrite": "a sweep's jobs resume from their checkpoints; delete the old adapters or change the sweep",
+    "expect_lora_sha256": "the sweep sets each job's to its planned allocation",
+}
+"""`train` options a sweep offers but refuses (one line saying why)"""
 
 SLURM_FLAGS = ("partition", "nodes", "gpus_per_node", "cpus_per_gpu", "mem", "time", "sbatch_extra")
 
@@ -63,20 +65,28 @@ def slurm_from_args(args) -> dict | None:
 
 
 def spec_from_args(args):
-    from toolkit.jobs.sweep import SweepSpec
+    """The SweepSpec of a parsed `sweep` command line: its own flags plus every TrainSettings flag given."""
+    from toolkit.cli.flags import values_from_args
+    from toolkit.jobs.sweep import SWEPT, SweepSpec
+    from toolkit.training.settings import TrainSettings
 
     kinds = [k for k in ("rank", "params", "percent") if getattr(args, f"budget_{k}") is not None]
     if not kinds:
         raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
     if args.seeds is not None and args.seed_list is not None:
         raise InputError("seeds: give --seeds N or --seed-list, not both")
+    for name in REFUSED:
+        if getattr(args, name) is not None:
+            raise InputError(f"{name.replace('_', '-')}: {REFUSED[name]}")
+    train = values_from_args(TrainSettings, args, exclude=SWEPT)
+    own = {k: train.pop(k) for k in ("model", "dataset", "mode", "targets", "alpha_rule", "alpha_value") if k in train}
     return SweepSpec.build(
-        model=args.model, dataset=args.dataset, ratios=args.ratios, budget_kind=kinds[0],
-        budgets=getattr(args, f"budget_{kinds[0]}"), seeds=args.seeds, seed_list=args.seed_list, mode=args.mode,
-        targets=args.targets, alpha_rule=args.alpha_rule, alpha=args.alpha, train=_train_settings(args),
-        evaluate=not args.no_eval, eval_split=args.eval_split, eval_limit=args.eval_limit,
-        gpus_per_job=args.gpus_per_job, max_attempts=args.max_attempts, executor=args.executor,
-        slurm=slurm_from_args(args))
+        model=own.get("model"), dataset=own.get("dataset"), ratios=args.ratios, budget_kind=kinds[0],
+        budgets=getattr(args, f"budget_{kinds[0]}"), seeds=args.seeds, seed_list=args.seed_list,
+        mode=own.get("mode", "rank"), targets=own.get("targets", ""), alpha_rule=own.get("alpha_rule", "scaled"),
+        alpha=own.get("alpha_value", 2.0), train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
+        eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
+        max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args))
 
 
 def cmd_sweep(args) -> int:
@@ -260,37 +270,30 @@ def _number(kind):
 
 
 def register(sub) -> None:
+    from toolkit.cli.flags import add_flags
+    from toolkit.jobs.sweep import SWEPT
+    from toolkit.training.settings import TrainSettings
+
     p = sub.add_parser("sweep", help="queue a sweep of training jobs: ratios x seeds (x budgets)",
-                       description="Queue one training job per ratio, seed and budget (train, then evaluate).")
-    p.add_argument("--model", required=True, help="preset name, local folder with config.json, or Hub id")
-    p.add_argument("--dataset", required=True, help="e.g. synthetic:shapes, a datasets id, or a local folder")
-    p.add_argument("--ratios", required=True, help="comma-separated V:P:L ratios, e.g. 1:1:1,1:4:1,2:4:1")
-    p.add_argument("--seeds", help="number of seeds: 0..N-1 (default 1)")
-    p.add_argument("--seed-list", help="explicit seeds, e.g. 0,1,2")
-    budget = p.add_mutually_exclusive_group()
+                       description="Queue one training job per ratio, seed and budget (train, then evaluate). "
+                                   "Every `train` option is accepted: shared ones go to every job, the per-job "
+                                   "ones (ratio, budget, seed, output, name) become the sweep's axes.")
+    add_flags(p, TrainSettings, exclude=SWEPT, title="{} (every job)")
+    g = p.add_argument_group("the sweep's axes (what `train` takes once per job)")
+    g.add_argument("--ratios", "--ratio", required=True, metavar="V:P:L[,V:P:L...]",
+                   help="comma-separated V:P:L ratios, e.g. 1:1:1,1:4:1,2:4:1")
+    g.add_argument("--seeds", help="number of seeds: 0..N-1 (default 1)")
+    g.add_argument("--seed-list", "--seed", help="explicit seeds, e.g. 0,1,2")
+    budget = g.add_mutually_exclusive_group()
     budget.add_argument("--budget-rank", metavar="R[,R...]", help="uniform rank equivalent (several: 8,16)")
     budget.add_argument("--budget-params", metavar="N[,N...]", help="trainable parameters")
     budget.add_argument("--budget-percent", metavar="P[,P...]", help="percent of the base model")
-    p.add_argument("--mode", default="rank", help="rank (default) or share")
-    p.add_argument("--targets", default="", help="module kinds per component, e.g. language=attention")
-    p.add_argument("--alpha-rule", default="scaled", help="scaled (default), fixed, or rslora")
-    p.add_argument("--alpha", default="2", help="k for scaled (default 2), alpha for fixed/rslora")
-    g = p.add_argument_group("training (passed to every job's train step)")
-    g.add_argument("--split", help="training split")
-    g.add_argument("--limit", type=_number(int), help="use at most N training examples")
-    steps = g.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=_number(int))
-    steps.add_argument("--epochs", type=_number(float))
-    g.add_argument("--batch-size", type=_number(int))
-    g.add_argument("--grad-accum", type=_number(int))
-    g.add_argument("--lr", type=_number(float))
-    g.add_argument("--lr-vision", type=_number(float))
-    g.add_argument("--lr-projector", type=_number(float))
-    g.add_argument("--lr-language", type=_number(float))
-    g.add_argument("--precision", help="auto, fp32, bf16 or fp16")
-    g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--quantize", help="4bit (QLoRA)")
-    g.add_argument("--checkpoint-every", type=_number(int), metavar="N")
+    g.add_argument("--output", metavar="DIR", help="folder of the sweep's adapters (default: the adapter store)")
+    g.add_argument("--name", help="job and adapter names start with NAME instead of the model's name")
+    g.add_argument("--resume", action="store_true", help="always on: every job resumes from its last checkpoint")
+    for name, why in REFUSED.items():
+        kind = {"action": "store_true", "default": None} if name == "overwrite" else {"metavar": name.upper()}
+        g.add_argument("--" + name.replace("_", "-"), help=f"not in a sweep: {why}", **kind)
     g = p.add_argument_group("evaluation (a step after training)")
     g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
     g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")

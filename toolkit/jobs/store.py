@@ -30,6 +30,7 @@ reasons it records come from toolkit.outcomes.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -44,7 +45,7 @@ from toolkit.errors import InputError
 from toolkit.outcomes import Reason
 from toolkit.paths import jobs_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     log_path TEXT NOT NULL,
     gpus INTEGER NOT NULL DEFAULT 0,
     meta TEXT NOT NULL DEFAULT '{}',
+    settings TEXT NOT NULL DEFAULT '{}',
     executor TEXT NOT NULL DEFAULT 'local',
     resources TEXT NOT NULL DEFAULT '{}',
     engine_id TEXT,
@@ -122,6 +124,7 @@ _MIGRATIONS = {  # from version -> statements that bring a store of that version
         "ALTER TABLE jobs ADD COLUMN resources TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE jobs ADD COLUMN engine_id TEXT",
         "CREATE INDEX IF NOT EXISTS jobs_by_executor ON jobs (executor, state, seq)"],
+    2: ["ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'"],  # older jobs: argv steps, no settings
 }
 EXECUTORS = ("local", "slurm")
 
@@ -148,6 +151,9 @@ class Job:
     """GPUs the job needs (0 = CPU)"""
     meta: dict = field(default_factory=dict)
     """what the submitter wants shown (ratio, seed, budget, ranks, params)"""
+    settings: dict = field(default_factory=dict)
+    """what its steps run, as data: {"train": TrainSettings fields, "evaluate": EvalSettings fields} for sweep
+    jobs ({} for jobs queued before schema 3, whose steps carry flags)"""
     executor: str = "local"
     """what runs it: 'local' (a worker's subprocess) or 'slurm'"""
     resources: dict = field(default_factory=dict)
@@ -185,6 +191,7 @@ class Job:
         d["state"] = JobState(d["state"])
         d["steps"] = tuple(tuple(s) for s in json.loads(d["steps"]))
         d["meta"] = json.loads(d["meta"] or "{}")
+        d["settings"] = json.loads(d.get("settings") or "{}")
         d["resources"] = json.loads(d.get("resources") or "{}")
         d["cancel_requested"] = bool(d["cancel_requested"])
         return cls(**d)
@@ -212,12 +219,16 @@ class NewJob:
     """fixed id (sweeps derive it from the sweep id); random when None"""
     executor: str = "local"
     resources: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    """the settings its steps run, as JSON-able data (Job.settings)"""
 
     def __post_init__(self):
         if not self.name or not str(self.name).strip():
             raise InputError("job name: must not be empty")
         if not self.steps or not all(self.steps) or not all(isinstance(a, str) for s in self.steps for a in s):
             raise InputError("steps: give at least one non-empty argv list of strings")
+        if not isinstance(self.settings, dict):
+            raise InputError(f"settings: must be a JSON object (dict), got {type(self.settings).__name__}")
         if not isinstance(self.gpus, int) or self.gpus < 0:
             raise InputError(f"gpus: must be a whole number >= 0, got {self.gpus!r}")
         if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
@@ -257,8 +268,11 @@ class JobStore:
                             db.execute(statement)
                     else:
                         while version in _MIGRATIONS:
+                            columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
                             for statement in _MIGRATIONS[version]:
-                                db.execute(statement)
+                                added = re.match(r"ALTER TABLE jobs ADD COLUMN (\w+)", statement)
+                                if not (added and added.group(1) in columns):  # a column a newer schema has
+                                    db.execute(statement)
                             version += 1
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -301,11 +315,12 @@ class JobStore:
     def _insert(db: sqlite3.Connection, job: NewJob, job_id: str, sweep_id: str | None, folder: Path,
                 now: float) -> None:
         db.execute(
-            "INSERT INTO jobs (id, sweep_id, name, state, steps, output_dir, log_path, gpus, meta, max_attempts,"
-            " executor, resources, created, updated) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, sweep_id, name, state, steps, output_dir, log_path, gpus, meta, settings,"
+            " max_attempts, executor, resources, created, updated)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, sweep_id, job.name, json.dumps([list(s) for s in job.steps]), job.output_dir,
-             str(folder / job_id / "log.txt"), job.gpus, json.dumps(job.meta), job.max_attempts, job.executor,
-             json.dumps(job.resources, sort_keys=True), now, now),
+             str(folder / job_id / "log.txt"), job.gpus, json.dumps(job.meta), json.dumps(job.settings, sort_keys=True),
+             job.max_attempts, job.executor, json.dumps(job.resources, sort_keys=True), now, now),
         )
 
     def submit(self, job: NewJob) -> Job:

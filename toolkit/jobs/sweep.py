@@ -1,17 +1,25 @@
 """Sweeps: ratios x seeds (x budgets) of one model, dataset and training setup, queued as one group of jobs.
 
     spec = SweepSpec.build(model="demo", dataset="synthetic:shapes", ratios="1:1:1,1:4:1", seeds=3,
-                           budget_kind="rank", budgets="8", train=TrainSettings(max_steps=200))
+                           budget_kind="rank", budgets="8", train={"max_steps": 200, "lr": "5e-3"})
     plan = plan_sweep(spec)          # validates everything, allocates every job; writes nothing
     plan.rows()                      # what each job costs: ranks v:p:l, trainable params, budget error
     result = submit_sweep(plan)      # one transaction; the same spec twice creates the sweep once
 
-The sweep id is a hash of the normalised spec (ratios, budgets and seeds sorted, numbers canonical), so a double
-click or a re-run finds the existing sweep instead of queueing it again (re-run a finished job with
-`jobs retry`). Job `k` of sweep `<id>` is `<id[:8]>-<k>`, named `<model>-r<v>-<p>-<l>-<budget>-s<seed>`
-(budget `b8` = uniform rank 8, `p20000000` = params, `pct0.3` = percent), and trains into the flat adapter
-store as `adapters_dir()/<job name>-<id[:8]>`. Each job is `train ... --resume` (so retries and crash
-recovery continue from the last checkpoint), then optionally `evaluate` on `eval_split`.
+`train` holds the `TrainSettings` fields every job shares (any of them: patterns, columns, image_dir, lr, ...);
+the sweep sets the per-job ones (`SWEPT`: ratio, budget, seed, output, resume, the allocation's hash). Every
+job's settings are built (and so validated, exactly as `train` validates them) when the spec is, so a bad value
+is refused before anything is queued. A job stores its settings as data: `Job.settings` = {"train": TrainSettings
+fields, "evaluate": EvalSettings fields}, and its steps are `train --settings-json <those>` (then `evaluate
+--settings-json ...` on `eval_split`). The train step carries the sha256 of the planned LoraConfig and refuses
+to train another allocation (toolkit.training.settings.check_allocation).
+
+The sweep id is a hash of the normalised spec (ratios, budgets and seeds sorted, numbers canonical, training
+fields left at their defaults omitted), so a double click or a re-run finds the existing sweep instead of
+queueing it again (re-run a finished job with `jobs retry`). Job `k` of sweep `<id>` is `<id[:8]>-<k>`, named
+`<model>-r<v>-<p>-<l>-<budget>-s<seed>` (budget `b8` = uniform rank 8, `p20000000` = params, `pct0.3` =
+percent), and trains into the flat adapter store as `adapters_dir()/<job name>-<id[:8]>` (or `output/...`).
+Each train step resumes (so retries and crash recovery continue from the last checkpoint).
 
 Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `"slurm"` with per-job
 `SlurmResources` (toolkit/slurm.py; checked against the cluster before anything is queued). Neither changes
@@ -27,17 +35,26 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
 from toolkit.errors import InputError
 from toolkit.jobs.executor import PYTHON, tail_lines
 from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
+from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+if TYPE_CHECKING:
+    from toolkit.jobs.slurm.executor import SlurmResources
+
 MAX_JOBS = 500
+SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
+         "overwrite", "expect_lora_sha256")
+"""TrainSettings fields a sweep sets per job (or refuses): not part of `SweepSpec.train`"""
+OWN = ("model", "dataset", "mode", "targets", "alpha_rule", "alpha_value")
+"""TrainSettings fields that are SweepSpec fields of their own"""
 
 
 def _positive_int(value, name: str, *, zero: bool = False) -> int | None:
@@ -63,57 +80,11 @@ def _positive_float(value, name: str) -> float | None:
 
 def suggested_settings(model: str) -> dict:
     """Launch-form defaults. For the demo model: each run trains in about a minute on one CPU core and the
-    allocation shows in the results (bench/RESULTS.md, demo study); otherwise LoRA's usual settings."""
+    allocation shows in the results (bench/RESULTS.md, demo study); otherwise TrainSettings' own defaults."""
     if model == "demo":
         return {"seeds": 2, "max_steps": 300, "batch_size": 16, "lr": "5e-3", "eval_limit": 400}
-    return {"seeds": 3, "max_steps": 200, "batch_size": 8, "lr": "2e-4", "eval_limit": 500}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Training flags passed through to every job's `train` step (None = train's own default)."""
-
-    split: str | None = None
-    limit: int | None = None
-    max_steps: int | None = None
-    epochs: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    lr: float | None = None
-    lr_vision: float | None = None
-    lr_projector: float | None = None
-    lr_language: float | None = None
-    precision: str | None = None
-    """auto | fp32 | bf16 | fp16"""
-    gradient_checkpointing: bool = False
-    quantize: str | None = None
-    """None or '4bit' (QLoRA)"""
-    checkpoint_every: int | None = None
-
-    def __post_init__(self):
-        set_ = object.__setattr__
-        for name in ("limit", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
-            set_(self, name, _positive_int(getattr(self, name), name.replace("_", " ")))
-        for name in ("epochs", "lr", "lr_vision", "lr_projector", "lr_language"):
-            set_(self, name, _positive_float(getattr(self, name), name.replace("_", " ")))
-        if self.max_steps is not None and self.epochs is not None:
-            raise InputError("max steps: give either max steps or epochs, not both")
-        if self.precision not in (None, "", *PRECISIONS):
-            raise InputError(f"precision: must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        if self.quantize not in (None, "", "4bit"):
-            raise InputError(f"quantize: only '4bit' is supported, got '{self.quantize}'")
-        for name in ("split", "precision", "quantize"):
-            set_(self, name, (getattr(self, name) or "").strip() or None)
-
-    def argv(self) -> list[str]:
-        out = []
-        for name, value in asdict(self).items():
-            flag = "--" + name.replace("_", "-")
-            if value is True:
-                out.append(flag)
-            elif value not in (None, False):
-                out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-        return out
+    d = TrainSettings.defaults()
+    return {"seeds": 3, "max_steps": 200, "batch_size": d["batch_size"], "lr": f"{d['lr']:g}", "eval_limit": 500}
 
 
 def parse_ratios(ratios) -> tuple[str, ...]:
@@ -165,30 +136,56 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "model"
 
 
+def _check_train_fields(train: dict) -> None:
+    known = {f.name for f in fields(TrainSettings)}
+    for key in train:
+        flag = "--" + str(key).replace("_", "-")
+        if key not in known:
+            raise InputError(f"train: '{key}' is not a training setting (fields: {', '.join(sorted(known - set(SWEPT)))})")
+        if key in SWEPT or key in OWN:
+            raise InputError(f"train: {flag} is set by the sweep itself (per job, or as a sweep setting)")
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """Everything that defines a sweep; its normalised form hashes to the sweep id."""
 
     model: str
+    """preset name, local folder with config.json, or Hub id"""
     dataset: str
+    """the training dataset (every TrainSettings dataset form)"""
     ratios: tuple[str, ...]
+    """canonical V:P:L ratios, one arm each"""
     budgets: tuple[Budget, ...]
+    """budgets of one kind; every ratio is trained at each"""
     seeds: tuple[int, ...] = (0,)
+    """training seeds of every arm"""
     mode: str = "rank"
+    """rank | share (TrainSettings.mode)"""
     targets: str = ""
+    """module kinds per component (TrainSettings.targets)"""
     alpha_rule: str = "scaled"
+    """scaled | fixed | rslora (TrainSettings.alpha_rule)"""
     alpha: float = 2.0
-    train: TrainSettings = field(default_factory=TrainSettings)
+    """k for scaled, alpha for fixed/rslora (TrainSettings --alpha)"""
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainSettings fields every job shares, normalised; those at their default are left out"""
     eval_split: str | None = "validation"
     """split the evaluate step scores (None = no evaluate step)"""
     eval_limit: int | None = None
+    """evaluate on at most N questions"""
+    output: str | None = None
+    """folder the sweep's adapters go in (None = the adapter store)"""
+    name: str | None = None
+    """job and adapter names start with this instead of the model's name"""
     gpus_per_job: int = 0
     """GPUs of each job (Slurm: GPUs per node x nodes)"""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """runs allowed when a worker is lost"""
     executor: str = "local"
     """local | slurm"""
-    slurm: object = None
-    """SlurmResources of each job when executor is slurm"""
+    slurm: SlurmResources | None = None
+    """the resources of each job when executor is slurm (a dict is read as SlurmResources)"""
 
     def __post_init__(self):
         if not str(self.model).strip():
@@ -226,25 +223,40 @@ class SweepSpec:
         n = len(self.ratios) * len(self.seeds) * len(self.budgets)
         if n > MAX_JOBS:
             raise InputError(f"sweep: {n} jobs is more than the {MAX_JOBS} one sweep may queue")
+        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")):
+            raise InputError(f"name: '{self.name}' must be a plain name (no '/', not starting with '.')")
+        _check_train_fields(self.train)
+        # every job's settings validate exactly as `train` validates them: build the first one now
+        sample = self.job_settings(ratio=self.ratios[0], budget=self.budgets[0], seed=self.seeds[0]).changed()
+        object.__setattr__(self, "train", {k: sample[k] for k in sorted(self.train) if k in sample})
+        if self.eval_split:
+            self.eval_settings(adapter=str(adapters_dir()))
 
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
               mode: str = "rank", targets: str = "", alpha_rule: str = "scaled", alpha=2.0,
-              train: TrainSettings | None = None, evaluate: bool = True, eval_split: str | None = "validation",
-              eval_limit=None, gpus_per_job: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-              executor: str = "local", slurm=None) -> SweepSpec:
+              train: dict | None = None, evaluate: bool = True, eval_split: str | None = "validation",
+              eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
+              max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
+        `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"}.
         `gpus_per_job=None` means one GPU per job when the machine has any, else CPU jobs. With
         `executor="slurm"`, `slurm` is a SlurmResources (or its dict); GPUs per node left open become 1 when
         the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
         is needed).
         """
         model, dataset = str(model or "").strip(), str(dataset or "").strip()
-        for name, value in (("model", model), ("dataset", dataset)):
-            if value and Path(value).expanduser().exists():  # jobs run from the project root: pin local paths
+        train = {k: v for k, v in dict(train or {}).items() if v is not None}
+        for key in ("image_dir",):  # jobs run from the project root: pin local paths
+            if train.get(key) and Path(str(train[key])).expanduser().exists():
+                train[key] = str(Path(str(train[key])).expanduser().resolve())
+        if output:
+            output = str(Path(output).expanduser().resolve())
+        for name_, value in (("model", model), ("dataset", dataset)):
+            if value and Path(value).expanduser().exists():
                 value = str(Path(value).expanduser().resolve())
-            if name == "model":
+            if name_ == "model":
                 model = value
             else:
                 dataset = value
@@ -263,9 +275,24 @@ class SweepSpec:
             gpus_per_job = 1 if detect_gpus() else 0
         return cls(model=model, dataset=dataset, ratios=parse_ratios(ratios), budgets=parse_budgets(budget_kind, budgets),
                    seeds=parse_seeds(seeds, seed_list), mode=mode, targets=targets or "", alpha_rule=alpha_rule,
-                   alpha=_positive_float(alpha, "alpha") or 2.0, train=train or TrainSettings(),
+                   alpha=_positive_float(alpha, "alpha") or 2.0, train=train,
                    eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
-                   gpus_per_job=gpus_per_job, max_attempts=max_attempts, executor=executor, slurm=slurm)
+                   output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
+                   max_attempts=max_attempts, executor=executor, slurm=slurm)
+
+    def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
+                     lora_hash: str | None = None) -> TrainSettings:
+        """The TrainSettings of one job (validated)."""
+        return TrainSettings.from_dict({
+            **self.train, "model": self.model, "dataset": self.dataset, "ratio": ratio, "mode": self.mode,
+            f"budget_{budget.kind}": budget.value, "targets": self.targets, "alpha_rule": self.alpha_rule,
+            "alpha_value": self.alpha, "seed": seed, "output": output, "resume": True,
+            "expect_lora_sha256": lora_hash})
+
+    def eval_settings(self, *, adapter: str) -> EvalSettings:
+        """The EvalSettings of one job's evaluate step (the training data's columns and image folder)."""
+        return EvalSettings(adapter=adapter, dataset=self.dataset, split=self.eval_split, limit=self.eval_limit,
+                            columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"))
 
     def normalised(self) -> dict:
         d = asdict(self)
@@ -273,6 +300,9 @@ class SweepSpec:
         d["budgets"] = [[b.kind, b.value] for b in self.budgets]
         for key in ("max_attempts", "executor", "slurm"):  # how and where it runs does not change what it computes
             d.pop(key)
+        for key in ("train", "output", "name"):  # left out while unset: ids of sweeps without them stay as they were
+            if not d[key]:
+                d.pop(key)
         return d
 
     @property
@@ -301,6 +331,10 @@ class PlannedJob:
     budget_error: float | None
     output_dir: str
     steps: tuple[tuple[str, ...], ...]
+    settings: dict = field(default_factory=dict)
+    """{"train": TrainSettings.to_dict(), "evaluate": EvalSettings.to_dict() or None}: what the steps run"""
+    lora_sha256: str = ""
+    """sha256 of the planned LoraConfig; the train step refuses any other allocation"""
 
     def row(self) -> dict:
         return {"job": self.id, "name": self.name, "ratio": self.ratio, "seed": self.seed, "budget": str(self.budget),
@@ -324,25 +358,17 @@ class SweepPlan:
         return [j.row() for j in self.jobs]
 
     def to_dict(self) -> dict:
-        return {"sweep": self.sweep_id, "spec": self.spec.normalised(), "jobs": self.rows()}
+        return {"sweep": self.sweep_id, "spec": self.spec.normalised(),
+                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256} for j in self.jobs]}
 
 
-def _steps(spec: SweepSpec, ratio: str, budget: Budget, seed: int, output: str) -> tuple[tuple[str, ...], ...]:
-    train = [PYTHON, "-m", "toolkit", "train", "--model", spec.model, "--dataset", spec.dataset, "--ratio", ratio,
-             "--mode", spec.mode, f"--budget-{budget.kind}", f"{budget.value:g}"]
-    if spec.targets:
-        train += ["--targets", spec.targets]
-    train += ["--alpha-rule", spec.alpha_rule, "--alpha", f"{spec.alpha:g}", "--seed", str(seed),
-              *spec.train.argv(), "--output", output, "--resume"]
+def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | None) -> tuple[tuple[str, ...], ...]:
+    train = [PYTHON, "-m", "toolkit", "train", "--settings-json", settings.to_json()]
     if spec.gpus_per_job > 1:  # DDP: one process per GPU (and per node on Slurm), the global batch kept
         train = [PYTHON, "-m", "toolkit.training.distributed", "--nproc-per-node", str(spec.gpus_per_node), "--", *train[1:]]
     steps = [tuple(train)]
-    if spec.eval_split:
-        evaluate = [PYTHON, "-m", "toolkit", "evaluate", "--adapter", output, "--dataset", spec.dataset,
-                    "--split", spec.eval_split]
-        if spec.eval_limit:
-            evaluate += ["--limit", str(spec.eval_limit)]
-        steps.append(tuple(evaluate))
+    if evaluate is not None:
+        steps.append((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", evaluate.to_json()))
     return tuple(steps)
 
 
@@ -363,32 +389,32 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
             raise InputError(f"gpus per job: each job asks for {spec.gpus_per_job} GPU(s), but this machine has "
                              f"{len(gpus)}{' (' + ', '.join(gpus) + ')' if gpus else ''}")
     check_writable(jobs_dir())
+    root = Path(spec.output) if spec.output else adapters_dir()
     try:
-        check_writable(adapters_dir())
+        check_writable(root)
     except InputError:
-        raise InputError(f"adapters folder: cannot write to '{adapters_dir()}'; set CMBA_ADAPTERS_DIR to a "
+        raise InputError(f"adapters folder: cannot write to '{root}'; set CMBA_ADAPTERS_DIR (or --output) to a "
                          "writable folder") from None
-    from toolkit.calculator.allocation import allocate
-    from toolkit.calculator.spec import AllocationSpec, AlphaRule, Targets
-    from toolkit.calculator.structure import load_structure
-
-    structure = structure or load_structure(spec.model)
-    targets = Targets.parse(spec.targets)
-    alpha = AlphaRule(spec.alpha_rule, spec.alpha)
+    first = spec.job_settings(ratio=spec.ratios[0], budget=spec.budgets[0], seed=spec.seeds[0])
+    structure = structure or first.load_structure()
     sweep_id = spec.sweep_id
-    model = _slug(spec.model)
+    model = _slug(spec.name or spec.model)
     jobs = []
     for budget in spec.budgets:
         for ratio in spec.ratios:
-            a = allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=budget, mode=spec.mode,
-                                                   targets=targets, alpha=alpha))
+            a = spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
+            lora_hash = lora_sha256(a)
             for seed in spec.seeds:
                 name = f"{model}-r{ratio.replace(':', '-')}-{_budget_tag(budget)}-s{seed}"
-                output = str(adapters_dir().resolve() / f"{name}-{sweep_id[:8]}")
+                output = str(root.resolve() / f"{name}-{sweep_id[:8]}")
+                settings = spec.job_settings(ratio=ratio, budget=budget, seed=seed, output=output, lora_hash=lora_hash)
+                evaluate = spec.eval_settings(adapter=output) if spec.eval_split else None
                 jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=name, ratio=ratio, seed=seed,
                                        budget=budget, ranks=a.ranks(), params=a.total, budget_params=a.budget,
                                        budget_error=a.budget_error, output_dir=output,
-                                       steps=_steps(spec, ratio, budget, seed, output)))
+                                       steps=_steps(spec, settings, evaluate), lora_sha256=lora_hash,
+                                       settings={"train": settings.to_dict(),
+                                                 "evaluate": evaluate.to_dict() if evaluate else None}))
     return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs))
 
 
@@ -406,10 +432,10 @@ def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitRes
     spec = plan.spec
     new = [NewJob(id=j.id, name=j.name, steps=j.steps, output_dir=j.output_dir, gpus=plan.spec.gpus_per_job,
                   max_attempts=plan.spec.max_attempts, executor=spec.executor,
-                  resources=spec.slurm.to_dict() if spec.executor == "slurm" else {},
+                  resources=spec.slurm.to_dict() if spec.executor == "slurm" else {}, settings=j.settings,
                   meta={"ratio": j.ratio, "seed": j.seed, "budget": str(j.budget), "ranks": list(j.ranks),
                         "params": j.params, "budget_error": j.budget_error, "model": plan.spec.model,
-                        "dataset": plan.spec.dataset})
+                        "dataset": plan.spec.dataset, "lora_sha256": j.lora_sha256})
            for j in plan.jobs]
     created, jobs = store.submit_sweep(plan.sweep_id, plan.spec.normalised(), new)
     return SubmitResult(sweep_id=plan.sweep_id, created=created, jobs=tuple(jobs))

@@ -55,8 +55,8 @@ from toolkit.training.modeling import (
     quiet_libraries,
     resolve_precision,
 )
+from toolkit.training.settings import PRECISIONS, TrainSettings
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FORMAT = "cmba-adapter/1"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -64,93 +64,7 @@ __all__ = ["ADAPTER_FILES", "FORMAT", "PRECISIONS", "Interrupted", "OutOfMemory"
            "_device", "apply_lora", "check_bitsandbytes", "default_name", "finalize", "finish",
            "fingerprint", "fit", "load_model", "lr_factor", "model_source", "modules_without_gradient", "param_groups",
            "prepare_output", "quiet_libraries", "resolve_precision", "resume", "sample_order", "setup", "train",
-           "validate", "versions"]
-
-
-@dataclass
-class TrainSettings:
-    model: str
-    dataset: str
-    spec: object = None
-    """AllocationSpec, or None with `audit_ranks`"""
-    audit_ranks: tuple | None = None
-    """explicit v:p:l ranks (audit mode) instead of a solved allocation"""
-    audit_budget: object = None
-    targets: object = None
-    alpha: object = None
-    patterns: str | None = None
-    revision: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    columns: dict = field(default_factory=dict)
-    image_dir: str | None = None
-    dataset_revision: str | None = None
-    dataset_config: str | None = None
-    sample_seed: int = 0
-    seed: int = 0
-    max_steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 2e-4
-    component_lr: dict = field(default_factory=dict)
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    lora_dropout: float = 0.05
-    max_grad_norm: float = 1.0
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-    quantize: str | None = None
-    checkpoint_every: int = 50
-    output: str | None = None
-    name: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    keep_checkpoints: bool = False
-    progress: bool = True
-
-    def hyperparameters(self) -> dict:
-        """What cmba.json records under "training" (and what a resume must match)."""
-        keys = ("seed", "max_steps", "epochs", "batch_size", "grad_accum", "learning_rate", "component_lr",
-                "warmup_ratio", "weight_decay", "lora_dropout", "max_grad_norm", "precision", "quantize",
-                "gradient_checkpointing", "checkpoint_every")
-        return {k: getattr(self, k) for k in keys}
-
-
-# ------------------------------------------------------------------------------------- validation
-
-
-def validate(s: TrainSettings) -> None:
-    """Cheap checks of every setting, before anything heavy is loaded."""
-    def positive_int(name, value):
-        if not isinstance(value, int) or value < 1:
-            raise InputError(f"{name}: must be a whole number >= 1, got {value}")
-
-    if s.max_steps is not None and s.epochs is not None:
-        raise InputError("max-steps: give either --max-steps or --epochs, not both")
-    if s.max_steps is not None:
-        positive_int("max-steps", s.max_steps)
-    if s.epochs is not None and not (isinstance(s.epochs, int | float) and s.epochs > 0):
-        raise InputError(f"epochs: must be > 0, got {s.epochs}")
-    positive_int("batch-size", s.batch_size)
-    positive_int("grad-accum", s.grad_accum)
-    positive_int("checkpoint-every", s.checkpoint_every)
-    for name, lr in [("lr", s.learning_rate)] + [(f"lr-{c}", v) for c, v in s.component_lr.items()]:
-        if not (isinstance(lr, int | float) and 0 < lr < 1):
-            raise InputError(f"{name}: must be a learning rate in (0, 1), got {lr}")
-    if not 0 <= s.warmup_ratio < 1:
-        raise InputError(f"warmup-ratio: must be in [0, 1), got {s.warmup_ratio}")
-    if not 0 <= s.lora_dropout < 1:
-        raise InputError(f"lora-dropout: must be in [0, 1), got {s.lora_dropout}")
-    if s.precision not in PRECISIONS:
-        raise InputError(f"precision: '{s.precision}' is not one of {', '.join(PRECISIONS)}")
-    if s.quantize not in (None, "4bit"):
-        raise InputError(f"quantize: '{s.quantize}' is not supported (allowed: 4bit)")
-    if s.name is not None and (not s.name or "/" in s.name or s.name.startswith(".")):
-        raise InputError(f"name: '{s.name}' must be a plain folder name (no '/', not starting with '.')")
-
-
-# ------------------------------------------------------------------------------------- run folder
+           "versions"]
 
 
 def _slug(text: str) -> str:
@@ -380,7 +294,6 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     """
     from toolkit.training import distributed
 
-    validate(settings)
     quiet_libraries()
     ctx = distributed.context()
     ctx.plan_batches(settings.batch_size, settings.grad_accum)
