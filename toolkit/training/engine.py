@@ -38,12 +38,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import CmbaError, InputError
 from toolkit.training import checkpoint
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FORMAT = "cmba-adapter/1"
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+FORMAT = runs.FORMAT
+ADAPTER_FILES = runs.ADAPTER_FILES
 
 
 class OutOfMemory(CmbaError):
@@ -152,6 +153,10 @@ def _device():
     import torch
 
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+default_device = _device
+"""the device a single process trains and evaluates on: the GPU when there is one"""
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -305,8 +310,7 @@ def modules_without_gradient(peft_model) -> list[str]:
 
 
 def _slug(text: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
-    return "-".join(filter(None, keep.split("-")))[:80] or "model"
+    return runs.slug(text)
 
 
 def default_name(settings: TrainSettings, allocation) -> str:
@@ -330,21 +334,15 @@ def fingerprint(settings: TrainSettings, allocation, data_info) -> str:
 
 
 def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    runs.write_json(path, data)
 
 
 def prepare_output(out: Path, settings: TrainSettings) -> None:
     """Refuse to clobber a finished adapter or a partial run unless asked to."""
     import shutil
 
-    done = (out / "cmba.json").exists()
-    partial = checkpoint.latest(out) is not None or (out / "metrics.jsonl").exists()
+    done = runs.is_complete(out)
+    partial = runs.latest_checkpoint(out) is not None or runs.metrics_path(out).exists()
     if settings.overwrite and out.exists():
         shutil.rmtree(out)
     elif done and settings.resume:
@@ -650,16 +648,7 @@ def _index(k: int, n: int, seed: int) -> int:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines past the checkpoint we resume from (they will be produced again)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a torn last line from a crash
-    path.write_text("".join(x + "\n" for x in keep))
+    runs.truncate_metrics(path.parent, step)
 
 
 def _progress(enabled: bool, start: int, total: int, name: str):
@@ -688,25 +677,18 @@ def finish(out: Path, peft_model, settings, structure, allocation, data_info, *,
     staging = out / f".final-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     peft_model.save_pretrained(staging, safe_serialization=True)
-    for fname in ADAPTER_FILES:
+    for fname in runs.ADAPTER_FILES:
         os.replace(staging / fname, out / fname)
     shutil.rmtree(staging, ignore_errors=True)
-    doc = {
-        "format": FORMAT,
-        "kind": "adapter",
-        "name": out.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "base_model": {"id": settings.model, "hub_id": hub_id, "revision": settings.revision,
-                       "model_type": structure.model_type, "family": structure.family,
-                       "weights": hub_id or source},
-        "allocation": allocation.to_dict(),
-        "training": {**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"]},
-        "dataset": {"id": data_info["id"], "revision": data_info["revision"], "split": data_info["split"],
-                    "size": data_info["size"], "source_size": data_info["source_size"], "limit": data_info["limit"],
-                    "sample_seed": data_info["sample_seed"], "columns": data_info["columns"]},
-        "result": result,
-        "versions": versions(),
-    }
-    _atomic_json(out / "cmba.json", doc)
-    (out / "run.json").unlink(missing_ok=True)
-    return doc
+    doc = runs.AdapterDoc(
+        kind="adapter", name=out.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        base_model={"id": settings.model, "hub_id": hub_id, "revision": settings.revision,
+                    "model_type": structure.model_type, "family": structure.family, "weights": hub_id or source},
+        allocation=allocation.to_dict(),
+        training={**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"]},
+        dataset={k: data_info[k] for k in ("id", "revision", "split", "size", "source_size", "limit", "sample_seed",
+                                           "columns")},
+        result=result, versions=versions())
+    written = runs.write_adapter_doc(out, doc)
+    runs.clear_run_info(out)
+    return written

@@ -45,6 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.calculator.spec import parse_int
 from toolkit.errors import InputError
 from toolkit.jobs.executor import PYTHON, Executor, Run, RunStatus
@@ -392,16 +393,14 @@ def job_folder(job: Job) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    """A job-folder file the runner writes (progress.json); {} until it exists."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return runs.read_json(path)
+    except InputError:
         return {}
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+_write_json = runs.write_json
 
 
 class SlurmExecutor(Executor):
@@ -557,10 +556,8 @@ class SlurmExecutor(Executor):
 
 
 def _has_checkpoint(job: Job) -> bool:
-    if not job.output_dir:
-        return False
-    folder = Path(job.output_dir) / "checkpoints"
-    return folder.is_dir() and any(p.name.startswith("step-") for p in folder.iterdir())
+    """Whether the job's run has a complete checkpoint to resume from (a half-written one does not count)."""
+    return runs.latest_checkpoint(job.output_dir) is not None
 
 
 # ------------------------------------------------------------------------ inside the job: the runner
