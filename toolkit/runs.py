@@ -8,18 +8,18 @@
     adapters/<name>/eval/<tag>/results.json, predictions.jsonl   EvalResult + Prediction lines of one evaluation
     adapters/base--<model>/            a base model's reference evaluations (cmba.json with kind "base")
 
-    >>> doc = read_adapter_doc("adapters/demo-1-4-1-rank8-s0")        # AdapterDoc, or a one-line InputError
-    >>> [m.loss for m in read_metrics(folder)]                         # a torn last line is skipped
-    >>> for tag in evaluations(folder): read_evaluation(folder, tag).scores["overall"]
-    >>> write_json(path, {...})                                        # temp file, fsync, os.replace
+    >>> doc = read_adapter_doc("adapters/demo-1-4-1-rank8-s0")    # AdapterDoc, or a one-line InputError
+    >>> [m.loss for m in read_metrics(folder)]                     # a torn last line is skipped
+    >>> [read_evaluation(folder, tag).scores["overall"] for tag in evaluations(folder)]
 
-Every JSON file goes through `write_json` / `read_json`; a damaged, missing or non-object file is a one-line
-`InputError` naming the file. Records are frozen and validated; keys this version does not know are kept in
-`extra`, so a read-then-write round trip loses nothing. Format history: `cmba-adapter/1` is the current one.
+Every JSON file goes through `write_json` (temp file, fsync, os.replace) / `read_json` (a damaged, missing or
+non-object file is a one-line `InputError` naming it). Records are frozen and validated; keys this version does
+not know are kept in `extra`, so a round trip loses nothing. Formats: cmba-adapter/1, cmba-eval/1 (current).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -67,12 +67,15 @@ def write_json(path: str | Path, data) -> None:
     """Write `data` as JSON atomically: a temporary file next to `path`, fsynced, then renamed over it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when something failed before the rename
 
 
 def read_json(path: str | Path, *, label: str | None = None) -> dict:
@@ -94,22 +97,17 @@ def read_json(path: str | Path, *, label: str | None = None) -> dict:
 def _json_lines(path: Path) -> list[dict] | None:
     """The JSON objects of a .jsonl file, None when it does not exist; a torn or foreign line is skipped."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return _objects(path.read_text(encoding="utf-8", errors="replace").splitlines())
     except FileNotFoundError:
         return None
-    return _objects(text.splitlines())
 
 
 def _objects(lines) -> list[dict]:
     rows = []
     for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash mid-write
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+        with contextlib.suppress(ValueError):  # a line cut by a crash mid-write
+            rows.append(json.loads(line))
+    return [r for r in rows if isinstance(r, dict)]
 
 
 class _Record:
@@ -130,7 +128,7 @@ class _Record:
         if not isinstance(doc, dict):
             raise InputError(f"{source or cls.__name__}: not a JSON object")
         names = {f.name for f in fields(cls)} - {"extra"}
-        missing = [f.name for f in fields(cls) if f.name not in doc and f.default is f.default_factory is MISSING]
+        missing = [f.name for f in fields(cls) if f.name not in doc and MISSING is f.default and MISSING is f.default_factory]
         if missing:
             raise InputError(f"{source or cls.__name__}: missing '{missing[0]}'")
         try:
@@ -175,13 +173,8 @@ class AdapterDoc(_Record):
         _need(self.kind in KINDS, f"kind: '{self.kind}' is not one of {', '.join(KINDS)}")
         _need(self.format in READABLE_FORMATS, f"format: '{self.format}' is not readable by this version "
                                                f"(reads {', '.join(READABLE_FORMATS)})")
-        _need(isinstance(self.base_model, dict), "base_model: must be an object")
-        for name in ("allocation", "training", "dataset", "result", "versions"):
-            _need(getattr(self, name) is None or isinstance(getattr(self, name), dict), f"{name}: must be an object")
-
-    @classmethod
-    def from_dict(cls, doc: dict, *, source: str = "") -> AdapterDoc:
-        return super().from_dict({"format": FORMAT, **doc} if isinstance(doc, dict) else doc, source=source)
+        for name in ("base_model", "allocation", "training", "dataset", "result", "versions"):
+            _need(isinstance(getattr(self, name), dict | None), f"{name}: must be an object")
 
 
 @dataclass(frozen=True)
@@ -237,6 +230,7 @@ def clear_run_info(folder: str | Path) -> None:
 
 
 def has_weights(folder: str | Path) -> bool:
+    """Whether PEFT's safetensors weights are there (pickle weights are never loaded)."""
     return (Path(folder) / ADAPTER_WEIGHTS).is_file()
 
 
@@ -277,8 +271,8 @@ class MetricLine(_Record):
 
     step: int
     max_steps: int | None = None
-    loss: float | None = None
     epoch: float | None = None
+    loss: float | None = None
     lr: float | None = None
     samples_per_s: float | None = None
     elapsed_s: float | None = None
@@ -289,10 +283,10 @@ class MetricLine(_Record):
     def __post_init__(self):
         _need(isinstance(self.step, int) and not isinstance(self.step, bool) and self.step >= 0,
               f"step: must be a whole number >= 0, got {self.step!r}")
-        for name in ("max_steps", "loss", "epoch", "lr", "samples_per_s", "elapsed_s", "eta_s", "time"):
-            value = getattr(self, name)
+        for f in fields(self)[1:-1]:
+            value = getattr(self, f.name)
             _need(value is None or (isinstance(value, int | float) and not isinstance(value, bool)),
-                  f"{name}: must be a number, got {value!r}")
+                  f"{f.name}: must be a number, got {value!r}")
 
 
 def metrics_path(folder: str | Path) -> Path:
@@ -309,10 +303,8 @@ def append_metric(folder: str | Path, line: MetricLine) -> None:
 def _metric_lines(rows) -> list[MetricLine]:
     out = []
     for row in rows or []:
-        try:
+        with contextlib.suppress(InputError):  # not a metrics line of this toolkit
             out.append(MetricLine.from_dict(row))
-        except InputError:
-            continue  # not a metrics line of this toolkit
     return out
 
 
@@ -336,7 +328,7 @@ def last_metric(folder: str | Path | None) -> MetricLine | None:
     return found[-1] if found else None
 
 
-def truncate_metrics(folder: str | Path, step: int) -> None:
+def truncate_metrics(folder: str | Path, *, step: int) -> None:
     """Drop the lines past `step` (a resume from that checkpoint produces them again) and any torn line."""
     path = metrics_path(folder)
     if path.exists():
@@ -352,19 +344,15 @@ def checkpoints_dir(folder: str | Path) -> Path:
 
 
 def checkpoint_path(folder: str | Path, step: int) -> Path:
+    """Where checkpoint `step` lives once complete (written under a temporary name, then renamed here)."""
     return checkpoints_dir(folder) / f"step-{step:07d}"
 
 
 def complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     """(step, folder) of every complete checkpoint (renamed into place, with its state.json), oldest first."""
     where = checkpoints_dir(folder)
-    if not where.is_dir():
-        return []
-    found = []
-    for p in where.iterdir():
-        m = _STEP.match(p.name)
-        if m and p.is_dir() and (p / CHECKPOINT_STATE).is_file():
-            found.append((int(m.group(1)), p))
+    found = [(int(m.group(1)), p) for p in (where.iterdir() if where.is_dir() else [])
+             if (m := _STEP.match(p.name)) and p.is_dir() and (p / CHECKPOINT_STATE).is_file()]
     return sorted(found)
 
 
@@ -399,8 +387,8 @@ class EvalResult(_Record):
         _need(self.format == EVAL_FORMAT, f"format: '{self.format}' is not readable by this version (reads {EVAL_FORMAT})")
         _need(isinstance(self.scores, dict) and isinstance(self.scores.get("overall"), int | float),
               "scores: must be an object with a numeric 'overall'")
-        _need(isinstance(self.dataset, dict), "dataset: must be an object")
-        _need(isinstance(self.settings, dict), "settings: must be an object")
+        for name in ("dataset", "settings"):
+            _need(isinstance(getattr(self, name), dict), f"{name}: must be an object")
 
 
 @dataclass(frozen=True)
@@ -432,9 +420,8 @@ def eval_dir(folder: str | Path, tag: str) -> Path:
 def evaluations(folder: str | Path) -> list[str]:
     """Tags of the evaluations stored in `folder` (those with a results.json), sorted."""
     where = Path(folder) / EVAL
-    if not where.is_dir():
-        return []
-    return sorted(t.name for t in where.iterdir() if not t.name.startswith(".") and (t / RESULTS).is_file())
+    found = where.iterdir() if where.is_dir() else []
+    return sorted(t.name for t in found if not t.name.startswith(".") and (t / RESULTS).is_file())
 
 
 def read_evaluation(folder: str | Path, tag: str) -> EvalResult:
@@ -445,31 +432,31 @@ def read_evaluation(folder: str | Path, tag: str) -> EvalResult:
 
 def read_predictions(folder: str | Path, tag: str) -> list[Prediction] | None:
     """The per-question lines of evaluation `tag`, None when it has no predictions.jsonl."""
-    rows = _json_lines(eval_dir(folder, tag) / PREDICTIONS)
-    if rows is None:
-        return None
     where = eval_dir(folder, tag) / PREDICTIONS
-    return [Prediction.from_dict(r, source=f"predictions: '{where}'") for r in rows]
+    rows = _json_lines(where)
+    return None if rows is None else [Prediction.from_dict(r, source=f"predictions: '{where}'") for r in rows]
 
 
-def write_evaluation(folder: str | Path, tag: str, result: EvalResult, predictions: list[Prediction]) -> Path:
+def write_evaluation(folder: str | Path, tag: str, *, result: EvalResult, predictions: list[Prediction]) -> Path:
     """results.json + predictions.jsonl of evaluation `tag`, swapped in as one folder (a reader sees the old
     evaluation or the new one, never half of it); returns the evaluation's folder."""
     folder = Path(folder)
     target, tmp = eval_dir(folder, tag), folder / EVAL / f".{tag}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with open(tmp / PREDICTIONS, "w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(p.to_dict(), default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    write_json(tmp / RESULTS, result.to_dict())
+    try:
+        with open(tmp / PREDICTIONS, "w", encoding="utf-8") as f:
+            for p in predictions:
+                f.write(json.dumps(p.to_dict(), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        write_json(tmp / RESULTS, result.to_dict())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = folder / EVAL / f".{tag}.old-{os.getpid()}"
     if target.exists():
-        old = folder / EVAL / f".{tag}.old-{os.getpid()}"
         os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
     return target

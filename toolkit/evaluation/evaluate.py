@@ -73,7 +73,7 @@ def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, s
                              scores=scores, eval_time_s=round(elapsed, 3),
                              questions_per_s=round(len(predictions) / elapsed, 3) if elapsed else None,
                              created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path = runs.write_evaluation(folder, tag, result, [runs.Prediction(**p) for p in predictions])
+    path = runs.write_evaluation(folder, tag, result=result, predictions=[runs.Prediction(**p) for p in predictions])
     return {**result.to_dict(), "path": str(path)}
 
 

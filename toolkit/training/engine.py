@@ -648,7 +648,7 @@ def _index(k: int, n: int, seed: int) -> int:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines past the checkpoint we resume from (they will be produced again)."""
-    runs.truncate_metrics(path.parent, step)
+    runs.truncate_metrics(path.parent, step=step)
 
 
 def _progress(enabled: bool, start: int, total: int, name: str):
