@@ -81,8 +81,7 @@ def write_json(path: str | Path, data) -> None:
 def read_json(path: str | Path, *, label: str | None = None) -> dict:
     """The JSON object in `path`; InputError '<label>: ...' (default: the file name) when it is missing, damaged
     or not an object."""
-    path = Path(path)
-    label = label or path.name
+    path, label = Path(path), label or Path(path).name
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -107,7 +106,7 @@ def _objects(lines) -> list[dict]:
     for line in lines:
         with contextlib.suppress(ValueError):  # a line cut by a crash mid-write
             rows.append(json.loads(line))
-    return [r for r in rows if isinstance(r, dict)]
+    return [r for r in rows if isinstance(r, dict)]  # foreign lines too
 
 
 class _Record:
@@ -116,12 +115,8 @@ class _Record:
     _optional: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and not (f.name in self._optional and value is None):
-                out[f.name] = value
-        return {**out, **self.extra}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None or k not in self._optional}, **self.extra}
 
     @classmethod
     def from_dict(cls, doc: dict, *, source: str = ""):
@@ -200,9 +195,8 @@ def is_complete(folder: str | Path) -> bool:
 
 def write_adapter_doc(folder: str | Path, doc: AdapterDoc) -> dict:
     """cmba.json, atomically (the completion marker); returns the document written."""
-    data = doc.to_dict()
-    write_json(Path(folder) / ADAPTER_DOC, data)
-    return data
+    write_json(Path(folder) / ADAPTER_DOC, doc.to_dict())
+    return doc.to_dict()
 
 
 def read_adapter_doc(folder: str | Path, *, label: str = "adapter") -> AdapterDoc:
@@ -244,15 +238,11 @@ def list_adapters(root: str | Path, *, kind: str | None = "adapter") -> list[tup
     """(folder, doc) of every complete, readable run in `root` of `kind` (None: any); trained adapters also need
     their safetensors. Unreadable folders are left out (`read_adapter_doc` says why)."""
     out = []
-    for folder in run_folders(root):
-        if not is_complete(folder):
-            continue
-        try:
+    for folder in filter(is_complete, run_folders(root)):
+        with contextlib.suppress(InputError):
             doc = read_adapter_doc(folder)
-        except InputError:
-            continue
-        if (kind is None or doc.kind == kind) and (doc.kind == "base" or has_weights(folder)):
-            out.append((folder, doc))
+            if (kind is None or doc.kind == kind) and (doc.kind == "base" or has_weights(folder)):
+                out.append((folder, doc))
     return out
 
 
@@ -319,12 +309,10 @@ def last_metric(folder: str | Path | None) -> MetricLine | None:
         return None
     try:
         with open(metrics_path(folder), "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 16384))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()[-3:]
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            found = _metric_lines(_objects(f.read().decode("utf-8", errors="replace").splitlines()[-3:]))
     except OSError:
         return None
-    found = _metric_lines(_objects(lines))
     return found[-1] if found else None
 
 
