@@ -13,6 +13,7 @@ from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, PARAM_COLUMN
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
+from toolkit.jobs import progress as progress_of
 from toolkit.jobs import sweep as sw
 from toolkit.jobs.executor import tail_lines
 from toolkit.jobs.slurm.executor import slurm_problem
@@ -145,7 +146,7 @@ def jobs_panel():
               + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
     sweep = st.selectbox("Sweep", list(labels), format_func=labels.get, key="jobs_sweep")
     jobs = store.list(sweep=sweep)
-    progress = [sw.job_progress(j, log_lines=0) for j in jobs]
+    progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
     table = pd.DataFrame([{
         "job": p["id"], "name": p["name"], "state": p["state"], "phase": p["phase"] if p["state"] == "running" else "",
         "progress": p["fraction"] or 0.0, "step": p["step"], "loss": p["loss"],
@@ -155,7 +156,7 @@ def jobs_panel():
         "accuracy %": next(iter(p["scores"].values()), None)} for p in progress])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
-    curves = pd.DataFrame(sw.loss_curves(jobs))
+    curves = pd.DataFrame(progress_of.loss_curves(jobs))
     if not curves.empty:
         st.altair_chart(alt.Chart(curves).mark_line().encode(
             x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="name:N",

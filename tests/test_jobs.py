@@ -25,8 +25,9 @@ from jobhelpers import job_steps
 from toolkit import cli
 from toolkit.errors import CmbaError, InputError
 from toolkit.jobs.executor import process_alive, process_group_members
+from toolkit.jobs.progress import job_progress
 from toolkit.jobs.store import JobState, JobStore, NewJob, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, job_progress, plan_sweep, submit_sweep
+from toolkit.jobs.sweep import SweepSpec, plan_sweep, submit_sweep
 from toolkit.jobs.worker import Worker, WorkerConfig, ensure_worker, live_workers
 from toolkit.training.settings import TrainSettings
 

@@ -142,8 +142,8 @@ def _progress_text(p: dict) -> str:
 
 
 def cmd_jobs_list(args) -> int:
+    from toolkit.jobs.progress import job_progress
     from toolkit.jobs.store import JobStore
-    from toolkit.jobs.sweep import job_progress
 
     store = JobStore()
     sweep = store.resolve_sweep(args.sweep) if args.sweep else None
@@ -165,8 +165,8 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
+    from toolkit.jobs.progress import job_progress
     from toolkit.jobs.store import JobStore
-    from toolkit.jobs.sweep import job_progress
 
     job = JobStore().get(args.id)
     doc = {**job.to_dict(), "progress": job_progress(job, log_lines=args.tail)}

@@ -27,6 +27,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from toolkit import runs
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.evaluation.scoring import question_accuracy
@@ -86,7 +87,7 @@ def _ratio_key(ratio, mode: str = "rank") -> tuple:
     return (mode, *(round(float(w) / low, 6) for w in ratio))
 
 
-def _row(folder: Path, cmba: dict, tag: Path, results: dict) -> dict:
+def _row(folder: Path, cmba: dict, tag: str, results: dict) -> dict:
     base = cmba.get("base_model") or {}
     alloc = cmba.get("allocation") or {}
     training, result, data = cmba.get("training") or {}, cmba.get("result") or {}, results.get("dataset") or {}
@@ -96,7 +97,7 @@ def _row(folder: Path, cmba: dict, tag: Path, results: dict) -> dict:
         raise ValueError("an adapter's cmba.json needs allocation.ratio")
     comps = alloc.get("components") or {}
     return {
-        "name": cmba.get("name") or folder.name, "kind": kind, "path": str(folder), "eval_tag": tag.name,
+        "name": cmba.get("name") or folder.name, "kind": kind, "path": str(folder), "eval_tag": tag,
         "base_model": base.get("hub_id") or base.get("id") or results.get("base_model"),
         "base_model_id": base.get("id") or results.get("base_model"),
         "dataset": data.get("id"), "split": data.get("split"), "n": scores.get("n", data.get("n")),
@@ -111,36 +112,27 @@ def _row(folder: Path, cmba: dict, tag: Path, results: dict) -> dict:
     }
 
 
-def _read_json(path: Path) -> dict:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    return doc
-
-
 def scan(folder=None) -> Store:
     """Rows of every evaluated adapter (and base-model reference) in the store; nothing dropped silently."""
     root = Path(folder) if folder is not None else adapters_dir()
     store = Store(folder=str(root))
-    if not root.is_dir():
-        return store
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (sub / "cmba.json").is_file():
+    for sub in runs.run_folders(root):
+        if not runs.is_complete(sub):
             store.no_cmba.append(sub.name)
             continue
         try:
-            cmba = _read_json(sub / "cmba.json")
-        except (OSError, ValueError) as exc:
-            store.unreadable.append(f"{sub.name}: cmba.json ({exc})")
+            cmba = runs.read_adapter_doc(sub).to_dict()
+        except InputError as exc:
+            store.unreadable.append(f"{sub.name}: {runs.ADAPTER_DOC} ({exc})")
             continue
-        tags = sorted(t for t in (sub / "eval").glob("*") if (t / "results.json").is_file())
+        tags = runs.evaluations(sub)
         if not tags:
             store.not_evaluated.append(sub.name)
         for tag in tags:
             try:
-                store.rows.append(_row(sub, cmba, tag, _read_json(tag / "results.json")))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                store.unreadable.append(f"{sub.name}/eval/{tag.name}: results.json ({type(exc).__name__}: {exc})")
+                store.rows.append(_row(sub, cmba, tag, runs.read_evaluation(sub, tag).to_dict()))
+            except (ValueError, KeyError, TypeError) as exc:  # InputError is a ValueError
+                store.unreadable.append(f"{sub.name}/{runs.EVAL}/{tag}: {runs.RESULTS} ({type(exc).__name__}: {exc})")
     return store
 
 
@@ -247,17 +239,11 @@ class Analysis:
 
 
 def _per_question(row: dict) -> dict[str, float] | None:
-    path = Path(row["path"]) / "eval" / row["eval_tag"] / "predictions.jsonl"
-    if not path.is_file():
+    preds = runs.read_predictions(row["path"], row["eval_tag"])
+    if preds is None:
         return None
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            acc = rec.get("accuracy")
-            out[str(rec["question_id"])] = float(acc if acc is not None
-                                                 else question_accuracy(rec["prediction"], rec["answers"]))
-    return out
+    return {p.question_id: float(p.accuracy if p.accuracy is not None else question_accuracy(p.prediction, p.answers))
+            for p in preds}
 
 
 def _check_single(rows: list[dict]) -> None:
@@ -505,19 +491,8 @@ def pareto_chart(rows: list[dict]) -> alt.LayerChart:
 
 def loss_curves(rows: list[dict]) -> pd.DataFrame:
     """(adapter, ratio, seed, step, loss) from each adapter's metrics.jsonl; adapters without one are skipped."""
-    out = []
-    for r in rows:
-        path = Path(r["path"]) / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                m = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write
-            if isinstance(m, dict) and m.get("loss") is not None and m.get("step") is not None:
-                out.append({"adapter": r["name"], "ratio": r["ratio"], "seed": str(r["seed"]),
-                            "step": m["step"], "loss": m["loss"]})
+    out = [{"adapter": r["name"], "ratio": r["ratio"], "seed": str(r["seed"]), "step": m.step, "loss": m.loss}
+           for r in rows for m in runs.read_metrics(r["path"]) if m.loss is not None]
     return pd.DataFrame(out, columns=["adapter", "ratio", "seed", "step", "loss"])
 
 

@@ -18,22 +18,20 @@ stored the same way in `adapters/base--<model>/` (cmba.json with "kind": "base")
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import InputError
 
-FORMAT = "cmba-eval/1"
+FORMAT = runs.EVAL_FORMAT
 
 
 def eval_tag(info: dict) -> str:
     """`<dataset-slug>__<split>__n<N>[__s<sample seed>]`: which questions were evaluated."""
     source = Path(info["id"]).name if info["kind"] != "synthetic" and Path(info["id"]).exists() else info["id"]
-    slug = "-".join(filter(None, "".join(ch if ch.isalnum() else "-" for ch in source).split("-")))[:60]
+    slug = runs.slug(source, keep="", limit=60, empty="data")
     seed = f"__s{info['sample_seed']}" if info.get("sample_seed") else ""
     return f"{slug}__{info['split']}__n{info['size']}{seed}"
 
@@ -43,15 +41,8 @@ def read_adapter(folder) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"adapter: '{folder}' is not a folder")
-    path = folder / "cmba.json"
-    if not path.is_file():
-        raise InputError(f"adapter: '{folder}' has no cmba.json (not a complete CMBA adapter: unfinished training, "
-                         f"or an adapter made elsewhere)")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"adapter: cannot read '{path}' ({exc})") from None
-    if doc.get("kind", "adapter") == "adapter" and not (folder / "adapter_model.safetensors").is_file():
+    doc = runs.read_adapter_doc(folder).to_dict()
+    if doc.get("kind", "adapter") == "adapter" and not runs.has_weights(folder):
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         extra = f" (found {', '.join(pickles)}: pickle files are not loaded)" if pickles else ""
         raise InputError(f"adapter: '{folder}' has no adapter_model.safetensors{extra}")
@@ -76,33 +67,14 @@ def generate_answers(model, fmt, records, *, batch_size: int, max_new_tokens: in
     return answers
 
 
-def _write_results(folder: Path, tag: str, results: dict, predictions: list[dict]) -> Path:
-    target = folder / "eval" / tag
-    tmp = folder / "eval" / f".{tag}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "predictions.jsonl", "w") as f:
-        for p in predictions:
-            f.write(json.dumps(p, default=str) + "\n")
-    (tmp / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if target.exists():
-        old = folder / "eval" / f".{tag}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return target
-
-
 def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, scores, predictions, elapsed) -> dict:
     """results.json + predictions.jsonl of one evaluation, written atomically; returns results (with its path)."""
-    results = {"format": FORMAT, "adapter": adapter, "base_model": base_model, "dataset": dataset_doc,
-               "settings": settings, "scores": scores, "eval_time_s": round(elapsed, 3),
-               "questions_per_s": round(len(predictions) / elapsed, 3) if elapsed else None,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    results["path"] = str(_write_results(folder, tag, results, predictions))
-    return results
+    result = runs.EvalResult(adapter=adapter, base_model=base_model, dataset=dataset_doc, settings=settings,
+                             scores=scores, eval_time_s=round(elapsed, 3),
+                             questions_per_s=round(len(predictions) / elapsed, 3) if elapsed else None,
+                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    path = runs.write_evaluation(folder, tag, result=result, predictions=[runs.Prediction(**p) for p in predictions])
+    return {**result.to_dict(), "path": str(path)}
 
 
 def _run(model, processor, model_type, *, dataset, split, limit, columns, image_dir, sample_seed, batch_size,
@@ -150,7 +122,7 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
                      batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
     """Evaluate a trained adapter (unmerged PEFT) and store the results next to it."""
     from toolkit.calculator.structure import load_structure
-    from toolkit.training.engine import _device, load_model, quiet_libraries, resolve_precision
+    from toolkit.training.modeling import default_device, load_model, quiet_libraries, resolve_precision
 
     _check_settings(batch_size, max_new_tokens)
     folder = Path(adapter)
@@ -161,7 +133,7 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     from peft import PeftModel
     base = cmba["base_model"]
     structure = load_structure(base["id"], revision=base.get("revision"))
-    device = _device()
+    device = default_device()
     training = cmba.get("training", {})
     precision = resolve_precision("auto", device)
     model, processor = load_model(structure, precision=precision, quantize=training.get("quantize"), device=device,
@@ -177,11 +149,10 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
 
 
 def base_folder(model: str) -> Path:
+    """`adapters/base--<model>/`: where the base model's reference evaluations are stored."""
     from toolkit.paths import adapters_dir
 
-    name = Path(model).name if Path(model).exists() else model.replace("/", "--")
-    slug = "-".join(filter(None, "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name).split("-")))
-    return adapters_dir() / f"base--{slug}"
+    return runs.base_folder(model, root=adapters_dir())
 
 
 def evaluate_base(model: str, dataset: str, *, revision: str | None = None, split: str = "validation",
@@ -189,19 +160,12 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
                   sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
     """Evaluate the base model without an adapter: the reference row of a comparison."""
     from toolkit.calculator.structure import load_structure
-    from toolkit.training.engine import (
-        _atomic_json,
-        _device,
-        load_model,
-        model_source,
-        quiet_libraries,
-        resolve_precision,
-    )
+    from toolkit.training.modeling import default_device, load_model, model_source, quiet_libraries, resolve_precision
 
     _check_settings(batch_size, max_new_tokens)
     quiet_libraries()
     structure = load_structure(model, revision=revision)
-    device = _device()
+    device = default_device()
     precision = resolve_precision("auto", device)
     loaded, processor = load_model(structure, precision=precision, quantize=None, device=device, revision=revision)
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
@@ -211,9 +175,8 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     folder = base_folder(model)
     folder.mkdir(parents=True, exist_ok=True)
     _, hub_id = model_source(structure)
-    _atomic_json(folder / "cmba.json", {"format": "cmba-adapter/1", "kind": "base", "name": folder.name,
-                                        "base_model": {"id": model, "hub_id": hub_id, "revision": revision,
-                                                       "model_type": structure.model_type}})
+    runs.write_adapter_doc(folder, runs.AdapterDoc(kind="base", name=folder.name, base_model={
+        "id": model, "hub_id": hub_id, "revision": revision, "model_type": structure.model_type}))
     settings["precision"] = precision
     return _store(folder, tag, None, model, dataset_doc, settings, scores, predictions, elapsed)
 

@@ -20,6 +20,7 @@ import json
 import re
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import InputError
 
 COMPONENTS = ("vision", "projector", "language")
@@ -53,26 +54,9 @@ def validate_license(license: str | None) -> str | None:
     return value
 
 
-def read_json(path: Path, label: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{label}: '{path}' not found") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{label}: cannot read '{path}' ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{label}: '{path}' is not a JSON object")
-    return data
-
-
 def eval_results(adapter_dir: str | Path) -> list[tuple[str, dict]]:
-    """(tag, results.json) of every evaluation under `adapter_dir/eval/`, sorted by tag."""
-    out = []
-    for path in sorted(Path(adapter_dir).glob("eval/*/results.json")):
-        data = read_json(path, "eval results")
-        if data.get("format", "cmba-eval/1") == "cmba-eval/1" and isinstance(data.get("scores"), dict):
-            out.append((path.parent.name, data))
-    return out
+    """(tag, results) of every evaluation under `adapter_dir/eval/`, sorted by tag (InputError if one is damaged)."""
+    return [(tag, runs.read_evaluation(adapter_dir, tag).to_dict()) for tag in runs.evaluations(adapter_dir)]
 
 
 def is_hub_id(text: str | None) -> bool:
@@ -227,7 +211,7 @@ def build_card(adapter_dir: str | Path, *, repo_id: str | None = None, license: 
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     adapter_dir = Path(adapter_dir)
-    meta = read_json(adapter_dir / "cmba.json", "adapter")
+    meta = runs.read_adapter_doc(adapter_dir).to_dict()
     license = validate_license(license)
     alloc = meta.get("allocation") or {}
     hub_id, base_text = _base(meta)

@@ -31,14 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import CmbaError, InputError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_PREDICTIONS_BYTES = 10 * 1024 * 1024
 """predictions.jsonl above this are not published (the Hub keeps text files above 10 MiB in LFS only)"""
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "cmba.json")
-OPTIONAL_FILES = ("metrics.jsonl",)
+ADAPTER_FILES = (runs.ADAPTER_CONFIG, runs.ADAPTER_WEIGHTS, runs.ADAPTER_DOC)
+OPTIONAL_FILES = (runs.METRICS,)
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 
 Progress = Callable[[float, str], None]
@@ -162,24 +163,22 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
     if pickles:
         raise InputError(f"adapter: pickle files found ({', '.join(pickles[:5])}); only safetensors adapters are "
                          "published: re-save with save_pretrained(..., safe_serialization=True) and remove them")
-    if not (root / "cmba.json").is_file():
-        raise InputError(f"adapter: '{root}' has no cmba.json: not a complete CMBA adapter (still training, or "
-                         "not made by the toolkit)")
-    from toolkit.hub.modelcard import read_json
-
-    meta = read_json(root / "cmba.json", "adapter")
-    if meta.get("kind") == "base":
+    meta = runs.read_adapter_doc(root)
+    if meta.kind == "base":
         raise InputError(f"adapter: '{root}' is a base-model reference evaluation, not an adapter")
     for name in ADAPTER_FILES:
         if not (root / name).is_file():
             raise InputError(f"adapter: '{root}' lacks {name}")
-    _check_safetensors(root / "adapter_model.safetensors")
-    read_json(root / "adapter_config.json", "adapter_config.json")
+    _check_safetensors(root / runs.ADAPTER_WEIGHTS)
+    runs.read_json(root / runs.ADAPTER_CONFIG)
 
+    tags = runs.evaluations(root)
     wanted = [root / n for n in ADAPTER_FILES + OPTIONAL_FILES if (root / n).is_file()]
-    wanted += sorted(root.glob("eval/*/results.json"))
+    wanted += [runs.eval_dir(root, t) / runs.RESULTS for t in tags]
     skipped: list[tuple[str, str]] = []
-    for pred in sorted(root.glob("eval/*/predictions.jsonl")):
+    for pred in [runs.eval_dir(root, t) / runs.PREDICTIONS for t in tags]:
+        if not pred.is_file():
+            continue
         if pred.stat().st_size <= MAX_PREDICTIONS_BYTES:
             wanted.append(pred)
         else:
@@ -224,16 +223,7 @@ def list_adapters(root: str | Path | None = None) -> list[Path]:
     """Complete, publishable-looking adapters (cmba.json, not a base reference, safetensors present)."""
     from toolkit.paths import adapters_dir
 
-    root = Path(root) if root is not None else adapters_dir()
-    out = []
-    for meta in sorted(root.glob("*/cmba.json")) if root.is_dir() else []:
-        try:
-            kind = json.loads(meta.read_text()).get("kind", "adapter")
-        except (OSError, ValueError):
-            continue
-        if kind != "base" and (meta.parent / "adapter_model.safetensors").is_file():
-            out.append(meta.parent)
-    return out
+    return [folder for folder, _ in runs.list_adapters(root if root is not None else adapters_dir())]
 
 
 # ---------------------------------------------------------------------------------------------- token

@@ -26,7 +26,7 @@ Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
 Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
-Progress for the UI and CLI: `job_progress(job)` reads the last line of `<output>/metrics.jsonl`.
+Progress for the UI and CLI: toolkit.jobs.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
 """
 
 from __future__ import annotations
@@ -34,20 +34,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
 from toolkit.errors import InputError
-from toolkit.jobs.executor import PYTHON, tail_lines
-from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobState, JobStore, NewJob, check_writable
+from toolkit.jobs.executor import PYTHON
+from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
 
 if TYPE_CHECKING:
     from toolkit.jobs.slurm.executor import SlurmResources
+from toolkit.runs import slug
 
 MAX_JOBS = 500
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
@@ -132,8 +132,7 @@ def _budget_tag(b: Budget) -> str:
 
 
 def _slug(text: str) -> str:
-    name = Path(text.rstrip("/")).name if "/" in text else text
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "model"
+    return slug(Path(text.rstrip("/")).name if "/" in text else text, keep=".", lower=True)
 
 
 def _check_train_fields(train: dict) -> None:
@@ -439,96 +438,3 @@ def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitRes
            for j in plan.jobs]
     created, jobs = store.submit_sweep(plan.sweep_id, plan.spec.normalised(), new)
     return SubmitResult(sweep_id=plan.sweep_id, created=created, jobs=tuple(jobs))
-
-
-# -------------------------------------------------------------------------------------- progress
-
-def read_metrics(output_dir: str | Path | None) -> list[dict]:
-    """Every complete line of `<output_dir>/metrics.jsonl` (a line being written is skipped)."""
-    if not output_dir:
-        return []
-    try:
-        text = (Path(output_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def last_metrics(output_dir: str | Path | None) -> dict | None:
-    """The last complete metrics line, read from the end of the file."""
-    if not output_dir:
-        return None
-    for line in reversed(tail_lines(Path(output_dir) / "metrics.jsonl", 3)):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            return row
-    return None
-
-
-def step_name(step) -> str:
-    """'train', 'evaluate', ... for `python -m toolkit <command>` steps, else the program's name."""
-    step = list(step)
-    for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.training.distributed ... --`
-        if step[i:i + 2] == ["-m", "toolkit"]:
-            return step[i + 2]
-    return Path(step[1] if step and step[0] == PYTHON and len(step) > 1 else step[0]).name if step else "?"
-
-
-def job_scores(job: Job) -> dict[str, float]:
-    """{eval tag: overall accuracy %} from `<output>/eval/*/results.json`."""
-    scores = {}
-    if job.output_dir:
-        for path in sorted(Path(job.output_dir).glob("eval/*/results.json")):
-            try:
-                scores[path.parent.name] = json.loads(path.read_text())["scores"]["overall"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-    return scores
-
-
-def job_progress(job: Job, *, log_lines: int = 20) -> dict:
-    """State + progress of one job for the UI/CLI: step/max_steps, loss, ETA, current phase, log tail."""
-    m = last_metrics(job.output_dir) or {}
-    step, max_steps = m.get("step"), m.get("max_steps")
-    fraction = None
-    if isinstance(step, (int, float)) and isinstance(max_steps, (int, float)) and max_steps > 0:
-        fraction = max(0.0, min(1.0, step / max_steps))
-    if job.state is JobState.SUCCEEDED:
-        fraction = 1.0
-    return {
-        "id": job.id, "name": job.name, "sweep": job.sweep_id, "state": job.state.value,
-        "phase": step_name(job.steps[min(job.step_index, len(job.steps) - 1)]) if job.steps else None,
-        "step": step, "max_steps": max_steps, "fraction": fraction, "loss": m.get("loss"), "eta_s": m.get("eta_s"),
-        "attempts": job.attempts, "max_attempts": job.max_attempts, "reason": job.reason, "message": job.message,
-        "scores": job_scores(job), "meta": job.meta, "output_dir": job.output_dir,
-        "executor": job.executor, "engine_id": job.engine_id, "gpu_ids": job.gpu_ids,
-        "log_tail": tail_lines(job.log_path, log_lines),
-    }
-
-
-def sweep_progress(sweep: str, *, store: JobStore | None = None, log_lines: int = 0) -> list[dict]:
-    """`job_progress` of every job of a sweep (id or unique prefix)."""
-    store = store or JobStore()
-    return [job_progress(j, log_lines=log_lines) for j in store.list(sweep=store.resolve_sweep(sweep))]
-
-
-def loss_curves(jobs) -> list[dict]:
-    """Rows {job, name, ratio, seed, step, loss} of every job's metrics, for one overlaid chart."""
-    rows = []
-    for job in jobs:
-        for m in read_metrics(job.output_dir):
-            if m.get("step") is not None and m.get("loss") is not None:
-                rows.append({"job": job.id, "name": job.name, "ratio": job.meta.get("ratio"),
-                             "seed": job.meta.get("seed"), "step": m["step"], "loss": m["loss"]})
-    return rows

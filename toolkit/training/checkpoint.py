@@ -6,19 +6,19 @@
 A checkpoint holds the adapter weights, the optimizer state (tensors in safetensors, the rest in JSON), the
 RNG states and `state.json` (step, settings fingerprint). It is written under a temporary name, every file is
 fsynced, then the folder is renamed: a crash at any moment leaves either the previous complete checkpoints
-or the new one, never a partial one that `latest()` would return. The newest `KEEP` are kept.
+or the new one, never a partial one that `latest()` would return. The newest `KEEP` are kept. Where checkpoints
+live and which are complete is the run folder's business (toolkit.runs); this module does the tensor I/O.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from pathlib import Path
 
+from toolkit import runs
+
 KEEP = 2
-_NAME = re.compile(r"^step-(\d{7})$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -27,13 +27,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_json(path: Path, data) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _save_tensors(path: Path, tensors: dict) -> None:
@@ -97,27 +90,11 @@ def _set_rng(tensors: dict, meta: dict) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 
-def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def complete(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
-    folder = checkpoints_dir(run_dir)
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_dir() and (p / "state.json").exists():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    found = complete(run_dir)
-    return found[-1][1] if found else None
+checkpoints_dir = runs.checkpoints_dir
+complete = runs.complete_checkpoints
+"""(step, folder) of the complete checkpoints, oldest first"""
+latest = runs.latest_checkpoint
+"""the newest complete checkpoint, or None"""
 
 
 def save(run_dir: Path, step: int, *, adapter: dict, optimizer, state: dict) -> Path:
@@ -126,18 +103,18 @@ def save(run_dir: Path, step: int, *, adapter: dict, optimizer, state: dict) -> 
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".step-*.tmp-*"):  # leftovers of a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)
-    final = folder / f"step-{step:07d}"
-    tmp = folder / f".step-{step:07d}.tmp-{os.getpid()}"
+    final = runs.checkpoint_path(run_dir, step)
+    tmp = folder / f".{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     _save_tensors(tmp / "adapter.safetensors", adapter)
     opt_tensors, opt_meta = _optimizer_split(optimizer.state_dict())
     if opt_tensors:
         _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-    _write_json(tmp / "optimizer.json", opt_meta)
+    runs.write_json(tmp / "optimizer.json", opt_meta)
     rng = _rng_state()
     _save_tensors(tmp / "rng.safetensors", rng["tensors"])
-    _write_json(tmp / "rng.json", rng["meta"])
-    _write_json(tmp / "state.json", {**state, "step": step})  # last: marks the content complete
+    runs.write_json(tmp / "rng.json", rng["meta"])
+    runs.write_json(tmp / runs.CHECKPOINT_STATE, {**state, "step": step})  # last: marks the content complete
     _fsync_dir(tmp)
     if final.exists():  # the same step saved again (e.g. on a signal right after a periodic save)
         shutil.rmtree(final)
@@ -152,11 +129,11 @@ def load(path: Path, optimizer) -> tuple[dict, dict]:
     """Restore optimizer and RNG states from a checkpoint; returns (adapter tensors, state)."""
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
+    state = runs.read_json(path / runs.CHECKPOINT_STATE, label="checkpoint")
     adapter = load_file(str(path / "adapter.safetensors"))
     opt_tensors = load_file(str(path / "optimizer.safetensors")) if (path / "optimizer.safetensors").exists() else {}
-    optimizer.load_state_dict(_optimizer_join(opt_tensors, json.loads((path / "optimizer.json").read_text())))
-    _set_rng(load_file(str(path / "rng.safetensors")), json.loads((path / "rng.json").read_text()))
+    optimizer.load_state_dict(_optimizer_join(opt_tensors, runs.read_json(path / "optimizer.json", label="checkpoint")))
+    _set_rng(load_file(str(path / "rng.safetensors")), runs.read_json(path / "rng.json", label="checkpoint"))
     return adapter, state
 
 

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import InputError
 from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
@@ -57,8 +58,8 @@ from toolkit.training.modeling import (
 )
 from toolkit.training.settings import PRECISIONS, TrainSettings
 
-FORMAT = "cmba-adapter/1"
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+FORMAT = runs.FORMAT
+ADAPTER_FILES = runs.ADAPTER_FILES
 
 __all__ = ["ADAPTER_FILES", "FORMAT", "PRECISIONS", "Interrupted", "OutOfMemory", "Progress", "Setup", "TrainSettings",
            "_device", "apply_lora", "check_bitsandbytes", "default_name", "finalize", "finish",
@@ -68,8 +69,7 @@ __all__ = ["ADAPTER_FILES", "FORMAT", "PRECISIONS", "Interrupted", "OutOfMemory"
 
 
 def _slug(text: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
-    return "-".join(filter(None, keep.split("-")))[:80] or "model"
+    return runs.slug(text)
 
 
 def default_name(settings: TrainSettings, allocation) -> str:
@@ -92,22 +92,12 @@ def fingerprint(settings: TrainSettings, allocation, data_info) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare_output(out: Path, settings: TrainSettings) -> None:
     """Refuse to clobber a finished adapter or a partial run unless asked to."""
     import shutil
 
-    done = (out / "cmba.json").exists()
-    partial = checkpoint.latest(out) is not None or (out / "metrics.jsonl").exists()
+    done = runs.is_complete(out)
+    partial = runs.latest_checkpoint(out) is not None or runs.metrics_path(out).exists()
     if settings.overwrite and out.exists():
         shutil.rmtree(out)
     elif done and settings.resume:
@@ -217,9 +207,9 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
                 max_steps=max_steps,
                 warmup=max(1, round(settings.warmup_ratio * max_steps)) if settings.warmup_ratio > 0 else 0,
                 fingerprint=fingerprint(settings, allocation, data_info))
-    if (out / "cmba.json").exists():  # --resume of a finished run: nothing to do
+    if runs.is_complete(out):  # --resume of a finished run: nothing to do
         log(f"{out} is already complete")
-        run.complete = json.loads((out / "cmba.json").read_text())
+        run.complete = runs.read_adapter_doc(out).to_dict()
         return run
 
     torch.manual_seed(settings.seed)
@@ -242,7 +232,7 @@ def resume(run: Setup, *, log) -> Progress:
     progress = Progress()
     last = checkpoint.latest(out) if settings.resume else None
     if last is not None:
-        state = json.loads((last / "state.json").read_text())
+        state = runs.read_json(last / runs.CHECKPOINT_STATE)
         if state.get("fingerprint") != run.fingerprint:
             raise InputError(f"resume: the checkpoint in '{out}' was made with other settings (model, data, "
                              f"allocation or hyper-parameters differ); use the same flags or --overwrite")
@@ -253,10 +243,10 @@ def resume(run: Setup, *, log) -> Progress:
         log(f"resuming {run.name} from step {progress.step}/{run.max_steps} ({last.name})")
     run.ctx.broadcast_params(p for g in run.groups for p in g["params"])
     if run.ctx.main:
-        _truncate_metrics(out / "metrics.jsonl", progress.step)
-        _atomic_json(out / "run.json", {"fingerprint": run.fingerprint, "max_steps": run.max_steps,
-                                        "settings": _settings_doc(settings), "dataset": run.data_info,
-                                        "started": time.time()})
+        runs.truncate_metrics(out, step=progress.step)
+        runs.write_run_info(out, runs.RunInfo(fingerprint=run.fingerprint, max_steps=run.max_steps,
+                                              settings=_settings_doc(settings), dataset=run.data_info,
+                                              started=time.time()))
     return progress
 
 
@@ -276,7 +266,7 @@ def finalize(run: Setup, progress: Progress, *, log, keep: dict | None = None) -
                      result=result)
     ctx.barrier()  # cmba.json is written before any process reports success
     if doc is None:
-        doc = json.loads((out / "cmba.json").read_text())
+        doc = runs.read_adapter_doc(out).to_dict()
     if ctx.main and not settings.keep_checkpoints:
         checkpoint.remove_all(out)
     if keep is not None:
@@ -306,20 +296,6 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
     return finalize(run, progress, log=log, keep=keep)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the checkpoint we resume from (they will be produced again)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a torn last line from a crash
-    path.write_text("".join(x + "\n" for x in keep))
-
-
 def _settings_doc(s: TrainSettings) -> dict:
     doc = {}
     for f in dataclasses.fields(s):
@@ -338,25 +314,18 @@ def finish(out: Path, peft_model, settings, structure, allocation, data_info, *,
     staging = out / f".final-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     peft_model.save_pretrained(staging, safe_serialization=True)
-    for fname in ADAPTER_FILES:
+    for fname in runs.ADAPTER_FILES:
         os.replace(staging / fname, out / fname)
     shutil.rmtree(staging, ignore_errors=True)
-    doc = {
-        "format": FORMAT,
-        "kind": "adapter",
-        "name": out.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "base_model": {"id": settings.model, "hub_id": hub_id, "revision": settings.revision,
-                       "model_type": structure.model_type, "family": structure.family,
-                       "weights": hub_id or source},
-        "allocation": allocation.to_dict(),
-        "training": {**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"]},
-        "dataset": {"id": data_info["id"], "revision": data_info["revision"], "split": data_info["split"],
-                    "size": data_info["size"], "source_size": data_info["source_size"], "limit": data_info["limit"],
-                    "sample_seed": data_info["sample_seed"], "columns": data_info["columns"]},
-        "result": result,
-        "versions": versions(),
-    }
-    _atomic_json(out / "cmba.json", doc)
-    (out / "run.json").unlink(missing_ok=True)
-    return doc
+    doc = runs.AdapterDoc(
+        kind="adapter", name=out.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        base_model={"id": settings.model, "hub_id": hub_id, "revision": settings.revision,
+                    "model_type": structure.model_type, "family": structure.family, "weights": hub_id or source},
+        allocation=allocation.to_dict(),
+        training={**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"]},
+        dataset={k: data_info[k] for k in ("id", "revision", "split", "size", "source_size", "limit", "sample_seed",
+                                           "columns")},
+        result=result, versions=versions())
+    written = runs.write_adapter_doc(out, doc)
+    runs.clear_run_info(out)
+    return written

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from toolkit import runs
 from toolkit.outcomes import Interrupted, OutOfMemory, Reason
 from toolkit.training import checkpoint
 from toolkit.training.modeling import modules_without_gradient
@@ -169,7 +170,7 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
     start, train_time, no_grad, loss_value = progress.step, progress.train_time_s, progress.no_gradient_modules, progress.loss
     bar = _progress(s.progress and ctx.main, start, max_steps, run.name)
     t_run = time.perf_counter()
-    with _Signals() as signals, open(run.out / "metrics.jsonl" if ctx.main else os.devnull, "a") as metrics:
+    with _Signals() as signals, open(runs.metrics_path(run.out) if ctx.main else os.devnull, "a") as metrics:
         for step in range(start, max_steps):
             t0 = time.perf_counter()
             for g in run.optimizer.param_groups:

@@ -41,6 +41,10 @@ def _device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+default_device = _device
+"""the device a single process trains and evaluates on: the GPU when there is one"""
+
+
 def resolve_precision(precision: str, device) -> str:
     import torch
 

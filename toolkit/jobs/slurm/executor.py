@@ -29,13 +29,13 @@ Slurm's commands and the resource requests are toolkit.jobs.slurm.cluster's (re-
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from toolkit import runs
 from toolkit.errors import InputError
 from toolkit.jobs.executor import Executor, Run, RunStatus
 from toolkit.jobs.slurm.cluster import (
@@ -140,16 +140,14 @@ def job_folder(job: Job) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    """A job-folder file the runner writes (progress.json); {} until it exists."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return runs.read_json(path)
+    except InputError:
         return {}
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+_write_json = runs.write_json
 
 
 class SlurmExecutor(Executor):
@@ -310,10 +308,8 @@ class SlurmExecutor(Executor):
 
 
 def _has_checkpoint(job: Job) -> bool:
-    if not job.output_dir:
-        return False
-    folder = Path(job.output_dir) / "checkpoints"
-    return folder.is_dir() and any(p.name.startswith("step-") for p in folder.iterdir())
+    """Whether the job's run has a complete checkpoint to resume from (a half-written one does not count)."""
+    return runs.latest_checkpoint(job.output_dir) is not None
 
 
 # ------------------------------------------------------------------ entry point of scripts written before

@@ -1,0 +1,82 @@
+"""Progress of jobs and sweeps for the UI and the CLI, read from the jobs' run folders (toolkit.runs).
+
+    >>> job_progress(store.get("3f2a9c1e-01"))      # {"state", "phase", "step", "max_steps", "fraction", "loss", ...}
+    >>> sweep_progress("3f2a9c1e")                  # job_progress of every job of a sweep
+    >>> loss_curves(store.list(sweep=sweep_id))     # rows {job, name, ratio, seed, step, loss} for one chart
+
+Nothing here writes: training appends `metrics.jsonl` and evaluation stores `eval/<tag>/`, this module reads
+them while they are being written (a line being written is skipped) and never blocks on a job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit import runs
+from toolkit.errors import InputError
+from toolkit.jobs.executor import PYTHON, tail_lines
+from toolkit.jobs.store import Job, JobState, JobStore
+
+
+def read_metrics(output_dir: str | Path | None) -> list[runs.MetricLine]:
+    """Every complete metrics line of a job's run folder ([] before training starts)."""
+    return runs.read_metrics(output_dir)
+
+
+def last_metrics(output_dir: str | Path | None) -> runs.MetricLine | None:
+    """The last complete metrics line, read from the end of the file."""
+    return runs.last_metric(output_dir)
+
+
+def step_name(step) -> str:
+    """'train', 'evaluate', ... for `python -m toolkit <command>` steps, else the program's name."""
+    step = list(step)
+    for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.training.distributed ... --`
+        if step[i:i + 2] == ["-m", "toolkit"]:
+            return step[i + 2]
+    return Path(step[1] if step and step[0] == PYTHON and len(step) > 1 else step[0]).name if step else "?"
+
+
+def job_scores(job: Job) -> dict[str, float]:
+    """{eval tag: overall accuracy %} of the evaluations stored in the job's run folder (unreadable ones left out)."""
+    scores = {}
+    for tag in runs.evaluations(job.output_dir) if job.output_dir else []:
+        try:
+            scores[tag] = runs.read_evaluation(job.output_dir, tag).scores["overall"]
+        except InputError:
+            continue
+    return scores
+
+
+def job_progress(job: Job, *, log_lines: int = 20) -> dict:
+    """State + progress of one job for the UI/CLI: step/max_steps, loss, ETA, current phase, log tail."""
+    m = last_metrics(job.output_dir)
+    step, max_steps = (m.step, m.max_steps) if m else (None, None)
+    fraction = None
+    if step is not None and max_steps:
+        fraction = max(0.0, min(1.0, step / max_steps))
+    if job.state is JobState.SUCCEEDED:
+        fraction = 1.0
+    return {
+        "id": job.id, "name": job.name, "sweep": job.sweep_id, "state": job.state.value,
+        "phase": step_name(job.steps[min(job.step_index, len(job.steps) - 1)]) if job.steps else None,
+        "step": step, "max_steps": max_steps, "fraction": fraction, "loss": m.loss if m else None,
+        "eta_s": m.eta_s if m else None,
+        "attempts": job.attempts, "max_attempts": job.max_attempts, "reason": job.reason, "message": job.message,
+        "scores": job_scores(job), "meta": job.meta, "output_dir": job.output_dir,
+        "executor": job.executor, "engine_id": job.engine_id, "gpu_ids": job.gpu_ids,
+        "log_tail": tail_lines(job.log_path, log_lines),
+    }
+
+
+def sweep_progress(sweep: str, *, store: JobStore | None = None, log_lines: int = 0) -> list[dict]:
+    """`job_progress` of every job of a sweep (id or unique prefix)."""
+    store = store or JobStore()
+    return [job_progress(j, log_lines=log_lines) for j in store.list(sweep=store.resolve_sweep(sweep))]
+
+
+def loss_curves(jobs) -> list[dict]:
+    """Rows {job, name, ratio, seed, step, loss} of every job's metrics, for one overlaid chart."""
+    return [{"job": job.id, "name": job.name, "ratio": job.meta.get("ratio"), "seed": job.meta.get("seed"),
+             "step": m.step, "loss": m.loss}
+            for job in jobs for m in read_metrics(job.output_dir) if m.loss is not None]

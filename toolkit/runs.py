@@ -1,0 +1,450 @@
+"""The run folder: the one module that knows how an adapter's folder is laid out, read and written.
+
+    adapters/<name>/adapter_model.safetensors, adapter_config.json   PEFT's files (safetensors only)
+    adapters/<name>/cmba.json          AdapterDoc: written last and atomically, its presence = complete
+    adapters/<name>/run.json           RunInfo of a run in progress (removed when it finishes)
+    adapters/<name>/metrics.jsonl      MetricLine per optimizer step, appended as training goes
+    adapters/<name>/checkpoints/step-0000050/   complete checkpoints (tensor I/O: toolkit.training.checkpoint)
+    adapters/<name>/eval/<tag>/results.json, predictions.jsonl   EvalResult + Prediction lines of one evaluation
+    adapters/base--<model>/            a base model's reference evaluations (cmba.json with kind "base")
+
+    >>> doc = read_adapter_doc("adapters/demo-1-4-1-rank8-s0")    # AdapterDoc, or a one-line InputError
+    >>> [m.loss for m in read_metrics(folder)]                     # a torn last line is skipped
+    >>> [read_evaluation(folder, tag).scores["overall"] for tag in evaluations(folder)]
+
+Every JSON file goes through `write_json` (temp file, fsync, os.replace) / `read_json` (a damaged, missing or
+non-object file is a one-line `InputError` naming it). Records are frozen and validated; keys this version does
+not know are kept in `extra`, so a round trip loses nothing. Formats: cmba-adapter/1, cmba-eval/1 (current).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from toolkit.errors import InputError
+
+ADAPTER_DOC = "cmba.json"
+RUN_INFO = "run.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_STATE = "state.json"
+"""written last into a checkpoint: marks its content complete"""
+EVAL = "eval"
+RESULTS = "results.json"
+PREDICTIONS = "predictions.jsonl"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
+BASE_PREFIX = "base--"
+FORMAT = "cmba-adapter/1"
+READABLE_FORMATS = ("cmba-adapter/1",)
+EVAL_FORMAT = "cmba-eval/1"
+KINDS = ("adapter", "base")
+_STEP = re.compile(r"^step-(\d{7})$")
+
+
+# ------------------------------------------------------------------------------------------ plain files
+
+
+def slug(text: str, *, keep: str = "-_.", limit: int = 80, lower: bool = False, empty: str = "model") -> str:
+    """A file-name-safe form of `text`: ASCII letters, digits and `keep` stay, every other run becomes one '-'.
+
+    >>> slug("Qwen/Qwen2-VL 2B")                           # 'Qwen-Qwen2-VL-2B'
+    >>> slug("synthetic:shapes?n=500", keep="")            # 'synthetic-shapes-n-500'
+    """
+    text = text.lower() if lower else text
+    kept = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in keep else "-" for ch in text)
+    return "-".join(filter(None, kept.split("-"))).strip(".-")[:limit] or empty
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write `data` as JSON atomically: a temporary file next to `path`, fsynced, then renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when something failed before the rename
+
+
+def read_json(path: str | Path, *, label: str | None = None) -> dict:
+    """The JSON object in `path`; InputError '<label>: ...' (default: the file name) when it is missing, damaged
+    or not an object."""
+    path, label = Path(path), label or Path(path).name
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{label}: '{path}' not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{label}: cannot read '{path}' ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{label}: '{path}' is not a JSON object")
+    return data
+
+
+def _json_lines(path: Path) -> list[dict] | None:
+    """The JSON objects of a .jsonl file, None when it does not exist; a torn or foreign line is skipped."""
+    try:
+        return _objects(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    except FileNotFoundError:
+        return None
+
+
+def _objects(lines) -> list[dict]:
+    rows = []
+    for line in lines:
+        with contextlib.suppress(ValueError):  # a line cut by a crash mid-write
+            rows.append(json.loads(line))
+    return [r for r in rows if isinstance(r, dict)]  # foreign lines too
+
+
+class _Record:
+    """to_dict / from_dict for the frozen records below: known fields, unknown keys kept in `extra`."""
+
+    _optional: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None or k not in self._optional}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, doc: dict, *, source: str = ""):
+        if not isinstance(doc, dict):
+            raise InputError(f"{source or cls.__name__}: not a JSON object")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        missing = [f.name for f in fields(cls) if f.name not in doc and MISSING is f.default and MISSING is f.default_factory]
+        if missing:
+            raise InputError(f"{source or cls.__name__}: missing '{missing[0]}'")
+        try:
+            return cls(**{k: v for k, v in doc.items() if k in names},
+                       extra={k: v for k, v in doc.items() if k not in names})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{source or cls.__name__}: {exc}") from None
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise InputError(what)
+
+
+# ------------------------------------------------------------------------------------------ cmba.json
+
+
+@dataclass(frozen=True)
+class AdapterDoc(_Record):
+    """cmba.json: what an adapter (or a base-model reference) is and how it was made."""
+
+    format: str = FORMAT
+    kind: str = "adapter"
+    """"adapter" (trained) or "base" (a base model's reference evaluations)"""
+    name: str = ""
+    created: str | None = None
+    base_model: dict = field(default_factory=dict)
+    """id, hub_id, revision, model_type (+ family, weights for adapters)"""
+    allocation: dict | None = None
+    """the calculator's Allocation.to_dict(): ratio, mode, budget, components, total, ..."""
+    training: dict | None = None
+    dataset: dict | None = None
+    result: dict | None = None
+    versions: dict | None = None
+    extra: dict = field(default_factory=dict)
+    """keys this version does not know, written back unchanged"""
+
+    _optional = ("created", "allocation", "training", "dataset", "result", "versions")
+
+    def __post_init__(self):
+        _need(isinstance(self.name, str) and bool(self.name), "name: must be a non-empty string")
+        _need(self.kind in KINDS, f"kind: '{self.kind}' is not one of {', '.join(KINDS)}")
+        _need(self.format in READABLE_FORMATS, f"format: '{self.format}' is not readable by this version "
+                                               f"(reads {', '.join(READABLE_FORMATS)})")
+        for name in ("base_model", "allocation", "training", "dataset", "result", "versions"):
+            _need(isinstance(getattr(self, name), dict | None), f"{name}: must be an object")
+
+
+@dataclass(frozen=True)
+class RunInfo(_Record):
+    """run.json: the settings of a run in progress (what a resume must match)."""
+
+    fingerprint: str
+    max_steps: int
+    settings: dict = field(default_factory=dict)
+    dataset: dict = field(default_factory=dict)
+    started: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _need(isinstance(self.fingerprint, str) and bool(self.fingerprint), "fingerprint: must be a non-empty string")
+        _need(isinstance(self.max_steps, int) and self.max_steps >= 1, f"max_steps: must be >= 1, got {self.max_steps}")
+
+
+def is_complete(folder: str | Path) -> bool:
+    """Whether `folder` holds a finished run (its cmba.json, written last, exists)."""
+    return (Path(folder) / ADAPTER_DOC).is_file()
+
+
+def write_adapter_doc(folder: str | Path, doc: AdapterDoc) -> dict:
+    """cmba.json, atomically (the completion marker); returns the document written."""
+    write_json(Path(folder) / ADAPTER_DOC, doc.to_dict())
+    return doc.to_dict()
+
+
+def read_adapter_doc(folder: str | Path, *, label: str = "adapter") -> AdapterDoc:
+    """The AdapterDoc of `folder`; InputError naming the file when it is missing, damaged or invalid."""
+    path = Path(folder) / ADAPTER_DOC
+    if not path.is_file():
+        raise InputError(f"{label}: '{folder}' has no {ADAPTER_DOC} (not a complete CMBA adapter: unfinished "
+                         f"training, or an adapter made elsewhere)")
+    doc = read_json(path, label=label)
+    return AdapterDoc.from_dict({**doc, "name": doc.get("name") or Path(folder).name}, source=f"{label}: '{path}'")
+
+
+def write_run_info(folder: str | Path, info: RunInfo) -> None:
+    write_json(Path(folder) / RUN_INFO, info.to_dict())
+
+
+def read_run_info(folder: str | Path) -> RunInfo | None:
+    """run.json of a run in progress, None when there is none."""
+    path = Path(folder) / RUN_INFO
+    return RunInfo.from_dict(read_json(path), source=str(path)) if path.is_file() else None
+
+
+def clear_run_info(folder: str | Path) -> None:
+    (Path(folder) / RUN_INFO).unlink(missing_ok=True)
+
+
+def has_weights(folder: str | Path) -> bool:
+    """Whether PEFT's safetensors weights are there (pickle weights are never loaded)."""
+    return (Path(folder) / ADAPTER_WEIGHTS).is_file()
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """Every visible sub-folder of the adapter store `root`, sorted by name ([] when `root` is not a folder)."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def list_adapters(root: str | Path, *, kind: str | None = "adapter") -> list[tuple[Path, AdapterDoc]]:
+    """(folder, doc) of every complete, readable run in `root` of `kind` (None: any); trained adapters also need
+    their safetensors. Unreadable folders are left out (`read_adapter_doc` says why)."""
+    out = []
+    for folder in filter(is_complete, run_folders(root)):
+        with contextlib.suppress(InputError):
+            doc = read_adapter_doc(folder)
+            if (kind is None or doc.kind == kind) and (doc.kind == "base" or has_weights(folder)):
+                out.append((folder, doc))
+    return out
+
+
+def base_folder(model: str, *, root: str | Path) -> Path:
+    """Where the base model `model`'s reference evaluations live: `<root>/base--<model slug>`."""
+    name = Path(model).name if Path(model).exists() else model.replace("/", "--")
+    return Path(root) / f"{BASE_PREFIX}{slug(name, limit=200)}"
+
+
+# ------------------------------------------------------------------------------------------ metrics.jsonl
+
+
+@dataclass(frozen=True)
+class MetricLine(_Record):
+    """One line of metrics.jsonl: the state after optimizer step `step`."""
+
+    step: int
+    max_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    samples_per_s: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    time: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _need(isinstance(self.step, int) and not isinstance(self.step, bool) and self.step >= 0,
+              f"step: must be a whole number >= 0, got {self.step!r}")
+        for f in fields(self)[1:-1]:
+            value = getattr(self, f.name)
+            _need(value is None or (isinstance(value, int | float) and not isinstance(value, bool)),
+                  f"{f.name}: must be a number, got {value!r}")
+
+
+def metrics_path(folder: str | Path) -> Path:
+    return Path(folder) / METRICS
+
+
+def append_metric(folder: str | Path, line: MetricLine) -> None:
+    """Append one line (flushed: the UI reads the file while training writes it)."""
+    with open(metrics_path(folder), "a", encoding="utf-8") as f:
+        f.write(json.dumps(line.to_dict()) + "\n")
+        f.flush()
+
+
+def _metric_lines(rows) -> list[MetricLine]:
+    out = []
+    for row in rows or []:
+        with contextlib.suppress(InputError):  # not a metrics line of this toolkit
+            out.append(MetricLine.from_dict(row))
+    return out
+
+
+def read_metrics(folder: str | Path | None) -> list[MetricLine]:
+    """Every complete line of `<folder>/metrics.jsonl` ([] when there is none; a line being written is skipped)."""
+    return _metric_lines(_json_lines(metrics_path(folder))) if folder else []
+
+
+def last_metric(folder: str | Path | None) -> MetricLine | None:
+    """The last complete metrics line, read from the end of the file (cheap on long runs)."""
+    if not folder:
+        return None
+    try:
+        with open(metrics_path(folder), "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            found = _metric_lines(_objects(f.read().decode("utf-8", errors="replace").splitlines()[-3:]))
+    except OSError:
+        return None
+    return found[-1] if found else None
+
+
+def truncate_metrics(folder: str | Path, *, step: int) -> None:
+    """Drop the lines past `step` (a resume from that checkpoint produces them again) and any torn line."""
+    path = metrics_path(folder)
+    if path.exists():
+        keep = [m for m in read_metrics(folder) if m.step <= step]
+        path.write_text("".join(json.dumps(m.to_dict()) + "\n" for m in keep), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoints_dir(folder: str | Path) -> Path:
+    return Path(folder) / CHECKPOINTS
+
+
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    """Where checkpoint `step` lives once complete (written under a temporary name, then renamed here)."""
+    return checkpoints_dir(folder) / f"step-{step:07d}"
+
+
+def complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint (renamed into place, with its state.json), oldest first."""
+    where = checkpoints_dir(folder)
+    found = [(int(m.group(1)), p) for p in (where.iterdir() if where.is_dir() else [])
+             if (m := _STEP.match(p.name)) and p.is_dir() and (p / CHECKPOINT_STATE).is_file()]
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | Path | None) -> Path | None:
+    """The newest complete checkpoint of a run, or None (also for no folder)."""
+    found = complete_checkpoints(folder) if folder else []
+    return found[-1][1] if found else None
+
+
+# ------------------------------------------------------------------------------------------ evaluations
+
+
+@dataclass(frozen=True)
+class EvalResult(_Record):
+    """eval/<tag>/results.json: the scores of one evaluation and what was evaluated, how."""
+
+    format: str = EVAL_FORMAT
+    adapter: str | None = None
+    """the adapter's name; None for a base-model reference"""
+    base_model: str | None = None
+    dataset: dict = field(default_factory=dict)
+    """id, split, limit, n, source_size, revision, sample_seed"""
+    settings: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    """overall (VQA accuracy %), per_answer_type, per_question_type, n"""
+    eval_time_s: float | None = None
+    questions_per_s: float | None = None
+    created: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _need(self.format == EVAL_FORMAT, f"format: '{self.format}' is not readable by this version (reads {EVAL_FORMAT})")
+        _need(isinstance(self.scores, dict) and isinstance(self.scores.get("overall"), int | float),
+              "scores: must be an object with a numeric 'overall'")
+        for name in ("dataset", "settings"):
+            _need(isinstance(getattr(self, name), dict), f"{name}: must be an object")
+
+
+@dataclass(frozen=True)
+class Prediction(_Record):
+    """One line of eval/<tag>/predictions.jsonl: a question, the model's answer, the humans' and the score."""
+
+    question_id: str
+    prediction: str | None = None
+    answers: list = field(default_factory=list)
+    accuracy: float | None = None
+    """None in files from elsewhere: the reader scores it again"""
+    question: str | None = None
+    raw_prediction: str | None = None
+    answer_type: str | None = None
+    question_type: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "question_id", str(self.question_id))  # ints in some datasets, keys are text
+        _need(isinstance(self.prediction, str) or (self.prediction is None and self.accuracy is not None),
+              "prediction: must be a string (it may be left out where accuracy is given)")
+        _need(isinstance(self.answers, list), "answers: must be a list")
+
+
+def eval_dir(folder: str | Path, tag: str) -> Path:
+    return Path(folder) / EVAL / tag
+
+
+def evaluations(folder: str | Path) -> list[str]:
+    """Tags of the evaluations stored in `folder` (those with a results.json), sorted."""
+    where = Path(folder) / EVAL
+    found = where.iterdir() if where.is_dir() else []
+    return sorted(t.name for t in found if not t.name.startswith(".") and (t / RESULTS).is_file())
+
+
+def read_evaluation(folder: str | Path, tag: str) -> EvalResult:
+    """eval/<tag>/results.json; InputError naming the file when it is missing, damaged or invalid."""
+    path = eval_dir(folder, tag) / RESULTS
+    return EvalResult.from_dict(read_json(path, label="eval results"), source=f"eval results: '{path}'")
+
+
+def read_predictions(folder: str | Path, tag: str) -> list[Prediction] | None:
+    """The per-question lines of evaluation `tag`, None when it has no predictions.jsonl."""
+    where = eval_dir(folder, tag) / PREDICTIONS
+    rows = _json_lines(where)
+    return None if rows is None else [Prediction.from_dict(r, source=f"predictions: '{where}'") for r in rows]
+
+
+def write_evaluation(folder: str | Path, tag: str, *, result: EvalResult, predictions: list[Prediction]) -> Path:
+    """results.json + predictions.jsonl of evaluation `tag`, swapped in as one folder (a reader sees the old
+    evaluation or the new one, never half of it); returns the evaluation's folder."""
+    folder = Path(folder)
+    target, tmp = eval_dir(folder, tag), folder / EVAL / f".{tag}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with open(tmp / PREDICTIONS, "w", encoding="utf-8") as f:
+            for p in predictions:
+                f.write(json.dumps(p.to_dict(), default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        write_json(tmp / RESULTS, result.to_dict())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = folder / EVAL / f".{tag}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
