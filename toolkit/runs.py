@@ -34,6 +34,8 @@ RUN_INFO = "run.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_STATE = "state.json"
+TRAINED_ON = "trained_on.json"
+"""the question and image ids a run trained on (toolkit.data.hygiene.TrainedOn), written before cmba.json"""
 """written last into a checkpoint: marks its content complete"""
 EVAL = "eval"
 RESULTS = "results.json"
@@ -221,6 +223,17 @@ def read_run_info(folder: str | Path) -> RunInfo | None:
 
 def clear_run_info(folder: str | Path) -> None:
     (Path(folder) / RUN_INFO).unlink(missing_ok=True)
+
+
+def write_trained_on(folder: str | Path, text: str) -> None:
+    """trained_on.json (the JSON text of a `TrainedOn`), atomically."""
+    write_json(Path(folder) / TRAINED_ON, json.loads(text))
+
+
+def read_trained_on(folder: str | Path) -> str | None:
+    """The JSON text of trained_on.json; None for runs that predate it."""
+    path = Path(folder) / TRAINED_ON
+    return json.dumps(read_json(path)) if path.is_file() else None
 
 
 def has_weights(folder: str | Path) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+from toolkit.errors import InputError
+
 
 def cmd_evaluate(args) -> int:
     from toolkit.cli.flags import from_args
@@ -22,10 +24,13 @@ def cmd_evaluate(args) -> int:
     common = dict(split=s.split, limit=s.limit, columns=s.columns, image_dir=s.image_dir, sample_seed=s.sample_seed,
                   batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    common["holdout"] = s.holdout
     if s.adapter:
-        doc = evaluate_adapter(s.adapter, s.dataset, **common)
+        if s.quantize:
+            raise InputError("quantize: applies to --base only (an adapter is evaluated as it was trained)")
+        doc = evaluate_adapter(s.adapter, s.dataset, allow_contaminated=s.allow_contaminated, **common)
     else:
-        doc = evaluate_base(s.base, s.dataset, revision=s.revision, **common)
+        doc = evaluate_base(s.base, s.dataset, revision=s.revision, quantize=s.quantize, **common)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

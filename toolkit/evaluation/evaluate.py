@@ -33,7 +33,29 @@ def eval_tag(info: dict) -> str:
     source = Path(info["id"]).name if info["kind"] != "synthetic" and Path(info["id"]).exists() else info["id"]
     slug = runs.slug(source, keep="", limit=60, empty="data")
     seed = f"__s{info['sample_seed']}" if info.get("sample_seed") else ""
-    return f"{slug}__{info['split']}__n{info['size']}{seed}"
+    held = f"__holdout{info['holdout']:g}" if info.get("holdout") else ""
+    return f"{slug}__{info['split']}__n{info['size']}{seed}{held}"
+
+
+def load_eval_data(dataset: str, *, split, limit, columns, image_dir, sample_seed, holdout=None):
+    """The evaluated records: with `holdout`, only the held-out images' part of the split."""
+    from toolkit.data.sources import load_vqa
+
+    return load_vqa(dataset, split=split, limit=limit, columns=columns or {}, image_dir=image_dir,
+                    sample_seed=sample_seed, holdout=holdout, part="holdout" if holdout else "train")
+
+
+def check_hygiene(folder: Path, data, *, allow_contaminated: bool) -> dict:
+    """Refuse (InputError) an evaluation that overlaps what the adapter trained on, or mark it contaminated."""
+    from toolkit.data.hygiene import TrainedOn, check_clean, overlap
+
+    text = runs.read_trained_on(folder)
+    if text is None:
+        return {"checked": False, "contaminated": None,
+                "note": "the adapter records no training ids (trained before they were recorded): overlap not checked"}
+    found = overlap(TrainedOn.from_json(text), data.identities())
+    note = check_clean(found, allow_contaminated=allow_contaminated)
+    return {"checked": True, **found.to_dict(), "note": note}
 
 
 def read_adapter(folder) -> dict:
@@ -77,14 +99,10 @@ def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, s
     return {**result.to_dict(), "path": str(path)}
 
 
-def _run(model, processor, model_type, *, dataset, split, limit, columns, image_dir, sample_seed, batch_size,
-         max_new_tokens, device, log):
+def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, device, log):
     from toolkit.data.prompting import VQAFormatter
-    from toolkit.data.sources import load_vqa
     from toolkit.evaluation.scoring import normalize_answer, score
 
-    data = load_vqa(dataset, split=split, limit=limit, columns=columns or {}, image_dir=image_dir,
-                    sample_seed=sample_seed)
     records = list(data)
     fmt = VQAFormatter(processor, model_type)
     model.eval()
@@ -113,14 +131,20 @@ def _run(model, processor, model_type, *, dataset, split, limit, columns, image_
                 "prompt": fmt.prompt("{question}"), "answer_cleaning": "official VQA normalisation",
                 "device": device.type}
     dataset_doc = {"id": info["id"], "split": info["split"], "limit": info["limit"], "n": info["size"],
-                   "source_size": info["source_size"], "revision": info["revision"], "sample_seed": info["sample_seed"]}
+                   "source_size": info["source_size"], "revision": info["revision"], "sample_seed": info["sample_seed"],
+                   "holdout": info.get("holdout"), "part": info.get("part")}
     return eval_tag(info), scores, predictions, dataset_doc, settings, elapsed
 
 
 def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
                      columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
-                     batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
-    """Evaluate a trained adapter (unmerged PEFT) and store the results next to it."""
+                     batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
+                     allow_contaminated: bool = False, log=lambda m: None) -> dict:
+    """Evaluate a trained adapter (unmerged PEFT) and store the results next to it.
+
+    Refused (InputError) before any model is loaded when the evaluated questions or images overlap what the
+    adapter trained on; with `allow_contaminated` it runs and the result is marked (its tag ends `__contaminated`).
+    """
     from toolkit.calculator.structure import load_structure
     from toolkit.training.modeling import default_device, load_model, quiet_libraries, resolve_precision
 
@@ -129,6 +153,9 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     cmba = read_adapter(folder)
     if cmba.get("kind") == "base":
         raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter (use --base)")
+    data = load_eval_data(dataset, split=split, limit=limit, columns=columns, image_dir=image_dir,
+                          sample_seed=sample_seed, holdout=holdout)
+    hygiene = check_hygiene(folder, data, allow_contaminated=allow_contaminated)
     quiet_libraries()
     from peft import PeftModel
     base = cmba["base_model"]
@@ -140,10 +167,13 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
                                   revision=base.get("revision"))
     model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-        model, processor, structure.model_type, dataset=dataset, split=split, limit=limit, columns=columns,
-        image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        model, processor, structure.model_type, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
     settings.update(precision=precision, quantize=training.get("quantize"))
+    dataset_doc["hygiene"] = hygiene
+    if hygiene.get("contaminated"):
+        tag += "__contaminated"
+        log(hygiene["note"])
     return _store(folder, tag, cmba.get("name", folder.name), base["id"], dataset_doc, settings, scores, predictions,
                   elapsed)
 
@@ -157,8 +187,10 @@ def base_folder(model: str) -> Path:
 
 def evaluate_base(model: str, dataset: str, *, revision: str | None = None, split: str = "validation",
                   limit: int | None = None, columns: dict | None = None, image_dir: str | None = None,
-                  sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, log=lambda m: None) -> dict:
-    """Evaluate the base model without an adapter: the reference row of a comparison."""
+                  sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
+                  quantize: str | None = None, log=lambda m: None) -> dict:
+    """Evaluate the base model without an adapter: the reference row of a comparison (with `quantize`, under the
+    same 4-bit quantization as the adapters it is compared with; its tag then ends `__4bit`)."""
     from toolkit.calculator.structure import load_structure
     from toolkit.training.modeling import default_device, load_model, model_source, quiet_libraries, resolve_precision
 
@@ -167,17 +199,24 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     structure = load_structure(model, revision=revision)
     device = default_device()
     precision = resolve_precision("auto", device)
-    loaded, processor = load_model(structure, precision=precision, quantize=None, device=device, revision=revision)
+    data = load_eval_data(dataset, split=split, limit=limit, columns=columns, image_dir=image_dir,
+                          sample_seed=sample_seed, holdout=holdout)
+    if quantize == "4bit":
+        from toolkit.training.modeling import check_bitsandbytes
+
+        check_bitsandbytes(device)
+    loaded, processor = load_model(structure, precision=precision, quantize=quantize, device=device, revision=revision)
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-        loaded, processor, structure.model_type, dataset=dataset, split=split, limit=limit, columns=columns,
-        image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        loaded, processor, structure.model_type, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
+    if quantize:
+        tag += f"__{quantize}"
     folder = base_folder(model)
     folder.mkdir(parents=True, exist_ok=True)
     _, hub_id = model_source(structure)
     runs.write_adapter_doc(folder, runs.AdapterDoc(kind="base", name=folder.name, base_model={
         "id": model, "hub_id": hub_id, "revision": revision, "model_type": structure.model_type}))
-    settings["precision"] = precision
+    settings.update(precision=precision, quantize=quantize)
     return _store(folder, tag, None, model, dataset_doc, settings, scores, predictions, elapsed)
 
 

@@ -291,7 +291,8 @@ class SweepSpec:
     def eval_settings(self, *, adapter: str) -> EvalSettings:
         """The EvalSettings of one job's evaluate step (the training data's columns and image folder)."""
         return EvalSettings(adapter=adapter, dataset=self.dataset, split=self.eval_split, limit=self.eval_limit,
-                            columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"))
+                            columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"),
+                            holdout=self.train.get("holdout"))
 
     def normalised(self) -> dict:
         d = asdict(self)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import runs
+from toolkit.data.hygiene import trained_on
 from toolkit.errors import InputError
 from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
@@ -87,7 +88,8 @@ def default_name(settings: TrainSettings, allocation) -> str:
 def fingerprint(settings: TrainSettings, allocation, data_info) -> str:
     """What must be identical for a checkpoint to be resumable."""
     doc = {"model": settings.model, "revision": settings.revision, "lora": allocation.lora_config_dict(),
-           "data": {k: data_info[k] for k in ("id", "split", "size", "limit", "sample_seed")},
+           "data": {**{k: data_info[k] for k in ("id", "split", "size", "limit", "sample_seed")},
+                    **{k: data_info[k] for k in ("holdout", "part") if data_info.get(k) is not None}},
            "training": {k: v for k, v in settings.hyperparameters().items() if k != "checkpoint_every"}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -192,7 +194,7 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
         allocation = allocate(structure, settings.spec)
     data = load_vqa(settings.dataset, split=settings.split, limit=settings.limit, columns=settings.columns,
                     image_dir=settings.image_dir, revision=settings.dataset_revision, config=settings.dataset_config,
-                    sample_seed=settings.sample_seed)
+                    sample_seed=settings.sample_seed, holdout=settings.holdout, part="train")
     data_info = data.info.to_dict()
 
     name = settings.name or default_name(settings, allocation)
@@ -261,9 +263,11 @@ def finalize(run: Setup, progress: Progress, *, log, keep: dict | None = None) -
     if (distributed := ctx.describe()) is not None:
         result["distributed"] = distributed
     doc = None
-    if ctx.main:
-        doc = finish(out, run.model, settings, run.structure, run.allocation, run.data_info, precision=run.precision,
-                     result=result)
+    if ctx.main:  # what it trained on first: cmba.json, the completion marker, comes last
+        seen = trained_on(run.data)
+        runs.write_trained_on(out, seen.to_json())
+        doc = finish(out, run.model, settings, run.structure, run.allocation,
+                     {**run.data_info, "trained_on": seen.summary()}, precision=run.precision, result=result)
     ctx.barrier()  # cmba.json is written before any process reports success
     if doc is None:
         doc = runs.read_adapter_doc(out).to_dict()
@@ -323,8 +327,9 @@ def finish(out: Path, peft_model, settings, structure, allocation, data_info, *,
                     "model_type": structure.model_type, "family": structure.family, "weights": hub_id or source},
         allocation=allocation.to_dict(),
         training={**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"]},
-        dataset={k: data_info[k] for k in ("id", "revision", "split", "size", "source_size", "limit", "sample_seed",
-                                           "columns")},
+        dataset={**{k: data_info[k] for k in ("id", "revision", "split", "size", "source_size", "limit",
+                                              "sample_seed", "columns")},
+                 **{k: data_info[k] for k in ("holdout", "part", "trained_on") if data_info.get(k) is not None}},
         result=result, versions=versions())
     written = runs.write_adapter_doc(out, doc)
     runs.clear_run_info(out)

@@ -248,6 +248,8 @@ class DataSettings(_Settings):
     """folder that relative image paths are resolved against"""
     sample_seed: int = _opt(0, group=DATA, check=NON_NEGATIVE)
     """seed that picks the --limit subset (independent of --seed, so every run sees the same records)"""
+    holdout: float | None = _opt(None, group=DATA, check=(lambda v: 0 < v < 1, "a share in (0, 1)"), metavar="F")
+    """hold out this share of the split's images: train uses the rest, evaluate the held-out part (no shared image)"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -436,12 +438,16 @@ class EvalSettings(DataSettings):
     """evaluate the base model alone (the reference row)"""
     revision: str | None = _opt(None, group=EVALUATED)
     """Hub revision of --base"""
+    quantize: str | None = _opt(None, group=EVALUATED, choices=QUANTIZE, refusal="is not supported (allowed: 4bit)")
+    """4bit: evaluate --base under the quantization its adapters were trained with (an adapter's is read from it)"""
     split: str = _opt("validation", group=DATA)
     """dataset split"""
     batch_size: int = _opt(32, group=GENERATION, check=POSITIVE)
     """questions per generate call"""
     max_new_tokens: int = _opt(10, group=GENERATION, check=(lambda v: 1 <= v <= 512, "a whole number in [1, 512]"))
     """answer length limit in tokens"""
+    allow_contaminated: bool = _opt(False, group=EVALUATED)
+    """evaluate even where questions or images overlap the adapter's training data (the result is marked contaminated)"""
 
     def __post_init__(self):
         normalise(self)
