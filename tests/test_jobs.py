@@ -391,7 +391,10 @@ def test_ensure_worker_starts_exactly_one(env):
 
 def test_sweep_submission_is_idempotent(env, demo_structure):
     plan = plan_sweep(demo_spec(), structure=demo_structure)
-    assert len(plan.jobs) == 6 and len({j.name for j in plan.jobs}) == 6
+    assert len(plan.jobs) == 7 and len({j.name for j in plan.jobs}) == 7
+    assert [j.kind for j in plan.jobs] == ["train"] * 6 + ["reference"]  # the base model's row, once per sweep
+    reference = plan.jobs[-1].settings["evaluate"]
+    assert reference["base"] == "demo" and reference["split"] == "validation" and reference["adapter"] is None
     same = plan_sweep(demo_spec(ratios="2:4:1, 1:4:1,1:1:1,1:4:1", seed_list="1,0"), structure=demo_structure)
     assert same.sweep_id == plan.sweep_id and [j.id for j in same.jobs] == [j.id for j in plan.jobs]
     assert plan_sweep(demo_spec(seeds=3), structure=demo_structure).sweep_id != plan.sweep_id
@@ -415,7 +418,7 @@ def test_sweep_submission_is_idempotent(env, demo_structure):
         assert p.exitcode == 0
     again = submit_sweep(same)
     assert not again.created
-    assert len(env.store.list()) == 6 and [s["id"] for s in env.store.sweeps()] == [plan.sweep_id]
+    assert len(env.store.list()) == 7 and [s["id"] for s in env.store.sweeps()] == [plan.sweep_id]
     assert sorted(j.name for j in env.store.list(sweep=plan.short_id)) == sorted(j.name for j in plan.jobs)
 
 
@@ -494,13 +497,16 @@ def test_cli_sweep_dry_run_then_queue(env, run_cli, demo_structure):
             "--budget-rank", "8", "--max-steps", "10", "--gpus-per-job", "0", "--json"]
     code, out, _ = run_cli(*args, "--dry-run")
     plan = json.loads(out)
-    assert code == 0 and plan["dry_run"] and len(plan["jobs"]) == 4 and rows_written(env.jobs) == 0
+    assert code == 0 and plan["dry_run"] and len(plan["jobs"]) == 5 and rows_written(env.jobs) == 0
+    assert [j["kind"] for j in plan["jobs"]] == ["train"] * 4 + ["reference"]
+    code, out, _ = run_cli(*args, "--dry-run", "--no-reference")
+    assert code == 0 and len(json.loads(out)["jobs"]) == 4
     code, out, _ = run_cli(*args, "--no-worker")
     queued = json.loads(out)
     assert code == 0 and queued["created"] and set(queued["states"].values()) == {"queued"}
     assert queued["sweep"] == plan["sweep"] and queued["worker"] is None
     code, out, _ = run_cli(*args, "--no-worker")
-    assert code == 0 and json.loads(out)["created"] is False and len(env.store.list()) == 4
+    assert code == 0 and json.loads(out)["created"] is False and len(env.store.list()) == 5
     code, _, err = run_cli(*args[:-1], "--ratios", "1:x:1", "--no-worker")
     assert code == 2 and err.startswith("error: ratio: the projector weight 'x' is not a number")
     code, _, err = run_cli("worker", "--gpus", "7")
@@ -526,7 +532,9 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     assert not at.exception and not at.error
     assert at.multiselect(key="jobs_ratios").value == ["1:1:1", "2:4:1"] and at.text_input(key="jobs_model").value == "demo"
     planned = at.dataframe[0].value
-    assert list(planned["ratio"]) == ["1:1:1"] * 2 + ["2:4:1"] * 2  # the demo defaults: 2 seeds and (planned["trainable params"] > 0).all()
+    # the demo defaults: 2 seeds, and the base model's reference row
+    assert list(planned["ratio"]) == ["1:1:1"] * 2 + ["2:4:1"] * 2 + ["base model"]
+    assert (planned["trainable params"][:-1] > 0).all()
     table = at.dataframe[1].value.set_index("job")
     assert table.loc[ok.id, "state"] == "succeeded" and table.loc[ok.id, "progress"] == 1.0
     assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1"

@@ -25,7 +25,7 @@ def test_worker_killed_mid_training_resumes_and_finishes(env):  # noqa: F811
 
     r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset",
                         "synthetic:shapes?n=80", "--ratios", "1:4:1", "--budget-rank", "4", "--max-steps", str(STEPS),
-                        "--batch-size", "4", "--checkpoint-every", "5", "--eval-limit", "16", "--no-worker", "--json"],
+                        "--batch-size", "4", "--checkpoint-every", "5", "--eval-limit", "16", "--no-reference", "--no-worker", "--json"],
                        cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert r.returncode == 0, r.stderr
     [job_id] = [j["job"] for j in json.loads(r.stdout)["jobs"]]

@@ -179,7 +179,8 @@ def test_sweep_of_a_local_model_with_patterns_on_a_custom_jsonl_dataset(env, tmp
                         "--eval-limit", "8", "--gpus-per-job", "0", "--no-worker", "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    [planned] = json.loads(r.stdout)["jobs"]
+    planned, reference = json.loads(r.stdout)["jobs"]
+    assert planned["kind"] == "train" and reference["kind"] == "reference"  # every sweep has its base-model row
     job = env.store.get(planned["job"])
     assert job.settings["train"]["patterns"].startswith("vision=model.vision_tower")
     assert job.settings["evaluate"]["columns"] == {"question_id": "qid", "image": "picture", "question": "text"}
@@ -190,8 +191,15 @@ def test_sweep_of_a_local_model_with_patterns_on_a_custom_jsonl_dataset(env, tmp
     assert cmba["base_model"]["id"] == str(model) and cmba["dataset"]["columns"]["question"] == "text"
     assert cmba["training"]["lora_dropout"] == 0.1 and cmba["training"]["weight_decay"] == 0.01
     assert list(cmba["allocation"]["ratio"]) == [1, 4, 1] and cmba["allocation"]["total"] == planned["trainable params"]
-    [results] = list((tmp_path / "adapters").glob("*/eval/*/results.json"))
+    [results] = [p for p in (tmp_path / "adapters").glob("*/eval/*/results.json") if "base--" not in str(p)]
     assert json.loads(results.read_text())["scores"]["n"] == 8
+    ref = env.store.get(reference["job"])
+    if ref.state is not JobState.SUCCEEDED:  # --once may stop after the first job: run the reference too
+        assert env.worker("--threads", "1", "--once").wait(timeout=500) == 0
+        ref = env.store.get(reference["job"])
+    assert ref.state is JobState.SUCCEEDED, (ref.message, open(ref.log_path).read()[-2000:])
+    [base] = list((tmp_path / "adapters").glob("base--*/eval/*/results.json"))
+    assert json.loads(base.read_text())["adapter"] is None and json.loads(base.read_text())["scores"]["n"] == 8
 
 
 def test_a_job_queued_in_the_old_argv_form_still_runs(env, tmp_path):  # noqa: F811

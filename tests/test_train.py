@@ -60,7 +60,7 @@ def _batch(keep):
 def test_adapter_folder_and_cmba_json(run):
     out, doc, keep = run
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
-                                                    "cmba.json", "metrics.jsonl"]
+                                                    "cmba.json", "metrics.jsonl", "trained_on.json"]
     cmba = json.loads((out / "cmba.json").read_text())
     assert cmba == json.loads(json.dumps(doc, default=str))
     assert cmba["format"] == "cmba-adapter/1" and cmba["base_model"]["id"] == "demo"

@@ -86,7 +86,8 @@ def spec_from_args(args):
         mode=own.get("mode", "rank"), targets=own.get("targets", ""), alpha_rule=own.get("alpha_rule", "scaled"),
         alpha=own.get("alpha_value", 2.0), train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
         eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
-        max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args))
+        max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args),
+        reference=not args.no_reference)
 
 
 def cmd_sweep(args) -> int:
@@ -298,6 +299,8 @@ def register(sub) -> None:
     g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
     g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")
     g.add_argument("--no-eval", action="store_true", help="train only")
+    g.add_argument("--no-reference", action="store_true",
+                   help="do not queue the base model's evaluation on the same questions (the comparison's reference row)")
     g = p.add_argument_group("queueing")
     g.add_argument("--gpus-per-job", type=_number(int), help="default: 1 when the machine has GPUs, else 0 (CPU); "
                    "more than 1 trains with DDP (torchrun), the global batch kept")

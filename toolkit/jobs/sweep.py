@@ -47,7 +47,7 @@ from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
 
 if TYPE_CHECKING:
     from toolkit.jobs.slurm.executor import SlurmResources
-from toolkit.runs import slug
+from toolkit.runs import base_folder, slug
 
 MAX_JOBS = 500
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
@@ -173,6 +173,8 @@ class SweepSpec:
     """split the evaluate step scores (None = no evaluate step)"""
     eval_limit: int | None = None
     """evaluate on at most N questions"""
+    reference: bool = True
+    """also queue the base model's evaluation on the same questions (the comparison's reference row)"""
     output: str | None = None
     """folder the sweep's adapters go in (None = the adapter store)"""
     name: str | None = None
@@ -230,13 +232,19 @@ class SweepSpec:
         object.__setattr__(self, "train", {k: sample[k] for k in sorted(self.train) if k in sample})
         if self.eval_split:
             self.eval_settings(adapter=str(adapters_dir()))
+            train_split = self.train.get("split", TrainSettings.defaults()["split"])
+            if self.eval_split == train_split and not self.train.get("holdout"):
+                raise InputError(f"eval split: the jobs train on split '{train_split}' and would be evaluated on it "
+                                 f"(their own training questions); evaluate on another split (--eval-split) or hold "
+                                 f"out images of it (--holdout 0.1)")
 
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
               mode: str = "rank", targets: str = "", alpha_rule: str = "scaled", alpha=2.0,
               train: dict | None = None, evaluate: bool = True, eval_split: str | None = "validation",
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
-              max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None) -> SweepSpec:
+              max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
+              reference: bool = True) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
         `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"}.
@@ -277,7 +285,7 @@ class SweepSpec:
                    alpha=_positive_float(alpha, "alpha") or 2.0, train=train,
                    eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
-                   max_attempts=max_attempts, executor=executor, slurm=slurm)
+                   max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference))
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
@@ -294,6 +302,13 @@ class SweepSpec:
                             columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"),
                             holdout=self.train.get("holdout"))
 
+    def reference_settings(self) -> EvalSettings:
+        """The base model's evaluation on the jobs' questions, under the same quantization as their training."""
+        return EvalSettings(base=self.model, revision=self.train.get("revision"), dataset=self.dataset,
+                            split=self.eval_split, limit=self.eval_limit, columns=self.train.get("columns", {}),
+                            image_dir=self.train.get("image_dir"), holdout=self.train.get("holdout"),
+                            quantize=self.train.get("quantize"))
+
     def normalised(self) -> dict:
         d = asdict(self)
         d["ratios"], d["seeds"] = list(self.ratios), list(self.seeds)
@@ -303,6 +318,8 @@ class SweepSpec:
         for key in ("train", "output", "name"):  # left out while unset: ids of sweeps without them stay as they were
             if not d[key]:
                 d.pop(key)
+        if d["reference"]:  # the default: ids of sweeps planned before it existed stay as they were
+            d.pop("reference")
         return d
 
     @property
@@ -335,9 +352,12 @@ class PlannedJob:
     """{"train": TrainSettings.to_dict(), "evaluate": EvalSettings.to_dict() or None}: what the steps run"""
     lora_sha256: str = ""
     """sha256 of the planned LoraConfig; the train step refuses any other allocation"""
+    kind: str = "train"
+    """train (train, then evaluate) | reference (the base model's evaluation alone)"""
 
     def row(self) -> dict:
-        return {"job": self.id, "name": self.name, "ratio": self.ratio, "seed": self.seed, "budget": str(self.budget),
+        return {"job": self.id, "name": self.name, "ratio": self.ratio,
+                "seed": self.seed if self.kind == "train" else None, "budget": str(self.budget),
                 "ranks v:p:l": ":".join(map(str, self.ranks)), "trainable params": self.params,
                 "budget params": self.budget_params,
                 "budget error %": None if self.budget_error is None else round(self.budget_error, 3),
@@ -359,7 +379,7 @@ class SweepPlan:
 
     def to_dict(self) -> dict:
         return {"sweep": self.sweep_id, "spec": self.spec.normalised(),
-                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256} for j in self.jobs]}
+                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256, "kind": j.kind} for j in self.jobs]}
 
 
 def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | None) -> tuple[tuple[str, ...], ...]:
@@ -415,6 +435,13 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
                                        steps=_steps(spec, settings, evaluate), lora_sha256=lora_hash,
                                        settings={"train": settings.to_dict(),
                                                  "evaluate": evaluate.to_dict() if evaluate else None}))
+    if spec.eval_split and spec.reference:
+        ref = spec.reference_settings()
+        jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=f"{model}-base-reference",
+                               ratio="base model", seed=0, budget=spec.budgets[0], ranks=(0, 0, 0), params=0,
+                               budget_params=None, budget_error=None, output_dir=str(base_folder(spec.model, root=adapters_dir())),
+                               steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),),
+                               settings={"train": None, "evaluate": ref.to_dict()}, kind="reference"))
     return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs))
 
 
@@ -435,7 +462,7 @@ def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitRes
                   resources=spec.slurm.to_dict() if spec.executor == "slurm" else {}, settings=j.settings,
                   meta={"ratio": j.ratio, "seed": j.seed, "budget": str(j.budget), "ranks": list(j.ranks),
                         "params": j.params, "budget_error": j.budget_error, "model": plan.spec.model,
-                        "dataset": plan.spec.dataset, "lora_sha256": j.lora_sha256})
+                        "dataset": plan.spec.dataset, "lora_sha256": j.lora_sha256, "kind": j.kind})
            for j in plan.jobs]
     created, jobs = store.submit_sweep(plan.sweep_id, plan.spec.normalised(), new)
     return SubmitResult(sweep_id=plan.sweep_id, created=created, jobs=tuple(jobs))
