@@ -127,7 +127,8 @@ def _solve_rank_mode(mods, weights, budget):
         if ideal[c] < 1:
             notes.append(f"{c}: the ratio asks for rank {ideal[c]:.2f}; raised to 1, the minimum (the ratio is not kept)")
         elif ideal[c] >= cap[c]:
-            notes.append(f"{c}: every module is at full rank (max {cap[c]}); the other components took the rest of the budget")
+            notes.append(f"{c}: every module is at its rank cap (max {cap[c]}); the other components took the rest "
+                         "of the budget")
     free = [c for c in mods if 1 <= ideal[c] < cap[c]]
     pinned = {c: (1 if ideal[c] < 1 else cap[c]) for c in mods if c not in free}
 
@@ -208,7 +209,7 @@ def _solve_share_mode(mods, weights, budget):
 
 
 def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets, alpha_rule, notes,
-           module_ranks=None, full_mods=None, rounding_used="uniform", granularity=None) -> Allocation:
+           module_ranks=None, ideal=None, full_mods=None, rounding_used="uniform", granularity=None) -> Allocation:
     """The allocation record. `ranks`: component -> nominal rank; `module_ranks`: name -> rank where modules
     of a component differ (mixed rounding); `full_mods`: component -> modules trained fully."""
     module_allocs = []
@@ -226,7 +227,7 @@ def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets,
                 ModuleAllocation(
                     name=m.name, component=comp, kind=m.kind, in_features=m.in_features, out_features=m.out_features,
                     rank=r, alpha=alpha_rule.alpha(r), params=params,
-                    capped=(ranks[comp] > m.max_rank) if not module_ranks else r == m.max_rank < ranks[comp],
+                    capped=(ideal or ranks)[comp] > m.max_rank,
                     full_cheaper=params >= m.full_params,
                 )
             )
@@ -274,8 +275,8 @@ def _warnings(structure, module_allocs, ranks) -> list[str]:
         if capped:
             ex = capped[0]
             out.append(
-                f"{comp}: {len(capped)} module(s) capped at min(in, out) or where LoRA would cost more than full "
-                f"fine-tuning, because rank {ranks[comp]} exceeds it (e.g. {ex.name} at {ex.rank}); higher ranks "
+                f"{comp}: {len(capped)} module(s) capped at min(in, out) or where LoRA stops being cheaper than training "
+                f"the layer, because rank {ranks[comp]} exceeds it (e.g. {ex.name} at {ex.rank}); higher ranks "
                 "would add parameters, not capacity"
             )
         dear = [m for m in module_allocs if m.component == comp and m.full_cheaper]
@@ -322,7 +323,7 @@ def allocate(structure: ModelStructure, spec: AllocationSpec) -> Allocation:
             "module at its rank cap: min(in, out), or where LoRA would cost more than full fine-tuning); fully "
             "fine-tune a component instead or lower the budget"
         )
-    module_ranks = None
+    module_ranks = ideal = None
     if spec.rounding == "mixed":
         if spec.mode == "rank":
             ideal, notes = rounding.continuous_rank_mode(mods, weights, lora_budget)
@@ -341,7 +342,7 @@ def allocate(structure: ModelStructure, spec: AllocationSpec) -> Allocation:
     a = _build(
         structure, mods, ranks, mode=spec.mode, ratio=spec.ratio.as_tuple(), budget=budget,
         budget_spec=str(spec.budget), targets=spec.targets, alpha_rule=spec.alpha, notes=notes,
-        module_ranks=module_ranks, full_mods=full_mods, rounding_used=spec.rounding, granularity=grain,
+        module_ranks=module_ranks, ideal=ideal, full_mods=full_mods, rounding_used=spec.rounding, granularity=grain,
     )
     if spec.rounding == "mixed" and abs(a.budget_error) > EXACT_TOLERANCE:
         a = replace(a, warnings=a.warnings + (
