@@ -3,16 +3,23 @@
     >>> from toolkit import load_structure, allocate, audit, AllocationSpec, Ratio, Budget
     >>> s = load_structure("llava-1.5-7b")
     >>> a = allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
-    >>> [a.components[c].rank for c in ("vision", "projector", "language")]
-    [8, 32, 8]
+    >>> a.ranks_label(), round(a.budget_error, 2)        # mixed rounding (default): budget-exact
+    ('7.89:31.6:7.89', 0.01)
+    >>> allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8), rounding="uniform")).ranks()
+    (8, 32, 8)
     >>> audit(s, (4, 16, 4), budget=Budget("rank", 8)).budget_error   # hand-picked: about half the budget
     -49.32...
 
 LoRA on a module costs r x (in + out). Rank mode puts r_c = s x w_c for each component and solves the
 scale s so the total meets the budget; share mode gives each component w_c / sum(w) of the budget and
-solves each rank from its share. Per-module ranks are capped at min(in, out); capped budget in share mode
-is redistributed. Integer ranks are then chosen among the roundings (and exact multiples of the ratio)
-to minimise |budget error| + ratio (or share) distortion, so 1:4:1 stays 8:32:8 rather than 8:31:8.
+solves each rank from its share. Per-module ranks are capped at min(in, out) and where LoRA would cost more
+than full fine-tuning; capped budget in share mode is redistributed; a component below rank 1 is raised
+to 1 and paid for by the others. `rounding="mixed"` (default) then gives each component's modules a floor/
+ceil mix (`toolkit.calculator.rounding`) so the total lands within 0.5 % of the budget (or states the
+granularity limit); `rounding="uniform"` chooses one integer rank per component among the roundings (and
+exact multiples of the ratio) to minimise |budget error| + ratio distortion, so 1:4:1 stays 8:32:8.
+`full_finetune=("projector",)` trains a component fully (PEFT `modules_to_save`) at its true cost, paid
+from the same budget.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from itertools import product
 
 from toolkit.calculator import rounding
 from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.checks import BUDGET_TOLERANCE
 from toolkit.calculator.result import Allocation, ComponentAllocation, ModuleAllocation
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Targets
 from toolkit.calculator.structure import LinearModule, ModelStructure
@@ -245,7 +253,11 @@ def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets,
             share_of_model=structure.component_params[comp] / model_size,
             capped_modules=sum(m.capped for m in mine),
             mean_rank=rounding.mean_rank(mine) if mine and not full else 0.0, full=full,
+            target_rank=0.0 if full or comp not in mods else float((ideal or ranks)[comp]),
+            rank_step=rounding.rank_step(mine) if mine and not full else 0.0,
         )
+    if ideal:
+        notes = notes + rounding.granularity_notes(components)
     return Allocation(
         model=structure.model_id, model_type=structure.model_type, family=structure.family, mode=mode,
         ratio=tuple(ratio), budget=budget, budget_spec=budget_spec, total=total,
@@ -344,6 +356,11 @@ def allocate(structure: ModelStructure, spec: AllocationSpec) -> Allocation:
         budget_spec=str(spec.budget), targets=spec.targets, alpha_rule=spec.alpha, notes=notes,
         module_ranks=module_ranks, ideal=ideal, full_mods=full_mods, rounding_used=spec.rounding, granularity=grain,
     )
+    if abs(a.budget_error) > BUDGET_TOLERANCE:
+        a = replace(a, warnings=(
+            f"budget error {a.budget_error:+.2f}% exceeds the {BUDGET_TOLERANCE:g}% study tolerance: sweeps refuse "
+            "this arm" + (" (mixed rounding, the default, meets the budget)" if spec.rounding == "uniform" else ""),
+        ) + a.warnings)
     if spec.rounding == "mixed" and abs(a.budget_error) > EXACT_TOLERANCE:
         a = replace(a, warnings=a.warnings + (
             f"budget error {a.budget_error:+.2f}% exceeds {EXACT_TOLERANCE}%: one rank step of the largest modules "

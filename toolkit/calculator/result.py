@@ -59,6 +59,10 @@ class ComponentAllocation:
     """cost-weighted mean rank over the component's uncapped modules (mixed rounding gives floor/ceil mixes)"""
     full: bool = False
     """the component is fully fine-tuned (modules_to_save), at its true parameter cost"""
+    target_rank: float = 0.0
+    """the fractional rank the ratio and budget ask for (mixed rounding approximates it by `mean_rank`)"""
+    rank_step: float = 0.0
+    """how far one rank step of the component's largest module moves `mean_rank`: its granularity"""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class Allocation:
                 c: {
                     "rank": a.rank,
                     "mean_rank": round(a.mean_rank, 4),
+                    "target_rank": round(a.target_rank, 4),
+                    "rank_step": round(a.rank_step, 4),
                     "full": a.full,
                     "alpha": a.alpha,
                     "params": a.params,

@@ -121,3 +121,25 @@ def mean_rank(module_allocs) -> float:
     free = [m for m in module_allocs if not m.capped] or list(module_allocs)
     weight = sum(m.in_features + m.out_features for m in free)
     return sum(m.rank * (m.in_features + m.out_features) for m in free) / weight if weight else 0.0
+
+
+def rank_step(module_allocs) -> float:
+    """How much one rank step of the largest uncapped module moves the component's mean rank."""
+    free = [m for m in module_allocs if not m.capped] or list(module_allocs)
+    weight = sum(m.in_features + m.out_features for m in free)
+    return max(m.in_features + m.out_features for m in free) / weight if weight else 0.0
+
+
+def granularity_notes(components, tolerance: float = 0.05) -> list[str]:
+    """Where a component's mean rank misses its target by more than `tolerance` (relative), say that its
+    module sizes allow no closer (a one-module projector cannot take rank 4.7)."""
+    out = []
+    for c in components.values():
+        if c.full or not c.target_rank or c.capped_modules == c.modules:
+            continue
+        miss = c.mean_rank / c.target_rank - 1
+        if abs(miss) > tolerance:
+            out.append(f"{c.component}: mean rank {c.mean_rank:.3g} for the {c.target_rank:.3g} the ratio asks "
+                       f"({100 * miss:+.1f}%): one rank step of its largest module moves its mean rank by "
+                       f"{c.rank_step:.2f}, the finest its module sizes allow")
+    return out
