@@ -315,6 +315,8 @@ class SweepPlan:
     spec: SweepSpec
     sweep_id: str
     jobs: tuple[PlannedJob, ...]
+    warnings: tuple[str, ...] = ()
+    """budget errors let through by allow_budget_error, ratios merged because caps made them identical"""
 
     @property
     def short_id(self) -> str:
@@ -324,7 +326,8 @@ class SweepPlan:
         return [j.row() for j in self.jobs]
 
     def to_dict(self) -> dict:
-        return {"sweep": self.sweep_id, "spec": self.spec.normalised(), "jobs": self.rows()}
+        return {"sweep": self.sweep_id, "spec": self.spec.normalised(), "jobs": self.rows(),
+                "warnings": list(self.warnings)}
 
 
 def _steps(spec: SweepSpec, ratio: str, budget: Budget, seed: int, output: str) -> tuple[tuple[str, ...], ...]:
@@ -346,10 +349,14 @@ def _steps(spec: SweepSpec, ratio: str, budget: Budget, seed: int, output: str) 
     return tuple(steps)
 
 
-def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | None = None,
+               allow_budget_error: bool | None = None) -> SweepPlan:
     """Validate a sweep and allocate each of its jobs, writing nothing (InputError on any bad input).
 
-    `structure` reuses an already loaded `ModelStructure` of `spec.model` (the app caches it).
+    `structure` reuses an already loaded `ModelStructure` of `spec.model` (the app caches it). An arm whose
+    |budget error| exceeds `budget_tolerance` (%, default 1) is refused unless `allow_budget_error` turns that
+    into a plan warning; ratios whose allocations come out identical (caps) are queued once, with a warning.
+    Both default to the spec's fields of the same names when it has them.
     """
     from toolkit.jobs.worker import detect_gpus
 
@@ -378,10 +385,25 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
     sweep_id = spec.sweep_id
     model = _slug(spec.model)
     jobs = []
+    from toolkit.calculator.checks import BUDGET_TOLERANCE, budget_problem, duplicate_arms
+
+    tolerance = budget_tolerance if budget_tolerance is not None else getattr(spec, "budget_tolerance", BUDGET_TOLERANCE)
+    allow = allow_budget_error if allow_budget_error is not None else getattr(spec, "allow_budget_error", False)
+    warnings = []
     for budget in spec.budgets:
-        for ratio in spec.ratios:
-            a = allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=budget, mode=spec.mode,
-                                                   targets=targets, alpha=alpha))
+        arms = {ratio: allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=budget, mode=spec.mode,
+                                                          targets=targets, alpha=alpha)) for ratio in spec.ratios}
+        problems = [p for p in (budget_problem(a, label=r, tolerance=tolerance) for r, a in arms.items()) if p]
+        if problems and not allow:
+            raise InputError(f"budget tolerance: {'; '.join(problems)} (lower it to a warning with "
+                             "--allow-budget-error, or change --budget-tolerance)")
+        warnings += problems
+        for same in duplicate_arms(arms):
+            warnings.append(f"ratios {', '.join(same)} give identical allocations at {budget} (caps); queued once "
+                            f"as {same[0]}")
+            for ratio in same[1:]:
+                del arms[ratio]
+        for ratio, a in arms.items():
             for seed in spec.seeds:
                 name = f"{model}-r{ratio.replace(':', '-')}-{_budget_tag(budget)}-s{seed}"
                 output = str(adapters_dir().resolve() / f"{name}-{sweep_id[:8]}")
@@ -389,7 +411,7 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
                                        budget=budget, ranks=a.ranks(), params=a.total, budget_params=a.budget,
                                        budget_error=a.budget_error, output_dir=output,
                                        steps=_steps(spec, ratio, budget, seed, output)))
-    return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs))
+    return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs), warnings=tuple(warnings))
 
 
 @dataclass(frozen=True)
