@@ -20,7 +20,7 @@ from toolkit import AllocationSpec, Budget, Ratio, allocate
 from toolkit.calculator.architectures import COMPONENTS
 from toolkit.calculator.checks import budget_problem, duplicate_arms, spend_mismatch
 from toolkit.calculator.loraconfig import check_patterns, lora_config_dict, peft_rank_of
-from toolkit.calculator.report import ratio_grid
+from toolkit.calculator.report import grid_notes, ratio_grid
 from toolkit.calculator.structure import load_structure, presets
 from toolkit.errors import BudgetError, InputError
 
@@ -174,6 +174,13 @@ def test_ratio_grid_flags_errors_over_tolerance():
     exact = ratio_grid(s, AllocationSpec(ratio=Ratio.parse("1:1:1"), budget=Budget("rank", 8)))
     assert (exact["budget flag"] == "").all()
     assert {"vision mean rank", "rounding"} <= set(exact.columns)
+    notes = grid_notes(grid)
+    assert ("error" in {level for level, _ in notes}) and any("1:4:1" in text for _, text in notes)
+    assert grid_notes(exact) == []
+    capped = ratio_grid(structure("paligemma-3b"), AllocationSpec(ratio=Ratio.parse("1:1:1"), budget=Budget("rank", 8),
+                                                                  mode="share"))
+    assert capped.set_index("ratio").loc["1:4:1", "same as"] == "1:1:1"
+    assert any(level == "warning" and "same allocation as 1:1:1" in text for level, text in grid_notes(capped))
 
 
 def test_cli_allocate_llava_1_1_2_is_within_half_a_percent():

@@ -107,6 +107,20 @@ def ratio_grid(structure: ModelStructure, spec: AllocationSpec, ratios=CANONICAL
     return pd.DataFrame(rows)
 
 
+def grid_notes(grid: pd.DataFrame) -> list[tuple[str, str]]:
+    """(level, text) for the grid's visible flags: 'error' beyond the budget tolerance, 'warning' for arms
+    that came out identical to an earlier ratio."""
+    out = []
+    for row in grid.to_dict("records"):
+        if row.get("budget flag"):
+            out.append(("error", f"ratio {row['ratio']}: budget error {row['budget error %']:+.2f}% is {row['budget flag']}"
+                                 " (the study tolerance; sweeps refuse this arm)"))
+        if row.get("same as"):
+            out.append(("warning", f"ratio {row['ratio']} gives the same allocation as {row['same as']} (caps); a "
+                                   "sweep queues it once"))
+    return out
+
+
 def ratio_grid_chart(grid: pd.DataFrame) -> alt.Chart:
     long = grid.dropna(subset=["total"]).melt(
         id_vars=["ratio"], value_vars=[f"{c} params" for c in COMPONENTS], var_name="component", value_name="params"
@@ -150,6 +164,6 @@ def audit_table(structure: ModelStructure, spec: AllocationSpec, tuples: list[tu
 
 
 __all__ = [
-    "CANONICAL_RATIOS", "audit_table", "component_table", "excluded_table",
+    "CANONICAL_RATIOS", "audit_table", "component_table", "excluded_table", "grid_notes",
     "module_table", "parse_rank_tuples", "ratio_grid", "ratio_grid_chart", "split_chart",
 ]
