@@ -70,12 +70,12 @@ class LinearModule:
     bias: bool = False
     """the layer has a bias vector (full fine-tuning trains it too)"""
 
-    @property
+    @cached_property  # the solver reads these thousands of times per solve
     def cost_per_rank(self) -> int:
         """LoRA parameters per unit of rank: A is r x in, B is out x r."""
         return self.in_features + self.out_features
 
-    @property
+    @cached_property
     def max_rank(self) -> int:
         """The highest useful rank: min(in, out), and no rank whose LoRA costs more than full fine-tuning.
 
@@ -84,7 +84,7 @@ class LinearModule:
         """
         return max(1, min(self.in_features, self.out_features, self.full_params // self.cost_per_rank))
 
-    @property
+    @cached_property
     def full_params(self) -> int:
         """Parameters of the layer itself, weight and bias (what full fine-tuning of it costs)."""
         return self.in_features * self.out_features + (self.out_features if self.bias else 0)
