@@ -12,6 +12,7 @@ from app_pages.calculator_ui import (
 )
 from toolkit.calculator import report
 from toolkit.calculator.allocation import allocate
+from toolkit.calculator.checks import budget_flag, budget_problem
 from toolkit.calculator.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, parse_number
 from toolkit.errors import CmbaError
@@ -27,9 +28,10 @@ try:
         raise CmbaError("model: choose a preset, or enter a Hub id or a local folder")
     structure = cached_structure(model, patterns)
     with left:
-        mode, targets, rule, alpha_text = options_ui(structure)
+        mode, targets, rule, alpha_text, rounding, full = options_ui(structure)
     spec = AllocationSpec(ratio=Ratio.parse(ratio_text), budget=Budget.parse(kind, budget_text), mode=mode,
-                          targets=Targets(**targets), alpha=AlphaRule(rule, parse_number(alpha_text, "alpha", "a number > 0")))
+                          targets=Targets(**targets), alpha=AlphaRule(rule, parse_number(alpha_text, "alpha", "a number > 0")),
+                          rounding=rounding, full_finetune=tuple(full))
     a = allocate(structure, spec)
 except CmbaError as exc:
     right.error(str(exc))
@@ -41,8 +43,12 @@ with right:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Budget", f"{a.budget / 1e6:.2f} M", help=f"{a.budget:,} params ({a.budget_spec})")
     c2.metric("Allocated", f"{a.total / 1e6:.2f} M", help=f"{a.total:,} LoRA params")
-    c3.metric("Budget error", f"{a.budget_error:+.2f}%")
-    c4.metric("Ranks v:p:l", ":".join(str(r) for r in a.ranks()))
+    flag = budget_flag(a.budget_error)
+    c3.metric("Budget error", f"{a.budget_error:+.2f}%", delta=flag or None, delta_color="inverse" if flag else "off")
+    c4.metric("Mean ranks v:p:l", a.ranks_label(), help=f"{a.rounding} rounding; nominal ranks "
+              + ":".join(str(r) for r in a.ranks()))
+    if flag:
+        st.error(budget_problem(a))
     st.dataframe(report.component_table(a), width="stretch", column_config=PARAM_COLUMNS)
     for w in a.warnings:
         st.warning(w)
@@ -56,6 +62,8 @@ with right:
     with grid_tab:
         grid = report.ratio_grid(structure, spec)
         st.dataframe(grid, hide_index=True, width="stretch", column_config=PARAM_COLUMNS)
+        for level, text in report.grid_notes(grid):
+            (st.error if level == "error" else st.warning)(text)
         st.altair_chart(report.ratio_grid_chart(grid), width="stretch")
     with audit_tab:
         tuples = st.text_input("Hand-picked ranks v:p:l (comma-separated)", value="4:16:4, 8:8:8, 2:8:2", key="audit")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from toolkit.calculator.architectures import COMPONENTS, ComponentPatterns
-from toolkit.calculator.spec import ALPHA_RULES, KINDS, Ratio
+from toolkit.calculator.spec import ALPHA_RULES, KINDS, ROUNDINGS, Ratio
 from toolkit.calculator.structure import load_structure, presets
 from toolkit.errors import CmbaError
 
@@ -70,9 +70,15 @@ def budget_ui() -> tuple[str, str]:
     return kind, value
 
 
-def options_ui(structure) -> tuple[str, dict, str, str]:
+def options_ui(structure) -> tuple[str, dict, str, str, str, list[str]]:
     mode = st.radio("Mode", ["rank", "share"], horizontal=True, key="mode",
                     help="rank: ranks follow the ratio. share: parameter shares of the budget follow the ratio.")
+    rounding = st.radio("Rounding", list(ROUNDINGS), horizontal=True, key="rounding",
+                        help="mixed: each component's modules get a floor/ceil mix of ranks so the budget is met "
+                             "exactly; uniform: one integer rank per component (budget error can exceed 1%)")
+    full = st.multiselect("Fully fine-tune", list(COMPONENTS), key="full_finetune",
+                          help="train these components fully (PEFT modules_to_save) at their true cost, paid from "
+                               "the same budget (the usual LLaVA recipe trains the projector fully)")
     with st.expander("Targets and alpha"):
         targets = {}
         for col, comp in zip(st.columns(3), COMPONENTS):
@@ -82,7 +88,7 @@ def options_ui(structure) -> tuple[str, dict, str, str]:
         rule = a.selectbox("Alpha rule", ALPHA_RULES, key="alpha_rule",
                            help="scaled: alpha = k x rank (equal LoRA scaling); fixed: one alpha; rslora: alpha/sqrt(r)")
         value = b.text_input("k (scaled) or alpha (fixed, rslora)", value="2", key="alpha_value")
-    return mode, targets, rule, value
+    return mode, targets, rule, value, rounding, full
 
 
 # Parameter counts with thousands separators in every table of the page.

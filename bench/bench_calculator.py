@@ -2,7 +2,8 @@
 
     make bench          # or: .venv/bin/python bench/bench_calculator.py
 
-Targets (issue #2): LLaVA-1.5-7B structure from its preset < 1 s after imports; one solve < 10 ms; the page
+Targets (issues #2, #12): LLaVA-1.5-7B structure from its preset < 1 s after imports; one solve < 10 ms (mixed
+rounding included); the page
 re-renders a new ratio without rebuilding the model. Figures go to bench/RESULTS.md by hand, with the machine.
 """
 
@@ -47,11 +48,14 @@ def main():
         load_structure(name)  # warm the module import
         _, t = timed(lambda n=name: load_structure(n), 3)
         print(f"  {name:<24} {statistics.median(t) * 1000:6.0f} ms")
-    for mode in ("rank", "share"):
-        spec = AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8), mode=mode)
-        a, t = timed(lambda spec=spec: allocate(s, spec), 200)
-        print(f"solve 1:4:1 @ rank-8 budget, {mode} mode: median {statistics.median(t) * 1000:.2f} ms, "
-              f"p99 {sorted(t)[197] * 1000:.2f} ms -> ranks {a.ranks()} error {a.budget_error:+.2f}%")
+    for rounding in ("mixed", "uniform"):
+        for mode in ("rank", "share"):
+            spec = AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8), mode=mode, rounding=rounding)
+            a, t = timed(lambda spec=spec: allocate(s, spec), 200)
+            print(f"solve 1:4:1 @ rank-8 budget, {mode} mode, {rounding} rounding: median "
+                  f"{statistics.median(t) * 1000:.2f} ms, p99 {sorted(t)[197] * 1000:.2f} ms -> mean ranks "
+                  f"{a.ranks_label()} error {a.budget_error:+.2f}%")
+    a = allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
     _, t = timed(lambda: a.lora_config_dict(), 50)
     print(f"LoraConfig export (with pattern self-check): median {statistics.median(t) * 1000:.2f} ms")
 

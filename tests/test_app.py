@@ -30,18 +30,21 @@ def errors(app) -> list[str]:
 
 
 def test_default_is_llava_7b_1_4_1_budget_matched(at):
-    assert metrics(at)["Ranks v:p:l"] == "8:32:8"
-    assert metrics(at)["Budget error"] == "+1.36%"
+    # mixed rounding (default): floor/ceil ranks per module meet the budget; the mean ranks keep 1:4:1
+    assert metrics(at)["Mean ranks v:p:l"] == "7.89:31.6:7.89"
+    assert metrics(at)["Budget error"] == "+0.01%"
     assert any("dead module" in w.value for w in at.warning)
+    assert not errors(at)
     table = at.dataframe[0].value
     assert list(table["rank"]) == [8, 32, 8]
+    assert list(table["mean rank"]) == pytest.approx([7.89, 31.6, 7.89], abs=0.02)
     assert table.loc["projector", "budget/model"] > 1  # the disproportion the study is about
 
 
 def test_ratio_text_and_numbers_stay_in_sync(at):
     at.text_input(key="ratio_text").set_value("2:4:1").run()
     assert [at.number_input(key=k).value for k in ("ratio_v", "ratio_p", "ratio_l")] == [2.0, 4.0, 1.0]
-    assert metrics(at)["Ranks v:p:l"] == "14:28:7"
+    assert metrics(at)["Mean ranks v:p:l"] == "13.8:27.6:6.91"
     at.number_input(key="ratio_p").set_value(8.0).run()
     assert at.text_input(key="ratio_text").value == "2:8:1"
     assert not errors(at)
@@ -72,7 +75,7 @@ def test_bad_budget(at, kind, value, needle):
 
 def test_share_mode_and_other_budget_forms(at):
     at.radio(key="mode").set_value("share").run()
-    assert metrics(at)["Ranks v:p:l"] != "8:32:8"
+    assert metrics(at)["Mean ranks v:p:l"] != "7.89:31.6:7.89"
     assert any("capped" in w.value for w in at.warning)
     at.radio(key="budget_kind").set_value("percent").run()
     at.text_input(key="budget_percent").set_value("0.5").run()
@@ -85,7 +88,7 @@ def test_audit_and_export_tabs(at):
     assert -55 < row["budget error %"] < -45 and row["budget-matched ranks"] == "8:32:8"
     assert "LoraConfig(" in at.code[0].value and "rank_pattern" in at.code[0].value
     at.button[0].click().run()
-    assert [s.value for s in at.success] == ["PEFT counts 23,805,952 trainable parameters (calculator: 23,805,952)"]
+    assert [s.value for s in at.success] == ["PEFT counts 23,488,000 trainable parameters (calculator: 23,488,000)"]
     at.text_input(key="audit").set_value("4:x:4").run()
     assert any(e.startswith("ranks: the projector rank 'x'") for e in errors(at))
 
@@ -109,3 +112,18 @@ def test_every_preset_renders(at):
     for name in options:
         at.selectbox(key="preset").set_value(name.split(" — ")[0]).run()
         assert not at.exception and not errors(at), name
+
+
+def test_uniform_rounding_flags_the_budget_error_and_full_finetune_arm(at):
+    at.radio(key="rounding").set_value("uniform").run()
+    assert metrics(at)["Mean ranks v:p:l"] == "8:32:8"
+    assert metrics(at)["Budget error"] == "+1.36%"
+    assert any("exceeds the 1% tolerance" in e for e in errors(at))  # visible, not a bare number
+    grid = at.dataframe[1].value
+    assert grid.set_index("ratio").loc["1:4:1", "budget flag"] == "over ±1%"
+    at.radio(key="rounding").set_value("mixed").run()
+    at.text_input(key="budget_rank").set_value("16").run()
+    at.multiselect(key="full_finetune").set_value(["projector"]).run()
+    assert not at.exception and not errors(at)
+    assert metrics(at)["Mean ranks v:p:l"].split(":")[1] == "full"
+    assert any("fully fine-tuned (modules_to_save)" in w.value for w in at.warning)

@@ -43,6 +43,12 @@ SPECS = {
     "fixed-alpha": AllocationSpec(
         ratio=Ratio.parse("1:3:2"), budget=Budget("params", 20_000), mode="share", alpha=AlphaRule("fixed", 8)
     ),
+    # The default rounding mixes floor/ceil ranks per module (per-layer rank_pattern keys); uniform is the option.
+    "mixed-1:1:2": AllocationSpec(ratio=Ratio.parse("1:1:2"), budget=Budget("rank", 5), mode="rank"),
+    "uniform-1:1:2": AllocationSpec(ratio=Ratio.parse("1:1:2"), budget=Budget("rank", 5), rounding="uniform"),
+    # The projector fully fine-tuned (modules_to_save) at its true cost, LoRA on the rest from the same budget.
+    "full-projector": AllocationSpec(ratio=Ratio.parse("1:1:1"), budget=Budget("rank", 12),
+                                     full_finetune=("projector",)),
 }
 
 
@@ -74,11 +80,18 @@ def test_peft_counts_match_allocation(tiny_dirs, family, spec_id):
     trainable, _ = peft_model.get_nb_trainable_parameters()
     assert trainable == allocation.total
 
-    component_of = {m.name: m.component for m in allocation.modules}
+    component_of = {m.name: m.component for m in allocation.modules if not m.full}
+    full_of = {m.name: m.component for m in allocation.modules if m.full}
     per_component = dict.fromkeys(COMPONENTS, 0)
-    lora_names = set()
+    lora_names, full_names = set(), set()
     for name, param in peft_model.named_parameters():
         if not param.requires_grad:
+            continue
+        if ".modules_to_save." in name:  # a fully fine-tuned Linear: PEFT's trainable copy, weight and bias
+            base = name.split(".modules_to_save.")[0].removeprefix("base_model.model.")
+            assert base in full_of, f"PEFT trains {base} fully, which the allocation does not"
+            full_names.add(base)
+            per_component[full_of[base]] += param.numel()
             continue
         assert ".lora_A." in name or ".lora_B." in name, f"unexpected trainable parameter {name}"
         base = _base_name(name)
@@ -86,9 +99,10 @@ def test_peft_counts_match_allocation(tiny_dirs, family, spec_id):
         lora_names.add(base)
         per_component[component_of[base]] += param.numel()
     assert lora_names == set(component_of), "some allocated modules got no LoRA"
+    assert full_names == set(full_of), "some fully fine-tuned modules are not trainable"
     for comp in COMPONENTS:
         assert per_component[comp] == allocation.components[comp].params, comp
-        if allocation.components[comp].rank == 0:
+        if allocation.components[comp].rank == 0 and not allocation.components[comp].full:
             assert per_component[comp] == 0
 
 
@@ -102,8 +116,8 @@ def test_peft_ranks_and_alphas_match_allocation(tiny_dirs, family, spec_id):
         for name, mod in peft_model.named_modules()
         if isinstance(mod, LoraLayer)
     }
-    assert set(layers) == {m.name for m in allocation.modules}
-    for m in allocation.modules:
+    assert set(layers) == {m.name for m in allocation.modules if not m.full}
+    for m in (m for m in allocation.modules if not m.full):
         layer = layers[m.name]
         a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
         assert tuple(a.shape) == (m.rank, m.in_features), m.name
@@ -115,7 +129,7 @@ def test_peft_ranks_and_alphas_match_allocation(tiny_dirs, family, spec_id):
         assert m.params == m.rank * (m.in_features + m.out_features)
 
 
-@pytest.mark.parametrize(("family", "spec_id"), _cases(["rank-1:4:1", "audit-capped", "rslora-vision-mlp"]))
+@pytest.mark.parametrize(("family", "spec_id"), _cases(["rank-1:4:1", "audit-capped", "rslora-vision-mlp", "mixed-1:1:2", "full-projector"]))
 def test_lora_config_json_round_trip(tiny_dirs, family, spec_id):
     allocation = _allocation(tiny_dirs, family, spec_id)
     config = LoraConfig(**json.loads(json.dumps(allocation.lora_config_dict())))
@@ -149,9 +163,12 @@ def test_rank_budget_is_uniform_rank_equivalent(tiny_dirs, family):
 def test_capped_spec_really_caps(tiny_dirs, family):
     """Guard for the parity tests above: 'audit-capped' must produce capped modules in every family."""
     allocation = _allocation(tiny_dirs, family, "audit-capped")
+    linear = {m.name: m for m in tiny_structure(tiny_dirs, family).modules}
     capped = [m for m in allocation.modules if m.capped]
     assert capped
-    assert all(m.rank == min(m.in_features, m.out_features) for m in capped)
+    # the cap: min(in, out), or lower where LoRA would cost more than fully training the layer
+    assert all(m.rank == linear[m.name].max_rank <= min(m.in_features, m.out_features) for m in capped)
+    assert all(m.params <= linear[m.name].full_params for m in capped)
     assert len({m.rank for m in allocation.modules}) >= 2
 
 

@@ -3,158 +3,49 @@
     >>> from toolkit import load_structure, allocate, audit, AllocationSpec, Ratio, Budget
     >>> s = load_structure("llava-1.5-7b")
     >>> a = allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
-    >>> [a.components[c].rank for c in ("vision", "projector", "language")]
-    [8, 32, 8]
+    >>> a.ranks_label(), round(a.budget_error, 2)        # mixed rounding (default): budget-exact
+    ('7.89:31.6:7.89', 0.01)
+    >>> allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8), rounding="uniform")).ranks()
+    (8, 32, 8)
     >>> audit(s, (4, 16, 4), budget=Budget("rank", 8)).budget_error   # hand-picked: about half the budget
     -49.32...
 
 LoRA on a module costs r x (in + out). Rank mode puts r_c = s x w_c for each component and solves the
 scale s so the total meets the budget; share mode gives each component w_c / sum(w) of the budget and
-solves each rank from its share. Per-module ranks are capped at min(in, out); capped budget in share mode
-is redistributed. Integer ranks are then chosen among the roundings (and exact multiples of the ratio)
-to minimise |budget error| + ratio (or share) distortion, so 1:4:1 stays 8:32:8 rather than 8:31:8.
+solves each rank from its share. Per-module ranks are capped at min(in, out) and where LoRA would cost more
+than full fine-tuning; capped budget in share mode is redistributed; a component below rank 1 is raised
+to 1 and paid for by the others. `rounding="mixed"` (default) then gives each component's modules a floor/
+ceil mix (`toolkit.calculator.rounding`) so the total lands within 0.5 % of the budget (or states the
+granularity limit); `rounding="uniform"` chooses one integer rank per component among the roundings (and
+exact multiples of the ratio) to minimise |budget error| + ratio distortion, so 1:4:1 stays 8:32:8.
+`full_finetune=("projector",)` trains a component fully (PEFT `modules_to_save`) at its true cost, paid
+from the same budget.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import replace
 from fractions import Fraction
 from itertools import product
 
+from toolkit.calculator import rounding
 from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.checks import BUDGET_TOLERANCE
+from toolkit.calculator.result import Allocation, ComponentAllocation, ModuleAllocation
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Targets
 from toolkit.calculator.structure import LinearModule, ModelStructure
 from toolkit.errors import BudgetError, InputError
 
-
-@dataclass(frozen=True)
-class ModuleAllocation:
-    """The LoRA a single Linear layer gets."""
-
-    name: str
-    component: str
-    kind: str
-    in_features: int
-    out_features: int
-    rank: int
-    alpha: float
-    params: int
-    capped: bool
-    """the component rank exceeded min(in, out), so this module got min(in, out)"""
-    full_cheaper: bool
-    """r x (in + out) >= in x out: fully training this module would cost no more"""
-
-
-@dataclass(frozen=True)
-class ComponentAllocation:
-    """One component's share of the allocation."""
-
-    component: str
-    weight: float
-    """the requested ratio weight (or, in audit mode, the given rank)"""
-    target_kind: str
-    rank: int
-    """the component's rank (0 = left out); capped modules get less, see `modules`"""
-    alpha: float
-    params: int
-    modules: int
-    share_of_budget: float
-    """fraction of the allocation's trainable parameters"""
-    share_of_model: float
-    """fraction of vision + projector + language parameters of the base model"""
-    capped_modules: int
-
-
-@dataclass(frozen=True)
-class Allocation:
-    """The solver's answer; `to_dict()` is the `allocate --json` document, `lora_config()` the PEFT config."""
-
-    model: str
-    model_type: str
-    family: str
-    mode: str
-    """rank | share | audit"""
-    ratio: tuple[float, float, float]
-    budget: int | None
-    budget_spec: str
-    total: int
-    budget_error: float | None
-    """(total - budget) / budget in percent"""
-    achieved_ratio: tuple[float, float, float]
-    components: dict[str, ComponentAllocation]
-    modules: tuple[ModuleAllocation, ...]
-    warnings: tuple[str, ...]
-    targets: Targets = field(default_factory=Targets)
-    alpha_rule: AlphaRule = field(default_factory=AlphaRule)
-
-    def ranks(self) -> tuple[int, int, int]:
-        return tuple(self.components[c].rank for c in COMPONENTS)
-
-    def lora_config_dict(self) -> dict:
-        from toolkit.calculator.loraconfig import lora_config_dict
-
-        return lora_config_dict(self)
-
-    def lora_config(self):
-        """A `peft.LoraConfig` whose trainable-parameter count on the model equals `total`."""
-        from peft import LoraConfig
-
-        return LoraConfig(**self.lora_config_dict())
-
-    def to_dict(self, *, with_modules: bool = False) -> dict:
-        out = {
-            "model": self.model,
-            "model_type": self.model_type,
-            "family": self.family,
-            "mode": self.mode,
-            "ratio": list(self.ratio),
-            "budget": self.budget,
-            "budget_spec": self.budget_spec,
-            "total": self.total,
-            "budget_error": self.budget_error,
-            "achieved_ratio": list(self.achieved_ratio),
-            "alpha_rule": {"rule": self.alpha_rule.rule, "value": self.alpha_rule.value},
-            "components": {
-                c: {
-                    "rank": a.rank,
-                    "alpha": a.alpha,
-                    "params": a.params,
-                    "modules": a.modules,
-                    "target_kind": a.target_kind,
-                    "share_of_budget": a.share_of_budget,
-                    "share_of_model": a.share_of_model,
-                    "capped_modules": a.capped_modules,
-                }
-                for c, a in self.components.items()
-            },
-            "warnings": list(self.warnings),
-            "lora_config": self.lora_config_dict(),
-        }
-        if with_modules:
-            out["module_detail"] = [m.__dict__ for m in self.modules]
-        return out
+EXACT_TOLERANCE = 0.5
+"""mixed rounding lands within this |budget error| in % (or states the granularity limit)"""
 
 
 # ---------------------------------------------------------------------------------------------- costs
 
 
-def _cost(modules: list[LinearModule], rank: float) -> float:
-    """LoRA parameters of these modules at a (possibly fractional) component rank, caps applied."""
-    return sum(m.cost_per_rank * min(rank, m.max_rank) for m in modules)
-
-
-def _invert(groups: list[tuple[float, list[LinearModule]]], target: float) -> float:
-    """Solve sum_c cost(modules_c, s * w_c) = target for s (piecewise linear, increasing)."""
-    points = sorted((m.max_rank / w, m.cost_per_rank * w) for w, mods in groups for m in mods)
-    slope = sum(d for _, d in points)
-    s_prev, f_prev = 0.0, 0.0
-    for s_break, d in points:
-        f_break = f_prev + slope * (s_break - s_prev)
-        if f_break >= target:
-            return s_prev + (target - f_prev) / slope
-        s_prev, f_prev, slope = s_break, f_break, slope - d
-    return s_prev  # target above the all-full-rank maximum: callers check that first
+_cost = rounding.cost
+_invert = rounding.invert
 
 
 def resolve_budget(structure: ModelStructure, budget: Budget, targets: Targets) -> int:
@@ -244,7 +135,8 @@ def _solve_rank_mode(mods, weights, budget):
         if ideal[c] < 1:
             notes.append(f"{c}: the ratio asks for rank {ideal[c]:.2f}; raised to 1, the minimum (the ratio is not kept)")
         elif ideal[c] >= cap[c]:
-            notes.append(f"{c}: every module is at full rank (max {cap[c]}); the other components took the rest of the budget")
+            notes.append(f"{c}: every module is at its rank cap (max {cap[c]}); the other components took the rest "
+                         "of the budget")
     free = [c for c in mods if 1 <= ideal[c] < cap[c]]
     pinned = {c: (1 if ideal[c] < 1 else cap[c]) for c in mods if c not in free}
 
@@ -268,8 +160,9 @@ def _solve_rank_mode(mods, weights, budget):
     return dict(min(candidates, key=score)), notes
 
 
-def _solve_share_mode(mods, weights, budget):
-    """Parameter shares proportional to the weights, with capped budget redistributed."""
+def _share_ideal(mods, weights, budget):
+    """Fractional ranks whose costs are shares of the budget proportional to the weights, capped budget
+    redistributed. Returns (ideal, pinned, notes)."""
     cap = {c: max(m.max_rank for m in mods[c]) for c in mods}
     full = {c: _cost(mods[c], cap[c]) for c in mods}
     floor_cost = {c: _cost(mods[c], 1) for c in mods}
@@ -300,6 +193,13 @@ def _solve_share_mode(mods, weights, budget):
     ideal = dict(pinned)
     for c in free:
         ideal[c] = _invert([(1.0, mods[c])], want[c])
+    return ideal, pinned, notes
+
+
+def _solve_share_mode(mods, weights, budget):
+    """Parameter shares proportional to the weights, one integer rank per component."""
+    cap = {c: max(m.max_rank for m in mods[c]) for c in mods}
+    ideal, pinned, notes = _share_ideal(mods, weights, budget)
     target_share = {c: _cost(mods[c], ideal[c]) / budget for c in mods}
 
     def score(cand):
@@ -316,16 +216,26 @@ def _solve_share_mode(mods, weights, budget):
 # ---------------------------------------------------------------------------------------------- results
 
 
-def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets, alpha_rule, notes) -> Allocation:
+def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets, alpha_rule, notes,
+           module_ranks=None, ideal=None, full_mods=None, rounding_used="uniform", granularity=None) -> Allocation:
+    """The allocation record. `ranks`: component -> nominal rank; `module_ranks`: name -> rank where modules
+    of a component differ (mixed rounding); `full_mods`: component -> modules trained fully."""
     module_allocs = []
+    full_mods = full_mods or {}
     for comp in COMPONENTS:
+        for m in full_mods.get(comp, []):
+            module_allocs.append(ModuleAllocation(
+                name=m.name, component=comp, kind=m.kind, in_features=m.in_features, out_features=m.out_features,
+                rank=0, alpha=0, params=m.full_params, capped=False, full_cheaper=False, full=True))
         for m in mods.get(comp, []):
-            r = min(ranks[comp], m.max_rank)
+            wanted = module_ranks[m.name] if module_ranks else ranks[comp]
+            r = min(wanted, m.max_rank)
             params = m.cost_per_rank * r
             module_allocs.append(
                 ModuleAllocation(
                     name=m.name, component=comp, kind=m.kind, in_features=m.in_features, out_features=m.out_features,
-                    rank=r, alpha=alpha_rule.alpha(r), params=params, capped=ranks[comp] > m.max_rank,
+                    rank=r, alpha=alpha_rule.alpha(r), params=params,
+                    capped=(ideal or ranks)[comp] > m.max_rank,
                     full_cheaper=params >= m.full_params,
                 )
             )
@@ -334,14 +244,20 @@ def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets,
     components = {}
     for comp in COMPONENTS:
         mine = [m for m in module_allocs if m.component == comp]
-        rank = ranks.get(comp, 0)
+        full = comp in full_mods
+        rank = 0 if full else ranks.get(comp, 0)
         components[comp] = ComponentAllocation(
             component=comp, weight=ratio[COMPONENTS.index(comp)], target_kind=targets.kind(comp), rank=rank,
             alpha=alpha_rule.alpha(rank) if rank else 0, params=sum(m.params for m in mine), modules=len(mine),
             share_of_budget=sum(m.params for m in mine) / total if total else 0.0,
             share_of_model=structure.component_params[comp] / model_size,
             capped_modules=sum(m.capped for m in mine),
+            mean_rank=rounding.mean_rank(mine) if mine and not full else 0.0, full=full,
+            target_rank=0.0 if full or comp not in mods else float((ideal or ranks)[comp]),
+            rank_step=rounding.rank_step(mine) if mine and not full else 0.0,
         )
+    if ideal:
+        notes = notes + rounding.granularity_notes(components)
     return Allocation(
         model=structure.model_id, model_type=structure.model_type, family=structure.family, mode=mode,
         ratio=tuple(ratio), budget=budget, budget_spec=budget_spec, total=total,
@@ -349,13 +265,14 @@ def _build(structure, mods, ranks, *, mode, ratio, budget, budget_spec, targets,
         achieved_ratio=_achieved_ratio(mode, ratio, components),
         components=components, modules=tuple(module_allocs),
         warnings=tuple(notes + _warnings(structure, module_allocs, ranks)), targets=targets, alpha_rule=alpha_rule,
+        rounding=rounding_used, granularity=granularity,
     )
 
 
 def _achieved_ratio(mode, ratio, components) -> tuple[float, float, float]:
     """Ranks (rank/audit mode) or params (share mode), scaled so the smallest requested weight is kept."""
-    value = {c: (a.params if mode == "share" else a.rank) for c, a in components.items()}
-    active = [c for c in COMPONENTS if ratio[COMPONENTS.index(c)] > 0 and value[c] > 0]
+    value = {c: (a.params if mode == "share" else a.mean_rank) for c, a in components.items()}
+    active = [c for c in COMPONENTS if ratio[COMPONENTS.index(c)] > 0 and value[c] > 0 and not components[c].full]
     if not active:
         return (0.0, 0.0, 0.0)
     ref = min(active, key=lambda c: ratio[COMPONENTS.index(c)])
@@ -370,8 +287,9 @@ def _warnings(structure, module_allocs, ranks) -> list[str]:
         if capped:
             ex = capped[0]
             out.append(
-                f"{comp}: {len(capped)} module(s) capped at min(in, out) because rank {ranks[comp]} exceeds it "
-                f"(e.g. {ex.name} at {ex.rank}); higher ranks would add parameters, not capacity"
+                f"{comp}: {len(capped)} module(s) capped at min(in, out) or where LoRA stops being cheaper than training "
+                f"the layer, because rank {ranks[comp]} exceeds it (e.g. {ex.name} at {ex.rank}); higher ranks "
+                "would add parameters, not capacity"
             )
         dear = [m for m in module_allocs if m.component == comp and m.full_cheaper]
         if dear:
@@ -384,7 +302,8 @@ def _warnings(structure, module_allocs, ranks) -> list[str]:
         reasons = sorted({m.excluded_reason.split(":", 1)[1].strip() for m in structure.dead})
         out.append(f"{len(structure.dead)} dead module(s) excluded from the budget: {reasons[0]}"
                    + (f" (+{len(reasons) - 1} more reasons)" if len(reasons) > 1 else ""))
-    non_language = [c for c in ("vision", "projector") if ranks.get(c)]
+    non_language = [c for c in ("vision", "projector") if ranks.get(c) and not any(
+        m.full for m in module_allocs if m.component == c)]
     if non_language:
         out.append(
             f"adapters on the {' and '.join(non_language)} are ignored by some serving stacks (e.g. vLLM serves "
@@ -394,30 +313,59 @@ def _warnings(structure, module_allocs, ranks) -> list[str]:
 
 
 def allocate(structure: ModelStructure, spec: AllocationSpec) -> Allocation:
-    """Solve per-component ranks for `spec` on `structure` (see module docstring)."""
-    weights = {c: spec.ratio.weight(c) for c in COMPONENTS if spec.ratio.weight(c) > 0}
+    """Solve per-module ranks for `spec` on `structure` (see module docstring)."""
+    full = spec.full_finetune
+    weights = {c: spec.ratio.weight(c) for c in COMPONENTS if spec.ratio.weight(c) > 0 and c not in full}
     mods = _targeted(structure, spec.targets, list(weights))
+    full_mods = {c: structure.linears(c) for c in full}
     budget = resolve_budget(structure, spec.budget, spec.targets)
+    full_cost = sum(m.full_params for ms in full_mods.values() for m in ms)
+    lora_budget = budget - full_cost
     minimum = sum(_cost(mods[c], 1) for c in mods)
     maximum = sum(_cost(mods[c], max(m.max_rank for m in mods[c])) for c in mods)
-    if budget < minimum:
+    paid = f" after {full_cost:,} params of full fine-tuning ({', '.join(full)})" if full else ""
+    if lora_budget < minimum:
         raise BudgetError(
-            f"budget: {budget:,} params is below the minimum of {minimum:,} params for this ratio "
+            f"budget: {budget:,} params{paid} is below the minimum of {minimum:,} LoRA params for this ratio "
             f"(every targeted module at rank 1)"
         )
-    if budget > maximum:
+    if lora_budget > maximum:
         raise BudgetError(
-            f"budget: {budget:,} params is above the maximum of {maximum:,} params (every targeted module at "
-            "full rank min(in, out)); fully fine-tune instead or lower the budget"
+            f"budget: {budget:,} params{paid} is above the maximum of {maximum:,} LoRA params (every targeted "
+            "module at its rank cap: min(in, out), or where LoRA would cost more than full fine-tuning); fully "
+            "fine-tune a component instead or lower the budget"
         )
-    solver = _solve_rank_mode if spec.mode == "rank" else _solve_share_mode
-    ranks, notes = solver(mods, weights, budget)
-    left_out = [c for c in COMPONENTS if c not in weights]
+    module_ranks = ideal = None
+    if spec.rounding == "mixed":
+        if spec.mode == "rank":
+            ideal, notes = rounding.continuous_rank_mode(mods, weights, lora_budget)
+        else:
+            ideal, _, notes = _share_ideal(mods, weights, lora_budget)
+        module_ranks = rounding.mixed_module_ranks(mods, ideal)
+        ranks = {c: max(1, round(ideal[c])) for c in mods}
+    else:
+        solver = _solve_rank_mode if spec.mode == "rank" else _solve_share_mode
+        ranks, notes = solver(mods, weights, lora_budget)
+    left_out = [c for c in COMPONENTS if spec.ratio.weight(c) == 0]
     notes = notes + [f"{c}: ratio 0 leaves it out (no LoRA; PEFT has no rank 0)" for c in left_out]
-    return _build(
+    notes += [f"{c}: fully fine-tuned (modules_to_save), {sum(m.full_params for m in full_mods[c]):,} params of "
+              "the budget; its ratio weight is not used" for c in full]
+    grain = rounding.granularity(mods, budget)
+    a = _build(
         structure, mods, ranks, mode=spec.mode, ratio=spec.ratio.as_tuple(), budget=budget,
         budget_spec=str(spec.budget), targets=spec.targets, alpha_rule=spec.alpha, notes=notes,
+        module_ranks=module_ranks, ideal=ideal, full_mods=full_mods, rounding_used=spec.rounding, granularity=grain,
     )
+    if abs(a.budget_error) > BUDGET_TOLERANCE:
+        a = replace(a, warnings=(
+            f"budget error {a.budget_error:+.2f}% exceeds the {BUDGET_TOLERANCE:g}% study tolerance: sweeps refuse "
+            "this arm" + (" (mixed rounding, the default, meets the budget)" if spec.rounding == "uniform" else ""),
+        ) + a.warnings)
+    if spec.rounding == "mixed" and abs(a.budget_error) > EXACT_TOLERANCE:
+        a = replace(a, warnings=a.warnings + (
+            f"budget error {a.budget_error:+.2f}% exceeds {EXACT_TOLERANCE}%: one rank step of the largest modules "
+            f"is {grain:.2f}% of this budget, the smallest error the granularity allows",))
+    return a
 
 
 def audit(

@@ -2,7 +2,9 @@
 
 `target_modules` is the explicit list of full module names; `rank_pattern` / `alpha_pattern` are keyed by
 disjoint per-component regexes in which layer indices are generalised (`layers\\.\\d+\\.`). Capped modules
-get their own key. PEFT resolves a module's rank with the first key `k` such that
+get their own key; where mixed rounding gives a module kind two ranks, one key per (kind, rank) lists the
+layer indices, bounded by dots (`layers\\.(?:1|3)\\.` never matches layer 11). Fully fine-tuned Linear layers
+go to `modules_to_save` by full name. PEFT resolves a module's rank with the first key `k` such that
 `re.match(rf"(.*\\.)?({k})$", name)`; `check_patterns` replays that rule and fails loudly if any targeted
 module would get a rank other than the allocation's, so an exported config is correct by construction.
 """
@@ -16,31 +18,40 @@ from collections import defaultdict
 from toolkit.calculator.architectures import COMPONENTS
 
 
-def _template(name: str) -> str:
-    """Regex for a module name with every numeric path segment generalised."""
-    return r"\.".join(r"\d+" if seg.isdigit() else re.escape(seg) for seg in name.split("."))
+def _template(name: str, index: str = r"\d+") -> str:
+    """Regex for a module name with every numeric path segment generalised (to `index`)."""
+    return r"\.".join(index if seg.isdigit() else re.escape(seg) for seg in name.split("."))
+
+
+def _with_indices(names: list[str]) -> str:
+    """One regex for modules that differ only in their single numeric segment: `layers\\.(?:1|3|11)\\.` (the
+    segment is bounded by dots, so index 1 never matches layer 11); otherwise the escaped names."""
+    digits = [[i for i, seg in enumerate(n.split(".")) if seg.isdigit()] for n in names]
+    if len(digits[0]) != 1 or any(d != digits[0] for d in digits):
+        return "|".join(re.escape(n) for n in names)
+    pos = digits[0][0]
+    indices = sorted({n.split(".")[pos] for n in names}, key=int)
+    return _template(names[0], f"(?:{'|'.join(indices)})")
 
 
 def _pattern_groups(allocation) -> list[tuple[str, int, float]]:
     """(regex, rank, alpha) per component and distinct (rank, alpha), disjoint across all keys."""
     groups = []
     for comp in COMPONENTS:
-        by_template: dict[str, set] = defaultdict(set)
-        for m in allocation.modules:
-            if m.component == comp:
-                by_template[_template(m.name)].add((m.rank, m.alpha))
+        mine = [m for m in allocation.modules if m.component == comp and not m.full]
+        by_template: dict[str, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for m in mine:
+            by_template[_template(m.name)][(m.rank, m.alpha)].append(m.name)
         by_value: dict[tuple, list[str]] = defaultdict(list)
-        for m in allocation.modules:
-            if m.component != comp:
-                continue
-            tpl = _template(m.name)
-            if len(by_template[tpl]) == 1:
-                if tpl not in by_value[(m.rank, m.alpha)]:
-                    by_value[(m.rank, m.alpha)].append(tpl)
-            else:  # same template, different shapes: name the modules one by one
-                by_value[(m.rank, m.alpha)].append(re.escape(m.name))
+        split = []  # templates whose modules mix ranks: one readable key per (template, rank)
+        for tpl, values in by_template.items():
+            if len(values) == 1:
+                by_value[next(iter(values))].append(tpl)
+            else:
+                split += [(f"(?:{_with_indices(names)})", *value) for value, names in values.items()]
         for (rank, alpha), alternatives in by_value.items():
             groups.append((f"(?:{'|'.join(alternatives)})", rank, alpha))
+        groups += split
     return groups
 
 
@@ -59,7 +70,7 @@ def peft_rank_of(name: str, config: dict) -> tuple[int, float]:
 def check_patterns(allocation, config: dict) -> None:
     """Every targeted module gets exactly its allocated rank/alpha and matches exactly one key."""
     keys = list(config["rank_pattern"])
-    for m in allocation.modules:
+    for m in (m for m in allocation.modules if not m.full):
         hits = [k for k in keys if re.match(rf"(.*\.)?({k})$", m.name)]
         got = peft_rank_of(m.name, config)
         if len(hits) != 1 or got != (m.rank, m.alpha):
@@ -74,13 +85,16 @@ def lora_config_dict(allocation) -> dict:
     config = {
         "r": comp_ranks[main].rank,
         "lora_alpha": comp_ranks[main].alpha,
-        "target_modules": sorted(m.name for m in allocation.modules),
+        "target_modules": sorted(m.name for m in allocation.modules if not m.full),
         "rank_pattern": {key: rank for key, rank, _ in groups},
         "alpha_pattern": {key: alpha for key, _, alpha in groups},
         "lora_dropout": 0.0,
         "bias": "none",
         "use_rslora": allocation.alpha_rule.rule == "rslora",
     }
+    full = sorted(m.name for m in allocation.modules if m.full)
+    if full:  # full names of Linear layers: PEFT wraps each, trainable count = weight + bias
+        config["modules_to_save"] = full
     check_patterns(allocation, config)
     return config
 
@@ -100,13 +114,14 @@ def lora_config_snippet(allocation) -> str:
     return (
         "from peft import LoraConfig, get_peft_model\n\n"
         f"# CMBA allocation for {allocation.model}: ratio {':'.join(f'{w:g}' for w in allocation.ratio)} "
-        f"({allocation.mode} mode), {allocation.total:,} LoRA parameters\n"
+        f"({allocation.mode} mode, {allocation.rounding} rounding), {allocation.total:,} trainable parameters\n"
         "lora_config = LoraConfig(\n"
         f"    r={d['r']!r},\n    lora_alpha={d['lora_alpha']!r},\n"
         f"    target_modules=[\n{targets},\n    ],\n"
         f"    rank_pattern={fmt(d['rank_pattern'])},\n"
         f"    alpha_pattern={fmt(d['alpha_pattern'])},\n"
-        f"    lora_dropout={d['lora_dropout']!r},\n    bias={d['bias']!r},\n    use_rslora={d['use_rslora']!r},\n"
+        + (f"    modules_to_save={d['modules_to_save']!r},\n" if d.get("modules_to_save") else "")
+        + f"    lora_dropout={d['lora_dropout']!r},\n    bias={d['bias']!r},\n    use_rslora={d['use_rslora']!r},\n"
         ")\n"
         "model = get_peft_model(model, lora_config)  # model: the base VLM loaded with from_pretrained\n"
         f"assert model.get_nb_trainable_parameters()[0] == {allocation.total}\n"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from toolkit.calculator.allocation import Allocation, allocate, audit
 from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.checks import budget_flag
 from toolkit.calculator.spec import AllocationSpec, Ratio
 from toolkit.calculator.structure import ModelStructure
 from toolkit.errors import CmbaError
@@ -29,7 +30,8 @@ def component_table(a: Allocation) -> pd.DataFrame:
         x = a.components[c]
         rows.append({
             "component": c,
-            "rank": x.rank,
+            "rank": "full" if x.full else x.rank,
+            "mean rank": round(x.mean_rank, 3),
             "alpha": x.alpha,
             "modules": x.modules,
             "capped": x.capped_modules,
@@ -76,8 +78,13 @@ def split_chart(a: Allocation) -> alt.Chart:
 
 
 def ratio_grid(structure: ModelStructure, spec: AllocationSpec, ratios=CANONICAL_RATIOS) -> pd.DataFrame:
-    """The same budget solved for each ratio (a ratio the budget cannot meet shows its error)."""
+    """The same budget solved for each ratio (a ratio the budget cannot meet shows its error).
+
+    `budget flag` is non-empty where |budget error| exceeds the study tolerance (sweeps refuse those arms);
+    `same as` names an earlier ratio whose allocation came out identical (caps can merge arms).
+    """
     rows = []
+    seen: dict[tuple, str] = {}
     for text in ratios:
         row = {"ratio": text}
         try:
@@ -88,12 +95,30 @@ def ratio_grid(structure: ModelStructure, spec: AllocationSpec, ratios=CANONICAL
             continue
         for c in COMPONENTS:
             row[f"{c} rank"] = a.components[c].rank
-        row.update({"budget error %": round(a.budget_error, 2), "total": a.total})
+        for c in COMPONENTS:
+            row[f"{c} mean rank"] = round(a.components[c].mean_rank, 3)
+        row.update({"budget error %": round(a.budget_error, 2), "budget flag": budget_flag(a.budget_error),
+                    "rounding": a.rounding, "total": a.total, "same as": seen.get(a.signature(), "")})
+        seen.setdefault(a.signature(), text)
         for c in COMPONENTS:
             row[f"{c} params"] = a.components[c].params
         row["note"] = "; ".join(w for w in a.warnings if w.startswith(COMPONENTS))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def grid_notes(grid: pd.DataFrame) -> list[tuple[str, str]]:
+    """(level, text) for the grid's visible flags: 'error' beyond the budget tolerance, 'warning' for arms
+    that came out identical to an earlier ratio."""
+    out = []
+    for row in grid.to_dict("records"):
+        if row.get("budget flag"):
+            out.append(("error", f"ratio {row['ratio']}: budget error {row['budget error %']:+.2f}% is {row['budget flag']}"
+                                 " (the study tolerance; sweeps refuse this arm)"))
+        if row.get("same as"):
+            out.append(("warning", f"ratio {row['ratio']} gives the same allocation as {row['same as']} (caps); a "
+                                   "sweep queues it once"))
+    return out
 
 
 def ratio_grid_chart(grid: pd.DataFrame) -> alt.Chart:
@@ -130,6 +155,7 @@ def audit_table(structure: ModelStructure, spec: AllocationSpec, tuples: list[tu
         try:
             matched = allocate(structure, replace(spec, ratio=Ratio(*map(float, ranks)), mode="rank"))
             row["budget-matched ranks"] = ":".join(str(r) for r in matched.ranks())
+            row["budget-matched mean ranks"] = matched.ranks_label()
             row["matched error %"] = round(matched.budget_error, 2)
         except CmbaError as exc:
             row["budget-matched ranks"] = f"n/a ({exc})"
@@ -138,6 +164,6 @@ def audit_table(structure: ModelStructure, spec: AllocationSpec, tuples: list[tu
 
 
 __all__ = [
-    "CANONICAL_RATIOS", "audit_table", "component_table", "excluded_table",
+    "CANONICAL_RATIOS", "audit_table", "component_table", "excluded_table", "grid_notes",
     "module_table", "parse_rank_tuples", "ratio_grid", "ratio_grid_chart", "split_chart",
 ]

@@ -21,6 +21,7 @@ MODES = ("rank", "share")
 BUDGET_KINDS = ("rank", "params", "percent")
 KINDS = ("all", "attention", "mlp")
 ALPHA_RULES = ("scaled", "fixed", "rslora")
+ROUNDINGS = ("mixed", "uniform")
 
 
 def parse_number(text: str | float, field_name: str, allowed: str) -> float:
@@ -202,7 +203,27 @@ class AllocationSpec:
     """`rank`: ranks proportional to the ratio; `share`: parameter shares proportional to the ratio"""
     targets: Targets = field(default_factory=Targets)
     alpha: AlphaRule = field(default_factory=AlphaRule)
+    rounding: str = "mixed"
+    """`mixed`: per-module floor/ceil mix so the budget is met exactly; `uniform`: one integer rank per component"""
+    full_finetune: tuple[str, ...] = ()
+    """components trained fully (PEFT `modules_to_save`) at their true cost, paid from the same budget"""
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise InputError(f"mode: must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.rounding not in ROUNDINGS:
+            raise InputError(f"rounding: must be one of {', '.join(ROUNDINGS)}, got '{self.rounding}'")
+        object.__setattr__(self, "full_finetune", parse_components(self.full_finetune, "full finetune"))
+        if set(self.full_finetune) >= {c for c in COMPONENTS if self.ratio.weight(c) > 0}:
+            raise InputError("full finetune: at least one component with ratio weight > 0 must keep LoRA "
+                             f"(fully trained: {', '.join(self.full_finetune)}; ratio {self.ratio})")
+
+
+def parse_components(value, field_name: str) -> tuple[str, ...]:
+    """'projector' or 'vision,projector' (or a sequence of names) -> names in component order."""
+    names = [str(v).strip() for v in (value.split(",") if isinstance(value, str) else value or ())]
+    names = [n for n in names if n]
+    for n in names:
+        if n not in COMPONENTS:
+            raise InputError(f"{field_name}: '{n}' is not a component (allowed: {', '.join(COMPONENTS)})")
+    return tuple(c for c in COMPONENTS if c in names)

@@ -67,21 +67,27 @@ class LinearModule:
     """attention | mlp"""
     excluded_reason: str = ""
     """why an excluded module is left out (output head, dead module, not in any component)"""
+    bias: bool = False
+    """the layer has a bias vector (full fine-tuning trains it too)"""
 
-    @property
+    @cached_property  # the solver reads these thousands of times per solve
     def cost_per_rank(self) -> int:
         """LoRA parameters per unit of rank: A is r x in, B is out x r."""
         return self.in_features + self.out_features
 
-    @property
+    @cached_property
     def max_rank(self) -> int:
-        """Ranks above min(in, out) add parameters but not expressiveness."""
-        return min(self.in_features, self.out_features)
+        """The highest useful rank: min(in, out), and no rank whose LoRA costs more than full fine-tuning.
 
-    @property
+        Ranks above min(in, out) add parameters but not expressiveness; a rank with r x (in + out) above
+        in x out + bias costs more than training the layer itself (then `modules_to_save` is the better arm).
+        """
+        return max(1, min(self.in_features, self.out_features, self.full_params // self.cost_per_rank))
+
+    @cached_property
     def full_params(self) -> int:
-        """Parameters of the weight matrix itself (what full fine-tuning of it costs)."""
-        return self.in_features * self.out_features
+        """Parameters of the layer itself, weight and bias (what full fine-tuning of it costs)."""
+        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,8 @@ def load_structure(
             comp, reason = EXCLUDED, f"dead: {dead[name]}"
         elif comp == EXCLUDED:
             reason = "not part of the vision encoder, projector or language decoder"
-        modules.append(LinearModule(name, mod.in_features, mod.out_features, comp, module_kind(name), reason))
+        modules.append(LinearModule(name, mod.in_features, mod.out_features, comp, module_kind(name), reason,
+                                    bias=mod.bias is not None))
 
     counts = {c: sum(1 for m in modules if m.component == c) for c in COMPONENTS}
     require_components(model, counts, f"family '{family}'")

@@ -3,6 +3,8 @@
     python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8
     python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8 --json
     python -m toolkit allocate --model llava-1.5-7b --audit 4:16:4 --budget-rank 8
+    python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8 --rounding uniform   # 8:32:8
+    python -m toolkit allocate --model llava-1.5-7b --ratio 1:1:1 --budget-rank 16 --full-finetune projector
     python -m toolkit presets
 
 The allocation flags (`add_allocation_flags`) are shared with `train` and `sweep`.
@@ -31,6 +33,12 @@ def add_allocation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha-rule", default="scaled", help="scaled (alpha = k*r, default), fixed, or rslora")
     p.add_argument("--alpha", default="2", help="k for scaled (default 2), alpha itself for fixed/rslora")
     p.add_argument("--patterns", help="component regexes for unknown families: 'vision=RE;projector=RE;language=RE'")
+    p.add_argument("--rounding", default="mixed",
+                   help="mixed (default: per-module floor/ceil ranks, budget-exact) or uniform (one integer rank "
+                        "per component)")
+    p.add_argument("--full-finetune", default="", metavar="COMPONENTS",
+                   help="components to train fully (PEFT modules_to_save), e.g. projector; their true cost is "
+                        "paid from the same budget")
 
 
 def _budget_from(args):
@@ -60,7 +68,8 @@ def allocation_request(args):
     ratio = Ratio.parse(args.ratio)
     if budget is None:
         raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
-    spec = AllocationSpec(ratio=ratio, budget=budget, mode=args.mode, targets=targets, alpha=alpha)
+    spec = AllocationSpec(ratio=ratio, budget=budget, mode=args.mode, targets=targets, alpha=alpha,
+                          rounding=getattr(args, "rounding", "mixed"), full_finetune=getattr(args, "full_finetune", ""))
     return spec, None, targets, alpha, patterns, budget
 
 
@@ -87,26 +96,30 @@ def _fmt_params(n: int) -> str:
 
 def _print_allocation(a, detail: bool) -> None:
     from toolkit.calculator.architectures import COMPONENTS
+    from toolkit.calculator.checks import budget_flag
 
     head = f"{a.model} ({a.family}) · mode {a.mode} · ratio {':'.join(f'{w:g}' for w in a.ratio)}"
-    print(head)
+    print(head + (f" · rounding {a.rounding}" if a.mode != "audit" else ""))
     if a.budget is not None:
+        flag = budget_flag(a.budget_error)
         print(f"budget {_fmt_params(a.budget)} params ({a.budget_spec}) · allocated {_fmt_params(a.total)} "
-              f"· error {a.budget_error:+.2f}%")
+              f"· error {a.budget_error:+.2f}%" + (f"  !! {flag} (sweeps refuse this arm)" if flag else ""))
     else:
         print(f"allocated {_fmt_params(a.total)} params")
-    print(f"achieved ratio {':'.join(f'{w:g}' for w in a.achieved_ratio)}")
-    print(f"{'component':<10} {'rank':>6} {'alpha':>7} {'modules':>8} {'LoRA params':>14} {'budget %':>9} {'model %':>8}")
+    print(f"achieved ratio {':'.join(f'{w:g}' for w in a.achieved_ratio)} (mean ranks {a.ranks_label()})")
+    print(f"{'component':<10} {'rank':>6} {'mean rank':>10} {'alpha':>7} {'modules':>8} {'params':>14} "
+          f"{'budget %':>9} {'model %':>8}")
     for c in COMPONENTS:
         x = a.components[c]
-        print(f"{c:<10} {x.rank:>6} {x.alpha:>7g} {x.modules:>8} {_fmt_params(x.params):>14} "
+        rank = "full" if x.full else x.rank
+        print(f"{c:<10} {rank:>6} {x.mean_rank:>10.3f} {x.alpha:>7g} {x.modules:>8} {_fmt_params(x.params):>14} "
               f"{100 * x.share_of_budget:>8.1f}% {100 * x.share_of_model:>7.1f}%")
     for w in a.warnings:
         print(f"warning: {w}")
     if detail:
         print(f"\n{'module':<72} {'in':>6} {'out':>6} {'rank':>5} {'params':>11}")
         for m in a.modules:
-            flag = " capped" if m.capped else ""
+            flag = " capped" if m.capped else (" full fine-tuning" if m.full else "")
             print(f"{m.name:<72} {m.in_features:>6} {m.out_features:>6} {m.rank:>5} {_fmt_params(m.params):>11}{flag}")
 
 

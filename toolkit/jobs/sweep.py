@@ -47,6 +47,7 @@ from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
 
 if TYPE_CHECKING:
     from toolkit.jobs.slurm.executor import SlurmResources
+from toolkit.calculator.checks import BUDGET_TOLERANCE, budget_problem, duplicate_arms
 from toolkit.runs import base_folder, slug
 
 MAX_JOBS = 500
@@ -369,6 +370,8 @@ class SweepPlan:
     spec: SweepSpec
     sweep_id: str
     jobs: tuple[PlannedJob, ...]
+    warnings: tuple[str, ...] = ()
+    """budget errors let through by allow_budget_error, ratios merged because caps made them identical"""
 
     @property
     def short_id(self) -> str:
@@ -379,7 +382,8 @@ class SweepPlan:
 
     def to_dict(self) -> dict:
         return {"sweep": self.sweep_id, "spec": self.spec.normalised(),
-                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256, "kind": j.kind} for j in self.jobs]}
+                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256, "kind": j.kind} for j in self.jobs],
+                "warnings": list(self.warnings)}
 
 
 def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | None) -> tuple[tuple[str, ...], ...]:
@@ -392,10 +396,15 @@ def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | No
     return tuple(steps)
 
 
-def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | None = None,
+               allow_budget_error: bool | None = None) -> SweepPlan:
     """Validate a sweep and allocate each of its jobs, writing nothing (InputError on any bad input).
 
-    `structure` reuses an already loaded `ModelStructure` of `spec.model` (the app caches it).
+    `structure` reuses an already loaded `ModelStructure` of `spec.model` (the app caches it). An arm whose
+    |budget error| exceeds `budget_tolerance` (%, default 1) is refused unless `allow_budget_error` turns that
+    into a plan warning; ratios whose allocations come out identical (caps) are queued once, with a warning.
+    `allow_budget_error` defaults to the sweep's `--allow-budget-error` (a TrainSettings field, so cmba.json
+    records it).
     """
     from toolkit.jobs.worker import detect_gpus
 
@@ -420,9 +429,23 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
     sweep_id = spec.sweep_id
     model = _slug(spec.name or spec.model)
     jobs = []
+    tolerance = BUDGET_TOLERANCE if budget_tolerance is None else budget_tolerance
+    allow = bool(spec.train.get("allow_budget_error")) if allow_budget_error is None else allow_budget_error
+    warnings = []
     for budget in spec.budgets:
-        for ratio in spec.ratios:
-            a = spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
+        arms = {ratio: spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
+                for ratio in spec.ratios}
+        problems = [p for p in (budget_problem(a, label=r, tolerance=tolerance) for r, a in arms.items()) if p]
+        if problems and not allow:
+            raise InputError(f"budget tolerance: {'; '.join(problems)} (lower it to a warning with "
+                             "--allow-budget-error)")
+        warnings += problems
+        for same in duplicate_arms(arms):
+            warnings.append(f"ratios {', '.join(same)} give identical allocations at {budget} (caps); queued once "
+                            f"as {same[0]}")
+            for ratio in same[1:]:
+                del arms[ratio]
+        for ratio, a in arms.items():
             lora_hash = lora_sha256(a)
             for seed in spec.seeds:
                 name = f"{model}-r{ratio.replace(':', '-')}-{_budget_tag(budget)}-s{seed}"
@@ -442,7 +465,7 @@ def plan_sweep(spec: SweepSpec, *, structure=None) -> SweepPlan:
                                budget_params=None, budget_error=None, output_dir=str(base_folder(spec.model, root=adapters_dir())),
                                steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),),
                                settings={"train": None, "evaluate": ref.to_dict()}, kind="reference"))
-    return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs))
+    return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs), warnings=tuple(warnings))
 
 
 @dataclass(frozen=True)

@@ -159,9 +159,9 @@ def apply_lora(model, allocation, *, lora_dropout: float, quantized: bool, gradi
 
 
 def _module_of(param_name: str) -> str:
-    """'base_model.model.<module>.lora_A.default.weight' -> '<module>'."""
+    """'base_model.model.<module>.lora_A.default.weight' (or .modules_to_save.default.weight) -> '<module>'."""
     name = param_name.removeprefix("base_model.model.")
-    for marker in (".lora_A.", ".lora_B."):
+    for marker in (".lora_A.", ".lora_B.", ".modules_to_save."):  # modules_to_save: a fully trained layer
         if marker in name:
             return name.split(marker)[0]
     return name

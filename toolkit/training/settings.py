@@ -32,11 +32,13 @@ from toolkit.calculator.spec import (
     ALPHA_RULES,
     BUDGET_KINDS,
     MODES,
+    ROUNDINGS,
     AllocationSpec,
     AlphaRule,
     Budget,
     Ratio,
     Targets,
+    parse_components,
     parse_int,
     parse_number,
     parse_ranks,
@@ -279,6 +281,13 @@ class TrainSettings(DataSettings):
     """scaled (alpha = k*r), fixed, or rslora"""
     alpha_value: float = _opt(2.0, group=MODEL, flag="--alpha", check=ABOVE_ZERO)
     """k for scaled, alpha itself for fixed/rslora"""
+    rounding: str = _opt("mixed", group=MODEL, choices=ROUNDINGS)
+    """mixed (per-module floor/ceil ranks: every ratio within 0.5 % of the budget) or uniform (one rank per component)"""
+    full_finetune: tuple[str, ...] = _opt((), group=MODEL, metavar="COMPONENTS", text=",".join,
+                                          parse=lambda v: parse_components(v, "full-finetune"))
+    """train these components fully (PEFT modules_to_save) at their true cost from the same budget, e.g. projector"""
+    allow_budget_error: bool = _opt(False, group=MODEL)
+    """accept an allocation more than 1 % off the budget (a sweep refuses it otherwise); recorded in cmba.json"""
     patterns: str | None = _opt(None, group=MODEL, parse=_patterns, metavar="'vision=RE;projector=RE;language=RE'")
     """component regexes for families the registry does not know"""
     dataset_config: str | None = _opt(None, group=DATA)
@@ -368,7 +377,7 @@ class TrainSettings(DataSettings):
         if self.audit is not None:
             return None
         return AllocationSpec(ratio=Ratio.parse(self.ratio), budget=self.budget, mode=self.mode, targets=self.targets,
-                              alpha=self.alpha)
+                              alpha=self.alpha, rounding=self.rounding, full_finetune=self.full_finetune)
 
     @property
     def audit_ranks(self) -> tuple[int, int, int] | None:
