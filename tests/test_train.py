@@ -99,7 +99,13 @@ def test_plain_peft_reload_reproduces_logits_and_ranks(run):
             assert module.lora_B["default"].weight.abs().sum() > 0, f"{name}: LoRA B still zero after training"
     assert found == wanted
     assert sum(p.numel() for n, p in reloaded.named_parameters() if "lora_" in n) == doc["allocation"]["total"]
-    assert {r for r in wanted.values()} == {4, 16}  # 1:4:1 at rank 4 -> 4:16:4
+    ranks: dict[str, list[int]] = {}  # mixed rounding: a floor/ceil mix per component whose mean keeps 1:4:1
+    for m in keep["allocation"].modules:
+        ranks.setdefault(m.component, []).append(m.rank)
+    mean = {c: sum(r) / len(r) for c, r in ranks.items()}
+    assert mean["projector"] / mean["vision"] == pytest.approx(4, rel=0.05)
+    assert mean["projector"] / mean["language"] == pytest.approx(4, rel=0.05)
+    assert all(max(r) - min(r) <= 1 for r in ranks.values())
 
 
 def test_same_seed_same_curve_and_resume_continues_the_same_run(run, tmp_path):
