@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from toolkit.errors import InputError
-from toolkit.evaluation import compare
+from toolkit.evaluation import charts, compare
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
 TAG = "synthetic-shapes__val__n400"
@@ -146,13 +146,14 @@ def test_clearly_better_ratio_is_positive(tmp_path):
     assert a.best["ratio"] == "1:4:1" and a.best["seed"] == 2  # seed 2 has the most correct answers
 
 
-def test_small_noisy_gain_is_weak_positive(tmp_path):
-    # +6 net of 400 (40 up, 34 down): +1.5 points that the noise swamps
+def test_small_noisy_gain_is_inconclusive_with_the_seeds_needed(tmp_path):
+    # +6 net of 400 (40 up, 34 down): +1.5 points that the noise swamps; a positive Δ alone is no verdict
     sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 34)})
     a = compare.analyze(compare.scan(tmp_path).rows)
     assert a.comparisons[0].delta == pytest.approx(1.5) and a.comparisons[0].p_value > 0.05
-    assert a.verdict.label == "weak positive"
-    assert "a trend only: it is not significant at 0.05" in a.verdict.reason
+    assert a.verdict.label == "inconclusive" and "a gain of 1 point is not ruled out" in a.verdict.reason
+    assert a.verdict.questions_needed is not None and a.verdict.questions_needed > N  # question noise dominates
+    assert "questions" in a.verdict.reason and a.verdict.ratio == "1:4:1"
 
 
 def test_significant_gain_below_one_point_is_weak_positive(tmp_path):
@@ -165,10 +166,13 @@ def test_significant_gain_below_one_point_is_weak_positive(tmp_path):
     assert a.verdict.label == "weak positive" and "the gain is not above 1 point" in a.verdict.reason
 
 
-def test_uniform_best_is_negative_even_against_another_baseline(tmp_path):
+def test_the_verdict_is_against_the_chosen_baseline(tmp_path):
     sweep(tmp_path, {"1:1:1": (20, 0), "1:4:1": (0, 0)})
     a = compare.analyze(compare.scan(tmp_path).rows, baseline="1:4:1")
-    assert a.verdict.label == "negative" and a.verdict.reason.startswith("uniform allocation 1:1:1 is best")
+    assert a.verdict.label == "positive" and a.verdict.reason.startswith("1:1:1 beats the baseline 1:4:1 by +5.00")
+    b = compare.analyze(compare.scan(tmp_path).rows)  # against uniform, 1:4:1's -5 points rule out a gain
+    assert b.verdict.label == "negative" and "every ratio's simultaneous 95% CI upper bound is below +1" in \
+        b.verdict.reason
 
 
 def test_group_ci_and_single_seed(tmp_path):
@@ -197,7 +201,7 @@ def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):
     assert "base model (demo: 2, llava-1.5-7b: 1)" in msg and "budget (100000: 2, 200000: 1)" in msg
     assert "eval set" not in msg and "--model" in msg
     a = compare.analyze(rows, model="demo", budget="100,000")
-    assert [r["name"] for r in a.rows] == ["a"] and a.verdict.label == "undetermined"
+    assert [r["name"] for r in a.rows] == ["a"] and a.verdict.label == "inconclusive"
     with pytest.raises(InputError, match=r"model: no evaluated adapter matches 'nope' \(available: demo, llava"):
         compare.analyze(rows, model="nope")
 
@@ -258,11 +262,11 @@ def test_charts_carry_the_data(tmp_path):
     a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
     curves = compare.loss_curves(a.rows)
     assert len(curves) == 4 * 3 and set(curves["ratio"]) == {"1:1:1", "1:4:1"}
-    for chart in (compare.accuracy_chart(a), compare.pareto_chart(a.rows), compare.loss_chart(curves),
-                  compare.answer_type_chart(a)):
+    for chart in (charts.accuracy_chart(a), charts.pareto_chart(a.rows), charts.loss_chart(curves),
+                  charts.answer_type_chart(a)):
         spec = chart.to_dict()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    types = compare.answer_type_chart(a).data
+    types = charts.answer_type_chart(a).data
     assert set(types["answer type"]) == set(TYPES) and len(types) == 2 * 3
 
 
