@@ -356,7 +356,7 @@ def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
     at.selectbox(key="cmp_baseline").set_value("1:4:1").run()
     assert at.info[0].value.startswith("**Verdict: negative**")
     at.selectbox(key="cmp_model").set_value("qwen2-vl-2b").run()
-    assert not at.exception and at.warning[0].value.startswith("**Verdict: undetermined**")
+    assert not at.exception and at.warning[0].value.startswith("**Verdict: inconclusive**")
     assert len(at.dataframe[1].value) == 1
 
 
