@@ -255,11 +255,16 @@ def seeds_needed(*, seed_var: float, question_var: float, effect: float, alpha: 
         >>> seeds_needed(seed_var=2.88, question_var=0.0, effect=1.0, alpha=0.05)
         25
     """
-    for s in range(2, max_seeds + 1):
-        df = s - 1
-        if (_t_crit(1 - alpha / 2, df) + _t_crit(power, df)) ** 2 * (seed_var / s + question_var) <= effect ** 2:
-            return s
-    return None
+    def enough(s: int) -> bool:
+        return (_t_crit(1 - alpha / 2, s - 1) + _t_crit(power, s - 1)) ** 2 * (seed_var / s + question_var) <= effect ** 2
+
+    if not enough(max_seeds):
+        return None
+    lo, hi = 1, max_seeds  # enough() is monotone in s: bisection, ~10 t quantiles
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
 
 
 def questions_needed(*, question_var: float, n_questions: int, seed_var: float, seeds: int, effect: float,
