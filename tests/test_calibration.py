@@ -50,7 +50,7 @@ def verdict(study: dict[str, np.ndarray], *, n_boot: int, seed: int = 0) -> comp
                                     ci_high=None if half is None else mean + half, trainable_params=0, ranks="",
                                     per_answer_type={}))
     groups.sort(key=lambda g: -g.mean)
-    return compare._verdict(groups, comparisons, "1:1:1")
+    return compare.verdict(groups, comparisons, "1:1:1")
 
 
 def test_null_studies_rarely_come_out_positive():
