@@ -1,17 +1,19 @@
-"""Compare evaluated adapters: stats by ratio, the study's verdict, charts, and the adapter to publish."""
+"""Compare evaluated adapters: stats by ratio (Holm-adjusted tests over seeds and questions), the study's
+verdict with its reason, the base model alone, charts, and the adapter to publish."""
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from toolkit.errors import CmbaError
-from toolkit.evaluation import compare
+from toolkit.evaluation import charts, compare
 
-VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "undetermined": st.warning}
+VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "inconclusive": st.warning}
+SAME = "(the same eval set)"
 
 
-@st.cache_data(max_entries=16, show_spinner="Paired bootstrap over questions...")
-def cached_analysis(rows: list[dict], baseline: str) -> compare.Analysis:
-    return compare.analyze(rows, baseline=baseline)
+@st.cache_data(max_entries=16, show_spinner="Two-level bootstrap over seeds and questions...")
+def cached_analysis(rows: list[dict], baseline: str, dataset: str, settings, select_on) -> compare.Analysis:
+    return compare.analyze(rows, baseline=baseline, report_on=dataset, settings=settings, select_on=select_on)
 
 
 st.title("Compare adapters")
@@ -33,12 +35,19 @@ dataset = c2.selectbox("Eval set", compare.choices(rows, "eval_tag"), key="cmp_d
 rows = compare.filter_rows(rows, dataset=dataset)
 budget = c3.selectbox("Budget", compare.choices(rows, "budget"), key="cmp_budget",
                       format_func=lambda b: f"{b:,} params" if isinstance(b, int) else str(b))
-chosen = compare.filter_rows(rows, budget=budget)
+by_budget = compare.filter_rows(store.rows, model=model, budget=budget)
+chosen = compare.filter_rows(by_budget, dataset=dataset)
+prints = compare.choices([{**r, "fp": compare.fingerprint(r.get("settings") or {})} for r in chosen], "fp")
+settings = st.selectbox("Training settings (runs are pooled as seeds only with identical settings)", prints,
+                        key="cmp_settings") if len(prints) > 1 else None
 ratios = compare.choices(chosen, "ratio")
 baseline = c4.selectbox("Baseline ratio", ratios, index=ratios.index("1:1:1") if "1:1:1" in ratios else 0,
                         key="cmp_baseline")
+others = [t for t in compare.choices(by_budget, "eval_tag") if t != dataset]
+select_on = st.selectbox("Choose the best adapter on", [SAME, *others], key="cmp_select_on",
+                         help="Selecting and reporting on the same questions overstates the best adapter.")
 try:
-    a = cached_analysis(chosen, baseline)
+    a = cached_analysis(by_budget, baseline, dataset, settings, None if select_on == SAME else select_on)
 except CmbaError as exc:
     st.error(str(exc))
     st.stop()
@@ -49,15 +58,22 @@ left, right = st.columns([2, 1])
 left.dataframe(compare.group_table(a), hide_index=True, width="stretch")
 if a.best:
     right.metric("Best adapter", a.best["name"], help=a.best["path"])
+    chosen_on = f" · chosen on {a.best['selected_on']}" if a.best.get("selected_on") else ""
     right.caption(f"ratio {a.best['ratio']} · seed {a.best['seed']} · {a.best['accuracy']:.2f}% · "
-                  f"{a.best['trainable_params']:,} trainable params"
+                  f"{a.best['trainable_params']:,} trainable params{chosen_on}"
                   + (f" · base model alone {a.base_reference:.2f}%" if a.base_reference is not None else ""))
-    if right.button("Publish this adapter", type="primary"):
+    if a.below_base:
+        right.warning(f"Every adapter scores below the base model alone ({a.base_reference:.2f}%): "
+                      "none is worth publishing.")
+    if right.button("Publish this adapter", type="secondary" if a.below_base else "primary"):
         st.session_state["publish_adapter"] = a.best["path"]
         try:
             st.switch_page("app_pages/publish.py")
         except StreamlitAPIException:
             right.info(f"The publish page is not available yet; the adapter is kept for it: {a.best['path']}")
+for other in a.kept_apart:
+    st.caption(f"kept apart, other settings ({other['fingerprint']}): {', '.join(other['adapters'])} — differs in "
+               + "; ".join(f"{k}: {here} here, {there} there" for k, (here, there) in other["differs"].items()))
 for note in a.notes:
     st.caption(f"note: {note}")
 
@@ -69,12 +85,12 @@ d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cm
 
 acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(
     ["Accuracy by ratio", "Accuracy vs parameters", "Loss curves", "Per answer type"])
-acc_tab.altair_chart(compare.accuracy_chart(a), width="stretch")
-pareto_tab.altair_chart(compare.pareto_chart([r for r in rows if r["kind"] != "base"]), width="stretch")
+acc_tab.altair_chart(charts.accuracy_chart(a), width="stretch")
+pareto_tab.altair_chart(charts.pareto_chart([r for r in rows if r["kind"] != "base"]), width="stretch")
 pareto_tab.caption("Every budget of this model and eval set; the dashed line is the Pareto front.")
 curves = compare.loss_curves(a.rows)
 if curves.empty:
     loss_tab.info("No metrics.jsonl in these adapters.")
 else:
-    loss_tab.altair_chart(compare.loss_chart(curves), width="stretch")
-type_tab.altair_chart(compare.answer_type_chart(a), width="stretch")
+    loss_tab.altair_chart(charts.loss_chart(curves), width="stretch")
+type_tab.altair_chart(charts.answer_type_chart(a), width="stretch")

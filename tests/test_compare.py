@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from toolkit.errors import InputError
-from toolkit.evaluation import compare
+from toolkit.evaluation import charts, compare
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
 TAG = "synthetic-shapes__val__n400"
@@ -26,14 +26,14 @@ N = 400
 
 
 def write_adapter(store: Path, name: str, *, ratio=(1, 1, 1), seed=0, accs, base_model="demo", budget=100_000,
-                  params=None, ranks=(8, 8, 8), tag=TAG, mode="rank", kind="adapter", losses=(2.0, 1.5, 1.2)) -> Path:
+                  params=None, ranks=(8, 8, 8), tag=TAG, mode="rank", kind="adapter", losses=(2.0, 1.5, 1.2), training=None) -> Path:
     folder = store / name
-    (folder / "eval" / tag).mkdir(parents=True)
+    (folder / "eval" / tag).mkdir(parents=True, exist_ok=True)
     qtypes = [TYPES[i % 3] for i in range(len(accs))]
     per_type = {t: round(100 * sum(a for a, q in zip(accs, qtypes) if q == t) / qtypes.count(t), 2) for t in TYPES}
     cmba = {"format": "cmba-adapter/1", "name": name, "kind": kind, "created": "2026-01-01T00:00:00",
             "base_model": {"id": base_model, "hub_id": None, "revision": None, "model_type": "llava"},
-            "training": {"seed": seed}, "dataset": {"id": "synthetic:shapes", "split": "train", "size": 2000},
+            "training": {"seed": seed, **(training or {})}, "dataset": {"id": "synthetic:shapes", "split": "train", "size": 2000},
             "result": {"steps": 10, "train_time_s": 12.5, "peak_memory_bytes": 1 << 30}}
     if kind == "adapter":
         cmba["allocation"] = {
@@ -146,13 +146,14 @@ def test_clearly_better_ratio_is_positive(tmp_path):
     assert a.best["ratio"] == "1:4:1" and a.best["seed"] == 2  # seed 2 has the most correct answers
 
 
-def test_small_noisy_gain_is_weak_positive(tmp_path):
-    # +6 net of 400 (40 up, 34 down): +1.5 points that the noise swamps
+def test_small_noisy_gain_is_inconclusive_with_the_seeds_needed(tmp_path):
+    # +6 net of 400 (40 up, 34 down): +1.5 points that the noise swamps; a positive Δ alone is no verdict
     sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 34)})
     a = compare.analyze(compare.scan(tmp_path).rows)
     assert a.comparisons[0].delta == pytest.approx(1.5) and a.comparisons[0].p_value > 0.05
-    assert a.verdict.label == "weak positive"
-    assert "a trend only: it is not significant at 0.05" in a.verdict.reason
+    assert a.verdict.label == "inconclusive" and "a gain of 1 point is not ruled out" in a.verdict.reason
+    assert a.verdict.questions_needed is not None and a.verdict.questions_needed > N  # question noise dominates
+    assert "questions" in a.verdict.reason and a.verdict.ratio == "1:4:1"
 
 
 def test_significant_gain_below_one_point_is_weak_positive(tmp_path):
@@ -165,10 +166,13 @@ def test_significant_gain_below_one_point_is_weak_positive(tmp_path):
     assert a.verdict.label == "weak positive" and "the gain is not above 1 point" in a.verdict.reason
 
 
-def test_uniform_best_is_negative_even_against_another_baseline(tmp_path):
+def test_the_verdict_is_against_the_chosen_baseline(tmp_path):
     sweep(tmp_path, {"1:1:1": (20, 0), "1:4:1": (0, 0)})
     a = compare.analyze(compare.scan(tmp_path).rows, baseline="1:4:1")
-    assert a.verdict.label == "negative" and a.verdict.reason.startswith("uniform allocation 1:1:1 is best")
+    assert a.verdict.label == "positive" and a.verdict.reason.startswith("1:1:1 beats the baseline 1:4:1 by +5.00")
+    b = compare.analyze(compare.scan(tmp_path).rows)  # against uniform, 1:4:1's -5 points rule out a gain
+    assert b.verdict.label == "negative" and "every ratio's simultaneous 95% CI upper bound is below +1" in \
+        b.verdict.reason
 
 
 def test_group_ci_and_single_seed(tmp_path):
@@ -197,7 +201,7 @@ def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):
     assert "base model (demo: 2, llava-1.5-7b: 1)" in msg and "budget (100000: 2, 200000: 1)" in msg
     assert "eval set" not in msg and "--model" in msg
     a = compare.analyze(rows, model="demo", budget="100,000")
-    assert [r["name"] for r in a.rows] == ["a"] and a.verdict.label == "undetermined"
+    assert [r["name"] for r in a.rows] == ["a"] and a.verdict.label == "inconclusive"
     with pytest.raises(InputError, match=r"model: no evaluated adapter matches 'nope' \(available: demo, llava"):
         compare.analyze(rows, model="nope")
 
@@ -258,11 +262,11 @@ def test_charts_carry_the_data(tmp_path):
     a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
     curves = compare.loss_curves(a.rows)
     assert len(curves) == 4 * 3 and set(curves["ratio"]) == {"1:1:1", "1:4:1"}
-    for chart in (compare.accuracy_chart(a), compare.pareto_chart(a.rows), compare.loss_chart(curves),
-                  compare.answer_type_chart(a)):
+    for chart in (charts.accuracy_chart(a), charts.pareto_chart(a.rows), charts.loss_chart(curves),
+                  charts.answer_type_chart(a)):
         spec = chart.to_dict()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    types = compare.answer_type_chart(a).data
+    types = charts.answer_type_chart(a).data
     assert set(types["answer type"]) == set(TYPES) and len(types) == 2 * 3
 
 
@@ -352,7 +356,7 @@ def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
     at.selectbox(key="cmp_baseline").set_value("1:4:1").run()
     assert at.info[0].value.startswith("**Verdict: negative**")
     at.selectbox(key="cmp_model").set_value("qwen2-vl-2b").run()
-    assert not at.exception and at.warning[0].value.startswith("**Verdict: undetermined**")
+    assert not at.exception and at.warning[0].value.startswith("**Verdict: inconclusive**")
     assert len(at.dataframe[1].value) == 1
 
 
@@ -373,3 +377,71 @@ def test_bootstrap_does_not_depend_on_hash_order(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": other_seed}, check=True)
     assert out.stdout.split() == [str(here.ci_low), str(here.ci_high), str(here.p_value)]
+
+
+# ------------------------------------------------------------------------------ issue #13: an honest verdict
+
+
+def test_one_seed_and_few_questions_is_inconclusive_not_negative(tmp_path):
+    write_adapter(tmp_path, "u", ratio=(1, 1, 1), accs=pattern(8, n=16))
+    write_adapter(tmp_path, "p", ratio=(1, 4, 1), accs=pattern(7, n=16, offset=3))
+    a = compare.analyze(compare.scan(tmp_path).rows)
+    assert a.verdict.label == "inconclusive" and "one seed is never enough" in a.verdict.reason
+
+
+def test_holm_adjusts_the_comparisons_with_the_baseline(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 30), "2:4:1": (40, 36), "1:2:1": (40, 38)})
+    a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
+    raw = [c.p_value for c in a.comparisons]
+    assert [c.p_adjusted for c in a.comparisons] == compare.holm(raw)
+    smallest = min(a.comparisons, key=lambda c: c.p_value)
+    assert smallest.p_adjusted == pytest.approx(min(1.0, 3 * smallest.p_value))
+    assert all(c.p_adjusted >= c.p_value for c in a.comparisons)
+    assert "p (Holm)" in compare.group_table(a).columns
+
+
+def test_runs_with_other_settings_are_kept_apart(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    write_adapter(tmp_path, "lr-high", ratio=(1, 4, 1), seed=5, accs=pattern(300), training={"learning_rate": 1e-3})
+    a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
+    assert "lr-high" not in {r["name"] for r in a.rows} and len(a.groups[0].seeds) == 3
+    (apart,) = a.kept_apart
+    assert apart["adapters"] == ["lr-high"] and apart["differs"] == {"training.learning_rate": [None, 1e-3]}
+    doc = compare.to_dict(a)
+    assert doc["kept_apart"][0]["differs"]["training.learning_rate"] == [None, 1e-3]
+    alone = compare.analyze(compare.scan(tmp_path).rows, settings=apart["fingerprint"])
+    assert [r["name"] for r in alone.rows] == ["lr-high"] and alone.verdict.label == "inconclusive"
+
+
+def test_select_on_one_eval_set_report_on_another(tmp_path):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    for s in (0, 1, 2):  # on the test split, seed 0 is the best 1:4:1 run; on val it is seed 2
+        write_adapter(tmp_path, f"r1-4-1-s{s}", ratio=(1, 4, 1), seed=s, tag="synthetic-shapes__test__n400",
+                      accs=pattern(260 - 5 * s))
+        write_adapter(tmp_path, f"r1-1-1-s{s}", ratio=(1, 1, 1), seed=s, tag="synthetic-shapes__test__n400",
+                      accs=pattern(200))
+    a = compare.analyze(compare.scan(tmp_path).rows, select_on=TAG, report_on="synthetic-shapes__test__n400",
+                        n_boot=300)
+    assert a.best["name"] == "r1-4-1-s2" and a.best["selected_on"] == TAG
+    assert a.best["accuracy"] == 62.5 and a.best["selection_accuracy"] == 62.0  # the report split's figure
+    assert a.selection == {"select_on": TAG, "report_on": "synthetic-shapes__test__n400", "same_questions": False}
+    with pytest.raises(InputError, match="select-on: must differ from report-on"):
+        compare.analyze(compare.scan(tmp_path).rows, select_on=TAG, report_on=TAG)
+    same = compare.analyze(compare.scan(tmp_path).rows, dataset=TAG, n_boot=300)
+    assert same.selection["same_questions"] and any("selected and reported on the same" in n for n in same.notes)
+
+
+def test_every_adapter_below_the_base_model_is_flagged(tmp_path, monkeypatch, capsys):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    write_adapter(tmp_path, "base--demo", kind="base", accs=pattern(390))
+    a = compare.analyze(compare.scan(tmp_path).rows, n_boot=300)
+    assert a.below_base and a.base_row["name"] == "base--demo" and a.base_reference == 97.5
+    assert compare.group_table(a)["ratio"].iloc[-1] == "base model (no adapter)"
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    code, out, _ = run_cli(["compare", "--json"], monkeypatch, capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["below_base"] is True and doc["base_row"]["accuracy"] == 97.5
+    assert "p_adjusted" in doc["comparisons"][0] and doc["verdict"]["reason"]
+    at = page(monkeypatch, tmp_path)
+    assert any("below the base model alone" in w.value for w in at.warning)
+    assert at.button[0].proto.type != "primary"

@@ -10,7 +10,7 @@ from toolkit.cli import make_parser
 from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
 from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base, read_adapter
-from toolkit.evaluation.scoring import question_accuracy
+from toolkit.evaluation.scoring import normalize_answer, question_accuracy
 
 EVAL = "synthetic:shapes?n=200&seed=3"
 
@@ -36,8 +36,10 @@ def test_results_and_predictions_are_stored_and_consistent(adapter):
     assert results["dataset"] == {**results["dataset"], "id": EVAL, "split": "validation", "limit": 40, "n": 40}
     assert results["settings"]["max_new_tokens"] == 10 and results["settings"]["decoding"] == "greedy"
     assert len(preds) == 40 and len({p["question_id"] for p in preds}) == 40
-    for p in preds:  # each stored accuracy is the official one for the stored prediction
+    for p in preds:  # each stored accuracy is the official one for the stored (raw, stripped) prediction
         assert p["accuracy"] == pytest.approx(question_accuracy(p["prediction"], p["answers"]))
+        assert p["prediction"] == p["raw_prediction"].strip()
+        assert p["normalized_prediction"] == normalize_answer(p["prediction"])  # for display only
     overall = 100 * sum(p["accuracy"] for p in preds) / len(preds)
     assert results["scores"]["overall"] == pytest.approx(overall, abs=0.01)
     assert results["scores"]["n"] == 40

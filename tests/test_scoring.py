@@ -218,3 +218,48 @@ def test_bad_annotation_files(tmp_path):
         read_annotations(_write(tmp_path / "a.jsonl", ['{"question_id": 1}']))
     with pytest.raises(InputError, match="line 1: every answer must be a string"):
         read_annotations(_write(tmp_path / "b.jsonl", ['{"question_id": 1, "answers": [{"text": "a"}]}']))
+
+
+# ------------------------------------------------------------------ evaluate's scoring and JSONL records
+
+
+@pytest.mark.parametrize("answer", ["t-shirt", "one way", "st. louis"])
+def test_evaluate_scores_the_raw_prediction_against_unanimous_answers(answer):
+    from toolkit.data.sources import VQARecord
+    from toolkit.evaluation.evaluate import score_answers
+    from toolkit.evaluation.scoring import normalize_answer
+
+    assert normalize_answer(answer) != answer  # normalised, it would no longer match the ten raw answers
+    records = [VQARecord(1, None, "q?", [answer] * 10, "other", "what"),
+               VQARecord(2, None, "q?", ["yes"] * 10, "yes/no", "is")]
+    scores, preds = score_answers(records=records, raw=[f" {answer}\n", "no"])
+    assert scores["overall"] == 50.0 and scores["per_answer_type"] == {"other": 100.0, "yes/no": 0.0}
+    assert preds[0]["accuracy"] == 1.0 and preds[0]["prediction"] == answer
+    assert preds[0]["normalized_prediction"] == normalize_answer(answer) and preds[0]["raw_prediction"] == f" {answer}\n"
+    # the stored prediction re-scores to the stored accuracy (what `score` on predictions.jsonl does)
+    assert question_accuracy(preds[0]["prediction"], preds[0]["answers"]) == preds[0]["accuracy"]
+
+
+def test_jsonl_records_split_on_newline_only(tmp_path):
+    answer = "line\u2028separator\u0085next\x1cfile"  # valid inside a JSON string; str.splitlines() splits on each
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"question_id": 1, "answer": answer}, ensure_ascii=False) + "\n"
+                     + json.dumps({"question_id": 2, "answer": "b"}) + "\n", encoding="utf-8")
+    assert read_predictions(preds) == {1: answer, 2: "b"}
+    anns = tmp_path / "a.jsonl"
+    anns.write_text(json.dumps({"question_id": 1, "answers": [answer]}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert read_annotations(anns)[0]["answers"] == [answer]  # a CRLF file still reads
+
+
+def test_dataset_jsonl_reader_splits_on_newline_only(tmp_path):
+    from PIL import Image
+
+    from toolkit.data.sources import load_vqa
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    question = "what is\u2028this?"
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"question_id": 1, "image": "a.png", "question": question, "answers": ["x\u2028y"]},
+                   ensure_ascii=False) + "\n", encoding="utf-8")
+    ds = load_vqa(str(tmp_path / "d.jsonl"))
+    assert len(ds) == 1 and ds[0].question == question and ds[0].answers == ["x\u2028y"]

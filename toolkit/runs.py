@@ -98,7 +98,7 @@ def read_json(path: str | Path, *, label: str | None = None) -> dict:
 def _json_lines(path: Path) -> list[dict] | None:
     """The JSON objects of a .jsonl file, None when it does not exist; a torn or foreign line is skipped."""
     try:
-        return _objects(path.read_text(encoding="utf-8", errors="replace").splitlines())
+        return _objects(path.read_text(encoding="utf-8", errors="replace").split("\n"))  # "\n" only: U+2028 is valid in JSON
     except FileNotFoundError:
         return None
 
@@ -323,7 +323,7 @@ def last_metric(folder: str | Path | None) -> MetricLine | None:
     try:
         with open(metrics_path(folder), "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
-            found = _metric_lines(_objects(f.read().decode("utf-8", errors="replace").splitlines()[-3:]))
+            found = _metric_lines(_objects(f.read().decode("utf-8", errors="replace").split("\n")[-3:]))
     except OSError:
         return None
     return found[-1] if found else None
@@ -403,6 +403,8 @@ class Prediction(_Record):
     """None in files from elsewhere: the reader scores it again"""
     question: str | None = None
     raw_prediction: str | None = None
+    normalized_prediction: str | None = None
+    """the official normalisation of `prediction`, for display only (the score uses `prediction`)"""
     answer_type: str | None = None
     question_type: str | None = None
     extra: dict = field(default_factory=dict)

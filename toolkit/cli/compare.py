@@ -1,7 +1,8 @@
 """CLI commands `score` and `compare` (added to `python -m toolkit` through `register`).
 
     python -m toolkit score --predictions preds.jsonl --annotations annotations.jsonl [--json] [--allow-missing]
-    python -m toolkit compare [--baseline 1:1:1] [--model M] [--dataset D] [--budget B] [--json] [--csv FILE]
+    python -m toolkit compare [--baseline 1:1:1] [--model M] [--dataset D] [--budget B] [--settings FP]
+                              [--select-on TAG --report-on TAG] [--json] [--csv FILE]
 """
 
 # ruff: noqa: T201  (a CLI module: printing is its job, as in toolkit/cli.py)
@@ -39,23 +40,33 @@ def cmd_score(args) -> int:
 
 def _print_analysis(a, store) -> None:
     budget = f"{a.budget:,} params" if isinstance(a.budget, int) else str(a.budget)
-    print(f"{len(a.rows)} evaluated adapters · base model {a.base_model} · eval set {a.eval_tag} · budget {budget}")
+    print(f"{len(a.rows)} evaluated adapters · base model {a.base_model} · eval set {a.eval_tag} · budget {budget}"
+          f" · settings {a.settings.get('fingerprint')}")
     print(store.summary())
-    if a.base_reference is not None:
-        print(f"base model without adapter: {a.base_reference:.2f}%")
-    print(f"\n{'ratio':<16} {'seeds':>5} {'mean %':>7} {'95% CI':>17} {'ranks':>10} {'params':>13}")
+    print(f"\n{'ratio':<24} {'seeds':>5} {'mean %':>7} {'95% CI':>17} {'ranks':>10} {'params':>13}")
     for g in a.groups:
         ci = "n/a (1 seed)" if g.ci_low is None else f"{g.ci_low:.2f} – {g.ci_high:.2f}"
-        print(f"{g.ratio:<16} {len(g.seeds):>5} {g.mean:>7.2f} {ci:>17} {g.ranks:>10} {round(g.trainable_params):>13,}")
+        print(f"{g.ratio:<24} {len(g.seeds):>5} {g.mean:>7.2f} {ci:>17} {g.ranks:>10} {round(g.trainable_params):>13,}")
+    if a.base_row is not None:
+        print(f"{'base model (no adapter)':<24} {'':>5} {a.base_reference:>7.2f}")
     if a.comparisons:
-        print(f"\npaired bootstrap against {a.baseline} (Δ in points):")
+        print(f"\nagainst {a.baseline}: two-level bootstrap over seeds and questions (Δ in points), "
+              f"p Holm-adjusted over {len(a.comparisons)} comparisons:")
         for c in a.comparisons:
-            print(f"{c.ratio:<16} Δ {c.delta:+6.2f}  95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}]  p = {c.p_value:.4f}  "
-                  f"({c.n_questions} questions)")
+            print(f"{c.ratio:<24} Δ {c.delta:+6.2f}  95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}]  p = {c.p_value:.4f}  "
+                  f"adjusted p = {c.p_adjusted:.4f}  ({c.seeds} vs {c.baseline_seeds} seeds, {c.n_questions} questions)")
     print(f"\nverdict: {a.verdict.label} — {a.verdict.reason}")
     if a.best:
-        print(f"best adapter: {a.best['name']} ({a.best['accuracy']:.2f}%, seed {a.best['seed']}) at {a.best['path']}")
+        where = (f", chosen on {a.best['selected_on']} ({a.best['selection_accuracy']:.2f}%)"
+                 if a.best.get("selected_on") else "")
+        print(f"best adapter: {a.best['name']} ({a.best['accuracy']:.2f}% on {a.eval_tag}, seed {a.best['seed']}"
+              f"{where}) at {a.best['path']}")
+    if a.below_base:
+        print(f"every adapter is below the base model alone ({a.base_reference:.2f}%): do not publish")
     print(f"Pareto front (accuracy vs trainable params): {', '.join(a.pareto)}")
+    for other in a.kept_apart:
+        differs = "; ".join(f"{k}: {here} here, {there} there" for k, (here, there) in other["differs"].items())
+        print(f"kept apart (settings {other['fingerprint']}): {', '.join(other['adapters'])} — {differs}")
     for note in a.notes:
         print(f"note: {note}")
 
@@ -67,7 +78,8 @@ def cmd_compare(args) -> int:
     if not store.rows:
         raise InputError(f"compare: no evaluated adapters ({store.summary()}); train and evaluate adapters first: "
                          "python -m toolkit sweep ..., then python -m toolkit evaluate --adapter DIR --dataset D")
-    a = compare.analyze(store.rows, baseline=args.baseline, model=args.model, dataset=args.dataset, budget=args.budget)
+    a = compare.analyze(store.rows, baseline=args.baseline, model=args.model, dataset=args.dataset, budget=args.budget,
+                        settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
         compare.to_csv(a.rows, args.csv)
     if args.json:
@@ -94,12 +106,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("compare", help="compare evaluated adapters: stats, verdict, best adapter",
-                       description="Group evaluated adapters by ratio, test each against a baseline ratio, "
+                       description="Group evaluated adapters with identical settings by ratio, test each against a "
+                                   "baseline ratio (two-level bootstrap over seeds and questions, Holm-adjusted), "
                                    "and give the study's verdict.")
     p.add_argument("--baseline", default="1:1:1", help="ratio every other ratio is compared with (default 1:1:1)")
     p.add_argument("--model", help="only adapters of this base model (id or Hub id)")
     p.add_argument("--dataset", help="only this eval set (eval tag or dataset id)")
     p.add_argument("--budget", help="only this budget (trainable params)")
+    p.add_argument("--settings", metavar="FP", help="compare the runs of this settings fingerprint (or prefix); "
+                                                     "default: the one with the most runs, the others kept apart")
+    p.add_argument("--select-on", metavar="TAG", help="choose the best adapter on this eval set (tag or dataset id)")
+    p.add_argument("--report-on", metavar="TAG", help="report the statistics and the chosen adapter on this eval set")
     p.add_argument("--adapters-dir", metavar="DIR", help="adapter store (default: adapters/ or $CMBA_ADAPTERS_DIR)")
     p.add_argument("--json", action="store_true", help="print the whole analysis as one JSON object")
     p.add_argument("--csv", metavar="FILE", help="write the table of compared adapters as CSV")

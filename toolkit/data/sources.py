@@ -204,9 +204,12 @@ def _part_info(holdout, part) -> dict:
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
-        lines = path.read_text().splitlines()
+        # records end at "\n" only: str.splitlines() would also split at U+2028, valid inside a JSON string
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise InputError(f"dataset: cannot read '{path}' ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"dataset: '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

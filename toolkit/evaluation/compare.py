@@ -1,18 +1,23 @@
-"""Compare evaluated adapters: the study's statistics, its verdict, the best adapter, tables and charts.
+"""Compare evaluated adapters: the study's statistics, its verdict, the best adapter and tables (charts:
+toolkit.evaluation.charts).
 
     >>> store = scan()                                 # the adapter store (adapters_dir() or a given folder)
     >>> a = analyze(store.rows, baseline="1:1:1")      # refuses mixed base models / eval sets / budgets
-    >>> a.verdict.label, a.verdict.reason              # "positive" | "weak positive" | "negative" | "undetermined"
-    >>> table(a.rows), group_table(a), comparison_table(a)
-    >>> accuracy_chart(a), pareto_chart(a.rows), loss_chart(loss_curves(a.rows)), answer_type_chart(a)
-    >>> to_json(a), to_csv(a.rows, "adapters.csv")
+    >>> a.verdict.label, a.verdict.reason              # "positive" | "weak positive" | "negative" | "inconclusive"
+    >>> a.kept_apart, a.base_row, a.below_base         # runs with other settings; the base model alone
+    >>> analyze(store.rows, select_on="val-tag", report_on="test-tag").best   # chosen on one, reported on another
+    >>> table(a.rows), group_table(a), comparison_table(a), to_json(a), to_csv(a.rows, "adapters.csv")
 
-Statistics: runs of one ratio (its seeds) give mean ± 95% CI with Student's t (no CI from a single seed);
-each ratio is compared with the baseline ratio by a paired bootstrap over questions (per question, the
-accuracy averaged over the ratio's seeds minus the baseline's; questions resampled with replacement,
-fixed seed): Δ in points, its 95% percentile interval and a two-sided p-value. The verdict: "positive" when
-the best other ratio beats the baseline by more than 1 point with p < 0.05, "weak positive" when it beats it
-without both (a trend), "negative" when nothing beats it or uniform allocation is best. Pure: no Streamlit.
+Runs are pooled as seeds of a ratio only when every other setting is identical (`run_settings`, a
+fingerprint over cmba.json's hyper-parameters, training data, base model, budget, mode, targets, alpha rule
+and quantization); runs with other settings are kept apart and listed with what differs. Each ratio: mean ±
+95% t-interval over seeds. Each ratio against the baseline: a two-level bootstrap over seeds and questions
+(toolkit.evaluation.stats, paired by seed when both arms ran the same seeds), Holm-adjusted over the K-1
+comparisons. The verdict follows the study's success criterion, more than +1 point over the baseline:
+*positive* Δ > 1 and significant after adjustment; *weak positive* significant, Δ ≤ 1; *negative* every
+ratio's simultaneous (Bonferroni) 95% upper bound below +1, so a 1-point gain is ruled out; *inconclusive*
+otherwise, with the seeds (and questions) needed at 80% power. One seed is never enough to decide.
+Pure: no Streamlit.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
@@ -31,13 +35,28 @@ from toolkit import runs
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.evaluation.scoring import question_accuracy
-from toolkit.evaluation.stats import BOOT_SEED, N_BOOT, betainc, mean_ci, paired_bootstrap, t_cdf, t_quantile  # noqa: F401
+from toolkit.evaluation.stats import (  # noqa: F401  (t_quantile, paired_bootstrap: re-exported)
+    BOOT_SEED,
+    N_BOOT,
+    holm,
+    mean_ci,
+    paired_bootstrap,
+    t_quantile,
+    two_level_bootstrap,
+)
+from toolkit.evaluation.verdict import (  # noqa: F401  (re-exported: the analysis' records and rules)
+    ALPHA,
+    LABELS,
+    MIN_EFFECT,
+    Comparison,
+    Group,
+    Verdict,
+    fingerprint,
+    run_settings,
+    settings_diff,
+    verdict,
+)
 from toolkit.paths import adapters_dir
-
-MIN_EFFECT = 1.0
-"""points of accuracy the best ratio must gain over the baseline for a positive verdict"""
-ALPHA = 0.05
-"""significance level of the paired bootstrap"""
 
 
 def pareto_front(rows: list[dict]) -> list[str]:
@@ -109,6 +128,7 @@ def _row(folder: Path, cmba: dict, tag: str, results: dict) -> dict:
         "accuracy": float(scores["overall"]), "per_answer_type": dict(scores.get("per_answer_type") or {}),
         "train_time_s": result.get("train_time_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
         "eval_time_s": results.get("eval_time_s"), "created": results.get("created"),
+        "settings": run_settings(cmba) if kind != "base" else {},
     }
 
 
@@ -175,53 +195,6 @@ def filter_rows(rows: list[dict], *, model=None, dataset=None, budget=None) -> l
 # ------------------------------------------------------------------------------------------ analysis
 
 
-@dataclass(frozen=True)
-class Group:
-    """The runs (seeds) of one ratio."""
-
-    ratio: str
-    adapters: list[str]
-    seeds: list
-    accuracies: list[float]
-    mean: float
-    std: float | None
-    ci_low: float | None
-    ci_high: float | None
-    """None with a single seed: no interval can be estimated from one run"""
-    trainable_params: float
-    ranks: str
-    per_answer_type: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Paired bootstrap of one ratio against the baseline, in accuracy points."""
-
-    ratio: str
-    baseline: str
-    delta: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n_questions: int
-    n_only_ratio: int
-    n_only_baseline: int
-
-    @property
-    def significant(self) -> bool:
-        return self.p_value < ALPHA
-
-
-@dataclass(frozen=True)
-class Verdict:
-    label: str
-    """positive | weak positive | negative | undetermined"""
-    reason: str
-    ratio: str | None = None
-    delta: float | None = None
-    p_value: float | None = None
-
-
 @dataclass
 class Analysis:
     rows: list[dict]
@@ -233,16 +206,27 @@ class Analysis:
     comparisons: list[Comparison]
     verdict: Verdict
     best: dict | None
+    """the best adapter, chosen on `selection["select_on"]`, its figures from the reported eval set"""
     pareto: list[str]
     base_reference: float | None
     notes: list[str]
+    base_row: dict | None = None
+    """the base model without adapter on the same eval set (adapters/base--<model>/), when evaluated"""
+    below_base: bool = False
+    """every compared adapter scores below the base model alone: nothing here is worth publishing"""
+    settings: dict = field(default_factory=dict)
+    """the compared runs' settings (`run_settings`) and their fingerprint under "fingerprint\""""
+    kept_apart: list[dict] = field(default_factory=list)
+    """runs with other settings, not pooled: {"fingerprint", "adapters", "differs": {setting: [here, there]}}"""
+    selection: dict = field(default_factory=dict)
+    """{"select_on", "report_on", "same_questions"}: where the best adapter was chosen and where it is reported"""
 
 
 def _per_question(row: dict) -> dict[str, float] | None:
     preds = runs.read_predictions(row["path"], row["eval_tag"])
     if preds is None:
         return None
-    return {p.question_id: float(p.accuracy if p.accuracy is not None else question_accuracy(p.prediction, p.answers))
+    return {str(p.question_id): float(p.accuracy if p.accuracy is not None else question_accuracy(p.prediction, p.answers))
             for p in preds}
 
 
@@ -257,62 +241,30 @@ def _check_single(rows: list[dict]) -> None:
                          "with --model / --dataset / --budget")
 
 
-def _group_mean_per_question(group_rows: list[dict], notes: list[str]) -> dict[str, float] | None:
-    tables = []
-    for r in group_rows:
-        pq = _per_question(r)
-        if pq is None:
-            notes.append(f"{r['name']}: no predictions.jsonl, left out of the paired test")
-        else:
-            tables.append(pq)
-    if not tables:
-        return None
-    common = set(tables[0]).intersection(*tables[1:])
-    if any(len(t) != len(common) for t in tables):
-        notes.append(f"ratio {group_rows[0]['ratio']}: its runs share {len(common)} of their questions; "
-                     "only those are averaged")
-    return {q: sum(t[q] for t in tables) / len(tables) for q in common}
-
-
 def _seed_order(r: dict) -> tuple:
     seed = r["seed"]
     return (not isinstance(seed, int), seed if isinstance(seed, int) else 0, str(seed), r["name"])
 
 
-def _is_uniform(row: dict) -> bool:
-    w = row.get("ratio_values") or []
-    return len(w) == 3 and min(w) > 0 and max(w) == min(w)
-
-
-def _verdict(groups: list[Group], comparisons: dict[str, Comparison], baseline: str, rows: list[dict]) -> Verdict:
-    labels = [g.ratio for g in groups]
-    if baseline not in labels:
-        return Verdict("undetermined", f"no evaluated adapter has the baseline ratio {baseline} "
-                       f"(ratios here: {', '.join(labels)})")
-    others = [g for g in groups if g.ratio != baseline]
-    if not others:
-        return Verdict("undetermined", f"only the baseline ratio {baseline} was evaluated: nothing to compare")
-    best = others[0]  # groups are sorted best first
-    c = comparisons.get(best.ratio)
-    if c is None:
-        return Verdict("undetermined", f"no per-question predictions to pair {best.ratio} with {baseline}")
-    stats = (f"{c.delta:+.2f} points (95% CI {c.ci_low:+.2f} to {c.ci_high:+.2f}, p = {c.p_value:.4f}, "
-             f"{c.n_questions} questions, {len(best.seeds)} vs {len(groups[labels.index(baseline)].seeds)} seeds)")
-    top = groups[0]
-    uniform_top = _is_uniform(next(r for r in rows if r["ratio"] == top.ratio))
-    if c.delta <= 0 or top.ratio == baseline:
-        return Verdict("negative", f"no ratio beats the baseline {baseline}: the best other ratio, {best.ratio}, "
-                       f"is {stats}", best.ratio, c.delta, c.p_value)
-    if uniform_top:
-        return Verdict("negative", f"uniform allocation {top.ratio} is best ({top.mean:.2f}%); {best.ratio} vs "
-                       f"{baseline}: {stats}", best.ratio, c.delta, c.p_value)
-    if c.delta > MIN_EFFECT and c.significant:
-        return Verdict("positive", f"{best.ratio} beats the baseline {baseline} by {stats}",
-                       best.ratio, c.delta, c.p_value)
-    missing = [m for m, ok in ((f"the gain is not above {MIN_EFFECT:g} point", c.delta > MIN_EFFECT),
-                               (f"it is not significant at {ALPHA:g}", c.significant)) if not ok]
-    return Verdict("weak positive", f"{best.ratio} beats the baseline {baseline} by {stats}, a trend only: "
-                   f"{' and '.join(missing)}", best.ratio, c.delta, c.p_value)
+def _split_settings(adapters: list[dict], wanted: str | None, baseline: str) -> tuple[list[dict], dict, list[dict]]:
+    """(runs of one settings fingerprint, its settings, the other fingerprints kept apart). The one compared
+    is `wanted` (a fingerprint or its prefix), else the one with the most runs."""
+    by_fp: dict[str, list[dict]] = {}
+    for r in adapters:
+        by_fp.setdefault(fingerprint(r.get("settings") or {}), []).append(r)
+    if wanted:
+        hits = [fp for fp in by_fp if fp.startswith(str(wanted))]
+        if len(hits) != 1:
+            raise InputError(f"settings: '{wanted}' matches {len(hits)} of the fingerprints here "
+                             f"(available: {', '.join(sorted(by_fp))})")
+        chosen = hits[0]
+    else:
+        chosen = min(by_fp, key=lambda fp: (-len(by_fp[fp]), fp))
+    here = by_fp[chosen][0].get("settings") or {}
+    apart = [{"fingerprint": fp, "adapters": sorted(r["name"] for r in runs),
+              "differs": settings_diff(here, runs[0].get("settings") or {})}
+             for fp, runs in sorted(by_fp.items()) if fp != chosen]
+    return by_fp[chosen], {"fingerprint": chosen, **here}, apart
 
 
 def _groups(adapters: list[dict]) -> tuple[list[Group], dict[tuple, str]]:
@@ -340,43 +292,131 @@ def _groups(adapters: list[dict]) -> tuple[list[Group], dict[tuple, str]]:
     return groups, labels
 
 
+def _tables(members: list[dict], notes: list[str]) -> tuple[list, list[dict[str, float]]]:
+    """(seeds, per-question accuracy tables) of the runs that have predictions.jsonl."""
+    seeds, tables = [], []
+    for r in members:
+        pq = _per_question(r)
+        if pq is None:
+            notes.append(f"{r['name']}: no predictions.jsonl, left out of the paired test")
+        else:
+            seeds.append(r["seed"])
+            tables.append(pq)
+    return seeds, tables
+
+
 def _comparisons(adapters: list[dict], groups: list[Group], baseline: str, notes: list[str], *, n_boot: int,
                  seed: int) -> dict[str, Comparison]:
     members = {g.ratio: [r for r in adapters if r["ratio"] == g.ratio] for g in groups}
     if baseline not in members:
         return {}
-    base_pq = _group_mean_per_question(members[baseline], notes)
-    out: dict[str, Comparison] = {}
+    base_seeds, base_tables = _tables(members[baseline], notes)
+    if not base_tables:
+        return {}
+    base_common = set(base_tables[0]).intersection(*base_tables[1:])
+    tests = {}
     for g in groups:
-        if g.ratio == baseline or base_pq is None:
+        if g.ratio == baseline:
             continue
-        pq = _group_mean_per_question(members[g.ratio], notes)
-        if pq is None:
+        seeds, tables = _tables(members[g.ratio], notes)
+        if not tables:
             continue
-        common = sorted(q for q in pq if q in base_pq)  # fixed order: the resampling is reproducible
+        mine = set(tables[0]).intersection(*tables[1:])
+        if any(len(t) != len(mine) for t in tables):
+            notes.append(f"ratio {g.ratio}: its runs share {len(mine)} of their questions; only those are compared")
+        common = sorted(mine & base_common)  # fixed order: the resampling is reproducible
         if not common:
             notes.append(f"ratio {g.ratio}: no question in common with the baseline")
             continue
-        if len(common) != len(pq) or len(common) != len(base_pq):
+        if len(common) != len(mine) or len(common) != len(base_common):
             notes.append(f"ratio {g.ratio}: {len(common)} questions paired with the baseline "
-                         f"({len(pq)} vs {len(base_pq)} evaluated)")
-        delta, lo, hi, p = paired_bootstrap([100.0 * (pq[q] - base_pq[q]) for q in common], n_boot=n_boot, seed=seed)
-        out[g.ratio] = Comparison(g.ratio, baseline, delta, lo, hi, p, len(common), len(pq) - len(common),
-                                  len(base_pq) - len(common))
-    return out
+                         f"({len(mine)} vs {len(base_common)} evaluated)")
+        # seeds share the data order: the same seeds in both arms are paired, row by row
+        paired = (len(seeds) == len(base_seeds) and len(set(seeds)) == len(seeds) and None not in seeds
+                  and sorted(map(str, seeds)) == sorted(map(str, base_seeds)))
+        order_a = sorted(range(len(seeds)), key=lambda i: str(seeds[i]))
+        order_b = sorted(range(len(base_seeds)), key=lambda i: str(base_seeds[i]))
+        a = 100.0 * np.array([[tables[i][q] for q in common] for i in order_a])
+        b = 100.0 * np.array([[base_tables[i][q] for q in common] for i in order_b])
+        tests[g.ratio] = (two_level_bootstrap(ratio=a, baseline=b, paired_seeds=paired, n_boot=n_boot, seed=seed),
+                          len(common), len(mine) - len(common), len(base_common) - len(common), len(seeds),
+                          len(base_seeds))
+    adjusted = dict(zip(tests, holm([t[0].p_value for t in tests.values()])))
+    level = 1 - ALPHA / max(1, len(tests))
+    return {ratio: Comparison(
+        ratio=ratio, baseline=baseline, delta=t.delta, ci_low=t.ci_low, ci_high=t.ci_high, p_value=t.p_value,
+        p_adjusted=adjusted[ratio], n_questions=n, n_only_ratio=only_r, n_only_baseline=only_b, seeds=s_r,
+        baseline_seeds=s_b, paired_seeds=t.paired_seeds, df=t.df, se=t.se, seed_var=t.seed_var,
+        question_var=t.question_var, ci_simultaneous=t.ci(level))
+        for ratio, (t, n, only_r, only_b, s_r, s_b) in tests.items()}
 
 
-def analyze(rows: list[dict], *, baseline: str = "1:1:1", model=None, dataset=None, budget=None,
-            n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> Analysis:
-    """Group stats, paired tests against `baseline`, verdict, best adapter and Pareto front of one
-    (base model, eval set, budget). Rows of several are refused unless the filters narrow them to one."""
+def _best(groups: list[Group], adapters: list[dict]) -> dict | None:
+    if not groups:
+        return None
+    top = [r for r in adapters if r["ratio"] == groups[0].ratio]
+    return min(top, key=lambda r: (-r["accuracy"], r["trainable_params"], r["name"]))
+
+
+def _select_best(select: Analysis, report: list[dict], notes: list[str]) -> dict | None:
+    """The best adapter chosen on the selection eval set, with its figures on the reported one."""
+    reported = {r["name"]: r for r in report}
+    ranked = sorted((r for r in select.rows if r["name"] in reported),
+                    key=lambda r: ([g.ratio for g in select.groups].index(r["ratio"]), -r["accuracy"],
+                                   r["trainable_params"], r["name"]))
+    if not ranked:
+        notes.append(f"no adapter evaluated on {select.eval_tag} is evaluated on the reported eval set")
+        return None
+    chosen = ranked[0]
+    return {**reported[chosen["name"]], "selected_on": select.eval_tag, "selection_accuracy": chosen["accuracy"]}
+
+
+def analyze(rows: list[dict], *, baseline: str = "1:1:1", model=None, dataset=None, budget=None, settings=None,
+            select_on=None, report_on=None, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> Analysis:
+    """Group stats, two-level bootstrap tests against `baseline` (Holm-adjusted), verdict, best adapter and
+    Pareto front of one (base model, eval set, budget, settings fingerprint). Rows of several are refused
+    unless the filters narrow them to one; runs with other settings are kept apart (`Analysis.kept_apart`).
+
+    `select_on` / `report_on` (eval tags or dataset ids): the best adapter is chosen on the first and the
+    statistics and its figures are reported on the second (default: `dataset`).
+
+        >>> a = analyze(scan().rows, baseline="1:1:1", select_on="shapes__val__n400", report_on="shapes__test__n400")
+        >>> a.verdict.label, a.best["name"], a.best["selected_on"]
+    """
+    report_on = report_on if report_on not in (None, "") else dataset
+    if select_on not in (None, "") and report_on in (None, ""):
+        raise InputError("report-on: give the eval set to report on with --select-on (a different one)")
+    if select_on not in (None, "") and str(select_on) == str(report_on):
+        raise InputError(f"select-on: must differ from report-on ('{select_on}'): selecting and reporting on the "
+                         "same questions overstates the best adapter")
+    a = _analyze(rows, baseline=baseline, model=model, dataset=report_on, budget=budget, settings=settings,
+                 n_boot=n_boot, seed=seed)
+    if select_on in (None, ""):
+        a.selection = {"select_on": a.eval_tag, "report_on": a.eval_tag, "same_questions": True}
+        if a.best is not None:
+            a.notes.append("the best adapter is selected and reported on the same questions, so its figure is "
+                           "optimistic; --select-on / --report-on choose on one eval set and report on another")
+        return a
+    chosen = a.settings.get("fingerprint")
+    select = _analyze(rows, baseline=baseline, model=model, dataset=select_on, budget=budget, settings=chosen,
+                      n_boot=2, seed=seed)
+    a.best = _select_best(select, a.rows, a.notes)
+    a.selection = {"select_on": select.eval_tag, "report_on": a.eval_tag, "same_questions": False}
+    return a
+
+
+def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) -> Analysis:
     rows = filter_rows(rows, model=model, dataset=dataset, budget=budget)
     adapters = [dict(r) for r in rows if r["kind"] != "base"]
     if not adapters:
         raise InputError("compare: no evaluated adapters: train and evaluate adapters first")
     _check_single(adapters)
-    groups, labels = _groups(adapters)
+    adapters, chosen, apart = _split_settings(adapters, settings, baseline)
     notes: list[str] = []
+    for other in apart:
+        notes.append(f"{len(other['adapters'])} runs with other settings are kept apart (fingerprint "
+                     f"{other['fingerprint']}, differing in {', '.join(other['differs'])}); --settings compares them")
+    groups, labels = _groups(adapters)
     if any(len(g.seeds) == 1 for g in groups):
         notes.append("ratios with a single seed have no confidence interval (it needs at least 2 seeds)")
     try:  # "1:1:1" also finds 2:2:2; a label such as "1:1:1 (share)" is matched as written
@@ -384,16 +424,20 @@ def analyze(rows: list[dict], *, baseline: str = "1:1:1", model=None, dataset=No
     except InputError:
         pass
     comparisons = _comparisons(adapters, groups, baseline, notes, n_boot=n_boot, seed=seed)
-    top = [r for r in adapters if r["ratio"] == groups[0].ratio]
     first = adapters[0]
-    reference = [r["accuracy"] for r in rows if r["kind"] == "base" and r["base_model"] == first["base_model"]
+    base_rows = [r for r in rows if r["kind"] == "base" and r["base_model"] == first["base_model"]
                  and r["eval_tag"] == first["eval_tag"]]
+    base_row = dict(base_rows[0]) if base_rows else None
+    below = base_row is not None and all(r["accuracy"] < base_row["accuracy"] for r in adapters)
+    if below:
+        notes.append(f"every adapter scores below the base model alone ({base_row['accuracy']:.2f}%): "
+                     "none is worth publishing")
     return Analysis(
         rows=adapters, base_model=first["base_model"], eval_tag=first["eval_tag"], budget=first["budget"],
         baseline=baseline, groups=groups, comparisons=list(comparisons.values()),
-        verdict=_verdict(groups, comparisons, baseline, adapters),
-        best=min(top, key=lambda r: (-r["accuracy"], r["trainable_params"], r["name"])),
-        pareto=pareto_front(adapters), base_reference=reference[0] if reference else None, notes=notes)
+        verdict=verdict(groups, comparisons, baseline), best=_best(groups, adapters),
+        pareto=pareto_front(adapters), base_reference=None if base_row is None else base_row["accuracy"],
+        notes=notes, base_row=base_row, below_base=below, settings=chosen, kept_apart=apart)
 
 
 # ------------------------------------------------------------------------------------------ tables and export
@@ -405,11 +449,14 @@ _COLUMNS = ["name", "ratio", "seed", "accuracy", "ranks", "trainable_params", "b
 def table(rows: list[dict]) -> pd.DataFrame:
     """One line per evaluated adapter, with one `acc <answer type>` column per answer type."""
     types = sorted({t for r in rows for t in r["per_answer_type"]})
-    return pd.DataFrame([{**{k: r[k] for k in _COLUMNS}, **{f"acc {t}": r["per_answer_type"].get(t) for t in types}}
+    return pd.DataFrame([{**{k: r.get(k) for k in _COLUMNS},
+                          **{f"acc {t}": r["per_answer_type"].get(t) for t in types}}
                          for r in rows], columns=_COLUMNS + [f"acc {t}" for t in types])
 
 
 def group_table(a: Analysis) -> pd.DataFrame:
+    """One line per ratio (mean ± 95% t-interval over seeds, Δ vs baseline, raw and Holm-adjusted p), and the
+    base model without adapter as a last line when it was evaluated."""
     cmp = {c.ratio: c for c in a.comparisons}
     out = []
     for g in a.groups:
@@ -421,7 +468,13 @@ def group_table(a: Analysis) -> pd.DataFrame:
                     "trainable params": round(g.trainable_params),
                     "Δ vs baseline": 0.0 if g.ratio == a.baseline else (None if c is None else round(c.delta, 2)),
                     "Δ 95% CI": None if c is None else f"{c.ci_low:+.2f} – {c.ci_high:+.2f}",
-                    "p": None if c is None else round(c.p_value, 4)})
+                    "p": None if c is None else round(c.p_value, 4),
+                    "p (Holm)": None if c is None else round(c.p_adjusted, 4)})
+    if a.base_row is not None:
+        ref = a.base_reference
+        out.append({"ratio": "base model (no adapter)", "seeds": 1, "mean": round(ref, 2), "95% CI": "n/a",
+                    "std": None, "ranks": "", "trainable params": 0, "Δ vs baseline": None, "Δ 95% CI": None,
+                    "p": None, "p (Holm)": None})
     return pd.DataFrame(out)
 
 
@@ -429,15 +482,28 @@ def comparison_table(a: Analysis) -> pd.DataFrame:
     return pd.DataFrame([{**asdict(c), "significant": c.significant} for c in a.comparisons])
 
 
+def _finite(value):
+    """JSON has no inf/NaN: undefined values become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def to_dict(a: Analysis) -> dict:
-    """Everything the analysis found, JSON-ready (no NaN: undefined values are null)."""
-    return {
+    """Everything the analysis found, JSON-ready (no NaN or inf: undefined values are null)."""
+    return _finite({
         "base_model": a.base_model, "eval_tag": a.eval_tag, "budget": a.budget, "baseline": a.baseline,
         "verdict": asdict(a.verdict), "best": a.best, "pareto": a.pareto, "base_reference": a.base_reference,
+        "base_row": a.base_row, "below_base": a.below_base, "selection": a.selection,
+        "settings": a.settings, "kept_apart": a.kept_apart,
         "groups": [asdict(g) for g in a.groups],
         "comparisons": [{**asdict(c), "significant": c.significant} for c in a.comparisons],
         "rows": a.rows, "notes": a.notes,
-    }
+    })
 
 
 def to_json(a: Analysis) -> str:
@@ -455,38 +521,7 @@ def to_csv(rows: list[dict], path=None) -> str:
     return text
 
 
-# ------------------------------------------------------------------------------------------ charts
-
-
-def accuracy_chart(a: Analysis) -> alt.LayerChart:
-    """Accuracy by ratio: each seed as a dot, the mean as a tick, the 95% CI as an error bar."""
-    order = [g.ratio for g in a.groups]
-    seeds = pd.DataFrame([{"ratio": r["ratio"], "accuracy": r["accuracy"], "adapter": r["name"], "seed": str(r["seed"])}
-                          for r in a.rows])
-    means = pd.DataFrame([{"ratio": g.ratio, "mean": g.mean, "ci_low": g.ci_low, "ci_high": g.ci_high,
-                           "seeds": len(g.seeds)} for g in a.groups])
-    x = alt.X("ratio:N", sort=order, title="ratio v:p:l", axis=alt.Axis(labelAngle=0))
-    dots = alt.Chart(seeds).mark_circle(size=60, opacity=0.5).encode(
-        x=x, y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)),
-        tooltip=["adapter", "seed", "accuracy"])
-    ticks = alt.Chart(means).mark_tick(thickness=3, size=24, color="black").encode(
-        x=x, y="mean:Q", tooltip=["ratio", "mean", "ci_low", "ci_high", "seeds"])
-    bars = alt.Chart(means.dropna()).mark_rule(strokeWidth=2, color="black").encode(x=x, y="ci_low:Q", y2="ci_high:Q")
-    return alt.layer(dots, bars, ticks)
-
-
-def pareto_chart(rows: list[dict]) -> alt.LayerChart:
-    """Accuracy vs trainable parameters, the Pareto front (fewer params, higher accuracy) as a line."""
-    front = set(pareto_front(rows))
-    df = pd.DataFrame([{"adapter": r["name"], "ratio": r["ratio"], "trainable_params": r["trainable_params"],
-                        "accuracy": r["accuracy"], "pareto": r["name"] in front} for r in rows])
-    base = alt.Chart(df).encode(x=alt.X("trainable_params:Q", title="trainable parameters"),
-                                y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)))
-    points = base.mark_circle(size=70).encode(color="ratio:N", tooltip=["adapter", "ratio", "trainable_params",
-                                                                        "accuracy", "pareto"])
-    line = alt.Chart(df[df["pareto"]].sort_values("trainable_params")).mark_line(
-        color="gray", strokeDash=[4, 3], interpolate="step-after").encode(x="trainable_params:Q", y="accuracy:Q")
-    return alt.layer(line, points)
+# ------------------------------------------------------------------------------------------ loss curves
 
 
 def loss_curves(rows: list[dict]) -> pd.DataFrame:
@@ -494,20 +529,3 @@ def loss_curves(rows: list[dict]) -> pd.DataFrame:
     out = [{"adapter": r["name"], "ratio": r["ratio"], "seed": str(r["seed"]), "step": m.step, "loss": m.loss}
            for r in rows for m in runs.read_metrics(r["path"]) if m.loss is not None]
     return pd.DataFrame(out, columns=["adapter", "ratio", "seed", "step", "loss"])
-
-
-def loss_chart(curves: pd.DataFrame) -> alt.Chart:
-    """Training loss of the compared runs overlaid (`curves` from `loss_curves`), one colour per ratio."""
-    return alt.Chart(curves).mark_line().encode(
-        x=alt.X("step:Q"), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="ratio:N", detail="adapter:N",
-        tooltip=["adapter", "seed", "step", "loss"])
-
-
-def answer_type_chart(a: Analysis) -> alt.Chart:
-    """Mean accuracy per answer type, one bar per ratio inside each answer type."""
-    df = pd.DataFrame([{"ratio": g.ratio, "answer type": t, "accuracy": v}
-                       for g in a.groups for t, v in g.per_answer_type.items()],
-                      columns=["ratio", "answer type", "accuracy"])
-    return alt.Chart(df).mark_bar().encode(
-        x=alt.X("answer type:N", axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("ratio:N", sort=[g.ratio for g in a.groups]),
-        y=alt.Y("accuracy:Q", title="VQA accuracy (%)"), color="ratio:N", tooltip=["ratio", "answer type", "accuracy"])

@@ -5,9 +5,11 @@
     >>> evaluate_base("demo", "synthetic:shapes?n=500", split="validation")   # the reference row
 
 Generation is batched and greedy (left-padded prompts, `max_new_tokens` short), with the adapter loaded by
-PEFT and not merged, after exactly the training prompt (toolkit.data.prompting). The generated text is cleaned
-with the official answer normalisation (as the VQA evaluation server does with submitted answers) and
-scored with toolkit.scoring. Results go next to the adapter, atomically:
+PEFT and not merged, after exactly the training prompt (toolkit.data.prompting). The generated text is
+stripped and scored raw by toolkit.evaluation.scoring, which applies the official normalisation to both sides
+only when the human answers disagree (a unanimous "t-shirt" is matched by "t-shirt", not by "t shirt");
+predictions.jsonl keeps the scored answer (`prediction`), its normalised form for display
+(`normalized_prediction`) and the generated text (`raw_prediction`). Results go next to the adapter, atomically:
 
     <adapter>/eval/<tag>/results.json       scores, dataset (id, split, subset, n), settings, timing
     <adapter>/eval/<tag>/predictions.jsonl  one line per question: prediction, human answers, accuracy
@@ -99,9 +101,34 @@ def _store(folder: Path, tag: str, adapter, base_model, dataset_doc, settings, s
     return {**result.to_dict(), "path": str(path)}
 
 
+def score_answers(*, records, raw: list[str]) -> tuple[dict, list[dict]]:
+    """(scores, predictions.jsonl lines) of the generated answers `raw` to the VQA `records`, by the official rules.
+
+    The scorer gets the raw answer, only stripped: the official evaluation normalises both sides only when the
+    human answers disagree, so a unanimous "t-shirt" is matched by "t-shirt" (normalised, "t shirt" would
+    score 0). The normalised form is stored for display only.
+
+        >>> scores, preds = score_answers(records=records, raw=["t-shirt", "2"])
+        >>> preds[0]["prediction"], preds[0]["normalized_prediction"], preds[0]["accuracy"]
+        ('t-shirt', 't shirt', 1.0)
+    """
+    from toolkit.evaluation.scoring import normalize_answer, score
+
+    stripped = [a.strip() for a in raw]
+    annotations = [{"question_id": r.question_id, "answers": r.answers, "answer_type": r.answer_type,
+                    "question_type": r.question_type} for r in records]
+    scores = score({r.question_id: a for r, a in zip(records, stripped)}, annotations)
+    per_q = scores.pop("per_question")
+    scores.pop("skipped", None)
+    predictions = [{"question_id": r.question_id, "question": r.question, "prediction": a,
+                    "normalized_prediction": normalize_answer(a), "raw_prediction": raw_a, "answers": r.answers,
+                    "answer_type": r.answer_type, "question_type": r.question_type, "accuracy": per_q[r.question_id]}
+                   for r, a, raw_a in zip(records, stripped, raw)]
+    return scores, predictions
+
+
 def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, device, log):
     from toolkit.data.prompting import VQAFormatter
-    from toolkit.evaluation.scoring import normalize_answer, score
 
     records = list(data)
     fmt = VQAFormatter(processor, model_type)
@@ -117,18 +144,10 @@ def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, devi
     raw = generate_answers(model, fmt, records, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
                            progress=progress)
     elapsed = time.perf_counter() - t0
-    cleaned = [normalize_answer(a) for a in raw]
-    annotations = [{"question_id": r.question_id, "answers": r.answers, "answer_type": r.answer_type,
-                    "question_type": r.question_type} for r in records]
-    scores = score({r.question_id: a for r, a in zip(records, cleaned)}, annotations)
-    per_q = scores.pop("per_question")
-    scores.pop("skipped", None)
-    predictions = [{"question_id": r.question_id, "question": r.question, "prediction": a, "raw_prediction": raw_a,
-                    "answers": r.answers, "answer_type": r.answer_type, "question_type": r.question_type,
-                    "accuracy": per_q[r.question_id]} for r, a, raw_a in zip(records, cleaned, raw)]
+    scores, predictions = score_answers(records=records, raw=raw)
     info = data.info.to_dict()
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
-                "prompt": fmt.prompt("{question}"), "answer_cleaning": "official VQA normalisation",
+                "prompt": fmt.prompt("{question}"), "answer_cleaning": "stripped; official VQA rules",
                 "device": device.type}
     dataset_doc = {"id": info["id"], "split": info["split"], "limit": info["limit"], "n": info["size"],
                    "source_size": info["source_size"], "revision": info["revision"], "sample_seed": info["sample_seed"],

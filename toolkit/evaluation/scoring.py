@@ -270,7 +270,9 @@ def _records(path, field: str) -> tuple[str, list[tuple[str, dict]]]:
         pairs = [(f"item {i}", obj) for i, obj in enumerate(whole, start=1)]
     else:
         pairs = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        # records end at "\n" only: str.splitlines() also splits at U+2028 and other separators that are
+        # valid inside a JSON string
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

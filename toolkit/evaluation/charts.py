@@ -1,0 +1,68 @@
+"""Altair charts of a comparison (toolkit.evaluation.compare): accuracy by ratio, accuracy vs trainable
+parameters with the Pareto front, training loss curves, accuracy per answer type.
+
+    >>> a = compare.analyze(compare.scan().rows)
+    >>> accuracy_chart(a), pareto_chart(a.rows), loss_chart(compare.loss_curves(a.rows)), answer_type_chart(a)
+
+Each returns an Altair chart (the page renders it with `st.altair_chart`); the data travel inside the chart.
+The base model's reference accuracy, when the analysis has one, is drawn as a dashed rule.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from toolkit.evaluation.compare import Analysis, pareto_front
+
+
+def accuracy_chart(a: Analysis) -> alt.LayerChart:
+    """Accuracy by ratio: each seed as a dot, the mean as a tick, the 95% CI as an error bar; the base model
+    without adapter as a dashed rule."""
+    order = [g.ratio for g in a.groups]
+    seeds = pd.DataFrame([{"ratio": r["ratio"], "accuracy": r["accuracy"], "adapter": r["name"], "seed": str(r["seed"])}
+                          for r in a.rows])
+    means = pd.DataFrame([{"ratio": g.ratio, "mean": g.mean, "ci_low": g.ci_low, "ci_high": g.ci_high,
+                           "seeds": len(g.seeds)} for g in a.groups])
+    x = alt.X("ratio:N", sort=order, title="ratio v:p:l", axis=alt.Axis(labelAngle=0))
+    dots = alt.Chart(seeds).mark_circle(size=60, opacity=0.5).encode(
+        x=x, y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)),
+        tooltip=["adapter", "seed", "accuracy"])
+    ticks = alt.Chart(means).mark_tick(thickness=3, size=24, color="black").encode(
+        x=x, y="mean:Q", tooltip=["ratio", "mean", "ci_low", "ci_high", "seeds"])
+    bars = alt.Chart(means.dropna()).mark_rule(strokeWidth=2, color="black").encode(x=x, y="ci_low:Q", y2="ci_high:Q")
+    layers = [dots, bars, ticks]
+    if a.base_reference is not None:
+        base = pd.DataFrame([{"accuracy": a.base_reference, "what": "base model, no adapter"}])
+        layers.append(alt.Chart(base).mark_rule(color="gray", strokeDash=[6, 4]).encode(
+            y="accuracy:Q", tooltip=["what", "accuracy"]))
+    return alt.layer(*layers)
+def pareto_chart(rows: list[dict]) -> alt.LayerChart:
+    """Accuracy vs trainable parameters, the Pareto front (fewer params, higher accuracy) as a line."""
+    front = set(pareto_front(rows))
+    df = pd.DataFrame([{"adapter": r["name"], "ratio": r["ratio"], "trainable_params": r["trainable_params"],
+                        "accuracy": r["accuracy"], "pareto": r["name"] in front} for r in rows])
+    base = alt.Chart(df).encode(x=alt.X("trainable_params:Q", title="trainable parameters"),
+                                y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)))
+    points = base.mark_circle(size=70).encode(color="ratio:N", tooltip=["adapter", "ratio", "trainable_params",
+                                                                        "accuracy", "pareto"])
+    line = alt.Chart(df[df["pareto"]].sort_values("trainable_params")).mark_line(
+        color="gray", strokeDash=[4, 3], interpolate="step-after").encode(x="trainable_params:Q", y="accuracy:Q")
+    return alt.layer(line, points)
+
+
+def loss_chart(curves: pd.DataFrame) -> alt.Chart:
+    """Training loss of the compared runs overlaid (`curves` from `loss_curves`), one colour per ratio."""
+    return alt.Chart(curves).mark_line().encode(
+        x=alt.X("step:Q"), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="ratio:N", detail="adapter:N",
+        tooltip=["adapter", "seed", "step", "loss"])
+
+
+def answer_type_chart(a: Analysis) -> alt.Chart:
+    """Mean accuracy per answer type, one bar per ratio inside each answer type."""
+    df = pd.DataFrame([{"ratio": g.ratio, "answer type": t, "accuracy": v}
+                       for g in a.groups for t, v in g.per_answer_type.items()],
+                      columns=["ratio", "answer type", "accuracy"])
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("answer type:N", axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("ratio:N", sort=[g.ratio for g in a.groups]),
+        y=alt.Y("accuracy:Q", title="VQA accuracy (%)"), color="ratio:N", tooltip=["ratio", "answer type", "accuracy"])
