@@ -234,8 +234,8 @@ def test_base_reference_and_different_question_sets(tmp_path):
 
 def test_best_adapter_tie_goes_to_fewer_params(tmp_path):
     write_adapter(tmp_path, "u", ratio=(1, 1, 1), accs=pattern(200))
-    write_adapter(tmp_path, "heavy", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=101_000)
-    write_adapter(tmp_path, "light", ratio=(1, 4, 1), seed=1, accs=pattern(240), params=99_000)
+    write_adapter(tmp_path, "heavy", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=100_400)
+    write_adapter(tmp_path, "light", ratio=(1, 4, 1), seed=1, accs=pattern(240), params=99_800)
     assert compare.analyze(compare.scan(tmp_path).rows).best["name"] == "light"
 
 
@@ -445,3 +445,11 @@ def test_every_adapter_below_the_base_model_is_flagged(tmp_path, monkeypatch, ca
     at = page(monkeypatch, tmp_path)
     assert any("below the base model alone" in w.value for w in at.warning)
     assert at.button[0].proto.type != "primary"
+
+
+def test_runs_whose_spend_differs_are_not_compared(tmp_path):
+    """The label says "rank-8 budget"; compare checks what each run actually trained (within 1 %)."""
+    write_adapter(tmp_path, "uniform", ratio=(1, 1, 1), seed=0, accs=pattern(240), params=110_080)
+    write_adapter(tmp_path, "cheap", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=105_728)  # -3.95 %
+    with pytest.raises(InputError, match=r"not budget-matched: trainable parameters differ by 4\.0%"):
+        compare.analyze(compare.scan(tmp_path).rows)

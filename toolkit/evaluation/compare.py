@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import runs
+from toolkit.calculator.checks import BUDGET_TOLERANCE, spend_mismatch
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.evaluation.scoring import question_accuracy
@@ -412,6 +413,10 @@ def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) 
         raise InputError("compare: no evaluated adapters: train and evaluate adapters first")
     _check_single(adapters)
     adapters, chosen, apart = _split_settings(adapters, settings, baseline)
+    spend = spend_mismatch([r.get("trainable_params") for r in adapters], tolerance=BUDGET_TOLERANCE / 100)
+    if spend:  # labels say "same budget"; what each run actually trained decides
+        raise InputError(f"compare: these runs are not budget-matched: {spend}; retrain the outliers with mixed "
+                         "rounding (the default) or compare them with --budget filters apart")
     notes: list[str] = []
     for other in apart:
         notes.append(f"{len(other['adapters'])} runs with other settings are kept apart (fingerprint "
