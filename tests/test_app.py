@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from jobhelpers import PATIENCE
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -15,7 +16,7 @@ def at(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    app = AppTest.from_file(APP, default_timeout=120)
+    app = AppTest.from_file(APP, default_timeout=PATIENCE)
     app.run()
     assert not app.exception
     return app

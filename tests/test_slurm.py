@@ -43,7 +43,11 @@ def _cluster_problem() -> str | None:
 
 
 _PROBLEM = _cluster_problem()
-needs_cluster = pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))
+
+
+def needs_cluster(test):
+    """Runs on the test Slurm cluster: marked `slurm` (`make test-fast` leaves it out), skipped without one."""
+    return pytest.mark.slurm(pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))(test))
 
 
 def real(*args: str, check: bool = True) -> subprocess.CompletedProcess:
