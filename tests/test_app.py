@@ -104,6 +104,7 @@ def test_model_sources_fail_clearly(at, tmp_path):
     assert "unreachable (offline)" in errors(at)[0] and "preset" in errors(at)[0]
 
 
+@pytest.mark.slow  # renders every bundled preset
 def test_every_preset_renders(at):
     options = at.selectbox(key="preset").options
     assert len(options) >= 9

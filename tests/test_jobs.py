@@ -285,6 +285,7 @@ def test_retry_resumes_a_failed_job(env):
     assert [m["step"] for m in map(json.loads, (env.out("r") / "metrics.jsonl").read_text().splitlines())][-1] == 8
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_job_is_recovered_and_resumes(env):
     steps = 60
     job_id = env.job("crash", steps=steps, step_time=0.05)
