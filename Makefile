@@ -1,4 +1,6 @@
-# The README's two commands: `make app` and `make test`. Each creates .venv from the requirements first.
+# The README's two commands: `make app` and `make test` (the full suite, what .ci/run calls). Each creates
+# .venv from the requirements first. `make test-fast` is for local iteration: ruff and the unit tests, without
+# the browser, Slurm, real training and the other slow tests (about a minute).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +17,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: app test lint bench
+.PHONY: app test test-fast lint bench
 app: $(VENV)/.runtime
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
@@ -23,6 +25,11 @@ test: $(VENV)/.dev
 	bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+FAST := not slow and not training and not browser and not slurm and not gpu
+test-fast: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "$(FAST)"
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/bench_calculator.py

@@ -10,6 +10,12 @@ atomically as DIR/checkpoints/step-N (rename of a finished temp folder), resumes
 `--resume`, records every run in DIR/runs.jsonl, saves a checkpoint and exits 143 at the next step
 boundary on SIGTERM, and writes DIR/done.json last. `--spawn-child` leaves a grandchild that ignores
 SIGTERM in the job's process group (its pid in DIR/child.pid): only a group SIGKILL removes it.
+
+Tests wait on state (job store rows, files, process exit), never on sleeps: `wait_for(predicate, what=...)`
+polls until the predicate is truthy. `PATIENCE` is the one last-resort bound for such waits and for the
+timeouts of real subprocesses (training, the app, a worker): a hung test fails after it, a slow machine
+(both cores busy, training at well under 1 sample/s) still passes well inside it. `CMBA_TEST_PATIENCE`
+(seconds) overrides it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,22 @@ import time
 from pathlib import Path
 
 SCRIPT = str(Path(__file__).resolve())
+PATIENCE = float(os.environ.get("CMBA_TEST_PATIENCE", "900"))
+"""seconds: the last-resort bound of every wait on state; only a hung test reaches it"""
+
+
+def wait_for(predicate, *, timeout: float = PATIENCE, what: str = "condition", interval: float = 0.05):
+    """Poll `predicate()` until it returns something truthy and return that; fail after `timeout` seconds.
+
+    Example: `pid = wait_for(lambda: store.get(job_id).pid, what="the job to start")`
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def last_checkpoint(out: Path) -> int:

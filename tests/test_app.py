@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from jobhelpers import PATIENCE
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -15,7 +16,7 @@ def at(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    app = AppTest.from_file(APP, default_timeout=120)
+    app = AppTest.from_file(APP, default_timeout=PATIENCE)
     app.run()
     assert not app.exception
     return app
@@ -106,6 +107,7 @@ def test_model_sources_fail_clearly(at, tmp_path):
     assert "unreachable (offline)" in errors(at)[0] and "preset" in errors(at)[0]
 
 
+@pytest.mark.slow  # renders every bundled preset
 def test_every_preset_renders(at):
     options = at.selectbox(key="preset").options
     assert len(options) >= 9

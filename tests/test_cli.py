@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from jobhelpers import PATIENCE
 
 from toolkit.calculator.structure import PRESET_DIR, presets
 from toolkit.cli import main
@@ -35,7 +36,7 @@ def _cmd(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "toolkit", *args]
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], tmp_path: Path, timeout: float = PATIENCE) -> subprocess.CompletedProcess:
     return subprocess.run(_cmd(args), cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 
@@ -64,7 +65,7 @@ def heavy_runs(tmp_path_factory):
     results = {}
     for key, proc in procs.items():
         try:
-            stdout, stderr = proc.communicate(timeout=180)
+            stdout, stderr = proc.communicate(timeout=PATIENCE)
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
             stdout, stderr = proc.communicate()
@@ -76,6 +77,7 @@ def heavy_runs(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ subprocesses
 
 
+@pytest.mark.slow  # the heavy_runs subprocesses
 def test_allocate_text_output(heavy_runs):
     rc, stdout, stderr = heavy_runs["text"]
     assert rc == 0, stderr
@@ -92,6 +94,7 @@ def test_allocate_text_output(heavy_runs):
     assert re.search(r"^warning: adapters on the vision and projector", stdout, re.M)
 
 
+@pytest.mark.slow  # the heavy_runs subprocesses
 def test_allocate_json_shape(heavy_runs):
     import peft
 
@@ -122,6 +125,7 @@ def test_allocate_json_shape(heavy_runs):
     assert config.r == 8 and config.lora_alpha == 16
 
 
+@pytest.mark.slow  # the heavy_runs subprocesses
 def test_allocate_output_file_is_the_lora_config(heavy_runs):
     import peft
 
@@ -140,7 +144,7 @@ def test_bad_ratio_subprocess(tmp_path):
 
 def test_offline_hub_id_subprocess(tmp_path):
     proc = run_cli(["allocate", "--model", "llava-hf/llava-1.5-7b-hf", "--ratio", "1:4:1", "--budget-rank", "8"],
-                   tmp_path, timeout=60)
+                   tmp_path)
     line = assert_one_line_error(proc.returncode, proc.stderr, "model:")
     assert "llava-hf/llava-1.5-7b-hf" in line and "preset" in line
 

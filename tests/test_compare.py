@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from jobhelpers import PATIENCE
 from streamlit.testing.v1 import AppTest
 
 from toolkit.errors import InputError
@@ -330,7 +331,7 @@ def test_help_is_fast_to_build():
 
 def page(monkeypatch, store: Path) -> AppTest:
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(store))
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = AppTest.from_file(PAGE, default_timeout=PATIENCE)
     at.run()
     assert not at.exception
     return at

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_jobs import ROOT, env, wait_for  # noqa: F401  (env is a fixture)
+from test_jobs import PATIENCE, ROOT, env, wait_for  # noqa: F401  (env is a fixture)
 
 from toolkit.cli import make_parser
 from toolkit.cli.train import settings_from_args
@@ -136,13 +136,14 @@ def _adapter(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+@pytest.mark.training
 @pytest.mark.slow
 def test_ddp_on_cpu_trains_what_one_process_trains_and_only_rank_0_writes(tmp_path):
     one = tmp_path / "one"
     train(settings_from_args(make_parser().parse_args(["train", *ARGS, "--output", str(one)])), log=lambda m: None)
     two = tmp_path / "two"
     r = subprocess.run([sys.executable, "-m", "toolkit.training.distributed", "--nproc-per-node", "2", "--", "-m", "toolkit",
-                        "train", *ARGS, "--output", str(two)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        "train", *ARGS, "--output", str(two)], cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE,
                        env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 processes (1 node(s) x 2)" in r.stderr
@@ -160,6 +161,7 @@ def test_ddp_on_cpu_trains_what_one_process_trains_and_only_rank_0_writes(tmp_pa
                                              "per_device_grad_accum": 1}
 
 
+@pytest.mark.training
 @pytest.mark.slow
 def test_two_gpu_sweep_job_stops_on_sigterm_and_resumes_under_ddp(env, monkeypatch):  # noqa: F811
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # two "GPUs" for the worker; torch here is CPU-only: gloo
@@ -173,13 +175,13 @@ def test_two_gpu_sweep_job_stops_on_sigterm_and_resumes_under_ddp(env, monkeypat
                                                           "2", "--"]
     metrics = Path(job.output_dir) / "metrics.jsonl"
     worker = env.worker("--threads", "2")
-    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 4, timeout=180, what="4 steps")
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 4, what="4 steps")
     worker.send_signal(signal.SIGTERM)  # the worker stops: SIGTERM to the job, which checkpoints on every rank
-    assert worker.wait(60) == 0
+    assert worker.wait(PATIENCE) == 0
     stopped = env.store.get(job.id)
     assert stopped.state is JobState.QUEUED and stopped.reason == "worker stopped" and stopped.attempts == 0
     assert list((Path(job.output_dir) / "checkpoints").iterdir())
-    assert env.worker("--threads", "2", "--once").wait(240) == 0
+    assert env.worker("--threads", "2", "--once").wait(PATIENCE) == 0
     done = env.store.get(job.id)
     assert done.state is JobState.SUCCEEDED, done.message
     log = Path(done.log_path).read_text()

@@ -12,6 +12,7 @@ from toolkit.errors import InputError
 from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base, read_adapter
 from toolkit.evaluation.scoring import normalize_answer, question_accuracy
 
+pytestmark = pytest.mark.training  # every test uses the trained `adapter`
 EVAL = "synthetic:shapes?n=200&seed=3"
 
 

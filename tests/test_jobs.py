@@ -15,12 +15,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import jobhelpers
 import pytest
-from jobhelpers import job_steps
+from jobhelpers import PATIENCE, job_steps, wait_for  # noqa: F401  (wait_for: imported by other test files)
 
 from toolkit import cli
 from toolkit.errors import CmbaError, InputError
@@ -97,14 +96,6 @@ def env(tmp_path, monkeypatch):
         assert e.store.integrity_check() == "ok"
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def state_of(env: Env, job_id: str) -> JobState:
@@ -153,7 +144,7 @@ def test_claims_are_atomic_across_processes(env):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(PATIENCE)
         assert p.exitcode == 0
     claims = [json.loads((env.tmp / f"claims-{k}.json").read_text()) for k in range(4)]
     everything = [c for part in claims for c in part]
@@ -168,7 +159,7 @@ def test_concurrent_submissions_are_stored_exactly_once(env):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(PATIENCE)
         assert p.exitcode == 0
     jobs = env.store.list()
     names = sorted(j.name for j in jobs)
@@ -249,7 +240,7 @@ def test_two_workers_run_each_job_once(env):
     names = [f"w{i}" for i in range(6)]
     ids = [env.job(n, steps=4, step_time=0.05) for n in names]
     first, second = env.worker("--once"), env.worker("--once", "--extra")
-    assert first.wait(60) == 0 and second.wait(60) == 0
+    assert first.wait(PATIENCE) == 0 and second.wait(PATIENCE) == 0
     store = env.store
     assert all(store.get(i).state is JobState.SUCCEEDED for i in ids)
     for n in names:
@@ -293,7 +284,7 @@ def test_killed_job_process_ends_failed_not_running(env):
                                                (1, "RuntimeError: CUDA out_of_memory. Tried to allocate 2 GiB")])
 def test_out_of_memory_fails_without_retry(env, exit_code, message):
     job_id = env.job("oom", "--fail-at", "3", "--exit-code", str(exit_code), "--message", message)
-    assert env.worker("--once").wait(30) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.FAILED and job.reason == "out_of_memory" and job.attempts == 1
     assert job.exit_code == exit_code and len(env.runs("oom")) == 1
@@ -302,11 +293,11 @@ def test_out_of_memory_fails_without_retry(env, exit_code, message):
 
 def test_retry_resumes_a_failed_job(env):
     job_id = env.job("r", "--fail-at", "5", "--first-run-only", "--message", "error: dataset: flaky", steps=8)
-    assert env.worker("--once").wait(30) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     failed = env.store.get(job_id)
     assert failed.state is JobState.FAILED and failed.reason == "exit code 1" and failed.message == "error: dataset: flaky"
     env.store.retry(job_id)
-    assert env.worker("--once").wait(30) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.SUCCEEDED and job.retries == 1 and job.attempts == 1 and job.reason is None
     runs = env.runs("r")
@@ -314,6 +305,7 @@ def test_retry_resumes_a_failed_job(env):
     assert [m["step"] for m in map(json.loads, (env.out("r") / "metrics.jsonl").read_text().splitlines())][-1] == 8
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_job_is_recovered_and_resumes(env):
     steps = 60
     job_id = env.job("crash", steps=steps, step_time=0.05)
@@ -325,7 +317,7 @@ def test_worker_killed_mid_job_is_recovered_and_resumes(env):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert state_of(env, job_id) is JobState.RUNNING  # nobody has noticed yet
-    assert env.worker("--once").wait(60) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.SUCCEEDED and job.attempts == 2
     runs = env.runs("crash")
@@ -340,7 +332,7 @@ def test_worker_stopped_requeues_without_spending_an_attempt(env):
     worker = env.worker()
     wait_for(lambda: (job_progress(env.store.get(job_id))["step"] or 0) >= 3, what="training to start")
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
+    assert worker.wait(PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.QUEUED and job.attempts == 0 and job.reason == "worker stopped"
     assert env.store.workers() == [] and process_group_members(env.runs("stop")[0]["pgid"]) == []
@@ -354,12 +346,12 @@ def test_steps_chain_and_retry_reruns_only_the_failed_step(env):
                 "if not m.exists():\n    m.touch(); print('error: evaluate: flaky', file=sys.stderr); sys.exit(1)\n"
                 f"pathlib.Path({str(out / 'evaluated')!r}).touch()"]
     job_id = env.store.submit(NewJob(name="chain", steps=[*job_steps(out, steps=4), evaluate], output_dir=str(out))).id
-    assert env.worker("--once").wait(30) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.FAILED and job.step_index == 1 and job.message == "error: evaluate: flaky"
     assert job_progress(job)["phase"] == "-c" and (out / "done.json").exists()
     env.store.retry(job_id)
-    assert env.worker("--once").wait(30) == 0
+    assert env.worker("--once").wait(PATIENCE) == 0
     assert env.store.get(job_id).state is JobState.SUCCEEDED and (out / "evaluated").exists()
     assert len(env.runs("chain")) == 1  # training was not run again
 
@@ -379,7 +371,7 @@ def test_ensure_worker_starts_exactly_one(env):
     assert [w["pid"] for w in live_workers()] == [started[0]["pid"]]
     assert ensure_worker() == {"started": False, "pid": started[0]["pid"]}
     refused = env.worker()  # a second locked worker is refused while this one lives
-    assert refused.wait(30) == 2
+    assert refused.wait(PATIENCE) == 2
     assert "another worker already holds" in (env.tmp / "worker-0.log").read_text()
     env.store.request_cancel(job_id)
     wait_for(lambda: state_of(env, job_id) is JobState.CANCELLED, what="the cancel")
@@ -414,7 +406,7 @@ def test_sweep_submission_is_idempotent(env, demo_structure):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(PATIENCE)
         assert p.exitcode == 0
     again = submit_sweep(same)
     assert not again.created
@@ -525,8 +517,8 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
         NewJob(id=bad.id, name=bad.name, output_dir=bad.output_dir,
                steps=job_steps(bad.output_dir, "--fail-at", "2", "--first-run-only", steps=6)),
     ])
-    assert env.worker("--once").wait(30) == 0
-    at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=60)
+    assert env.worker("--once").wait(PATIENCE) == 0
+    at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=PATIENCE)
     at.session_state["launch"] = {"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "2:4:1"}  # the calculator hand-off
     at.run()
     assert not at.exception and not at.error
@@ -540,7 +532,7 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1"
     at.selectbox(key="jobs_selected").set_value(bad.id).run()
     assert "error: simulated failure" in at.code[0].value
-    next(b for b in at.button if b.label == "Retry").click().run(timeout=60)
+    next(b for b in at.button if b.label == "Retry").click().run(timeout=PATIENCE)
     assert not at.exception and env.store.get(bad.id).retries == 1
     workers = wait_for(live_workers, what="the worker the page starts")  # ensure_worker: a detached worker
     env.pids += [w["pid"] for w in workers]

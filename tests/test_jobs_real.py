@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 
-from test_jobs import ROOT, env, wait_for  # noqa: F401  (env is a fixture)
+import pytest
+from test_jobs import PATIENCE, ROOT, env, wait_for  # noqa: F401  (env is a fixture)
 
 from toolkit.jobs.store import JobState
 
+pytestmark = pytest.mark.training
 STEPS = 40
 
 
@@ -26,7 +28,7 @@ def test_worker_killed_mid_training_resumes_and_finishes(env):  # noqa: F811
     r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset",
                         "synthetic:shapes?n=80", "--ratios", "1:4:1", "--budget-rank", "4", "--max-steps", str(STEPS),
                         "--batch-size", "4", "--checkpoint-every", "5", "--eval-limit", "16", "--no-reference", "--no-worker", "--json"],
-                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
     assert r.returncode == 0, r.stderr
     [job_id] = [j["job"] for j in json.loads(r.stdout)["jobs"]]
     job = env.store.get(job_id)
@@ -40,12 +42,12 @@ def test_worker_killed_mid_training_resumes_and_finishes(env):  # noqa: F811
             return 0
 
     worker = env.worker("--threads", "1")
-    wait_for(lambda: steps_done() >= 12, timeout=180, what="12 training steps")
+    wait_for(lambda: steps_done() >= 12, what="12 training steps")
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and everything in its session group
     worker.wait()
     assert env.store.get(job_id).state is JobState.RUNNING  # nobody has noticed yet
 
-    assert env.worker("--threads", "1", "--once").wait(timeout=300) == 0
+    assert env.worker("--threads", "1", "--once").wait(timeout=PATIENCE) == 0
     job = env.store.get(job_id)
     assert job.state is JobState.SUCCEEDED, job.message
     assert job.attempts == 2

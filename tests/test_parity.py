@@ -196,6 +196,7 @@ def test_module_kinds_match_model_classes(tiny_dirs, family):
     assert not wrong, f"{len(wrong)} misclassified, e.g. {wrong[:3]}"
 
 
+@pytest.mark.slow  # real-size models on the meta device, seconds each
 @pytest.mark.parametrize("preset", list(__import__("toolkit.calculator.structure", fromlist=["presets"]).presets()))
 def test_real_size_presets_peft_count_on_meta_device(preset):
     """The full-size architectures (7B included), built on `meta`: PEFT's count equals the calculator's."""

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import build_tiny_model, tiny_config_dict, write_model_dir
 from hub_server import hub_fixture  # noqa: F401  (registers the `hub` fixture)
+from jobhelpers import PATIENCE
 
 from toolkit.errors import InputError
 from toolkit.hub.modelcard import HUB_LICENSES, build_card, check_card, render_card, split_card
@@ -429,7 +430,7 @@ def test_page_previews_the_card_and_pushes_with_a_password_field(adapter, hub):
     from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = AppTest.from_file(PAGE, default_timeout=PATIENCE)
     at.session_state["publish_adapter"] = str(adapter)
     at.run()
     assert not at.exception
@@ -457,7 +458,7 @@ def test_page_empty_state(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "none"))
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = AppTest.from_file(PAGE, default_timeout=PATIENCE).run()
     assert not at.exception and "No complete adapter" in at.info[0].value and not at.text_input
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from jobhelpers import job_steps
-from test_jobs import ROOT, Env, dead_pid, rows_written, wait_for
+from test_jobs import PATIENCE, ROOT, Env, dead_pid, rows_written, wait_for
 
 from toolkit import cli
 from toolkit.errors import InputError
@@ -43,12 +43,16 @@ def _cluster_problem() -> str | None:
 
 
 _PROBLEM = _cluster_problem()
-needs_cluster = pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))
+
+
+def needs_cluster(test):
+    """Runs on the test Slurm cluster: marked `slurm` (`make test-fast` leaves it out), skipped without one."""
+    return pytest.mark.slurm(pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))(test))
 
 
 def real(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """A Slurm command through the real prefix (not the test's logging wrapper)."""
-    proc = subprocess.run([*slurm.prefix(), *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*slurm.prefix(), *args], capture_output=True, text=True, timeout=PATIENCE)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)}: {proc.stderr.strip()}")
     return proc
@@ -106,7 +110,7 @@ def senv(tmp_path, monkeypatch):
         assert e.store.integrity_check() == "ok"
 
 
-def states_seen(env: Env, job_id: str, until: set[str], timeout: float = 60) -> list[str]:
+def states_seen(env: Env, job_id: str, until: set[str], timeout: float = PATIENCE) -> list[str]:
     """The distinct states the job goes through (in order) until one of `until`."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -231,7 +235,7 @@ def test_job_goes_queued_running_succeeded_with_one_status_query_per_tick(senv):
     senv.worker("--once")
     seen = states_seen(senv, ids[0], {"succeeded", "failed", "cancelled"})
     assert seen == ["queued", "running", "succeeded"]
-    wait_for(lambda: all(senv.store.get(i).state is JobState.SUCCEEDED for i in ids), timeout=60, what="all three")
+    wait_for(lambda: all(senv.store.get(i).state is JobState.SUCCEEDED for i in ids), what="all three")
     job = senv.store.get(ids[0])
     assert job.executor == "slurm" and job.engine_id and job.exit_code == 0 and job.attempts == 1
     assert job.step_index == 1 and marker.read_text() == "x"  # the second step ran, once
@@ -255,7 +259,7 @@ def test_job_goes_queued_running_succeeded_with_one_status_query_per_tick(senv):
 def test_failing_job_ends_failed_with_its_exit_code(senv):
     job_id = senv.slurm_job("bad", "--fail-at", "3", "--exit-code", "7", "--message", "error: dataset: boom")
     senv.worker("--once")
-    wait_for(lambda: senv.store.get(job_id).state.finished, timeout=60, what="the job to end")
+    wait_for(lambda: senv.store.get(job_id).state.finished, what="the job to end")
     job = senv.store.get(job_id)
     assert (job.state, job.reason, job.exit_code, job.message, job.attempts) == (
         JobState.FAILED, "exit code 7", 7, "error: dataset: boom", 1)
@@ -267,7 +271,7 @@ def test_three_one_gpu_jobs_on_two_gpus_and_cancel_queued_and_running(senv):
     gpu = {"gpus_per_node": 1}
     ids = [senv.slurm_job(f"gpu{i}", steps=600, step_time=0.05, resources=gpu) for i in range(3)]
     senv.worker()
-    wait_for(lambda: len(senv.runs("gpu0")) + len(senv.runs("gpu1")) + len(senv.runs("gpu2")) == 2, timeout=60,
+    wait_for(lambda: len(senv.runs("gpu0")) + len(senv.runs("gpu1")) + len(senv.runs("gpu2")) == 2,
              what="two jobs to start")
     time.sleep(1.5)  # the third stays waiting for a GPU
     running = [n for n in ("gpu0", "gpu1", "gpu2") if senv.runs(n)]
@@ -279,14 +283,14 @@ def test_three_one_gpu_jobs_on_two_gpus_and_cancel_queued_and_running(senv):
     assert squeue.startswith("PENDING|") and "Resources" in squeue
 
     senv.store.request_cancel(waiting)  # cancel of a queued job: it never starts
-    wait_for(lambda: senv.store.get(waiting).state is JobState.CANCELLED, timeout=30, what="the queued cancel")
+    wait_for(lambda: senv.store.get(waiting).state is JobState.CANCELLED, what="the queued cancel")
     first = next(i for i, n in zip(ids, ("gpu0", "gpu1", "gpu2")) if n == running[0])
     senv.store.request_cancel(first)  # cancel of a running job: SIGTERM, checkpoint, exit 143
-    wait_for(lambda: senv.store.get(first).state is JobState.CANCELLED, timeout=30, what="the running cancel")
+    wait_for(lambda: senv.store.get(first).state is JobState.CANCELLED, what="the running cancel")
     done = senv.store.get(first)
     assert done.reason == "cancelled by user" and done.exit_code == 143
     assert "SIGTERM: saved checkpoint" in Path(done.log_path).read_text()
-    wait_for(lambda: sacct_state(queued.engine_id).startswith("CANCELLED"), timeout=20, what="sacct's cancel")
+    wait_for(lambda: sacct_state(queued.engine_id).startswith("CANCELLED"), what="sacct's cancel")
     time.sleep(1.5)  # a GPU is free now: the cancelled job must still not start
     assert senv.runs([n for n in ("gpu0", "gpu1", "gpu2") if n not in running][0]) == []
     assert sacct_state(queued.engine_id).startswith("CANCELLED")
@@ -300,7 +304,7 @@ def test_preemption_signal_resumes_real_training_from_its_checkpoint(senv):
                         "synthetic:shapes?n=64", "--ratios", "1:4:1", "--budget-rank", "4", "--max-steps", str(steps),
                         "--batch-size", "4", "--checkpoint-every", "5", "--no-eval", "--executor", "slurm",
                         "--gpus-per-node", "0", "--time", "10", "--no-worker", "--json"],
-                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
     assert r.returncode == 0, r.stderr
     [job_id] = [j["job"] for j in json.loads(r.stdout)["jobs"]]
     job = senv.store.get(job_id)
@@ -311,13 +315,13 @@ def test_preemption_signal_resumes_real_training_from_its_checkpoint(senv):
         return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
     senv.worker("--once")
-    wait_for(lambda: steps_done() >= 6, timeout=180, what="6 training steps")
+    wait_for(lambda: steps_done() >= 6, what="6 training steps")
     first = senv.store.get(job_id).engine_id
     real("scancel", "--signal=USR2", first)  # what Slurm sends before preempting (or at the time limit)
-    wait_for(lambda: senv.store.get(job_id).engine_id not in (None, first), timeout=60, what="the resubmission")
+    wait_for(lambda: senv.store.get(job_id).engine_id not in (None, first), what="the resubmission")
     assert senv.store.get(job_id).attempts == 2
     assert f"job {job_id}: queued (interrupted by Slurm (checkpoint saved))" in (senv.tmp / "worker-0.log").read_text()
-    wait_for(lambda: senv.store.get(job_id).state.finished, timeout=240, what="the resumed training")
+    wait_for(lambda: senv.store.get(job_id).state.finished, what="the resumed training")
     job = senv.store.get(job_id)
     assert job.state is JobState.SUCCEEDED, job.message
     cmba = json.loads((Path(job.output_dir) / "cmba.json").read_text())
@@ -339,7 +343,7 @@ def test_two_gpu_slurm_job_trains_with_ddp_through_srun(senv, capsys):
     job = senv.store.get(job_id)
     assert job.gpus == 2 and job.steps[0][1:3] == ("-m", "toolkit.training.distributed")
     senv.worker("--once")
-    wait_for(lambda: senv.store.get(job_id).state.finished, timeout=120, what="the DDP job")
+    wait_for(lambda: senv.store.get(job_id).state.finished, what="the DDP job")
     job = senv.store.get(job_id)
     assert job.state is JobState.SUCCEEDED, job.message
     assert job.gpu_ids == "0,1" and "2 processes (1 node(s) x 2)" in Path(job.log_path).read_text()
@@ -360,17 +364,17 @@ def _release(engine_id: str) -> bool:
 def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
     job_id = senv.slurm_job("rq", steps=50, step_time=0.05)
     senv.worker()
-    wait_for(lambda: (senv.out("rq") / "checkpoints").exists() and len(senv.runs("rq")) == 1, timeout=60,
+    wait_for(lambda: (senv.out("rq") / "checkpoints").exists() and len(senv.runs("rq")) == 1,
              what="training with a checkpoint")
     # the store says queued until a poll sees Slurm run it: wait for that, or "queued" below proves nothing
-    wait_for(lambda: senv.store.get(job_id).state is JobState.RUNNING, timeout=30, what="our state to say running")
+    wait_for(lambda: senv.store.get(job_id).state is JobState.RUNNING, what="our state to say running")
     engine_id = senv.store.get(job_id).engine_id
     real("scontrol", "requeue", engine_id)  # Slurm stops it (SIGTERM: checkpoint) and queues it again
-    wait_for(lambda: senv.store.get(job_id).state is JobState.QUEUED, timeout=30, what="our state to follow")
+    wait_for(lambda: senv.store.get(job_id).state is JobState.QUEUED, what="our state to follow")
     assert senv.store.get(job_id).reason == "requeued by Slurm"
     # a requeued job waits for a BeginTime about two minutes ahead; let it go now
     # (repeated: an update that lands before the requeue has set its BeginTime is overwritten by it)
-    wait_for(lambda: _release(engine_id) and senv.store.get(job_id).state is JobState.SUCCEEDED, timeout=120,
+    wait_for(lambda: _release(engine_id) and senv.store.get(job_id).state is JobState.SUCCEEDED,
              what="the requeued run")
     job = senv.store.get(job_id)
     assert job.engine_id == engine_id and job.attempts == 1  # Slurm's requeue, same Slurm job
@@ -380,9 +384,9 @@ def test_requeue_resumes_and_a_requeue_after_the_end_trains_nothing_twice(senv):
 
     # the job has finished; a requeue racing that end must not train it again
     real("scontrol", "requeue", engine_id)
-    wait_for(lambda: _release(engine_id) and "nothing to run" in Path(job.log_path).read_text(), timeout=120,
+    wait_for(lambda: _release(engine_id) and "nothing to run" in Path(job.log_path).read_text(),
              what="the rerun of the batch")
-    wait_for(lambda: sacct_state(engine_id) == "COMPLETED", timeout=30, what="sacct")
+    wait_for(lambda: sacct_state(engine_id) == "COMPLETED", what="sacct")
     assert len(senv.runs("rq")) == 2 and senv.store.get(job_id).state is JobState.SUCCEEDED
 
 
@@ -399,7 +403,7 @@ def test_lost_job_slurm_no_longer_knows_is_resubmitted_up_to_the_cap(senv, monke
         assert store.set_process(claimed.id, claimed.token, pid=None, pid_start=None, step_index=0,
                                  engine_id=str(990000 + len(ids)))  # ... as a job id Slurm never had
     senv.worker("--once")
-    wait_for(lambda: all(store.get(i).state.finished for i in ids.values()), timeout=60, what="both jobs")
+    wait_for(lambda: all(store.get(i).state.finished for i in ids.values()), what="both jobs")
     lost, capped = store.get(ids["lost"]), store.get(ids["capped"])
     assert lost.state is JobState.SUCCEEDED and lost.attempts == 2 and not lost.engine_id.startswith("9900")
     assert len(senv.runs("lost")) == 1
@@ -411,11 +415,11 @@ def test_lost_job_slurm_no_longer_knows_is_resubmitted_up_to_the_cap(senv, monke
 def test_new_worker_adopts_a_running_slurm_job(senv):
     job_id = senv.slurm_job("adopt", steps=80, step_time=0.05)
     first = senv.worker()
-    wait_for(lambda: senv.store.get(job_id).state is JobState.RUNNING, timeout=60, what="the job to run")
+    wait_for(lambda: senv.store.get(job_id).state is JobState.RUNNING, what="the job to run")
     os.killpg(first.pid, 9)
     first.wait()
     senv.worker("--once")
-    wait_for(lambda: senv.store.get(job_id).state.finished, timeout=60, what="the adopted job")
+    wait_for(lambda: senv.store.get(job_id).state.finished, what="the adopted job")
     job = senv.store.get(job_id)
     assert job.state is JobState.SUCCEEDED and job.attempts == 1 and len(senv.runs("adopt")) == 1
 
@@ -450,11 +454,11 @@ def test_jobs_page_shows_a_slurm_job_and_plans_slurm_sweeps(senv, demo_structure
         NewJob(id=planned.id, name=planned.name, steps=job_steps(planned.output_dir, steps=8), executor="slurm",
                output_dir=planned.output_dir, gpus=1, resources=plan.spec.slurm.to_dict())])
     senv.worker("--once")
-    wait_for(lambda: senv.store.get(planned.id).state.finished, timeout=60, what="the job")
+    wait_for(lambda: senv.store.get(planned.id).state.finished, what="the job")
     job = senv.store.get(planned.id)
     assert job.state is JobState.SUCCEEDED and job.gpu_ids in ("0", "1")
 
-    at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=PATIENCE)
     at.run()
     assert not at.exception and not at.error
     table = at.dataframe[1].value.set_index("job")
