@@ -56,6 +56,17 @@ def _restore_form() -> None:
             s[k] = s[f"_{k}"]
 
 
+def _queue(plan) -> None:
+    """Submit the planned sweep (idempotent), make sure a worker runs, and remember what to say."""
+    result = sw.submit_sweep(plan)
+    worker = ensure_worker()
+    s["jobs_queued"] = {
+        "created": result.created,
+        "message": (f"Queued {len(result.jobs)} job(s) as sweep {plan.short_id}." if result.created
+                    else f"Sweep {plan.short_id} is already queued: nothing new (retry jobs below)."),
+        "worker": f"Started a background worker (pid {worker['pid']})." if worker["started"] else None}
+
+
 st.title("Training jobs")
 _restore_form()
 _prefill_from_calculator()
@@ -119,14 +130,17 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         for k in FORM_KEYS:
             if k in s:
                 s[f"_{k}"] = s[k]
-        if st.button("Queue sweep", type="primary"):
-            result = sw.submit_sweep(plan)
-            worker = ensure_worker()
-            (st.success if result.created else st.info)(
-                f"Queued {len(result.jobs)} job(s) as sweep {plan.short_id}." if result.created
-                else f"Sweep {plan.short_id} is already queued: nothing new (retry jobs below).")
-            if worker["started"]:
-                st.caption(f"Started a background worker (pid {worker['pid']}).")
+        # The click only records the request (a callback, which a rerun of the 2-s jobs panel racing the click
+        # cannot drop, as it could the button's bare True value); this run, with the form's current values, queues.
+        st.button("Queue sweep", type="primary", on_click=lambda: s.update(jobs_queue_requested=True))
+        if s.pop("jobs_queue_requested", False):
+            _queue(plan)
+    s.pop("jobs_queue_requested", None)  # a request made while the form was invalid is not kept for later
+    queued = s.pop("jobs_queued", None)
+    if queued:
+        (st.success if queued["created"] else st.info)(queued["message"])
+        if queued["worker"]:
+            st.caption(queued["worker"])
 
 
 @st.fragment(run_every=2)
