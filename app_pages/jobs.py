@@ -127,6 +127,8 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         st.dataframe(pd.DataFrame(plan.rows()).drop(columns=["output"]), hide_index=True, width="stretch",
                      column_config={**PARAM_COLUMNS, "trainable params": PARAM_COLUMNS["params"],
                                     "budget params": PARAM_COLUMNS["params"]})
+        for warning in plan.warnings:  # budget errors let through, ratios that caps made identical
+            st.warning(warning)
         for k in FORM_KEYS:
             if k in s:
                 s[f"_{k}"] = s[k]

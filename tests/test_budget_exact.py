@@ -230,3 +230,26 @@ def test_sweep_queues_arms_made_identical_by_caps_once(monkeypatch, tmp_path):
     plan = plan_sweep(spec, structure=structure("paligemma-3b"))
     assert sorted({j.ratio for j in plan.jobs}) == ["1:1:1", "2:1:1"] and len(plan.jobs) == 4
     assert any("1:1:1, 1:2:1, 1:4:1" in w and "queued once" in w for w in plan.warnings)
+
+
+def test_sweep_cli_refuses_an_arm_over_the_tolerance_unless_allowed(tmp_path, monkeypatch, capsys):
+    """Uniform integer ranks put the demo's 1:4:1 at -3.95 %: the sweep refuses it before queueing anything;
+    --allow-budget-error queues it with a visible warning, and each job's settings record the permission."""
+    from toolkit.cli import main
+
+    monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    args = ["sweep", "--model", "demo", "--dataset", "synthetic:shapes", "--ratios", "1:1:1,1:4:1", "--budget-rank",
+            "8", "--rounding", "uniform", "--gpus-per-job", "0", "--no-worker", "--dry-run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: budget tolerance: ratio 1:4:1") and "\n" not in err
+    assert not (tmp_path / "jobs" / "jobs.db").exists()
+    assert main([*args, "--allow-budget-error"]) == 0
+    out = capsys.readouterr().out
+    assert "-3.95%  !! over ±1%" in out and "warning: ratio 1:4:1" in out
+    assert main([*args, "--allow-budget-error", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["warnings"] and all(j["kind"] == "reference" or j["budget error %"] is not None for j in plan["jobs"])
+    mixed = [a for a in args if a not in ("--rounding", "uniform")]
+    assert main(mixed) == 0  # mixed rounding, the default: no refusal

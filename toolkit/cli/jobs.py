@@ -91,6 +91,7 @@ def spec_from_args(args):
 
 
 def cmd_sweep(args) -> int:
+    from toolkit.calculator.checks import budget_flag
     from toolkit.jobs.sweep import plan_sweep, submit_sweep
 
     plan = plan_sweep(spec_from_args(args))
@@ -116,7 +117,11 @@ def cmd_sweep(args) -> int:
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
     for j in plan.jobs:
         err = "-" if j.budget_error is None else f"{j.budget_error:+.2f}%"
-        _out(f"{j.id:<12} {j.name:<36} {':'.join(map(str, j.ranks)):>12} {j.params:>14,} {err:>10}")
+        flag = budget_flag(j.budget_error)
+        _out(f"{j.id:<12} {j.name:<36} {':'.join(map(str, j.ranks)):>12} {j.params:>14,} {err:>10}"
+             + (f"  !! {flag}" if flag else ""))
+    for warning in plan.warnings:
+        _out(f"warning: {warning}")
     if args.dry_run:
         _out("dry run: nothing queued")
     elif result.created:
