@@ -109,14 +109,19 @@ def _allocation_section(alloc: dict) -> list[str]:
     else:
         lines.append(f"- Allocated: {alloc.get('total', 0):,} parameters")
     rule = alloc.get("alpha_rule") or {}
-    lines += [f"- Achieved ratio: {achieved}", f"- Alpha rule: {rule.get('rule', '?')} ({rule.get('value', '')})", "",
-              "| component | rank | alpha | modules | LoRA params | share of budget | share of model |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    rounding = alloc.get("rounding", "uniform")
+    lines += [f"- Achieved ratio: {achieved} (of mean ranks)", f"- Alpha rule: {rule.get('rule', '?')} ({rule.get('value', '')})",
+              f"- Rounding: {rounding}" + (" (each component's modules mix two neighbouring ranks so the budget is met; "
+                                           "`rank` is the larger, `mean rank` what the ratio is kept on)"
+                                           if rounding == "mixed" else " (one integer rank per component)"), "",
+              "| component | rank | mean rank | alpha | modules | LoRA params | share of budget | share of model |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in COMPONENTS:
         x = (alloc.get("components") or {}).get(c)
         if x is None:
             continue
-        lines.append(f"| {c} | {x.get('rank')} | {x.get('alpha', 0):g} | {x.get('modules')} | {x.get('params', 0):,} | "
+        mean = x.get("mean_rank", x.get("rank"))
+        lines.append(f"| {c} | {x.get('rank')} | {mean:g} | {x.get('alpha', 0):g} | {x.get('modules')} | {x.get('params', 0):,} | "
                      f"{_share(x.get('share_of_budget'))} | {_share(x.get('share_of_model'))} |")
     lines += ["", "Share of model = the component's share of the base model's vision + projector + language "
               "parameters; a share of budget above it means the component gets more LoRA than its size.", ""]
