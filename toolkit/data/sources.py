@@ -223,6 +223,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _getter(rows, cols: dict, split: str, image_dir, root):
+    """record(i) of an indexable source of rows (a JSONL list, a `datasets.Dataset`), image opened on access."""
+    def get(i):
+        row = rows[i]
+        rec = _record(row, cols, i, split, image_dir, None)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image_id = image_id_in(row, cols, image_dir, root)
+        return rec
+
+    return get
+
+
 def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, part) -> VQADataset:
     rows = _read_jsonl(path)
     source = f"'{path}'"
@@ -243,12 +255,7 @@ def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, p
     indices = _select(len(rows), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
     validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
 
-    def get(i):
-        row = rows[i]
-        rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
-        rec.image_id = image_id_in(row, cols, image_dir, root)
-        return rec
+    get = _getter(rows, cols, split, image_dir, root)
 
     info = DatasetInfo(id=str(path), split=split, size=len(indices), source_size=len(rows), limit=limit, kind="jsonl",
                        columns=cols, sample_seed=sample_seed, **_part_info(holdout, part))
@@ -314,12 +321,7 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
     indices = _select(len(ds), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
     validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
 
-    def get(i):
-        row = raw[i]
-        rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
-        rec.image_id = image_id_in(row, cols, image_dir, root)
-        return rec
+    get = _getter(raw, cols, split, image_dir, root)
 
     revision_seen = revision or getattr(ds.info, "version", None)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(ds), limit=limit, kind="datasets",
