@@ -7,6 +7,20 @@ message in an `st.error` box. Anything else escaping is a bug, not a user error.
 
 from __future__ import annotations
 
+import re
+
+_TOKEN = re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{16,}\b")
+"""what Hugging Face tokens look like (user and org tokens)"""
+
+
+def looks_like_token(text: str) -> bool:
+    return bool(_TOKEN.search(str(text)))
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like an access token replaced by ***: error lines echo user input."""
+    return _TOKEN.sub("***", str(text))
+
 
 class CmbaError(Exception):
     """Base class: a clear, one-line, user-facing message."""

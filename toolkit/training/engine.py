@@ -194,7 +194,8 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
         allocation = allocate(structure, settings.spec)
     data = load_vqa(settings.dataset, split=settings.split, limit=settings.limit, columns=settings.columns,
                     image_dir=settings.image_dir, revision=settings.dataset_revision, config=settings.dataset_config,
-                    sample_seed=settings.sample_seed, holdout=settings.holdout, part="train")
+                    sample_seed=settings.sample_seed, holdout=settings.holdout, part="train",
+                    images_anywhere=settings.images_anywhere)
     data_info = data.info.to_dict()
 
     name = settings.name or default_name(settings, allocation)
