@@ -44,3 +44,7 @@ class UnsupportedModelError(CmbaError):
 
 class BudgetError(InputError):
     """The budget cannot be met on the targeted modules (below the minimum or above the maximum)."""
+
+
+class TrainingDiverged(CmbaError):
+    """The loss or the trained weights became NaN or infinite: the run stops without writing an adapter."""
