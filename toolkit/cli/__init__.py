@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except sqlite3.OperationalError as exc:  # another process holds the store's write lock past every retry
-        if not _busy(exc):
+        from toolkit.jobs.store import store_busy
+
+        if not store_busy(exc):
             return _internal(exc)
         print(f"error: jobs store: busy ({exc}) after retrying; another process holds its write lock, try again",
               file=sys.stderr)
@@ -68,10 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OUT_OF_MEMORY
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
         return _internal(exc)
-
-
-def _busy(exc: Exception) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _internal(exc: Exception) -> int:

@@ -136,6 +136,8 @@ def open_image(value, image_dir: Path | None, qid, *, anywhere: bool = False):
             value = value.get("path")
         if isinstance(value, str) and value:
             return Image.open(image_path(value, image_dir, qid, anywhere=anywhere)).convert("RGB")
+    except InputError:  # a path outside the dataset folder: already one line (InputError is a ValueError)
+        raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"image: the image of question {qid} is too large ({str(exc).split(',')[0]})") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -162,6 +164,8 @@ def check_image(value, image_dir: Path | None, qid, *, anywhere: bool = False) -
             with Image.open(image_path(path, image_dir, qid, anywhere=anywhere)) as im:
                 im.verify()
             return
+    except InputError:  # a path outside the dataset folder: already one line (InputError is a ValueError)
+        raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"image: the image of question {qid} is too large ({str(exc).split(',')[0]})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
