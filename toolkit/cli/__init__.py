@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except sqlite3.OperationalError as exc:  # another process holds the store's write lock past every retry
-        from toolkit.jobs.store import store_busy
+        from toolkit.jobs.store import BUSY_TIMEOUT_S, store_busy
 
         if not store_busy(exc):
             return _internal(exc)
-        print(f"error: jobs store: busy ({exc}) after retrying; another process holds its write lock, try again",
-              file=sys.stderr)
+        print(f"error: jobs store: busy ({exc}) after waiting {BUSY_TIMEOUT_S:g} s; another process holds its write "
+              "lock, try again", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except MemoryError:
         print("error: out_of_memory: the input asks for more memory than this machine has", file=sys.stderr)

@@ -53,10 +53,13 @@ def check_writable(folder: Path, field: str = "adapter") -> None:
     """Refuse before the evaluation runs, not after it, when its results could not be written."""
     import tempfile
 
+    probe = Path(folder) / "eval"
+    while not probe.exists() and probe != probe.parent:  # the nearest folder that exists: nothing is created
+        probe = probe.parent
     try:
-        target = Path(folder) / "eval"
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target, prefix=".probe-"):
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"'{probe}' is a file")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".probe-"):
             pass
     except OSError as exc:
         raise InputError(f"{field}: cannot write the results under '{folder}' ({exc.strerror or exc}); "
