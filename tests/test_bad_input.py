@@ -212,3 +212,12 @@ def test_one_subprocess_case(world, tmp_path):
                           capture_output=True, text=True, timeout=PATIENCE)
     one_line_error(proc.returncode, proc.stderr, "budget")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["allocate", "presets", "train", "sweep", "evaluate", "score", "compare", "push",
+                                     "jobs", "worker"])
+def test_every_help_prints(command, capsys):
+    """`train --help` used to crash on a '%' in a field's doc (argparse formats help text)."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
