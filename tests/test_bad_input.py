@@ -132,6 +132,10 @@ CASES = [
     ("targets-twice", lambda w: [*ALLOC, "--targets", "language=attention,language=mlp"], "targets"),
     ("patterns-backtracking", lambda w: [*ALLOC, "--patterns", "vision=(a+)+$;projector=p;language=l"], "patterns.vision"),
     ("patterns-star-star", lambda w: [*ALLOC, "--patterns", "vision=v;projector=(.*)*x;language=l"], "patterns.projector"),
+    ("alpha-1e308", lambda w: [*ALLOC, "--alpha", "1e308"], "alpha"),
+    ("audit-rank-huge", lambda w: ["allocate", "--model", "demo", "--audit", "99999999999:1:1", "--budget-rank", "8"], "audit"),
+    ("model-name-5000-chars", lambda w: ["allocate", "--model", "x" * 5000, "--ratio", "1:1:1", "--budget-rank", "8"], "model"),
+    ("targets-100000-chars", lambda w: [*ALLOC, "--targets", "vision=" + "a" * 100_000], "characters cut"),
     ("text-config-not-object", lambda w: ["allocate", "--model", w["text_config"], "--ratio", "1:1:1", "--budget-rank", "8"], "text_config"),
     ("100000-layers", lambda w: ["allocate", "--model", w["layers"], "--ratio", "1:1:1", "--budget-rank", "8"], "num_hidden_layers"),
     # train: settings

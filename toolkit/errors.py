@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+MAX_MESSAGE = 2000
+"""longest error line"""
 _TOKEN = re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{16,}\b")
 """what Hugging Face tokens look like (user and org tokens)"""
 
@@ -26,8 +28,12 @@ class CmbaError(Exception):
     """Base class: a clear, one-line, user-facing message."""
 
     def __init__(self, message: str):
-        # One line only: callers render it verbatim next to the field.
-        super().__init__(" ".join(str(message).split()))
+        # One line only: callers render it verbatim next to the field. Echoed input is clipped so a pasted
+        # megabyte stays a readable line.
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 60] + f" ... [{len(text) - MAX_MESSAGE + 60} characters cut] " + text[-40:]
+        super().__init__(text)
 
 
 class InputError(CmbaError, ValueError):

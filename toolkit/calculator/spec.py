@@ -26,6 +26,8 @@ MAX_WEIGHT = 1e6
 """largest ratio weight: bigger ones overflow the normalisation (1e308:1e308:1e308 allocated rank 1 everywhere)"""
 MAX_RANK = 65536
 """largest rank budget (no Linear layer of a VLM is wider)"""
+MAX_ALPHA = 1e6
+"""largest alpha (or alpha multiplier): beyond it alpha * rank overflows into inf scaling"""
 MAX_PARAMS = 10**13
 """largest params budget (beyond any model's size)"""
 
@@ -105,8 +107,9 @@ def parse_ranks(text: str, field_name: str = "ranks") -> tuple[int, int, int]:
         raise InputError(f"{field_name}: expected three ranks V:P:L {example}, got '{text}'")
     ranks = []
     for comp, part in zip(COMPONENTS, parts):
-        if not part.isdigit():
-            raise InputError(f"{field_name}: the {comp} rank '{part}' must be a whole number >= 0 ({example})")
+        if not part.isdigit() or len(part) > 6 or int(part) > MAX_RANK:
+            raise InputError(f"{field_name}: the {comp} rank '{part[:20]}' must be a whole number in [0, {MAX_RANK}] "
+                             f"({example})")
         ranks.append(int(part))
     if not any(ranks):
         raise InputError(f"{field_name}: at least one rank must be > 0 (0 leaves a component out)")
@@ -197,8 +200,8 @@ class AlphaRule:
     def __post_init__(self):
         if self.rule not in ALPHA_RULES:
             raise InputError(f"alpha rule: must be one of {', '.join(ALPHA_RULES)}, got '{self.rule}'")
-        if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or self.value <= 0:
-            raise InputError(f"alpha: must be a number > 0, got {self.value!r}")
+        if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or not 0 < self.value <= MAX_ALPHA:
+            raise InputError(f"alpha: must be a number in (0, {MAX_ALPHA:g}], got {self.value!r}")
 
     def alpha(self, rank: int) -> float:
         value = self.value * rank if self.rule == "scaled" else self.value

@@ -246,6 +246,9 @@ def resolve_config(model: str, revision: str | None = None) -> tuple[dict, str, 
     if not isinstance(model, str) or not model.strip():
         raise InputError("model: give a preset name, a local folder with config.json, or a Hub id like org/name")
     model = model.strip()
+    if len(model) > 1024:  # longer than any path or Hub id: the OS would refuse it with an exception
+        raise InputError(f"model: a name of {len(model)} characters (allowed: a preset, a folder or a Hub id, "
+                         "at most 1024 characters)")
     table = presets()
     if model in table:
         entry = table[model]

@@ -31,6 +31,7 @@ from toolkit.calculator.architectures import COMPONENTS, ComponentPatterns
 from toolkit.calculator.spec import (
     ALPHA_RULES,
     BUDGET_KINDS,
+    MAX_ALPHA,
     MAX_PARAMS,
     MAX_RANK,
     MODES,
@@ -288,7 +289,7 @@ class TrainSettings(DataSettings):
     """module kinds per component, e.g. language=attention,vision=mlp (kinds: all, attention, mlp)"""
     alpha_rule: str = _opt("scaled", group=MODEL, choices=ALPHA_RULES)
     """scaled (alpha = k*r), fixed, or rslora"""
-    alpha_value: float = _opt(2.0, group=MODEL, flag="--alpha", check=ABOVE_ZERO)
+    alpha_value: float = _opt(2.0, group=MODEL, flag="--alpha", check=(lambda v: 0 < v <= MAX_ALPHA, "in (0, 1e6]"))
     """k for scaled, alpha itself for fixed/rslora"""
     rounding: str = _opt("mixed", group=MODEL, choices=ROUNDINGS)
     """mixed (per-module floor/ceil ranks: every ratio within 0.5 % of the budget) or uniform (one rank per component)"""
