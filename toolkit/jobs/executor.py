@@ -298,6 +298,8 @@ class LocalExecutor(Executor):
         run.pid, run.pid_start = proc.pid, process_start_time(proc.pid)
 
     def poll(self, run: Run) -> RunStatus:
+        if "final" in run.handle:  # polled again after the store was busy: its pid is reaped and may be reused
+            return run.handle["final"]
         proc: subprocess.Popen = run.handle["proc"]
         try:  # has the leader exited? WNOWAIT keeps it a zombie so its pid (= the group id) cannot be reused yet
             info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -317,7 +319,8 @@ class LocalExecutor(Executor):
             before, after = run.handle.get("oom_before"), oom_kills()
             if before is not None and after is not None and after > before:
                 reason = Reason.OOM_KILLED
-        return RunStatus(done=True, step_index=run.step_index, returncode=code, reason=reason)
+        run.handle["final"] = RunStatus(done=True, step_index=run.step_index, returncode=code, reason=reason)
+        return run.handle["final"]
 
     def cancel(self, run: Run, *, force: bool = False) -> None:
         run.cancelling = True
