@@ -131,6 +131,7 @@ CASES = [
     ("ratio-1e308", lambda w: [*ALLOC[:3], "--ratio", "1e308:1e308:1e308", *ALLOC[5:]], "ratio"),
     ("targets-twice", lambda w: [*ALLOC, "--targets", "language=attention,language=mlp"], "targets"),
     ("patterns-backtracking", lambda w: [*ALLOC, "--patterns", "vision=(a+)+$;projector=p;language=l"], "patterns.vision"),
+    ("patterns-overlapping-choice", lambda w: [*ALLOC, "--patterns", "vision=(.|x)*y;projector=p;language=l"], "exponential"),
     ("patterns-star-star", lambda w: [*ALLOC, "--patterns", "vision=v;projector=(.*)*x;language=l"], "patterns.projector"),
     ("alpha-1e308", lambda w: [*ALLOC, "--alpha", "1e308"], "alpha"),
     ("audit-rank-huge", lambda w: ["allocate", "--model", "demo", "--audit", "99999999999:1:1", "--budget-rank", "8"], "audit"),

@@ -27,8 +27,9 @@ MAX_PATTERN = 256
 
 
 def _nested_repeat(tree) -> bool:
-    """Whether a parsed regex repeats something that itself repeats, e.g. (a+)+ or (.*)*: the shapes whose
-    backtracking is exponential. Refusing them keeps every match of a module name bounded in time."""
+    """Whether a parsed regex repeats something that itself repeats, e.g. (a+)+ or (.*)*, or repeats a choice
+    between alternatives that can match the same text, e.g. (a|a)* or (.|x)*: the shapes whose backtracking is
+    exponential. Refusing them keeps every match of a module name bounded in time."""
     from re import _constants as c  # noqa: PLC2701 - the stdlib's own regex parser, the only exact view
 
     def walk(items, inside_repeat: bool) -> bool:
@@ -42,11 +43,22 @@ def _nested_repeat(tree) -> bool:
                     return True
             elif op is c.SUBPATTERN and walk(av[-1], inside_repeat):
                 return True
-            elif op is c.BRANCH and any(walk(b, inside_repeat) for b in av[1]):
-                return True
+            elif op is c.BRANCH:
+                if inside_repeat and not _disjoint_literals(av[1]):  # (a|a)* or (.|.)*: as bad as (a+)+
+                    return True
+                if any(walk(b, inside_repeat) for b in av[1]):
+                    return True
             elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1], inside_repeat):
                 return True
         return False
+
+    def _disjoint_literals(branches) -> bool:
+        firsts = []
+        for b in branches:
+            if not b or any(op is not c.LITERAL for op, _ in b):
+                return False
+            firsts.append(b[0][1])
+        return len(set(firsts)) == len(firsts)
 
     return walk(tree, False)
 
@@ -72,8 +84,8 @@ class ComponentPatterns:
                 except re.error as exc:
                     raise InputError(f"patterns.{comp}: '{pat}' is not a valid regular expression ({exc})") from None
                 if nested:
-                    raise InputError(f"patterns.{comp}: '{pat}' repeats a repeated group (like (a+)+), which can take "
-                                     "exponential time; use a module-path prefix such as model\\.vision_tower")
+                    raise InputError(f"patterns.{comp}: '{pat}' repeats a group that can match the same text in several "
+                                     "ways (like (a+)+ or (a|a)*), which can take exponential time; use a module-path prefix such as model\\.vision_tower")
 
     @classmethod
     def parse(cls, text: str) -> ComponentPatterns:
