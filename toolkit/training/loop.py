@@ -160,8 +160,10 @@ def check_finite(params: list, loss: float, step: int, *, scaled: bool) -> None:
     if not scaled and not math.isfinite(loss):
         raise TrainingDiverged(f"training: the loss is {loss} at step {step}; lower --lr or --weight-decay, or "
                                f"use --precision fp32 (no adapter written)")
+    if not params:
+        return
     norms = torch._foreach_norm([p.detach() for p in params])  # one fused reduction over every LoRA tensor
-    if params and not bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+    if not bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
         raise TrainingDiverged(f"training: the adapter weights are NaN or infinite after step {step}; lower --lr "
                                f"or --weight-decay (no adapter written)")
 
