@@ -16,6 +16,7 @@ from toolkit.errors import CmbaError
 from toolkit.jobs import progress as progress_of
 from toolkit.jobs import sweep as sw
 from toolkit.jobs.executor import tail_lines
+from toolkit.jobs.lifecycle import revive_worker
 from toolkit.jobs.slurm.executor import slurm_problem
 from toolkit.jobs.store import JobStore
 from toolkit.jobs.worker import ensure_worker, live_workers
@@ -149,6 +150,8 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
 def jobs_panel():
     store = JobStore()
     sweeps = store.sweeps()
+    if (revived := revive_worker(store)) and revived["started"]:  # queued jobs whose worker died
+        st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
     workers = live_workers(store)
     left, right = st.columns([3, 1])
     left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers

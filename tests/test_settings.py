@@ -55,7 +55,7 @@ def test_text_is_converted_and_round_trips_through_json():
 @pytest.mark.parametrize("change, message", [
     ({"lr": 1.5}, r"^lr: must be a learning rate in \(0, 1\), got 1.5$"),
     ({"lr_vision": "x"}, r"^lr-vision: 'x' is not a number"),
-    ({"batch_size": 0}, r"^batch-size: must be a whole number >= 1, got 0$"),
+    ({"batch_size": 0}, r"^batch-size: must be a whole number in \[1, 65536\], got 0$"),
     ({"warmup_ratio": 1}, r"^warmup-ratio: must be in \[0, 1\), got 1"),
     ({"precision": "half"}, r"^precision: 'half' is not one of auto, fp32, bf16, fp16$"),
     ({"quantize": "8bit"}, r"^quantize: '8bit' is not supported \(allowed: 4bit\)$"),

@@ -12,7 +12,10 @@ status alone, so both sides read the numbers from here:
 - 3 out of memory (`error: out_of_memory: ...`): failed, never retried (the same settings would fail again);
 - 143 (128 + SIGTERM) interrupted: a SIGTERM / SIGUSR2 (cancel, worker stop, Slurm preemption notice) arrived,
   a checkpoint was saved, and `--resume` continues the run: re-queued, resumable;
-- killed by a signal (returncode -N from Popen, or 128 + N from a shell): failed "killed by signal N (NAME)".
+- killed by a signal (returncode -N from Popen, or 128 + N from a shell): failed "killed by signal N (NAME)";
+  except SIGKILL that nobody here sent (the kernel's OOM killer sends it): re-queued to resume from its last
+  checkpoint within the attempt cap, reason `out_of_memory (killed by the kernel)` when the cgroup counted an
+  OOM kill, else `killed (SIGKILL)`.
 
 `decide` turns one ended run (its exit code, its last log lines, and what the executor learned from its
 engine) into an `Outcome`: the job's next state (`JobState`, queued = run it again from its checkpoint) and
@@ -68,6 +71,10 @@ class Reason(StrEnum):
     REVOKED = "revoked by the federation"
     TIME_LIMIT = "time limit"
     DEADLINE = "deadline reached"
+    OOM_KILLED = "out_of_memory (killed by the kernel)"
+    """SIGKILL while the cgroup's memory.events counted an OOM kill: re-queued (it resumes from its checkpoint)"""
+    KILLED = "killed (SIGKILL)"
+    """SIGKILL from outside the toolkit, most often the OOM killer where the cgroup cannot be read: re-queued"""
 
 
 def signal_name(number: int) -> str:
@@ -116,6 +123,10 @@ def describe_exit(code: int | None, tail: list[str]) -> tuple[str | None, str | 
     if code is not None and code < 0:
         return killed_by(-code), message
     return exit_reason(code), message
+
+
+def is_sigkill(code: int | None) -> bool:
+    return code in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 def retryable(reason: str | None) -> bool:
@@ -169,6 +180,9 @@ def decide(code: int | None, tail: list[str], *, shutdown: bool = False, cancell
         return Outcome(JobState.QUEUED, engine_reason or Reason.REQUEUED_BY_ENGINE, message, code)
     if engine_cancelled:
         return Outcome(JobState.CANCELLED, engine_reason, message, code)
+    if is_sigkill(code) and engine_reason in (None, Reason.OOM_KILLED):  # not ours: probably the OOM killer
+        why = engine_reason or Reason.KILLED
+        return Outcome(JobState.QUEUED, why, message or f"error: {why}; resuming from the last checkpoint", code)
     if reason is None and engine_reason:  # exit 0, yet the engine says otherwise
         return Outcome(JobState.FAILED, engine_reason, message, code)
     if reason is None:

@@ -22,6 +22,45 @@ COMPONENTS = ("vision", "projector", "language")
 EXCLUDED = "excluded"
 
 DeadRule = Callable[[object, Iterable[str]], dict[str, str]]
+MAX_PATTERN = 256
+"""longest accepted component regex"""
+
+
+def _nested_repeat(tree) -> bool:
+    """Whether a parsed regex repeats something that itself repeats, e.g. (a+)+ or (.*)*, or repeats a choice
+    between alternatives that can match the same text, e.g. (a|a)* or (.|x)*: the shapes whose backtracking is
+    exponential. Refusing them keeps every match of a module name bounded in time."""
+    from re import _constants as c  # noqa: PLC2701 - the stdlib's own regex parser, the only exact view
+
+    def walk(items, inside_repeat: bool) -> bool:
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                low, high, sub = av
+                repeats = high is c.MAXREPEAT or high > 1
+                if repeats and inside_repeat:
+                    return True
+                if walk(sub, inside_repeat or repeats):
+                    return True
+            elif op is c.SUBPATTERN and walk(av[-1], inside_repeat):
+                return True
+            elif op is c.BRANCH:
+                if inside_repeat and not _disjoint_literals(av[1]):  # (a|a)* or (.|.)*: as bad as (a+)+
+                    return True
+                if any(walk(b, inside_repeat) for b in av[1]):
+                    return True
+            elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1], inside_repeat):
+                return True
+        return False
+
+    def _disjoint_literals(branches) -> bool:
+        firsts = []
+        for b in branches:
+            if not b or any(op is not c.LITERAL for op, _ in b):
+                return False
+            firsts.append(b[0][1])
+        return len(set(firsts)) == len(firsts)
+
+    return walk(tree, False)
 
 
 @dataclass(frozen=True)
@@ -35,10 +74,18 @@ class ComponentPatterns:
     def __post_init__(self):
         for comp in COMPONENTS:
             for pat in getattr(self, comp):
+                if len(pat) > MAX_PATTERN:
+                    raise InputError(f"patterns.{comp}: a regex of {len(pat)} characters (allowed: up to {MAX_PATTERN})")
                 try:
                     re.compile(pat)
+                    from re import _parser
+
+                    nested = _nested_repeat(_parser.parse(pat))
                 except re.error as exc:
                     raise InputError(f"patterns.{comp}: '{pat}' is not a valid regular expression ({exc})") from None
+                if nested:
+                    raise InputError(f"patterns.{comp}: '{pat}' repeats a group that can match the same text in several "
+                                     "ways (like (a+)+ or (a|a)*), which can take exponential time; use a module-path prefix such as model\\.vision_tower")
 
     @classmethod
     def parse(cls, text: str) -> ComponentPatterns:

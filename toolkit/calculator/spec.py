@@ -22,6 +22,14 @@ BUDGET_KINDS = ("rank", "params", "percent")
 KINDS = ("all", "attention", "mlp")
 ALPHA_RULES = ("scaled", "fixed", "rslora")
 ROUNDINGS = ("mixed", "uniform")
+MAX_WEIGHT = 1e6
+"""largest ratio weight: bigger ones overflow the normalisation (1e308:1e308:1e308 allocated rank 1 everywhere)"""
+MAX_RANK = 65536
+"""largest rank budget (no Linear layer of a VLM is wider)"""
+MAX_ALPHA = 1e6
+"""largest alpha (or alpha multiplier): beyond it alpha * rank overflows into inf scaling"""
+MAX_PARAMS = 10**13
+"""largest params budget (beyond any model's size)"""
 
 
 def parse_number(text: str | float, field_name: str, allowed: str) -> float:
@@ -55,8 +63,8 @@ class Ratio:
     def __post_init__(self):
         for comp in COMPONENTS:
             value = getattr(self, comp)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InputError(f"ratio: the {comp} weight must be a number >= 0, got {value!r}")
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_WEIGHT:
+                raise InputError(f"ratio: the {comp} weight must be a number in [0, {MAX_WEIGHT:g}], got {value!r}")
         if self.total == 0:
             raise InputError("ratio: at least one of vision, projector, language must be > 0 (0:0:0 allocates nothing)")
 
@@ -99,8 +107,9 @@ def parse_ranks(text: str, field_name: str = "ranks") -> tuple[int, int, int]:
         raise InputError(f"{field_name}: expected three ranks V:P:L {example}, got '{text}'")
     ranks = []
     for comp, part in zip(COMPONENTS, parts):
-        if not part.isdigit():
-            raise InputError(f"{field_name}: the {comp} rank '{part}' must be a whole number >= 0 ({example})")
+        if not part.isdigit() or len(part) > 6 or int(part) > MAX_RANK:
+            raise InputError(f"{field_name}: the {comp} rank '{part[:20]}' must be a whole number in [0, {MAX_RANK}] "
+                             f"({example})")
         ranks.append(int(part))
     if not any(ranks):
         raise InputError(f"{field_name}: at least one rank must be > 0 (0 leaves a component out)")
@@ -125,6 +134,10 @@ class Budget:
             raise InputError(f"budget: kind must be one of {', '.join(BUDGET_KINDS)}, got '{self.kind}'")
         if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or self.value <= 0:
             raise InputError(f"budget: the {self.kind} budget must be a number > 0, got {self.value!r}")
+        if self.kind == "rank" and self.value > MAX_RANK:
+            raise InputError(f"budget: a rank budget must be in (0, {MAX_RANK}], got {self.value:g}")
+        if self.kind == "params" and self.value > MAX_PARAMS:
+            raise InputError(f"budget: a params budget must be at most {MAX_PARAMS:.0e}, got {self.value:g}")
         if self.kind == "percent" and self.value > 100:
             raise InputError(f"budget: a percent budget must be in (0, 100], got {self.value:g}")
         if self.kind == "params" and self.value != int(self.value):
@@ -162,6 +175,8 @@ class Targets:
             key, sep, value = chunk.partition("=")
             if not sep or key.strip() not in COMPONENTS:
                 raise InputError(f"targets: expected COMPONENT=KIND (components: {', '.join(COMPONENTS)}), got '{chunk}'")
+            if key.strip() in values:  # a second value used to replace the first silently
+                raise InputError(f"targets: {key.strip()} is given twice ('{text}'); give one KIND per component")
             values[key.strip()] = value.strip()
         return cls(**values)
 
@@ -185,8 +200,8 @@ class AlphaRule:
     def __post_init__(self):
         if self.rule not in ALPHA_RULES:
             raise InputError(f"alpha rule: must be one of {', '.join(ALPHA_RULES)}, got '{self.rule}'")
-        if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or self.value <= 0:
-            raise InputError(f"alpha: must be a number > 0, got {self.value!r}")
+        if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or not 0 < self.value <= MAX_ALPHA:
+            raise InputError(f"alpha: must be a number in (0, {MAX_ALPHA:g}], got {self.value!r}")
 
     def alpha(self, rank: int) -> float:
         value = self.value * rank if self.rule == "scaled" else self.value

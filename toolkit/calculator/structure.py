@@ -132,12 +132,27 @@ class ModelStructure:
         return ["all"] + sorted({m.kind for m in self.linears(component)})
 
 
+MAX_LAYERS = 1024
+"""most layers one (sub-)config may declare: beyond any real model; building 10^5 layers took minutes"""
+
+
+def _check_sizes(data: dict, where: str, path: str = "") -> None:
+    """Refuse absurd layer counts before anything is built (bounded work on pathological configs)."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _check_sizes(value, where, f"{path}{key}.")
+        elif "layers" in key and isinstance(value, int) and not isinstance(value, bool) and value > MAX_LAYERS:
+            raise ModelLoadError(f"model: {path}{key} = {value} in {where} (allowed: at most {MAX_LAYERS} layers)")
+
+
 def _config_from_dict(data: dict, where: str):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     model_type = data.get("model_type")
-    if not model_type:
-        raise ModelLoadError(f"model: {where} has no 'model_type' field, so its architecture is unknown")
+    if not model_type or not isinstance(model_type, str):
+        raise ModelLoadError(f"model: {where} has no 'model_type' text field, so its architecture is unknown")
+    _check_sizes(data, where)
     rest = {k: v for k, v in data.items() if k != "model_type"}
     try:
         with warnings.catch_warnings():
@@ -151,8 +166,10 @@ def _config_from_dict(data: dict, where: str):
                 f"model: model_type '{model_type}' in {where} is not known to transformers {transformers.__version__}"
             ) from None
         raise ModelLoadError(f"model: {where} is not a valid {model_type} config ({exc})") from None
-    except TypeError as exc:
-        raise ModelLoadError(f"model: {where} is not a valid {model_type} config ({exc})") from None
+    except (TypeError, AttributeError, KeyError, StrictDataclassError) as exc:  # e.g. text_config not an object
+        first = str(exc).strip().splitlines()
+        raise ModelLoadError(f"model: {where} is not a valid {model_type} config "
+                             f"({' '.join(first[:2]) if first else type(exc).__name__})") from None
 
 
 def _read_json(path: Path, label: str) -> dict:
@@ -229,6 +246,9 @@ def resolve_config(model: str, revision: str | None = None) -> tuple[dict, str, 
     if not isinstance(model, str) or not model.strip():
         raise InputError("model: give a preset name, a local folder with config.json, or a Hub id like org/name")
     model = model.strip()
+    if len(model) > 1024:  # longer than any path or Hub id: the OS would refuse it with an exception
+        raise InputError(f"model: a name of {len(model)} characters (allowed: a preset, a folder or a Hub id, "
+                         "at most 1024 characters)")
     table = presets()
     if model in table:
         entry = table[model]

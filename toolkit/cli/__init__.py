@@ -5,16 +5,20 @@
     python -m toolkit sweep ... | jobs ... | worker                                    # toolkit/cli/jobs.py
     python -m toolkit evaluate ... | score ... | compare ... | push ...
 
-Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`.
+Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`. Nothing escapes as a
+traceback: a busy job store is one line too (exit 2), and an unexpected exception is one `error: internal: ...`
+line (exit 1; `CMBA_DEBUG=1` prints its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sqlite3
 import sys
 
-from toolkit.errors import CmbaError, InputError
+from toolkit.errors import CmbaError, InputError, redact
 from toolkit.outcomes import ExitCode
 
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
@@ -45,13 +49,34 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.func(args)
     except CmbaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return getattr(exc, "exit_code", ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return ExitCode.KEYBOARD_INTERRUPT
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except sqlite3.OperationalError as exc:  # another process holds the store's write lock past every retry
+        from toolkit.jobs.store import BUSY_TIMEOUT_S, store_busy
+
+        if not store_busy(exc):
+            return _internal(exc)
+        print(f"error: jobs store: busy ({exc}) after waiting {BUSY_TIMEOUT_S:g} s; another process holds its write "
+              "lock, try again", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except MemoryError:
+        print("error: out_of_memory: the input asks for more memory than this machine has", file=sys.stderr)
+        return ExitCode.OUT_OF_MEMORY
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("CMBA_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    print(f"error: internal: {type(exc).__name__}: {redact(first)} (a bug; CMBA_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return ExitCode.FAILURE

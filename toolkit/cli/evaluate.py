@@ -24,7 +24,7 @@ def cmd_evaluate(args) -> int:
     common = dict(split=s.split, limit=s.limit, columns=s.columns, image_dir=s.image_dir, sample_seed=s.sample_seed,
                   batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
                   log=lambda m: print(m, file=sys.stderr, flush=True))
-    common["holdout"] = s.holdout
+    common.update(holdout=s.holdout, images_anywhere=s.images_anywhere)
     if s.adapter:
         if s.quantize:
             raise InputError("quantize: applies to --base only (an adapter is evaluated as it was trained)")

@@ -43,7 +43,8 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, exclude=(), title: str = 
             continue
         name = f.metadata["group"]
         group = groups.get(name) or groups.setdefault(name, parser.add_argument_group(title.format(name)))
-        kwargs = {"dest": f.name, "default": None, "help": help_text(cls, f)}
+        # argparse %-formats help: a doc saying "1 % off" broke `train --help`
+        kwargs = {"dest": f.name, "default": None, "help": help_text(cls, f).replace("%", "%%")}
         if f.type == "bool":
             kwargs["action"] = "store_false" if flag_name(f).startswith("--no-") else "store_true"
         else:

@@ -74,6 +74,11 @@ def answers_of(value, qid) -> list[str]:
         return [value]
     if isinstance(value, dict):
         value = value.get("answer", [])
+    if isinstance(value, str):
+        return [value]
+    if value is not None and not isinstance(value, list | tuple):
+        raise InputError(f"answers: question {qid} has answers {value!r} (allowed: a text, a list of texts, "
+                         f"or a list of {{\"answer\": text}})")
     out = []
     for a in value or []:
         if isinstance(a, dict):
@@ -91,11 +96,33 @@ def image_id_in(row: dict, columns: dict, image_dir: Path | None, root: Path | N
 
 
 def question_id_of(row: dict, columns: dict, index: int, split: str):
-    return row[columns["question_id"]] if "question_id" in columns else f"{split}-{index}"
+    if "question_id" not in columns:
+        return f"{split}-{index}"
+    qid = row[columns["question_id"]]
+    if not isinstance(qid, str | int) or isinstance(qid, bool):
+        raise InputError(f"question_id: record {index + 1} has {type(qid).__name__} {str(qid)[:40]} "
+                         f"(allowed: a text or a whole number)")
+    return qid
 
 
-def open_image(value, image_dir: Path | None, qid):
-    """A PIL RGB image from a PIL image, {"bytes", "path"} or a path (relative to image_dir)."""
+def image_path(value: str, image_dir: Path | None, qid, *, anywhere: bool = False) -> Path:
+    """Where an image path points; refused when it leaves `image_dir` (the dataset folder) through `..`, an
+    absolute path or a symlink, unless `anywhere` (the user's explicit --images-anywhere)."""
+    path = Path(value)
+    if not path.is_absolute() and image_dir is not None:
+        path = image_dir / path
+    if anywhere or image_dir is None:
+        return path
+    try:
+        path.resolve().relative_to(Path(image_dir).resolve())
+    except ValueError:
+        raise InputError(f"image: the image of question {qid} ('{value}') lies outside the dataset folder "
+                         f"'{image_dir}' (allowed: paths inside it; --images-anywhere allows others)") from None
+    return path
+
+
+def open_image(value, image_dir: Path | None, qid, *, anywhere: bool = False):
+    """A PIL RGB image from a PIL image, {"bytes", "path"} or a path (relative to image_dir, inside it)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -108,17 +135,18 @@ def open_image(value, image_dir: Path | None, qid):
                 return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
             value = value.get("path")
         if isinstance(value, str) and value:
-            path = Path(value)
-            if not path.is_absolute() and image_dir is not None:
-                path = image_dir / path
-            return Image.open(path).convert("RGB")
+            return Image.open(image_path(value, image_dir, qid, anywhere=anywhere)).convert("RGB")
+    except InputError:  # a path outside the dataset folder: already one line (InputError is a ValueError)
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image: the image of question {qid} is too large ({str(exc).split(',')[0]})") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise InputError(f"image: cannot read the image of question {qid} ({reason}: {value if isinstance(value, str) else 'embedded bytes'})") from None
     raise InputError(f"image: question {qid} has no image (value {type(value).__name__})")
 
 
-def check_image(value, image_dir: Path | None, qid) -> None:
+def check_image(value, image_dir: Path | None, qid, *, anywhere: bool = False) -> None:
     """Cheap readability check (header parse, no full decode)."""
     import io
 
@@ -133,19 +161,20 @@ def check_image(value, image_dir: Path | None, qid) -> None:
             return
         path = value.get("path") if isinstance(value, dict) else value
         if isinstance(path, str) and path:
-            p = Path(path)
-            if not p.is_absolute() and image_dir is not None:
-                p = image_dir / p
-            with Image.open(p) as im:
+            with Image.open(image_path(path, image_dir, qid, anywhere=anywhere)) as im:
                 im.verify()
             return
+    except InputError:  # a path outside the dataset folder: already one line (InputError is a ValueError)
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image: the image of question {qid} is too large ({str(exc).split(',')[0]})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an image"
         raise InputError(f"image: cannot read the image of question {qid} ({reason}: {path})") from None
     raise InputError(f"image: question {qid} has no image")
 
 
-def validate_rows(rows, columns, split, image_dir, source, check_images: int) -> None:
+def validate_rows(rows, columns, split, image_dir, source, check_images: int, *, anywhere: bool = False) -> None:
     """Every selected record has a question and answers; the first `check_images` images open."""
     seen, unanswered = set(), 0
     for n, (index, row) in enumerate(rows):
@@ -158,7 +187,7 @@ def validate_rows(rows, columns, split, image_dir, source, check_images: int) ->
         if not str(row[columns["question"]] or "").strip():
             raise InputError(f"dataset: question {qid} in {source} has an empty question")
         if n < check_images:
-            check_image(row[columns["image"]], image_dir, qid)
+            check_image(row[columns["image"]], image_dir, qid, anywhere=anywhere)
     if unanswered:
         raise InputError(f"dataset: {unanswered} of {len(seen)} records in {source} have no answers "
                          f"(unanswered splits such as VQAv2 test/test-dev cannot be trained or scored; use train or validation)")

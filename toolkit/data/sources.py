@@ -156,6 +156,10 @@ def _record(row: dict, columns: dict, index: int, split: str, image_dir: Path | 
 # ------------------------------------------------------------------------------------------ sources
 
 
+MAX_SYNTHETIC = 10_000_000
+"""largest synthetic:shapes size (its index of questions is built in memory)"""
+
+
 def _synthetic(spec: str, split: str, limit, sample_seed, holdout, part) -> VQADataset:
     from toolkit.data.synthetic import FAMILIES, SPLITS, SyntheticShapes
 
@@ -171,8 +175,10 @@ def _synthetic(spec: str, split: str, limit, sample_seed, holdout, part) -> VQAD
                 opts[key] = int(value)
             except ValueError:
                 raise InputError(f"dataset: synthetic option {key} must be an integer, got '{value}'") from None
-            if key == "n" and opts[key] < 1:
-                raise InputError(f"dataset: synthetic option n must be >= 1, got {opts[key]}")
+            if key == "n" and not 1 <= opts[key] <= MAX_SYNTHETIC:
+                raise InputError(f"dataset: synthetic option n must be in [1, {MAX_SYNTHETIC:,}], got {opts[key]}")
+            if key == "seed" and not 0 <= opts[key] < 2**32:
+                raise InputError(f"dataset: synthetic option seed must be in [0, 2^32), got {opts[key]}")
         elif key == "types":
             types = tuple(t.strip() for t in value.split(",") if t.strip())
             bad = [t for t in types if t not in FAMILIES]
@@ -223,19 +229,19 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _getter(rows, cols: dict, split: str, image_dir, root):
+def _getter(rows, cols: dict, split: str, image_dir, root, anywhere: bool = False):
     """record(i) of an indexable source of rows (a JSONL list, a `datasets.Dataset`), image opened on access."""
     def get(i):
         row = rows[i]
         rec = _record(row, cols, i, split, image_dir, None)
-        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id)
+        rec.image = open_image(row[cols["image"]], image_dir, rec.question_id, anywhere=anywhere)
         rec.image_id = image_id_in(row, cols, image_dir, root)
         return rec
 
     return get
 
 
-def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, part) -> VQADataset:
+def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, part, anywhere) -> VQADataset:
     rows = _read_jsonl(path)
     source = f"'{path}'"
     if not rows:
@@ -253,16 +259,18 @@ def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, p
         return [(str(question_id_of(rows[i], cols, i, split)), image_id_in(rows[i], cols, image_dir, root)) for i in indices]
 
     indices = _select(len(rows), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
-    validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices))
+    validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices),
+                  anywhere=anywhere)
 
-    get = _getter(rows, cols, split, image_dir, root)
+    get = _getter(rows, cols, split, image_dir, root, anywhere)
 
     info = DatasetInfo(id=str(path), split=split, size=len(indices), source_size=len(rows), limit=limit, kind="jsonl",
                        columns=cols, sample_seed=sample_seed, **_part_info(holdout, part))
     return VQADataset(get, indices, info, ids)
 
 
-def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, config, holdout, part) -> VQADataset:
+def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, config, holdout, part,
+        anywhere) -> VQADataset:
     import datasets
 
     datasets.logging.set_verbosity_error()
@@ -319,9 +327,10 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
         return out
 
     indices = _select(len(ds), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
-    validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT)
+    validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT,
+                  anywhere=anywhere)
 
-    get = _getter(raw, cols, split, image_dir, root)
+    get = _getter(raw, cols, split, image_dir, root, anywhere)
 
     revision_seen = revision or getattr(ds.info, "version", None)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(ds), limit=limit, kind="datasets",
@@ -332,8 +341,12 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
 
 def load_vqa(spec: str, *, split: str = "train", limit: int | None = None, columns: dict | None = None,
              image_dir: str | None = None, revision: str | None = None, config: str | None = None,
-             sample_seed: int = 0, holdout: float | None = None, part: str = "train") -> VQADataset:
+             sample_seed: int = 0, holdout: float | None = None, part: str = "train",
+             images_anywhere: bool = False) -> VQADataset:
     """Load and validate a VQA split (see the module docstring for the accepted sources).
+
+    Image paths must stay inside the dataset folder (`image_dir`, else the JSONL's folder) unless
+    `images_anywhere`: a `../` or absolute path in a shared dataset file must not read the rest of the disk.
 
     `holdout` (a fraction in (0, 1)) groups the split by image and keeps one `part`: "train" (the images whose
     hash fraction is >= holdout) or "holdout" (the others), before `limit`; the two parts share no image:
@@ -352,10 +365,11 @@ def load_vqa(spec: str, *, split: str = "train", limit: int | None = None, colum
         return _synthetic(spec, split, limit, sample_seed, holdout, part)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".jsonl":
-        return _jsonl(path, split, limit, sample_seed, columns, image_dir, holdout, part)
+        return _jsonl(path, split, limit, sample_seed, columns, image_dir, holdout, part, images_anywhere)
     if path.is_dir() and (path / f"{split}.jsonl").is_file():
-        return _jsonl(path / f"{split}.jsonl", split, limit, sample_seed, columns, image_dir or path, holdout, part)
+        return _jsonl(path / f"{split}.jsonl", split, limit, sample_seed, columns, image_dir or path, holdout, part,
+                      images_anywhere)
     if path.is_file():
         raise InputError(f"dataset: '{spec}' is a file but not .jsonl (give a JSONL file, a dataset folder or a Hub id)")
     return _hf(str(path) if path.exists() else spec, split, limit, sample_seed, columns, image_dir, revision, config,
-               holdout, part)
+               holdout, part, images_anywhere)

@@ -39,12 +39,53 @@ def eval_tag(info: dict) -> str:
     return f"{slug}__{info['split']}__n{info['size']}{seed}{held}"
 
 
-def load_eval_data(dataset: str, *, split, limit, columns, image_dir, sample_seed, holdout=None):
+def load_eval_data(dataset: str, *, split, limit, columns, image_dir, sample_seed, holdout=None,
+                   images_anywhere: bool = False):
     """The evaluated records: with `holdout`, only the held-out images' part of the split."""
     from toolkit.data.sources import load_vqa
 
     return load_vqa(dataset, split=split, limit=limit, columns=columns or {}, image_dir=image_dir,
-                    sample_seed=sample_seed, holdout=holdout, part="holdout" if holdout else "train")
+                    sample_seed=sample_seed, holdout=holdout, part="holdout" if holdout else "train",
+                    images_anywhere=images_anywhere)
+
+
+def check_writable(folder: Path, field: str = "adapter") -> None:
+    """Refuse before the evaluation runs, not after it, when its results could not be written."""
+    import tempfile
+
+    probe = Path(folder) / "eval"
+    while not probe.exists() and probe != probe.parent:  # the nearest folder that exists: nothing is created
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"'{probe}' is a file")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{field}: cannot write the results under '{folder}' ({exc.strerror or exc}); "
+                         f"make it writable or evaluate a copy") from None
+
+
+def check_adapter_files(folder: Path) -> None:
+    """adapter_config.json is a LoRA config and the weights are a complete safetensors file (nothing loaded)."""
+    from toolkit import tensorfile
+
+    config = runs.read_json(folder / runs.ADAPTER_CONFIG, label="adapter")
+    if config.get("peft_type") != "LORA" or not config.get("target_modules") or not isinstance(config.get("r"), int):
+        raise InputError(f"adapter: '{folder / runs.ADAPTER_CONFIG}' is not a LoRA adapter config "
+                         f"(needs peft_type LORA, target_modules and an integer r)")
+    tensorfile.check(folder / runs.ADAPTER_WEIGHTS, label="adapter")
+
+
+def load_adapter(model, folder: Path, base_id: str):
+    """PeftModel over `model`, or one line when the adapter does not fit this base model."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"adapter: '{folder}' does not load onto its base model {base_id} ({first})") from None
 
 
 def check_hygiene(folder: Path, data, *, allow_contaminated: bool) -> dict:
@@ -70,6 +111,8 @@ def read_adapter(folder) -> dict:
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         extra = f" (found {', '.join(pickles)}: pickle files are not loaded)" if pickles else ""
         raise InputError(f"adapter: '{folder}' has no adapter_model.safetensors{extra}")
+    if not isinstance(doc.get("base_model", {}).get("id"), str) or not doc["base_model"]["id"]:
+        raise InputError(f"adapter: '{folder / runs.ADAPTER_DOC}' names no base model (base_model.id)")
     return doc
 
 
@@ -158,7 +201,7 @@ def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, devi
 def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
                      columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
                      batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
-                     allow_contaminated: bool = False, log=lambda m: None) -> dict:
+                     allow_contaminated: bool = False, images_anywhere: bool = False, log=lambda m: None) -> dict:
     """Evaluate a trained adapter (unmerged PEFT) and store the results next to it.
 
     Refused (InputError) before any model is loaded when the evaluated questions or images overlap what the
@@ -172,11 +215,12 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     cmba = read_adapter(folder)
     if cmba.get("kind") == "base":
         raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter (use --base)")
+    check_adapter_files(folder)
+    check_writable(folder)
     data = load_eval_data(dataset, split=split, limit=limit, columns=columns, image_dir=image_dir,
-                          sample_seed=sample_seed, holdout=holdout)
+                          sample_seed=sample_seed, holdout=holdout, images_anywhere=images_anywhere)
     hygiene = check_hygiene(folder, data, allow_contaminated=allow_contaminated)
     quiet_libraries()
-    from peft import PeftModel
     base = cmba["base_model"]
     structure = load_structure(base["id"], revision=base.get("revision"))
     device = default_device()
@@ -184,7 +228,7 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     precision = resolve_precision("auto", device)
     model, processor = load_model(structure, precision=precision, quantize=training.get("quantize"), device=device,
                                   revision=base.get("revision"))
-    model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    model = load_adapter(model, folder, base["id"])
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
         model, processor, structure.model_type, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
@@ -207,7 +251,7 @@ def base_folder(model: str) -> Path:
 def evaluate_base(model: str, dataset: str, *, revision: str | None = None, split: str = "validation",
                   limit: int | None = None, columns: dict | None = None, image_dir: str | None = None,
                   sample_seed: int = 0, batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
-                  quantize: str | None = None, log=lambda m: None) -> dict:
+                  quantize: str | None = None, images_anywhere: bool = False, log=lambda m: None) -> dict:
     """Evaluate the base model without an adapter: the reference row of a comparison (with `quantize`, under the
     same 4-bit quantization as the adapters it is compared with; its tag then ends `__4bit`)."""
     from toolkit.calculator.structure import load_structure
@@ -216,10 +260,11 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     _check_settings(batch_size, max_new_tokens)
     quiet_libraries()
     structure = load_structure(model, revision=revision)
+    check_writable(base_folder(model), field="adapters-dir")
     device = default_device()
     precision = resolve_precision("auto", device)
     data = load_eval_data(dataset, split=split, limit=limit, columns=columns, image_dir=image_dir,
-                          sample_seed=sample_seed, holdout=holdout)
+                          sample_seed=sample_seed, holdout=holdout, images_anywhere=images_anywhere)
     if quantize == "4bit":
         from toolkit.training.modeling import check_bitsandbytes
 

@@ -24,15 +24,14 @@ list and that the safetensors' LFS sha256 equals the local one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit import runs
-from toolkit.errors import CmbaError, InputError
+from toolkit import runs, tensorfile
+from toolkit.errors import CmbaError, InputError, looks_like_token
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -110,6 +109,9 @@ def validate_repo_id(repo_id: str | None) -> str:
     from huggingface_hub.utils import validate_repo_id as hf_validate
 
     text = (repo_id or "").strip()
+    if looks_like_token(text):  # a token pasted in the wrong field: never echo it
+        raise InputError("repo-id: the value looks like an access token (not shown); give 'namespace/name' here "
+                         "and the token in HF_TOKEN")
     allowed = "'namespace/name' with letters, digits, '-', '_', '.'; no '--' or '..'; not ending in '.git'; at most 96 characters each"
     if text.count("/") != 1:
         raise InputError(f"repo-id: '{text}' must be {allowed}")
@@ -124,23 +126,32 @@ def validate_repo_id(repo_id: str | None) -> str:
     return text
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256 = tensorfile.sha256
 
 
-def _check_safetensors(path: Path) -> None:
-    """A readable safetensors header (8-byte length + JSON), so a truncated file is caught before upload."""
+def _inside(root: Path, path: Path) -> str | None:
+    """Why `path` must not be published: a symlink on the way, or it resolves outside `root`; None if fine."""
+    rel = path.relative_to(root)
+    for i in range(1, len(rel.parts) + 1):
+        if (root / Path(*rel.parts[:i])).is_symlink():
+            return f"'{Path(*rel.parts[:i])}' is a symbolic link"
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= 100_000_000 or not isinstance(json.loads(f.read(n)), dict):
-                raise ValueError
-    except (OSError, ValueError):
-        raise InputError(f"adapter: '{path}' is not a valid safetensors file") from None
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return f"'{rel}' resolves outside the adapter folder"
+    return None
+
+
+def _refuse_links(root: Path) -> None:
+    """Only what the folder itself holds is published: a link could point anywhere on the disk."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        if here == root and "checkpoints" in dirnames:
+            dirnames.remove("checkpoints")  # never published, whatever it holds
+        for name in dirnames + filenames:
+            if (here / name).is_symlink():
+                raise InputError(f"adapter: '{(here / name).relative_to(root)}' in '{root}' is a symbolic link; only "
+                                 "regular files inside the adapter folder are published (replace it with the file)")
 
 
 def resolve_adapter(adapter: str | Path) -> Path:
@@ -169,7 +180,8 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
     for name in ADAPTER_FILES:
         if not (root / name).is_file():
             raise InputError(f"adapter: '{root}' lacks {name}")
-    _check_safetensors(root / runs.ADAPTER_WEIGHTS)
+    _refuse_links(root)
+    tensorfile.check(root / runs.ADAPTER_WEIGHTS, label="adapter")
     runs.read_json(root / runs.ADAPTER_CONFIG)
 
     tags = runs.evaluations(root)
@@ -192,6 +204,9 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
                 skipped.append((str(rel), reason))
     if (root / "checkpoints").is_dir():
         skipped.append(("checkpoints/", "training checkpoints are never published"))
+    for p in wanted:  # the walk above saw the folder; a link made since is refused here
+        if (why := _inside(root, p)) is not None:
+            raise InputError(f"adapter: {why}; only regular files inside '{root}' are published")
     files = [PublishFile(str(p.relative_to(root)).replace(os.sep, "/"), p.stat().st_size, _sha256(p), source=p)
              for p in wanted]
     return files, skipped

@@ -14,8 +14,11 @@ once per worker tick before `poll`) and `attach` (rebuild a run from the engine'
 adopts the jobs of a lost one instead of starting them again).
 
 Each step of the local executor runs as `argv` in a new session (its own process group), with stdout and
-stderr appended to the job's log. When a step's leader exits, the rest of its process group is killed,
-so a job never leaves children behind. `PYTHON` in a step stands for this interpreter, so the store holds
+stderr appended to the job's log, and a `CMBA_RUN_TAG` in its environment that its descendants inherit. When a
+step's leader exits, the rest of its process group is killed, and so is every process carrying its tag: one
+that left the group (`setsid`, a daemon) is still found, so a job never leaves children behind. A step killed
+by SIGKILL that the toolkit did not send is reported with reason `out_of_memory (killed by the kernel)` when
+the cgroup's memory.events counted an OOM kill meanwhile (toolkit.outcomes re-queues it either way). `PYTHON` in a step stands for this interpreter, so the store holds
 `["{python}", "-m", "toolkit", "train", ...]` rather than a venv path.
 """
 
@@ -34,10 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.jobs.store import Job
+from toolkit.outcomes import Reason
 from toolkit.paths import PROJECT_ROOT
 
 PYTHON = "{python}"
 """placeholder for the worker's Python interpreter in a job step"""
+TAG = "CMBA_RUN_TAG"
+"""environment variable that marks every process of one run of a job (inherited by its descendants)"""
 
 
 # ------------------------------------------------------------------------------- process identity
@@ -87,6 +93,58 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
         return False
     except PermissionError:
         return False
+
+
+def tagged_processes(key: str, value: str) -> list[int]:
+    """Live processes whose environment holds `key=value` (a step's descendants, wherever they moved)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0") and process_start_time(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_tagged(key: str, value: str, sig: int = signal.SIGKILL) -> int:
+    """Signal every process tagged `key=value`; returns how many were signalled."""
+    n = 0
+    for pid in tagged_processes(key, value):
+        try:
+            os.kill(pid, sig)
+            n += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return n
+
+
+def oom_kills() -> int | None:
+    """OOM kills counted in this process's cgroup (v2 memory.events, else v1 memory.oom_control); None when
+    unreadable. Steps run in the worker's cgroup, so a rise while a step ran means the kernel killed it."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    for file in candidates:
+        try:
+            for row in file.read_text().splitlines():
+                key, _, value = row.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def stop_group(pgid: int, leader_start: int | None, *, grace_s: float) -> None:
@@ -215,7 +273,8 @@ class LocalExecutor(Executor):
         self.cwd = str(cwd)
 
     def launch(self, job: Job, *, env: dict[str, str]) -> Run:
-        run = Run(job=job, step_index=job.step_index, handle={"env": dict(env)})
+        tag = f"{job.id}.{job.attempts}.{os.getpid()}.{time.monotonic_ns()}"
+        run = Run(job=job, step_index=job.step_index, handle={"env": {**env, TAG: tag}, "tag": tag})
         Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
         self._start_step(run)
         return run
@@ -235,9 +294,12 @@ class LocalExecutor(Executor):
                                     cwd=self.cwd, env=env, start_new_session=True, close_fds=True,
                                     preexec_fn=_die_with_parent)  # safe: the worker is single-threaded
         run.handle["proc"] = proc
+        run.handle["oom_before"] = oom_kills()
         run.pid, run.pid_start = proc.pid, process_start_time(proc.pid)
 
     def poll(self, run: Run) -> RunStatus:
+        if "final" in run.handle:  # polled again after the store was busy: its pid is reaped and may be reused
+            return run.handle["final"]
         proc: subprocess.Popen = run.handle["proc"]
         try:  # has the leader exited? WNOWAIT keeps it a zombie so its pid (= the group id) cannot be reused yet
             info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -246,18 +308,27 @@ class LocalExecutor(Executor):
         if info is None:
             return RunStatus(done=False, step_index=run.step_index)
         kill_group(proc.pid, signal.SIGKILL)  # stragglers of the step's group (its own children)
+        kill_tagged(TAG, run.handle["tag"])  # and those that left the group (setsid, daemons)
         code = proc.wait()
         if code == 0 and not run.cancelling and run.step_index + 1 < len(run.job.steps):
             run.step_index += 1
             self._start_step(run)
             return RunStatus(done=False, step_index=run.step_index, step_changed=True)
-        return RunStatus(done=True, step_index=run.step_index, returncode=code)
+        reason = None
+        if code == -signal.SIGKILL and not run.cancelling:
+            before, after = run.handle.get("oom_before"), oom_kills()
+            if before is not None and after is not None and after > before:
+                reason = Reason.OOM_KILLED
+        run.handle["final"] = RunStatus(done=True, step_index=run.step_index, returncode=code, reason=reason)
+        return run.handle["final"]
 
     def cancel(self, run: Run, *, force: bool = False) -> None:
         run.cancelling = True
         proc: subprocess.Popen = run.handle["proc"]
+        sig = signal.SIGKILL if force else signal.SIGTERM
         if proc.returncode is None:
-            kill_group(proc.pid, signal.SIGKILL if force else signal.SIGTERM)
+            kill_group(proc.pid, sig)
+        kill_tagged(TAG, run.handle["tag"], sig)  # the whole tree, also what left the process group
 
     def cleanup_lost(self, job: Job, *, grace_s: float) -> None:
         if not job.pid:
@@ -268,6 +339,7 @@ class LocalExecutor(Executor):
         ours = start == job.pid_start if start is not None else bool(process_group_members(job.pid))
         if ours:
             stop_group(job.pid, job.pid_start, grace_s=grace_s)
+        kill_tagged("CMBA_JOB_ID", job.id)  # descendants that left the group; no new attempt has started yet
 
 
 # ------------------------------------------------------------------------------------ registry

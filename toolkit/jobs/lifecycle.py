@@ -1,6 +1,7 @@
 """Workers seen from outside: starting one for the app, the lock that allows one per jobs folder, liveness.
 
     ensure_worker()                   # from the app: start a detached worker unless a live one exists
+    revive_worker()                   # the app's live panel: start one when queued jobs have no worker
     live_workers()                    # rows of the workers table whose worker is alive
     fd = acquire_lock(jobs_dir() / "worker.lock")     # what `python -m toolkit worker` holds for its life
 
@@ -91,3 +92,12 @@ def ensure_worker(*, slots: int | None = None, gpus: str = "auto", idle_exit_s: 
     return {"started": True, "pid": proc.pid}
 
 
+
+
+def revive_worker(store: JobStore | None = None) -> dict | None:
+    """Start a worker when local jobs wait in the queue and no worker is alive (one died, e.g. on a store held
+    locked past its patience); None when nothing was needed. What the app's live panel calls every refresh."""
+    store = store or JobStore()
+    if live_workers(store) or not store.has_unclaimed("local"):
+        return None
+    return ensure_worker(store=store)

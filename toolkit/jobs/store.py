@@ -30,6 +30,7 @@ reasons it records come from toolkit.outcomes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -47,6 +48,13 @@ from toolkit.paths import jobs_dir
 
 SCHEMA_VERSION = 3
 DEFAULT_MAX_ATTEMPTS = 3
+BUSY_TIMEOUT_S = float(os.environ.get("CMBA_STORE_BUSY_S") or 30.0)
+"""how long one statement waits for another process's write lock before `database is locked`"""
+
+
+def store_busy(exc: BaseException) -> bool:
+    """A SQLite error that only says another process holds the lock (worth retrying, not a bug)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 class JobState(str, Enum):
@@ -280,10 +288,10 @@ class JobStore:
 
     @contextmanager
     def _connect(self):
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             db.execute("PRAGMA foreign_keys = ON")
             yield db
         finally:

@@ -301,14 +301,14 @@ class SweepSpec:
         """The EvalSettings of one job's evaluate step (the training data's columns and image folder)."""
         return EvalSettings(adapter=adapter, dataset=self.dataset, split=self.eval_split, limit=self.eval_limit,
                             columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"),
-                            holdout=self.train.get("holdout"))
+                            holdout=self.train.get("holdout"), images_anywhere=self.train.get("images_anywhere", False))
 
     def reference_settings(self) -> EvalSettings:
         """The base model's evaluation on the jobs' questions, under the same quantization as their training."""
         return EvalSettings(base=self.model, revision=self.train.get("revision"), dataset=self.dataset,
                             split=self.eval_split, limit=self.eval_limit, columns=self.train.get("columns", {}),
                             image_dir=self.train.get("image_dir"), holdout=self.train.get("holdout"),
-                            quantize=self.train.get("quantize"))
+                            quantize=self.train.get("quantize"), images_anywhere=self.train.get("images_anywhere", False))
 
     def normalised(self) -> dict:
         d = asdict(self)

@@ -38,6 +38,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -55,10 +56,12 @@ from toolkit.jobs.executor import (
     process_start_time,
 )
 from toolkit.jobs.lifecycle import LEASE_S, acquire_lock, ensure_worker, live_workers, worker_alive
-from toolkit.jobs.store import JobState, JobStore, WorkerInfo
+from toolkit.jobs.store import JobState, JobStore, WorkerInfo, store_busy
 from toolkit.outcomes import Reason, decide
 
 log = logging.getLogger("cmba.worker")
+BUSY_BACKOFF_MAX_S = 30.0
+"""longest wait between two tries while another process holds the store's write lock"""
 
 __all__ = ["LEASE_S", "Worker", "WorkerConfig", "detect_gpus", "ensure_worker", "live_workers", "parse_gpus",
            "run_worker", "worker_alive"]
@@ -185,33 +188,62 @@ class Worker:
                  self.slots, f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU", self.threads, self.store.folder)
         next_beat = next_recover = 0.0
         idle_since = time.monotonic()
+        backoff = 0.0
         try:
             while not self.stopping:
-                now = time.monotonic()
-                self._reap()
-                if now >= next_beat:
-                    self._heartbeat()
-                    next_beat = now + self.config.heartbeat_s
-                if now >= next_recover:
-                    self.recover()
-                    next_recover = now + self.config.recover_every_s
-                self._cancels()
-                claimed = self._fill()
-                if self.runs or claimed:
-                    idle_since = now
-                elif self.config.once:
+                try:
+                    done, next_beat, next_recover, idle_since = self._tick(next_beat, next_recover, idle_since)
+                    backoff = 0.0
+                except sqlite3.OperationalError as exc:
+                    if not store_busy(exc):
+                        raise
+                    # another process holds the store's write lock: our steps keep running, we try again
+                    backoff = min(BUSY_BACKOFF_MAX_S, max(0.5, 2 * backoff))
+                    log.warning("worker: jobs store busy (%s); retrying in %.1f s", exc, backoff)
+                    time.sleep(backoff)
+                    continue
+                if done:
                     break
-                elif self.config.idle_exit_s and now - idle_since >= self.config.idle_exit_s:
-                    self.store.remove_worker(self.info.id)
-                    if not self._fill():  # a job queued while we were deciding to go: stay
-                        break
-                    self.store.register_worker(self.info)
-                    idle_since = now
-                time.sleep(self.config.poll_s if self.runs or not claimed else 0)
         finally:
-            self.shutdown()
-            self.store.remove_worker(self.info.id)
+            self._shutdown_patiently()
         return 0
+
+    def _shutdown_patiently(self) -> None:
+        """shutdown() and leaving the workers table, retried while the store is busy (jobs must not be lost)."""
+        for attempt in range(60):
+            try:
+                self.shutdown()
+                self.store.remove_worker(self.info.id)
+                return
+            except sqlite3.OperationalError as exc:
+                if not store_busy(exc) or attempt == 59:
+                    raise
+                time.sleep(min(BUSY_BACKOFF_MAX_S, 0.5 * 2 ** attempt))
+
+    def _tick(self, next_beat: float, next_recover: float, idle_since: float) -> tuple[bool, float, float, float]:
+        """One pass of the loop; returns (stop now, next heartbeat, next recovery, idle since)."""
+        now = time.monotonic()
+        self._reap()
+        if now >= next_beat:
+            self._heartbeat()
+            next_beat = now + self.config.heartbeat_s
+        if now >= next_recover:
+            self.recover()
+            next_recover = now + self.config.recover_every_s
+        self._cancels()
+        claimed = self._fill()
+        if self.runs or claimed:
+            idle_since = now
+        elif self.config.once:
+            return True, next_beat, next_recover, idle_since
+        elif self.config.idle_exit_s and now - idle_since >= self.config.idle_exit_s:
+            self.store.remove_worker(self.info.id)
+            if not self._fill():  # a job queued while we were deciding to go: stay
+                return True, next_beat, next_recover, idle_since
+            self.store.register_worker(self.info)
+            idle_since = now
+        time.sleep(self.config.poll_s if self.runs or not claimed else 0)
+        return False, next_beat, next_recover, idle_since
 
     def _stop(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         log.info("worker: %s received, stopping", signal.Signals(signum).name)
@@ -310,10 +342,10 @@ class Worker:
                 log.info("job %s: %s%s", job_id, "back in the engine's queue" if status.queued else "started",
                          f" ({status.reason})" if status.queued and status.reason else "")
             if status.done:
+                self._record(run, status)  # first: if the store is busy, the run is polled (and recorded) again
                 del self.runs[job_id]
                 self.kill_at.pop(job_id, None)
                 self.free_gpus += run.handle.get("gpu_ids", [])
-                self._record(run, status)
 
     def _step_tail(self, run: Run, n: int = 30) -> list[str]:
         """The step's own last log lines (after the worker's header for this attempt)."""

@@ -4,10 +4,15 @@
     run_dir/checkpoints/.step-0000100.tmp-<pid>/   one being written: never read, removed on the next save
 
 A checkpoint holds the adapter weights, the optimizer state (tensors in safetensors, the rest in JSON), the
-RNG states and `state.json` (step, settings fingerprint). It is written under a temporary name, every file is
-fsynced, then the folder is renamed: a crash at any moment leaves either the previous complete checkpoints
-or the new one, never a partial one that `latest()` would return. The newest `KEEP` are kept. Where checkpoints
-live and which are complete is the run folder's business (toolkit.runs); this module does the tensor I/O.
+RNG states and `state.json` (step, settings fingerprint, and the sha256 of every other file). It is written
+under a temporary name, every file is fsynced, then the folder is renamed: a crash at any moment leaves either
+the previous complete checkpoints or the new one, never a partial one that `latest()` would return. The newest
+`KEEP` are kept. Where checkpoints live and which are complete is the run folder's business (toolkit.runs);
+this module does the tensor I/O.
+
+`restore` is what a resume calls: it takes the newest checkpoint that verifies (state.json readable, its step
+that of the folder and within the run, every file's digest and tensor extents right, every tensor finite) and
+says why it passed over damaged ones; when none verifies it is a one-line error, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ import os
 import shutil
 from pathlib import Path
 
-from toolkit import runs
+from toolkit import runs, tensorfile
+from toolkit.errors import CmbaError, InputError
 
 KEEP = 2
+FILES = ("adapter.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "rng.json")
+
+
+class Damaged(Exception):
+    """A checkpoint that does not verify (the message says why)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,7 +125,9 @@ def save(run_dir: Path, step: int, *, adapter: dict, optimizer, state: dict) -> 
     rng = _rng_state()
     _save_tensors(tmp / "rng.safetensors", rng["tensors"])
     runs.write_json(tmp / "rng.json", rng["meta"])
-    runs.write_json(tmp / runs.CHECKPOINT_STATE, {**state, "step": step})  # last: marks the content complete
+    digests = {name: tensorfile.sha256(tmp / name) for name in FILES if (tmp / name).is_file()}
+    # last: marks the content complete, and says what it must hash to
+    runs.write_json(tmp / runs.CHECKPOINT_STATE, {**state, "step": step, "files": digests})
     _fsync_dir(tmp)
     if final.exists():  # the same step saved again (e.g. on a signal right after a periodic save)
         shutil.rmtree(final)
@@ -125,16 +138,100 @@ def save(run_dir: Path, step: int, *, adapter: dict, optimizer, state: dict) -> 
     return final
 
 
-def load(path: Path, optimizer) -> tuple[dict, dict]:
-    """Restore optimizer and RNG states from a checkpoint; returns (adapter tensors, state)."""
+def _state(path: Path, step: int, max_steps: int) -> dict:
+    try:
+        state = runs.read_json(path / runs.CHECKPOINT_STATE, label="state.json")
+    except CmbaError as exc:
+        raise Damaged(str(exc)) from None
+    if state.get("step") != step:
+        raise Damaged(f"state.json says step {state.get('step')!r}, the folder step {step}")
+    if not 1 <= step <= max_steps:
+        raise Damaged(f"step {step} is outside this run (1..{max_steps})")
+    if not isinstance(state.get("train_time_s"), int | float):
+        raise Damaged("state.json has no train_time_s")
+    files = state.get("files")
+    if files is not None and (not isinstance(files, dict) or "adapter.safetensors" not in files):
+        raise Damaged("state.json lists no digests")
+    return state
+
+
+def _tensors(path: Path, name: str, files: dict | None) -> dict:
     from safetensors.torch import load_file
 
-    state = runs.read_json(path / runs.CHECKPOINT_STATE, label="checkpoint")
-    adapter = load_file(str(path / "adapter.safetensors"))
-    opt_tensors = load_file(str(path / "optimizer.safetensors")) if (path / "optimizer.safetensors").exists() else {}
-    optimizer.load_state_dict(_optimizer_join(opt_tensors, runs.read_json(path / "optimizer.json", label="checkpoint")))
-    _set_rng(load_file(str(path / "rng.safetensors")), runs.read_json(path / "rng.json", label="checkpoint"))
+    file = path / name
+    if not file.is_file():
+        raise Damaged(f"{name} is missing")
+    if files is not None and tensorfile.sha256(file) != files.get(name):
+        raise Damaged(f"{name} does not match its digest")
+    try:
+        tensorfile.check(file, label=name)
+        tensors = load_file(str(file))
+    except (CmbaError, OSError, RuntimeError, ValueError) as exc:
+        raise Damaged(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return tensors
+
+
+def _json(path: Path, name: str, files: dict | None) -> dict:
+    if files is not None and (not (path / name).is_file() or tensorfile.sha256(path / name) != files.get(name)):
+        raise Damaged(f"{name} is missing or does not match its digest")
+    try:
+        return runs.read_json(path / name, label=name)
+    except CmbaError as exc:
+        raise Damaged(str(exc)) from None
+
+
+def load(path: Path, optimizer, *, max_steps: int | None = None) -> tuple[dict, dict]:
+    """Verify checkpoint `path`, then restore optimizer and RNG states; returns (adapter tensors, state).
+    Raises `Damaged` (nothing restored) when it does not verify."""
+    import torch
+
+    step = int(path.name.split("-")[-1])
+    state = _state(path, step, max_steps or step)
+    files = state.get("files")
+    adapter = _tensors(path, "adapter.safetensors", files)
+    has_opt = (files is not None and "optimizer.safetensors" in files) or (path / "optimizer.safetensors").exists()
+    opt_tensors = _tensors(path, "optimizer.safetensors", files) if has_opt else {}
+    bad = next((k for k, v in {**adapter, **opt_tensors}.items()
+                if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise Damaged(f"tensor '{bad}' holds NaN or infinite values")
+    opt_meta, rng_meta = _json(path, "optimizer.json", files), _json(path, "rng.json", files)
+    rng = _tensors(path, "rng.safetensors", files)
+    try:
+        optimizer.load_state_dict(_optimizer_join(opt_tensors, opt_meta))
+        _set_rng(rng, rng_meta)
+    except (KeyError, ValueError, TypeError, RuntimeError, SyntaxError, IndexError, AttributeError) as exc:
+        raise Damaged(f"optimizer or RNG state does not fit this run ({type(exc).__name__})") from None
     return adapter, state
+
+
+def restore(run_dir: Path, optimizer, *, fingerprint: str, max_steps: int, log) -> tuple[Path, dict, dict] | None:
+    """(folder, adapter tensors, state) of the newest checkpoint that verifies; None when the run has none.
+
+    Damaged ones are passed over with a log line each; a checkpoint made with other settings is an InputError
+    (resuming it would mix two runs); when checkpoints exist but none verifies, an InputError names why.
+    """
+    found = complete(run_dir)
+    reasons = []
+    for _, path in reversed(found):
+        try:
+            recorded = runs.read_json(path / runs.CHECKPOINT_STATE, label="state.json").get("fingerprint")
+        except CmbaError:
+            recorded = fingerprint  # unreadable: load() says why
+        if recorded != fingerprint:
+            raise InputError(f"resume: the checkpoint in '{run_dir}' was made with other settings (model, data, "
+                             f"allocation or hyper-parameters differ); use the same flags or --overwrite")
+        try:
+            adapter, state = load(path, optimizer, max_steps=max_steps)
+        except Damaged as exc:
+            reasons.append(f"{path.name}: {exc}")
+            log(f"warning: checkpoint {path.name} is damaged ({exc}); trying an older one")
+            continue
+        return path, adapter, state
+    if reasons:
+        raise InputError(f"resume: no valid checkpoint in '{checkpoints_dir(run_dir)}' ({'; '.join(reasons)}); "
+                         f"start again with --overwrite")
+    return None
 
 
 def remove_all(run_dir: Path) -> None:

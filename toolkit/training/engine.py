@@ -194,7 +194,8 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
         allocation = allocate(structure, settings.spec)
     data = load_vqa(settings.dataset, split=settings.split, limit=settings.limit, columns=settings.columns,
                     image_dir=settings.image_dir, revision=settings.dataset_revision, config=settings.dataset_config,
-                    sample_seed=settings.sample_seed, holdout=settings.holdout, part="train")
+                    sample_seed=settings.sample_seed, holdout=settings.holdout, part="train",
+                    images_anywhere=settings.images_anywhere)
     data_info = data.info.to_dict()
 
     name = settings.name or default_name(settings, allocation)
@@ -232,13 +233,10 @@ def resume(run: Setup, *, log) -> Progress:
 
     settings, out = run.settings, run.out
     progress = Progress()
-    last = checkpoint.latest(out) if settings.resume else None
-    if last is not None:
-        state = runs.read_json(last / runs.CHECKPOINT_STATE)
-        if state.get("fingerprint") != run.fingerprint:
-            raise InputError(f"resume: the checkpoint in '{out}' was made with other settings (model, data, "
-                             f"allocation or hyper-parameters differ); use the same flags or --overwrite")
-        adapter, state = checkpoint.load(last, run.optimizer)
+    found = checkpoint.restore(out, run.optimizer, fingerprint=run.fingerprint, max_steps=run.max_steps,
+                               log=log) if settings.resume else None
+    if found is not None:
+        last, adapter, state = found
         set_peft_model_state_dict(run.model, adapter)
         progress = Progress(step=state["step"], train_time_s=state["train_time_s"],
                             no_gradient_modules=state.get("no_gradient_modules"))

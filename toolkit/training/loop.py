@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from toolkit import runs
+from toolkit.errors import TrainingDiverged
 from toolkit.outcomes import Interrupted, OutOfMemory, Reason
 from toolkit.training import checkpoint
 from toolkit.training.modeling import modules_without_gradient
@@ -151,6 +152,22 @@ def _optimizer_step(run, params: list, scaler) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
+def check_finite(params: list, loss: float, step: int, *, scaled: bool) -> None:
+    """Stop at the first step whose loss or weights are NaN / infinite (fp16's scaler skips such steps itself, so
+    only its weights are checked); nothing non-finite is ever checkpointed or written as an adapter."""
+    import torch
+
+    if not scaled and not math.isfinite(loss):
+        raise TrainingDiverged(f"training: the loss is {loss} at step {step}; lower --lr or --weight-decay, or "
+                               f"use --precision fp32 (no adapter written)")
+    if not params:
+        return
+    norms = torch._foreach_norm([p.detach() for p in params])  # one fused reduction over every LoRA tensor
+    if not bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+        raise TrainingDiverged(f"training: the adapter weights are NaN or infinite after step {step}; lower --lr "
+                               f"or --weight-decay (no adapter written)")
+
+
 def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> Progress:
     """Train `run` (an engine.Setup) from `progress.step` to its max_steps; returns the progress at the end.
 
@@ -184,6 +201,7 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
                     log(f"warning: {len(no_grad)} adapted modules received no gradient (budget spent on dead "
                         f"modules): {', '.join(no_grad[:5])}{' ...' if len(no_grad) > 5 else ''}")
             _optimizer_step(run, params, scaler)
+            check_finite(params, loss_sum, step + 1, scaled=scaler is not None)
             loss_value = loss_sum
             train_time += time.perf_counter() - t0
             done = step + 1

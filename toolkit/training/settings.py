@@ -31,6 +31,9 @@ from toolkit.calculator.architectures import COMPONENTS, ComponentPatterns
 from toolkit.calculator.spec import (
     ALPHA_RULES,
     BUDGET_KINDS,
+    MAX_ALPHA,
+    MAX_PARAMS,
+    MAX_RANK,
     MODES,
     ROUNDINGS,
     AllocationSpec,
@@ -97,6 +100,9 @@ ABOVE_ZERO = (lambda v: v > 0, "a number > 0")
 UNIT = (lambda v: 0 <= v < 1, "in [0, 1)")
 LEARNING_RATE = (lambda v: 0 < v < 1, "a learning rate in (0, 1)")
 NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+SEED = (lambda v: 0 <= v < 2**32, "a whole number in [0, 2^32)")  # numpy's seeds are 32-bit; torch's 64-bit
+STEPS = (lambda v: 1 <= v <= 10**8, "a whole number in [1, 10^8]")  # bounded work: absurd sizes are refused
+SIZE = (lambda v: 1 <= v <= 2**16, "a whole number in [1, 65536]")
 MODEL, DATA, TRAINING, OUTPUT = "model and allocation", "data", "training", "output"
 EVALUATED, GENERATION = "what to evaluate", "generation"
 GROUP_ORDER = (MODEL, EVALUATED, DATA, TRAINING, GENERATION, OUTPUT)
@@ -248,7 +254,9 @@ class DataSettings(_Settings):
     """column mapping FIELD=COLUMN,... (fields: question_id, image, question, answers, answer_type, question_type)"""
     image_dir: str | None = _opt(None, group=DATA, metavar="DIR")
     """folder that relative image paths are resolved against"""
-    sample_seed: int = _opt(0, group=DATA, check=NON_NEGATIVE)
+    images_anywhere: bool = _opt(False, group=DATA)
+    """follow image paths that leave the dataset folder (../, absolute paths, symlinks); refused otherwise"""
+    sample_seed: int = _opt(0, group=DATA, check=SEED)
     """seed that picks the --limit subset (independent of --seed, so every run sees the same records)"""
     holdout: float | None = _opt(None, group=DATA, check=(lambda v: 0 < v < 1, "a share in (0, 1)"), metavar="F")
     """hold out this share of the split's images: train uses the rest, evaluate the held-out part (no shared image)"""
@@ -268,9 +276,11 @@ class TrainSettings(DataSettings):
     """train these explicit ranks instead of a solved allocation, e.g. 4:16:4"""
     mode: str = _opt("rank", group=MODEL, choices=MODES)
     """rank (ranks follow the ratio) or share (budget shares do)"""
-    budget_rank: float | None = _opt(None, group=MODEL, exclusive="budget", check=ABOVE_ZERO, metavar="R")
+    budget_rank: float | None = _opt(None, group=MODEL, exclusive="budget", metavar="R",
+                                     check=(lambda v: 0 < v <= MAX_RANK, f"a rank in (0, {MAX_RANK}]"))
     """budget = uniform rank R on every targeted module"""
-    budget_params: int | None = _opt(None, group=MODEL, exclusive="budget", check=POSITIVE, metavar="N")
+    budget_params: int | None = _opt(None, group=MODEL, exclusive="budget", metavar="N",
+                                     check=(lambda v: 1 <= v <= MAX_PARAMS, f"a whole number in [1, {MAX_PARAMS:.0e}]"))
     """budget in trainable parameters"""
     budget_percent: float | None = _opt(None, group=MODEL, exclusive="budget", metavar="P",
                                         check=(lambda v: 0 < v <= 100, "a percentage in (0, 100]"))
@@ -279,7 +289,7 @@ class TrainSettings(DataSettings):
     """module kinds per component, e.g. language=attention,vision=mlp (kinds: all, attention, mlp)"""
     alpha_rule: str = _opt("scaled", group=MODEL, choices=ALPHA_RULES)
     """scaled (alpha = k*r), fixed, or rslora"""
-    alpha_value: float = _opt(2.0, group=MODEL, flag="--alpha", check=ABOVE_ZERO)
+    alpha_value: float = _opt(2.0, group=MODEL, flag="--alpha", check=(lambda v: 0 < v <= MAX_ALPHA, "in (0, 1e6]"))
     """k for scaled, alpha itself for fixed/rslora"""
     rounding: str = _opt("mixed", group=MODEL, choices=ROUNDINGS)
     """mixed (per-module floor/ceil ranks: every ratio within 0.5 % of the budget) or uniform (one rank per component)"""
@@ -294,15 +304,16 @@ class TrainSettings(DataSettings):
     """dataset configuration (subset) name for Hub datasets"""
     dataset_revision: str | None = _opt(None, group=DATA)
     """Hub dataset revision"""
-    seed: int = _opt(0, group=TRAINING, check=NON_NEGATIVE)
+    seed: int = _opt(0, group=TRAINING, check=SEED)
     """training seed: initialisation, dropout, data order"""
-    max_steps: int | None = _opt(None, group=TRAINING, exclusive="length", check=POSITIVE, metavar="N")
+    max_steps: int | None = _opt(None, group=TRAINING, exclusive="length", check=STEPS, metavar="N")
     """optimizer steps (default: one epoch)"""
-    epochs: float | None = _opt(None, group=TRAINING, exclusive="length", check=ABOVE_ZERO)
+    epochs: float | None = _opt(None, group=TRAINING, exclusive="length",
+                                 check=(lambda v: 0 < v <= 10_000, "a number of epochs in (0, 10000]"))
     """epochs instead of --max-steps"""
-    batch_size: int = _opt(8, group=TRAINING, check=POSITIVE)
+    batch_size: int = _opt(8, group=TRAINING, check=SIZE)
     """per-step batch"""
-    grad_accum: int = _opt(1, group=TRAINING, check=POSITIVE)
+    grad_accum: int = _opt(1, group=TRAINING, check=SIZE)
     """gradient accumulation steps"""
     lr: float = _opt(2e-4, group=TRAINING, check=LEARNING_RATE)
     """learning rate"""
@@ -314,7 +325,7 @@ class TrainSettings(DataSettings):
     """learning rate of the language LoRA (default --lr)"""
     warmup_ratio: float = _opt(0.03, group=TRAINING, check=UNIT)
     """linear warm-up share of the steps, then cosine"""
-    weight_decay: float = _opt(0.0, group=TRAINING, check=NON_NEGATIVE)
+    weight_decay: float = _opt(0.0, group=TRAINING, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
     """AdamW weight decay"""
     lora_dropout: float = _opt(0.05, group=TRAINING, check=UNIT)
     """LoRA dropout"""
