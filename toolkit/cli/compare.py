@@ -82,13 +82,23 @@ def cmd_compare(args) -> int:
                         settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
         compare.to_csv(a.rows, args.csv)
+    from toolkit.evaluation import surface
+
+    rec = surface.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
+                            eval_tag=a.eval_tag)  # a designed study's fitted optimum (None: < 3 ratios)
     if args.json:
         doc = compare.to_dict(a)
+        doc["recommendation"] = None if rec is None else rec.to_dict()
         doc["store"] = {"folder": store.folder, "no_cmba": store.no_cmba, "not_evaluated": store.not_evaluated,
                         "unreadable": store.unreadable}
         print(json.dumps(doc, indent=2))
     else:
         _print_analysis(a, store)
+        if rec is not None:
+            from toolkit.cli.study import print_recommendation
+
+            print()
+            print_recommendation(rec.to_dict())
         if args.csv:
             print(f"table written to {args.csv}")
     return 0

@@ -1,0 +1,109 @@
+"""The fitted response surface and recommendation (toolkit.evaluation.surface): a planted optimum is recovered
+from simulated accuracies, rounding gives simple ratios, rungs enter as offsets, the bootstrap interval covers
+the planted gain, and compare --json / the ternary chart carry the recommendation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit.evaluation.charts import ternary_chart
+from toolkit.evaluation.surface import (
+    UNIFORM,
+    Point,
+    fit_surface,
+    points_from_rows,
+    recommend_points,
+    simple_ratio,
+)
+from toolkit.jobs.design import Design
+
+PLANTED = np.array([2, 4, 1]) / 7
+
+
+def truth(x) -> float:
+    return 70.0 - 60.0 * float(np.sum((np.asarray(x) - PLANTED) ** 2))
+
+
+def simulate(design="simplex-lattice:3", seeds=3, noise=0.5, rng_seed=1, block=300, offset=0.0, questions=0):
+    rng = np.random.default_rng(rng_seed)
+    points = []
+    for r in Design.parse(design).ratios() + ("1:2:1", "1:3:1", "2:2:1"):
+        w = np.array([float(v) for v in r.split(":")])
+        x = tuple(w / w.sum())
+        for s in range(seeds):
+            acc = truth(x) + offset + rng.normal(0, noise)
+            qs = None
+            if questions:  # per-question 0/1 scores whose mean is acc
+                qs = {str(q): float(rng.random() < acc / 100) for q in range(questions)}
+                acc = 100 * float(np.mean(list(qs.values())))
+            points.append(Point(x, acc, s, block, qs))
+    return points
+
+
+@pytest.mark.parametrize("x, expected", [((0.286, 0.571, 0.143), (2, 4, 1)), (UNIFORM, (1, 1, 1)),
+                                         ((0.1, 0.8, 0.1), (1, 7, 1)), ((0.5, 0.5, 0.0), (1, 1, 0)),
+                                         ((0.19, 0.62, 0.19), (1, 3, 1))])
+def test_simple_ratio(x, expected):
+    assert simple_ratio(x) == expected  # the smallest whole numbers within 0.05 of x (1:7:1 for 0.1:0.8:0.1)
+    assert simple_ratio((0.1, 0.8, 0.1), tolerance=0) == (1, 8, 1)
+
+
+def test_surface_recovers_a_planted_optimum():
+    rec = recommend_points(simulate(), n_boot=100)
+    assert rec.ratio == "2:4:1"
+    assert np.linalg.norm(np.array(rec.optimum) - PLANTED) < 0.05
+    planted_gain = truth(PLANTED) - truth(UNIFORM)
+    assert rec.gain_ci[0] <= planted_gain + 0.5 and rec.gain_ci[1] >= planted_gain - 0.5
+    assert abs(rec.gain - planted_gain) < 0.6
+    lo, hi = rec.proportion_ci["projector"]
+    assert lo <= PLANTED[1] + 0.05 and hi >= PLANTED[1] - 0.05
+    assert rec.model == "Scheffé quadratic" and rec.r2 > 0.95
+    assert rec.confirm and "no run trained" in rec.confirm_reason  # 2:4:1 is not one of the simulated arms
+
+
+def test_rungs_are_offsets_and_the_optimum_survives_them():
+    short = simulate(block=100, offset=-15.0, rng_seed=2)
+    longest = [p for p in simulate(block=300, rng_seed=3) if p.proportions[2] > 0]  # survivors only
+    fit = fit_surface(short + longest)
+    assert fit.blocks == [100, 300] and abs(fit.block_offsets[100] + 15.0) < 1.0
+    rec = recommend_points(short + longest, n_boot=50)
+    assert rec.ratio == "2:4:1" and "2 rung offsets" in rec.model
+
+
+def test_question_bootstrap_widens_with_fewer_questions():
+    wide = recommend_points(simulate(seeds=2, noise=0.0, questions=100), n_boot=100)
+    narrow = recommend_points(simulate(seeds=2, noise=0.0, questions=3000), n_boot=100)
+    assert (wide.gain_ci[1] - wide.gain_ci[0]) > (narrow.gain_ci[1] - narrow.gain_ci[0])
+
+
+def test_flat_surface_needs_confirmation():
+    points = [Point(p.proportions, 60.0 + np.random.default_rng(i).normal(0, 2.0), p.seed, p.block)
+              for i, p in enumerate(simulate())]
+    rec = recommend_points(points, n_boot=100)
+    assert rec.confirm and rec.gain_ci[0] < 1.0
+
+
+def test_too_few_ratios_is_an_error_and_linear_below_six():
+    with pytest.raises(ValueError, match="at least 3 distinct ratios"):
+        fit_surface([Point((1, 0, 0), 50.0), Point((0, 1, 0), 60.0)])
+    pts = [Point(x, truth(x)) for x in ((1, 0, 0), (0, 1, 0), (0, 0, 1), UNIFORM)]
+    assert not fit_surface(pts).quadratic
+
+
+def test_points_from_rows_pools_rungs_and_keeps_other_settings_apart():
+    def row(ratio, steps, lr="5e-3", acc=50.0, tag="t"):
+        return {"kind": "adapter", "ratio_values": ratio, "accuracy": acc, "seed": 0, "eval_tag": tag,
+                "settings": {"training.max_steps": steps, "training.learning_rate": lr}}
+    rows = [row([1, 1, 1], 100), row([1, 4, 1], 100), row([2, 1, 0], 300), row([1, 1, 1], 300),
+            row([1, 1, 1], 100, lr="1e-3"), row([1, 2, 1], 100, tag="other")]
+    points, info = points_from_rows(rows)
+    assert len(points) == 4 and {p.block for p in points} == {100, 300} and info["eval_tag"] == "t"
+
+
+def test_ternary_chart_layers_the_surface_arms_region_and_star():
+    rec = recommend_points(simulate(), n_boot=20)
+    spec = ternary_chart(rec).to_dict()
+    assert len(spec["layer"]) == 6
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+    assert marks == ["square", "line", "text", "point", "circle", "point"]
