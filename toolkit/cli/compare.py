@@ -82,18 +82,22 @@ def cmd_compare(args) -> int:
                         settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
         compare.to_csv(a.rows, args.csv)
-    from toolkit.evaluation import surface
+    from toolkit.evaluation import retrieval, surface
 
     rec = surface.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
                             eval_tag=a.eval_tag)  # a designed study's fitted optimum (None: < 3 ratios)
     if args.json:
         doc = compare.to_dict(a)
         doc["recommendation"] = None if rec is None else rec.to_dict()
+        doc["retrieval"] = retrieval.summary(a.rows + ([a.base_row] if a.base_row else []))
         doc["store"] = {"folder": store.folder, "no_cmba": store.no_cmba, "not_evaluated": store.not_evaluated,
                         "unreadable": store.unreadable}
         print(json.dumps(doc, indent=2))
     else:
         _print_analysis(a, store)
+        for row in retrieval.summary(a.rows + ([a.base_row] if a.base_row else [])):
+            print(f"retrieval {row['retrieval set']} · {row['ratio']} ({row['seeds']} seeds): "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith(("@1", "@5", "@10"))))
         if rec is not None:
             from toolkit.cli.study import print_recommendation
 

@@ -1,8 +1,10 @@
 """CLI commands of designed studies: `search` (a halving search's rungs, survivors and recommendation) and
-`confirm` (queue the recommended ratio and 1:1:1 with fresh seeds on the report split).
+`confirm` (queue the recommended ratio and 1:1:1 with fresh seeds on the report split), and `retrieval`
+(the alignment metric of one adapter or base model, toolkit.evaluation.retrieval).
 
     python -m toolkit search --sweep 90f53911 [--json]
     python -m toolkit confirm --sweep 90f53911 [--ratio 2:4:1] [--seeds 3] [--report-split test] [--json]
+    python -m toolkit retrieval --adapter DIR | --base demo [--dataset synthetic:shapes] [--limit 50] [--json]
 """
 
 # ruff: noqa: T201  (a CLI module: printing is its job)
@@ -87,7 +89,7 @@ def _seeds(text):
     try:
         return int(text)
     except ValueError:
-        raise InputError(f"seeds: '{text}' is not a whole number") from None
+        raise InputError(f"'{text}' is not a whole number") from None
 
 
 def register(sub) -> None:
@@ -106,3 +108,38 @@ def register(sub) -> None:
     p.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_confirm)
+    _register_retrieval(sub)
+
+
+def cmd_retrieval(args) -> int:
+    from toolkit.evaluation.retrieval import evaluate_retrieval
+
+    columns = dict(item.split("=", 1) for item in (args.columns or "").split(",") if "=" in item)
+    doc = evaluate_retrieval(adapter=args.adapter, base=args.base, dataset=args.dataset, split=args.split,
+                             limit=args.limit, columns=columns, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    who = doc["adapter"] or f"{doc['model']} (base model)"
+    print(f"image-text retrieval of {who} on {doc['dataset']['id']} {doc['dataset']['split']} "
+          f"({doc['dataset']['n']} pairs, {doc['time_s']:.1f} s)")
+    for direction, recall in doc["recall"].items():
+        print(f"  {direction.replace('_', ' '):<14} " + "  ".join(f"{k} {v:6.2f}%" for k, v in recall.items()))
+    print(f"written to {doc['path']}")
+    return 0
+
+
+def _register_retrieval(sub) -> None:
+    p = sub.add_parser("retrieval", help="cross-modal alignment: image-text retrieval Recall@1/5/10 both ways",
+                       description="Score every caption against every image by the model's mean caption "
+                                   "log-likelihood; Recall@1/5/10 image->text and text->image.")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--adapter", metavar="DIR", help="a trained adapter folder")
+    who.add_argument("--base", metavar="MODEL", help="the base model alone (the reference row)")
+    p.add_argument("--dataset", default="synthetic:shapes", help="synthetic:shapes or an image-caption dataset")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--limit", type=_seeds, default=50, help="image-caption pairs N (N x N scores; default 50)")
+    p.add_argument("--columns", help="column mapping, e.g. image=img,caption=sentences")
+    p.add_argument("--batch-size", type=_seeds, default=32)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retrieval)

@@ -269,7 +269,8 @@ class SweepSpec:
 
             design_ratios = Design.parse(design)
             design = str(design_ratios)
-            extra = parse_ratios(ratios) if str(ratios or "").strip() else ()
+            given = ratios.strip() if isinstance(ratios, str) else list(ratios or [])
+            extra = parse_ratios(ratios) if given else ()
             ratios = list(dict.fromkeys([*design_ratios.ratios(), *extra]))
         if search:
             from toolkit.jobs.halving import Search
