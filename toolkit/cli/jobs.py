@@ -95,14 +95,15 @@ def spec_from_args(args):
 def _search(args, train: dict):
     """The --search/--rungs/--eta flags as toolkit.jobs.halving.Search (a dict), or None."""
     if not args.search:
-        if args.rungs or args.eta or args.report_split or args.no_confirm:
-            raise InputError("search: --rungs, --eta, --report-split and --no-confirm belong to --search halving")
+        if args.rungs or args.eta or args.report_split or args.no_confirm or args.controls:
+            raise InputError("search: --rungs, --eta, --report-split, --no-confirm and --controls belong to "
+                             "--search halving")
         return None
     from toolkit.jobs.halving import Search
 
     return Search.parse(args.search, max_steps=train.get("max_steps"), rungs=args.rungs,
                         eta=_float_flag(args.eta, "eta"), confirm=not args.no_confirm,
-                        report_split=args.report_split).to_dict()
+                        report_split=args.report_split, controls=args.controls).to_dict()
 
 
 def _float_flag(value, name: str):
@@ -322,6 +323,9 @@ def register(sub) -> None:
     g.add_argument("--report-split", metavar="SPLIT", help="after the search, the confirmation (recommended ratio "
                    "and 1:1:1, fresh seeds) is evaluated on this split (default test)")
     g.add_argument("--no-confirm", action="store_true", help="do not queue the confirmation after the search")
+    g.add_argument("--controls", action="store_true", help="with the confirmation, also queue the learning-rate "
+                   "control (1:1:1 with the projector's lr scaled as the winner scales its rank) and the alpha-rule "
+                   "axis (rsLoRA, fixed alpha)")
     g.add_argument("--seeds", help="number of seeds: 0..N-1 (default 1)")
     g.add_argument("--seed-list", "--seed", help="explicit seeds, e.g. 0,1,2")
     budget = g.add_mutually_exclusive_group()

@@ -55,6 +55,10 @@ def cmd_search(args) -> int:
         print(f"  {arm:<10} {text}")
     if st.get("recommendation"):
         print_recommendation(st["recommendation"])
+    for c in st.get("controls") or []:
+        verdict = {None: "not evaluated yet", True: "survives", False: "does not survive"}[c["survives"]]
+        delta = "" if c["delta"] is None else f": Δ {c['delta']:+.2f}, 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]"
+        print(f"control {c['control']} (sweep {c['sweep'][:8]}): the advantage {verdict}{delta}")
     if st.get("confirmation"):
         c = st["confirmation"]
         print(f"confirmation: {c['error']}" if "error" in c else
@@ -67,14 +71,21 @@ def cmd_confirm(args) -> int:
     from toolkit.jobs.confirm import queue_confirmation
 
     store, sweep_id = _store(args)
-    plan, result = queue_confirmation(store, sweep_id, ratio=args.ratio, seeds=args.seeds,
-                                      report_split=args.report_split)
+    from toolkit.calculator.spec import Ratio
+    from toolkit.jobs.confirm import queue_controls, sweep_recommendation
+
+    ratio = str(Ratio.parse(args.ratio)) if args.ratio else sweep_recommendation(store, sweep_id).ratio
+    plan, result = queue_confirmation(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
+    controls = {}
+    if args.controls and ratio != "1:1:1":
+        controls = queue_controls(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
     if not args.no_worker and not args.json:
         from toolkit.jobs.worker import ensure_worker
 
         ensure_worker()
-    doc = {"sweep": plan.sweep_id, "created": result.created, "ratios": list(plan.spec.ratios),
-           "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split, "jobs": [j.id for j in result.jobs]}
+    doc = {"sweep": plan.sweep_id, "created": result.created, "ratio": ratio, "ratios": list(plan.spec.ratios),
+           "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split, "jobs": [j.id for j in result.jobs],
+           "controls": controls}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -82,6 +93,8 @@ def cmd_confirm(args) -> int:
               f"{', '.join(doc['ratios'])} × seeds {', '.join(map(str, doc['seeds']))} · evaluated on {doc['split']} "
               f"· {len(result.jobs)} job(s); compare them with `python -m toolkit compare --dataset "
               f"<that eval set>` once done")
+        for label, sweep in controls.items():
+            print(f"control {label}: sweep {sweep[:8]}")
     return 0
 
 
@@ -104,6 +117,8 @@ def register(sub) -> None:
     p.add_argument("--ratio", help="confirm this ratio instead of the fitted recommendation")
     p.add_argument("--seeds", type=_seeds, help="fresh seeds per ratio (default: max(3, the study's))")
     p.add_argument("--report-split", help="the split both are evaluated on (default: the search's, else test)")
+    p.add_argument("--controls", action="store_true", help="also queue the learning-rate control and the "
+                   "alpha-rule axis (rsLoRA, fixed alpha) for the same ratio")
     p.add_argument("--jobs-dir", metavar="DIR", help="job store folder (default jobs/ or $CMBA_JOBS_DIR)")
     p.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
     p.add_argument("--json", action="store_true")

@@ -52,6 +52,8 @@ class Search:
     """after the last rung, queue the recommended ratio and 1:1:1 with fresh seeds (toolkit.jobs.confirm)"""
     report_split: str | None = None
     """the split the confirmation is evaluated on (None: 'test')"""
+    controls: bool = False
+    """with the confirmation, queue the learning-rate control and the alpha-rule axis (toolkit.jobs.confirm)"""
 
     def __post_init__(self):
         if self.kind != "halving":
@@ -65,7 +67,8 @@ class Search:
             raise InputError(f"z: must be a number >= 0, got {self.z!r}")
 
     @classmethod
-    def parse(cls, value, *, max_steps=None, rungs=None, eta=None, z=None, confirm=None, report_split=None) -> Search:
+    def parse(cls, value, *, max_steps=None, rungs=None, eta=None, z=None, confirm=None, report_split=None,
+              controls=None) -> Search:
         """'halving' (or a dict of fields) for a sweep of `max_steps`; rungs default to max_steps / eta^k."""
         d = dict(value) if isinstance(value, dict) else {"kind": str(value).strip().lower()}
         if d.get("kind", "halving") != "halving":
@@ -90,11 +93,13 @@ class Search:
         if steps and steps[-1] != max_steps:
             raise InputError(f"rungs: the last rung must be the max steps ({max_steps}), got {steps[-1]}")
         confirm = bool(d.get("confirm", True) if confirm is None else confirm)
-        return cls(rungs=steps, eta=eta, z=z, confirm=confirm, report_split=report_split or d.get("report_split"))
+        controls = bool(d.get("controls", False) if controls is None else controls)
+        return cls(rungs=steps, eta=eta, z=z, confirm=confirm, report_split=report_split or d.get("report_split"),
+                   controls=controls)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "rungs": list(self.rungs), "eta": self.eta, "z": self.z, "confirm": self.confirm,
-                "report_split": self.report_split}
+                "report_split": self.report_split, "controls": self.controls}
 
 
 # ------------------------------------------------------------------------------------------ decisions
@@ -256,11 +261,16 @@ def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
         rec = sweep_recommendation(store, sweep_id)
         plan, result = queue_confirmation(store, sweep_id, ratio=rec.ratio)
         record["recommendation"] = {k: v for k, v in rec.to_dict().items() if k not in ("surface", "region")}
-        record["confirmation"] = {"sweep": plan.sweep_id, "ratios": list(plan.spec.ratios),
+        record["confirmation"] = {"sweep": plan.sweep_id, "ratio": rec.ratio, "ratios": list(plan.spec.ratios),
                                   "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split,
                                   "jobs": len(result.jobs)}
+        if (record.get("search") or {}).get("controls") and rec.ratio != "1:1:1":
+            from toolkit.jobs.confirm import queue_controls
+
+            record["controls"] = queue_controls(store, sweep_id, ratio=rec.ratio,
+                                                report_split=record["search"].get("report_split"))
     except InputError as exc:
-        record["confirmation"] = {"error": str(exc)}
+        record["confirmation"] = {**record.get("confirmation", {}), "error": str(exc)}
     runs.write_json(path, record)
 
 
@@ -289,5 +299,12 @@ def status(store: JobStore, sweep_id: str) -> dict | None:
                 arms[d["arm"]] = f"stopped at rung {entry['rung']} ({entry['steps']} steps): {d['reason']}"
         for f in entry["failed"]:
             arms[f["arm"]] = f"stopped at rung {entry['rung']}: its jobs failed ({f['reason']})"
-    return {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
-            "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
+    out = {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
+           "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
+    conf = record.get("confirmation") or {}
+    if record.get("controls") and conf.get("sweep"):
+        from toolkit.jobs.confirm import controls_report
+
+        out["controls"] = controls_report(store, confirmation=conf["sweep"], controls=record["controls"],
+                                          ratio=conf["ratio"])
+    return out
