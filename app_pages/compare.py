@@ -90,6 +90,7 @@ d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cm
 d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
                    mime="application/json")
 
+study_ui.retrieval_panel(a.rows + ([a.base_row] if a.base_row else []))
 rec = cached_recommendation([r for r in by_budget if r["base_model"] == a.base_model], a.eval_tag)
 if rec is not None:
     st.subheader("Recommended ratio")

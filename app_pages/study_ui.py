@@ -82,3 +82,15 @@ def recommendation_panel(rec, sweeps: list[dict]) -> None:
                           f"'{plan.spec.eval_split}'")
         except CmbaError as exc:
             right.error(str(exc))
+
+
+def retrieval_panel(rows: list[dict]) -> None:
+    """Each ratio's image-text retrieval (the alignment metric): mean and 95% half-width over seeds."""
+    from toolkit.evaluation import retrieval
+
+    table = retrieval.summary(rows)
+    if table:
+        st.subheader("Cross-modal alignment: image-text retrieval")
+        st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+        st.caption("Recall@k (%) from the model's caption log-likelihoods, image→text (i2t) and text→image (t2i); "
+                   "± is the 95% t half-width over seeds.")

@@ -80,6 +80,9 @@ def _finish_rung(store: JobStore, rung: int, scores=MEANS, fail: str | None = No
     """Play the worker for every queued job of `rung`: write its evaluation into its adapter, mark it done."""
     me = WorkerInfo(id="wtest", pid=1, start_time=None, host=socket.gethostname())
     while (job := store.claim(me)) is not None:
+        if job.meta.get("kind") == "reference":
+            store.finish(job.id, job.token, JobState.SUCCEEDED)
+            continue
         assert job.meta["rung"] == rung
         arm = job.meta["ratio"]
         if arm == fail:
@@ -146,3 +149,25 @@ def test_cli_search_flags(env, capsys):
     assert "needs --max-steps" in capsys.readouterr()[1]
     assert cli.main([*base, "--max-steps", "40", "--rungs", "20,40"]) == 2
     assert "belong to --search halving" in capsys.readouterr()[1]
+
+
+def test_retrieval_step_runs_after_the_last_rung_only(env):
+    spec = SweepSpec.build(model="demo", dataset="synthetic:shapes", ratios="1:1:1,1:4:1", seeds=1,
+                           budget_kind="rank", budgets="8", train={"max_steps": 20}, gpus_per_job=0,
+                           search="halving", retrieval=8)
+    plan = plan_sweep(spec)
+    train = [j for j in plan.jobs if j.kind == "train"]
+    assert all(len(j.steps) == 2 for j in train)  # rung 1: train to the rung, evaluate; no retrieval yet
+    assert plan.jobs[-1].steps[-1][3:5] == ("retrieval", "--base")
+    store = JobStore()
+    submit_sweep(plan, store=store)
+    _finish_rung(store, 1, scores={"1:1:1": 60.0, "1:4:1": 60.5})
+    halving.advance(store, plan.sweep_id)  # rungs 5, 10, 20: both arms are within noise and go on
+    nxt = [j for j in store.list(sweep=plan.sweep_id) if j.meta.get("rung") == 2]
+    assert nxt and all(len(j.steps) == 2 for j in nxt)
+    last = halving.rung_steps(nxt[0].settings["train"], nxt[0].settings["evaluate"], until=20, python="py",
+                              retrieval=tuple(tuple(x) for x in nxt[0].meta["retrieval_steps"]))[0]
+    assert last[-1][3:5] == ("retrieval", "--adapter") and last[-1][5] == nxt[0].output_dir
+    with pytest.raises(InputError, match=r"retrieval dataset: give an image-caption dataset"):
+        SweepSpec.build(model="demo", dataset="some/vqa", ratios="1:1:1", budget_kind="rank", budgets="8",
+                        gpus_per_job=0, retrieval=8)

@@ -70,3 +70,15 @@ def test_demo_model_retrieval_is_stored_and_summarised(tmp_path, monkeypatch, ca
     assert rows[0]["ratio"] == "base model" and rows[0]["i2t R@5"] == 100.0
     assert cli.main(["retrieval", "--base", "demo", "--limit", "1"]) == 2
     assert "limit: retrieval needs at least 2" in capsys.readouterr()[1]
+
+
+def test_model_card_shows_stored_retrieval(tmp_path):
+    from toolkit.hub.modelcard import _retrieval_section
+
+    assert _retrieval_section(tmp_path) == []
+    runs.write_retrieval(tmp_path, "synthetic-shapes__validation__n50", {
+        "recall": {"image_to_text": {"R@1": 12.0, "R@5": 40.0, "R@10": 62.0},
+                   "text_to_image": {"R@1": 10.0, "R@5": 38.0, "R@10": 60.0}}})
+    text = "\n".join(_retrieval_section(tmp_path))
+    assert "| `synthetic-shapes__validation__n50` | image to text | 12.00 | 40.00 | 62.00 |" in text
+    assert "text to image | 10.00 | 38.00 | 60.00" in text

@@ -89,7 +89,8 @@ def spec_from_args(args):
         alpha=own.get("alpha_value", 2.0), train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
         eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
         max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args),
-        reference=not args.no_reference, design=args.design, search=_search(args, train))
+        reference=not args.no_reference, design=args.design, search=_search(args, train), retrieval=args.retrieval,
+        retrieval_dataset=args.retrieval_dataset)
 
 
 def _search(args, train: dict):
@@ -342,6 +343,10 @@ def register(sub) -> None:
     g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
     g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")
     g.add_argument("--no-eval", action="store_true", help="train only")
+    g.add_argument("--retrieval", metavar="N", help="also measure image-text retrieval (Recall@1/5/10 both ways) "
+                   "on N image-caption pairs, for every adapter and the base model")
+    g.add_argument("--retrieval-dataset", metavar="D", help="image-caption data of --retrieval (default: "
+                   "synthetic:shapes, captions written from the scenes)")
     g.add_argument("--no-reference", action="store_true",
                    help="do not queue the base model's evaluation on the same questions (the comparison's reference row)")
     g = p.add_argument_group("queueing")

@@ -154,8 +154,10 @@ def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEF
 
 # ------------------------------------------------------------------------------------------ the job system
 
-def rung_steps(train: dict, evaluate: dict | None, *, until: int, python: str) -> tuple[tuple[tuple[str, ...], ...], str]:
-    """(steps, evaluated adapter folder) of one job training `train` (TrainSettings dict) to step `until`."""
+def rung_steps(train: dict, evaluate: dict | None, *, until: int, python: str,
+               retrieval: tuple = ()) -> tuple[tuple[tuple[str, ...], ...], str]:
+    """(steps, evaluated adapter folder) of one job training `train` (TrainSettings dict) to step `until`;
+    `retrieval` (the sweep's alignment steps of the final adapter) runs after the last rung only."""
     import json
 
     from toolkit.jobs.rung import snapshot_dir
@@ -167,7 +169,7 @@ def rung_steps(train: dict, evaluate: dict | None, *, until: int, python: str) -
     if evaluate is not None:
         steps.append((python, "-m", "toolkit", "evaluate", "--settings-json",
                       json.dumps({**evaluate, "adapter": adapter}, sort_keys=True, separators=(",", ":"))))
-    return tuple(steps), adapter
+    return tuple(steps) + (tuple(retrieval) if last else ()), adapter
 
 
 def record_path(store: JobStore, sweep_id: str) -> Path:
@@ -236,7 +238,7 @@ def advance(store: JobStore, sweep_id: str) -> dict | None:
                         key=lambda j: j.id):
             until = search.rungs[rung]
             steps, adapter = rung_steps(j.settings["train"], j.settings.get("evaluate"), until=until,
-                                        python=j.steps[0][0])
+                                        python=j.steps[0][0], retrieval=tuple(tuple(x) for x in j.meta.get("retrieval_steps") or ()))
             base_id = j.meta.get("first_id", j.id)
             new.append(NewJob(id=f"{sweep_id[:8]}-k{rung + 1}-{base_id.rsplit('-', 1)[-1]}",
                               name=f"{j.meta.get('base_name', j.name)}-k{rung + 1}", steps=steps,

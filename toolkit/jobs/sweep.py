@@ -193,6 +193,10 @@ class SweepSpec:
     cannot budget-match are then left out with a warning instead of refusing the sweep"""
     search: dict | None = None
     """successive halving over the arms (toolkit.jobs.halving.Search.to_dict()); None = train every arm fully"""
+    retrieval: int | None = None
+    """also measure image-text retrieval on this many image-caption pairs (toolkit.evaluation.retrieval)"""
+    retrieval_dataset: str | None = None
+    """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
 
     def __post_init__(self):
         if not str(self.model).strip():
@@ -233,6 +237,14 @@ class SweepSpec:
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")):
             raise InputError(f"name: '{self.name}' must be a plain name (no '/', not starting with '.')")
         _check_train_fields(self.train)
+        if self.retrieval is not None:
+            if not isinstance(self.retrieval, int) or not 2 <= self.retrieval <= 5000:
+                raise InputError(f"retrieval: the number of image-caption pairs must be in 2..5000, got {self.retrieval!r}")
+            if not self.retrieval_dataset:
+                if not str(self.dataset).startswith("synthetic:"):
+                    raise InputError("retrieval dataset: give an image-caption dataset (--retrieval-dataset) for "
+                                     "non-synthetic training data")
+                object.__setattr__(self, "retrieval_dataset", "synthetic:shapes")
         if self.search and not self.eval_split:
             raise InputError("search: successive halving decides on evaluations; do not combine it with --no-eval")
         if self.search and self.gpus_per_node > 1:
@@ -254,7 +266,8 @@ class SweepSpec:
               train: dict | None = None, evaluate: bool = True, eval_split: str | None = "validation",
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
               max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
-              reference: bool = True, design: str | None = None, search=None) -> SweepSpec:
+              reference: bool = True, design: str | None = None, search=None, retrieval=None,
+              retrieval_dataset: str | None = None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
         `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"}.
@@ -309,7 +322,8 @@ class SweepSpec:
                    eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
                    max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference),
-                   design=design or None, search=search or None)
+                   design=design or None, search=search or None,
+                   retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None)
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
@@ -344,7 +358,7 @@ class SweepSpec:
                 d.pop(key)
         if d["reference"]:  # the default: ids of sweeps planned before it existed stay as they were
             d.pop("reference")
-        for key in ("design", "search"):
+        for key in ("design", "search", "retrieval", "retrieval_dataset"):
             if not d[key]:
                 d.pop(key)
         return d
@@ -421,7 +435,16 @@ def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | No
     steps = [tuple(train)]
     if evaluate is not None:
         steps.append((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", evaluate.to_json()))
-    return tuple(steps)
+    return tuple(steps) + retrieval_steps(spec, adapter=settings.output)
+
+
+def retrieval_steps(spec: SweepSpec, *, adapter: str | None = None, base: str | None = None) -> tuple[tuple[str, ...], ...]:
+    """The alignment step of a job (toolkit.evaluation.retrieval), when the sweep asks for it."""
+    if not spec.retrieval:
+        return ()
+    who = ("--adapter", adapter) if adapter else ("--base", base)
+    return ((PYTHON, "-m", "toolkit", "retrieval", *who, "--dataset", spec.retrieval_dataset,
+             "--limit", str(spec.retrieval)),)
 
 
 def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | None = None,
@@ -500,8 +523,11 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                     from toolkit.jobs.halving import rung_steps
 
                     until = spec.search["rungs"][0]
-                    steps, adapter = rung_steps(settings.to_dict(), evaluate.to_dict(), until=until, python=PYTHON)
-                    meta = {"rung": 1, "until": until, "adapter": adapter}
+                    steps, adapter = rung_steps(settings.to_dict(), evaluate.to_dict(), until=until, python=PYTHON,
+                                                retrieval=retrieval_steps(spec, adapter=output))
+                    meta = {"rung": 1, "until": until, "adapter": adapter,
+                            **({"retrieval_steps": [list(x) for x in retrieval_steps(spec, adapter=output)]}
+                               if spec.retrieval else {})}
                 jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=name, ratio=ratio, seed=seed,
                                        budget=budget, ranks=a.ranks(), params=a.total, budget_params=a.budget,
                                        budget_error=a.budget_error, output_dir=output, meta=meta,
@@ -513,7 +539,8 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
         jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=f"{model}-base-reference",
                                ratio="base model", seed=0, budget=spec.budgets[0], ranks=(0, 0, 0), params=0,
                                budget_params=None, budget_error=None, output_dir=str(base_folder(spec.model, root=adapters_dir())),
-                               steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),),
+                               steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),
+                                      *retrieval_steps(spec, base=spec.model)),
                                settings={"train": None, "evaluate": ref.to_dict()}, kind="reference"))
     return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs), warnings=tuple(warnings))
 
