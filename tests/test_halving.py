@@ -171,3 +171,24 @@ def test_retrieval_step_runs_after_the_last_rung_only(env):
     with pytest.raises(InputError, match=r"retrieval dataset: give an image-caption dataset"):
         SweepSpec.build(model="demo", dataset="some/vqa", ratios="1:1:1", budget_kind="rank", budgets="8",
                         gpus_per_job=0, retrieval=8)
+
+
+def test_a_crash_between_decision_and_queueing_is_picked_up(env, monkeypatch):
+    spec = SweepSpec.build(model="demo", dataset="synthetic:shapes", ratios=",".join(MEANS), seeds=2,
+                           budget_kind="rank", budgets="8", train={"max_steps": 40}, gpus_per_job=0,
+                           search="halving", reference=False)
+    store = JobStore()
+    sweep = submit_sweep(plan_sweep(spec), store=store).sweep_id
+    _finish_rung(store, 1)
+    real = JobStore.add_to_sweep
+
+    def crash(self, *args, **kwargs):
+        raise OSError("worker killed")
+    monkeypatch.setattr(JobStore, "add_to_sweep", crash)
+    with pytest.raises(OSError):
+        halving.advance(store, sweep)
+    assert [e["rung"] for e in json.loads(halving.record_path(store, sweep).read_text())["rungs"]] == [1]
+    monkeypatch.setattr(JobStore, "add_to_sweep", real)
+    halving.advance_all(store)  # the next recovery pass
+    assert len([j for j in store.list(sweep=sweep) if j.meta["rung"] == 2]) == 6
+    assert [e["rung"] for e in halving.status(store, sweep)["rungs"]] == [1]

@@ -223,36 +223,40 @@ def advance(store: JobStore, sweep_id: str) -> dict | None:
         return None
     path = record_path(store, sweep_id)
     record = runs.read_json(path) if path.exists() else {"sweep": sweep_id, "search": search.to_dict(), "rungs": []}
-    if any(r["rung"] == rung for r in record["rungs"]):
-        return record
-    scores, qse, missing = _scores(current)
-    decisions = decide(scores, eta=search.eta, z=search.z, question_se=qse)
     last = rung == len(search.rungs)
-    entry = {"rung": rung, "steps": search.rungs[rung - 1], "final": last,
-             "decisions": [{**asdict(d), "keep": d.keep and not last} for d in decisions],
-             "failed": [{"arm": a, "reason": r} for a, r in missing.items() if a not in scores]}
-    if not last:
-        kept = {d.arm for d in decisions if d.keep}
-        new = []
-        for j in sorted((j for j in current if j.meta["ratio"] in kept and j.state == JobState.SUCCEEDED),
-                        key=lambda j: j.id):
-            until = search.rungs[rung]
-            steps, adapter = rung_steps(j.settings["train"], j.settings.get("evaluate"), until=until,
-                                        python=j.steps[0][0], retrieval=tuple(tuple(x) for x in j.meta.get("retrieval_steps") or ()))
-            base_id = j.meta.get("first_id", j.id)
-            new.append(NewJob(id=f"{sweep_id[:8]}-k{rung + 1}-{base_id.rsplit('-', 1)[-1]}",
-                              name=f"{j.meta.get('base_name', j.name)}-k{rung + 1}", steps=steps,
-                              output_dir=j.output_dir, gpus=j.gpus, max_attempts=j.max_attempts, executor=j.executor,
-                              resources=j.resources, settings=j.settings,
-                              meta={**j.meta, "rung": rung + 1, "until": until, "adapter": adapter,
-                                    "first_id": base_id, "base_name": j.meta.get("base_name", j.name)}))
-        store.add_to_sweep(sweep_id, new)
-    record["rungs"].append(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_json(path, record)  # decided before confirming: a failed confirmation does not re-decide
-    if last and search.confirm:
+    entry = next((r for r in record["rungs"] if r["rung"] == rung), None)
+    if entry is None:  # decide once; the decision is written before anything is queued from it
+        scores, qse, missing = _scores(current)
+        decisions = decide(scores, eta=search.eta, z=search.z, question_se=qse)
+        entry = {"rung": rung, "steps": search.rungs[rung - 1], "final": last,
+                 "decisions": [{**asdict(d), "keep": d.keep and not last} for d in decisions],
+                 "failed": [{"arm": a, "reason": r} for a, r in missing.items() if a not in scores]}
+        record["rungs"].append(entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(path, record)
+    if not last:  # (again, after a crash between the decision and the queueing: fixed ids, inserted once)
+        _queue_next(store, sweep_id, search, rung, current, {d["arm"] for d in entry["decisions"] if d["keep"]})
+    elif search.confirm and "confirmation" not in record:
         _confirm(store, sweep_id, record, path)
     return record
+
+
+def _queue_next(store: JobStore, sweep_id: str, search: Search, rung: int, current, kept: set[str]) -> None:
+    """The survivors' jobs of rung `rung + 1`: the same run folders and settings, trained on to the next step."""
+    new = []
+    until = search.rungs[rung]
+    for j in sorted((j for j in current if j.meta["ratio"] in kept and j.state == JobState.SUCCEEDED),
+                    key=lambda j: j.id):
+        steps, adapter = rung_steps(j.settings["train"], j.settings.get("evaluate"), until=until, python=j.steps[0][0],
+                                    retrieval=tuple(tuple(x) for x in j.meta.get("retrieval_steps") or ()))
+        base_id = j.meta.get("first_id", j.id)
+        new.append(NewJob(id=f"{sweep_id[:8]}-k{rung + 1}-{base_id.rsplit('-', 1)[-1]}",
+                          name=f"{j.meta.get('base_name', j.name)}-k{rung + 1}", steps=steps,
+                          output_dir=j.output_dir, gpus=j.gpus, max_attempts=j.max_attempts, executor=j.executor,
+                          resources=j.resources, settings=j.settings,
+                          meta={**j.meta, "rung": rung + 1, "until": until, "adapter": adapter,
+                                "first_id": base_id, "base_name": j.meta.get("base_name", j.name)}))
+    store.add_to_sweep(sweep_id, new)
 
 
 def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
