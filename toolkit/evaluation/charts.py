@@ -80,7 +80,7 @@ def ternary_chart(rec) -> alt.LayerChart:
     optimum's 95% bootstrap region as small crosses and the recommended ratio as a star."""
     axis = dict(axis=None, scale=alt.Scale(domain=[-0.08, 1.08]))
     surface = _ternary_xy(pd.DataFrame(rec.surface))
-    cells = alt.Chart(surface).mark_square(size=90, opacity=0.85).encode(
+    cells = alt.Chart(surface).mark_square(size=170, opacity=0.85).encode(
         x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis),
         color=alt.Color("accuracy:Q", title="fitted accuracy (%)", scale=alt.Scale(scheme="viridis")),
         tooltip=["vision", "projector", "language", alt.Tooltip("accuracy:Q", format=".2f")])
@@ -91,7 +91,7 @@ def ternary_chart(rec) -> alt.LayerChart:
     corner = alt.Chart(labels.assign(y=labels["y"] + [-0.04, -0.04, 0.04])).mark_text(fontWeight="bold").encode(
         x="x:Q", y="y:Q", text="name:N")
     observed = alt.Chart(_ternary_xy(pd.DataFrame(rec.observed))).mark_circle(size=120, stroke="white", strokeWidth=1.5).encode(
-        x="x:Q", y="y:Q", color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="viridis"), legend=None),
+        x="x:Q", y="y:Q", color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="viridis")),
         tooltip=["ratio", "block", "seeds", alt.Tooltip("accuracy:Q", format=".2f")])
     names = ("vision", "projector", "language")
     region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in rec.region]))).mark_point(
