@@ -4,6 +4,8 @@ the planted gain, and compare --json / the ternary chart carry the recommendatio
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,25 @@ def test_ternary_chart_layers_the_surface_arms_region_and_star():
     assert len(spec["layer"]) == 6
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
     assert marks == ["square", "line", "text", "point", "circle", "point"]
+
+
+def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):
+    from test_compare import pattern, write_adapter
+
+    from toolkit import cli
+
+    best = np.array([1, 2, 1]) / 4
+    for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
+        w = np.array([float(v) for v in r.split(":")])
+        acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
+        for s in (0, 1):
+            write_adapter(tmp_path, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
+                          accs=pattern(round(400 * acc) + s, offset=5 * s))
+    assert cli.main(["compare", "--adapters-dir", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr()[0])
+    rec = doc["recommendation"]
+    assert rec["ratio"] == "1:2:1" and rec["n_ratios"] == 10 and rec["n_runs"] == 20
+    assert rec["gain"] > 0 and len(rec["surface"]) == 231 and rec["observed"]
+    assert not rec["confirm"] or "interval" in rec["confirm_reason"]  # 1:2:1 ran with 2 seeds: only the interval decides
+    assert cli.main(["compare", "--adapters-dir", str(tmp_path)]) == 0
+    assert "recommended ratio 1:2:1" in capsys.readouterr()[0]
