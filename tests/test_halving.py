@@ -192,3 +192,22 @@ def test_a_crash_between_decision_and_queueing_is_picked_up(env, monkeypatch):
     halving.advance_all(store)  # the next recovery pass
     assert len([j for j in store.list(sweep=sweep) if j.meta["rung"] == 2]) == 6
     assert [e["rung"] for e in halving.status(store, sweep)["rungs"]] == [1]
+
+
+def test_jobs_page_plans_a_designed_halving_study(env):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "jobs.py"), default_timeout=600)
+    at.session_state["launch"] = {"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:1:1"}
+    at.run()
+    at.checkbox(key="jobs_designed").check().run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="jobs_design").value == "simplex-lattice:3" and at.checkbox(key="jobs_halving").value
+    planned = at.dataframe[0].value
+    arms = set(planned["ratio"]) - {"base model"}
+    assert len(arms) == 9 and "1:1:1" in arms and "0:1:0" not in arms  # the lattice, less the arm caps rule out
+    assert any("0:1:0" in w.value for w in at.warning)
+    at.text_input(key="jobs_design").set_value("simplex-lattice:0").run()
+    assert any(e.value.startswith("design:") for e in at.error)
