@@ -27,7 +27,11 @@ def design_inputs(max_steps: int) -> tuple[str | None, dict | None]:
         return design, None
     default = ",".join(map(str, sorted({max(1, round(max_steps / 2 ** k)) for k in range(3)})))
     rungs = c.text_input("Rungs (steps)", default, key="jobs_rungs", help="the last one = Steps")
-    return design, {"kind": "halving", "rungs": [int(r) for r in rungs.split(",") if r.strip().isdigit()]}
+    controls = st.checkbox("Controls with the confirmation: learning-rate control and alpha-rule axis",
+                           key="jobs_controls", help="1:1:1 with the projector's lr scaled as the winner scales "
+                           "its rank; the winner and 1:1:1 under rsLoRA and fixed alpha")
+    return design, {"kind": "halving", "rungs": [int(r) for r in rungs.split(",") if r.strip().isdigit()],
+                    "controls": controls}
 
 
 def search_panel(store: JobStore, sweep_id: str) -> None:

@@ -111,18 +111,23 @@ def test_ternary_chart_layers_the_surface_arms_region_and_star():
     assert marks == ["square", "line", "text", "point", "circle", "point"]
 
 
-def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):
+def designed_store(folder) -> None:
+    """Centroid arms + three interior ones, 2 seeds each, accuracies peaking at 1:2:1 (per-question 0/1)."""
     from test_compare import pattern, write_adapter
-
-    from toolkit import cli
 
     best = np.array([1, 2, 1]) / 4
     for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
         w = np.array([float(v) for v in r.split(":")])
         acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
         for s in (0, 1):
-            write_adapter(tmp_path, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
+            write_adapter(folder, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
                           accs=pattern(round(400 * acc) + s, offset=5 * s))
+
+
+def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):
+    from toolkit import cli
+
+    designed_store(tmp_path)
     assert cli.main(["compare", "--adapters-dir", str(tmp_path), "--json"]) == 0
     doc = json.loads(capsys.readouterr()[0])
     rec = doc["recommendation"]
@@ -131,3 +136,18 @@ def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, c
     assert not rec["confirm"] or "interval" in rec["confirm_reason"]  # 1:2:1 ran with 2 seeds: only the interval decides
     assert cli.main(["compare", "--adapters-dir", str(tmp_path)]) == 0
     assert "recommended ratio 1:2:1" in capsys.readouterr()[0]
+
+
+def test_compare_page_shows_the_recommendation_and_its_ternary_plot(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    designed_store(tmp_path / "adapters")
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py"), default_timeout=600)
+    at.run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["Recommended ratio"] == "1:2:1"
+    assert any("Confirmation" in c.value for c in at.caption)
