@@ -66,11 +66,22 @@ def test_surface_recovers_a_planted_optimum():
 
 def test_rungs_are_offsets_and_the_optimum_survives_them():
     short = simulate(block=100, offset=-15.0, rng_seed=2)
-    longest = [p for p in simulate(block=300, rng_seed=3) if p.proportions[2] > 0]  # survivors only
+    survivors = {(0.25, 0.5, 0.25), (0.2, 0.6, 0.2), (0.4, 0.4, 0.2), (1 / 3, 1 / 3, 1 / 3)}  # 4 < 6 ratios
+    longest = [p for p in simulate(block=300, rng_seed=3) if tuple(round(x, 6) for x in p.proportions)
+               in {tuple(round(x, 6) for x in s) for s in survivors}]
     fit = fit_surface(short + longest)
     assert fit.blocks == [100, 300] and abs(fit.block_offsets[100] + 15.0) < 1.0
     rec = recommend_points(short + longest, n_boot=50)
     assert rec.ratio == "2:4:1" and "2 rung offsets" in rec.model
+
+
+def test_a_longest_rung_with_six_ratios_is_fitted_alone():
+    # early rungs with another shape (the arms had not separated yet) do not bend the final surface
+    early = [Point(p.proportions, 40.0 + 30.0 * p.proportions[0], p.seed, 100) for p in simulate(rng_seed=4)]
+    final = [p for p in simulate(block=300, rng_seed=5) if p.proportions[0] < 0.6]
+    assert len({p.proportions for p in final}) >= 6
+    rec = recommend_points(early + final, n_boot=50)
+    assert rec.ratio == "2:4:1" and rec.model == "Scheffé quadratic" and rec.blocks == [300]
 
 
 def test_question_bootstrap_widens_with_fewer_questions():

@@ -8,9 +8,9 @@ bootstrap confidence region, rounded to a simple ratio, and its predicted gain o
 
 Model: Scheffé's quadratic mixture polynomial y = Σ b_i x_i + Σ_{i<j} b_ij x_i x_j over the proportions x of
 vision, projector and language (no intercept: Σ x = 1), fitted by least squares to every run's accuracy, seeds
-as replicates. Runs of a successive-halving search trained for different numbers of steps (rungs) enter as
-blocks: an additive offset per rung, so every arm's evidence counts and the surface's shape is shared;
-predictions are for the longest rung. With fewer than 6 distinct points the linear Scheffé model (3 terms) is
+as replicates. In a successive-halving search the surface is fitted to the longest rung when at least 6 ratios
+reached it (the differences between arms shrink with training, so earlier rungs would distort it); with fewer,
+every rung enters as a block with its own additive offset, and predictions are for the longest rung. With fewer than 6 distinct points the linear Scheffé model (3 terms) is
 fitted instead. The optimum is the best point of a 1/60 grid inside the observed range of each proportion (no
 extrapolation beyond the design). Uncertainty: B bootstrap refits, each resampling seeds within every
 (arm, rung) and the evaluation questions (the same resample for every run, so paired), the question-level
@@ -181,8 +181,18 @@ def _resample(points: list[Point], rng: np.random.Generator, qids: list[str] | N
     return out
 
 
+def study_points(points: list[Point]) -> list[Point]:
+    """The points the surface is fitted to: the longest rung alone when it has the 6 distinct ratios a quadratic
+    needs (arm differences shrink with training, so early rungs would distort the final surface), else every
+    rung with its offset."""
+    longest = max(p.block for p in points)
+    final = [p for p in points if p.block == longest]
+    return final if len({p.proportions for p in final}) >= 6 else points
+
+
 def recommend_points(points: list[Point], *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> Recommendation:
     """Fit, locate the optimum, bootstrap it and round it (ValueError with fewer than 3 distinct ratios)."""
+    points = study_points(points)
     fit = fit_surface(points)
     grid = _region_grid(points)
     opt = grid[int(np.argmax(fit.predict(grid)))]
