@@ -162,3 +162,26 @@ def test_compare_page_shows_the_recommendation_and_its_ternary_plot(tmp_path, mo
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Recommended ratio"] == "1:2:1"
     assert any("Confirmation" in c.value for c in at.caption)
+
+
+def test_where_both_arms_ran_the_gain_is_measured_not_modelled():
+    # accuracies peaking at 1:2:1, an arm of the study, as is 1:1:1
+    best = np.array([1, 2, 1]) / 4
+    rng = np.random.default_rng(7)
+    points = []
+    for r in Design.parse("simplex-lattice:3").ratios() + ("1:2:1", "2:2:1", "1:2:2"):
+        w = np.array([float(v) for v in r.split(":")])
+        x = tuple(w / w.sum())
+        for s in range(3):
+            acc = 70.0 - 60.0 * float(np.sum((np.array(x) - best) ** 2))
+            points.append(Point(x, acc + rng.normal(0, 0.3), s, 300))
+    rec = recommend_points(points, n_boot=50)
+    assert rec.ratio == "1:2:1" and rec.gain_source == "measured" and rec.lack_of_fit < 1.0
+    mine = [p.accuracy for p in points if np.allclose(p.proportions, best)]
+    uni = [p.accuracy for p in points if np.allclose(p.proportions, UNIFORM)]
+    assert rec.gain == pytest.approx(np.mean(mine) - np.mean(uni))
+    assert rec.gain_ci[0] <= rec.gain <= rec.gain_ci[1]
+    assert recommend_points(simulate(), n_boot=20).gain_source == "surface"  # 2:4:1 was never trained
+    # a cliff on the language-free edge, which a quadratic cannot follow, shows as lack of fit
+    cliff = [Point(p.proportions, 20.0 if p.proportions[2] == 0 else p.accuracy, p.seed, p.block) for p in points]
+    assert recommend_points(cliff, n_boot=20).lack_of_fit > 5.0

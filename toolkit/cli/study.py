@@ -28,9 +28,10 @@ def print_recommendation(rec: dict) -> None:
     print(f"recommended ratio {rec['ratio']} (optimum v:p:l = "
           f"{':'.join(f'{x:.2f}' for x in rec['optimum'])}; 95% region "
           + ", ".join(f"{c} {a:.2f}-{b:.2f}" for c, (a, b) in rec["proportion_ci"].items()) + ")")
-    print(f"predicted {rec['predicted']:.2f}% vs uniform {rec['uniform']:.2f}%: gain {rec['gain']:+.2f} points, "
-          f"95% CI [{lo:+.2f}, {hi:+.2f}] ({rec['model']}, R² {rec['r2']:.2f}, {rec['n_runs']} runs, "
-          f"{rec['n_ratios']} ratios, {rec['n_boot']} bootstrap refits)")
+    print(f"fitted {rec['predicted']:.2f}% vs uniform {rec['uniform']:.2f}%; gain over 1:1:1 "
+          f"({rec.get('gain_source', 'surface')}) {rec['gain']:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
+          f"({rec['model']}, R² {rec['r2']:.2f}, largest arm misfit {rec.get('lack_of_fit', 0):.2f} points, "
+          f"{rec['n_runs']} runs, {rec['n_ratios']} ratios, {rec['n_boot']} bootstrap refits)")
     print(f"confirmation {'needed' if rec['confirm'] else 'not needed'}: {rec['confirm_reason']}")
 
 

@@ -146,7 +146,8 @@ class Recommendation:
     """predicted accuracy (%) of `ratio` at the longest rung"""
     uniform: float
     gain: float
-    """predicted accuracy of `ratio` minus that of 1:1:1 (points)"""
+    """accuracy of `ratio` minus that of 1:1:1 (points): measured (means over seeds at the longest rung) when both
+    ran it with >= 2 seeds, else predicted by the surface"""
     gain_ci: tuple[float, float]
     confirm: bool
     confirm_reason: str
@@ -156,6 +157,11 @@ class Recommendation:
     n_ratios: int
     blocks: list[int]
     n_boot: int
+    gain_source: str = "surface"
+    """measured | surface: where `gain` and its interval come from"""
+    lack_of_fit: float = 0.0
+    """the largest |observed mean - fitted| over the arms of the longest rung (points): a large value says the
+    quadratic misses the shape (e.g. a cliff at an edge) and its predictions away from the arms are doubtful"""
     surface: list[dict] = field(default_factory=list)
     """{vision, projector, language, accuracy} on a coarse grid, for the ternary plot"""
     observed: list[dict] = field(default_factory=list)
@@ -200,27 +206,39 @@ def recommend_points(points: list[Point], *, n_boot: int = N_BOOT, seed: int = B
     rx = np.array(ratio, dtype=float) / sum(ratio)
     with_q = [p.questions for p in points if p.questions]
     qids = sorted(set.intersection(*(set(q) for q in with_q))) if len(with_q) == len(points) and with_q else None
+    longest = max(p.block for p in points)
+
+    def at(pts, x):  # runs of ratio x at the longest rung
+        return [p for p in pts if p.block == longest and np.allclose(p.proportions, x, atol=1e-6)]
+
+    trained, base = at(points, rx), at(points, UNIFORM)
+    observed_gain = len(trained) >= 2 and len(base) >= 2  # where the data exist, the gain is measured, not modelled
+
+    def gain_of(pts, f):
+        if observed_gain:
+            return float(np.mean([p.accuracy for p in at(pts, rx)]) - np.mean([p.accuracy for p in at(pts, UNIFORM)]))
+        return float(f.predict([rx])[0] - f.predict([UNIFORM])[0])
+
     rng = np.random.default_rng(seed)
     optima, gains = [], []
     for _ in range(n_boot):
-        b = fit_surface(_resample(points, rng, qids))
+        sample = _resample(points, rng, qids)
+        b = fit_surface(sample)
         optima.append(grid[int(np.argmax(b.predict(grid)))])
-        gains.append(float(b.predict([rx])[0] - b.predict([UNIFORM])[0]))
+        gains.append(gain_of(sample, b))
     optima = np.array(optima)
     dist = np.linalg.norm(optima - opt, axis=1)
     region = optima[dist <= np.quantile(dist, 0.95)]
-    gain = float(fit.predict([rx])[0] - fit.predict([UNIFORM])[0])
+    gain = gain_of(points, fit)
     gain_ci = (float(np.quantile(gains, 0.025)), float(np.quantile(gains, 0.975)))
-    longest = max(p.block for p in points)
-    trained = [p for p in points if p.block == longest and np.allclose(p.proportions, rx, atol=1e-6)]
-    if len(trained) >= 2 and gain_ci[0] > MIN_EFFECT:
+    if observed_gain and gain_ci[0] > MIN_EFFECT:
         confirm, why = False, (f"{len(trained)} seeds of {':'.join(map(str, ratio))} ran the full schedule and the "
-                               f"gain's lower bound {gain_ci[0]:+.2f} clears +{MIN_EFFECT:g}")
+                               f"measured gain's lower bound {gain_ci[0]:+.2f} clears +{MIN_EFFECT:g}")
     elif not trained:
         confirm, why = True, f"{':'.join(map(str, ratio))} is a fitted optimum no run trained with the full schedule"
     else:
-        confirm, why = True, (f"the predicted gain's 95% interval [{gain_ci[0]:+.2f}, {gain_ci[1]:+.2f}] does not "
-                              f"clear +{MIN_EFFECT:g} point")
+        confirm, why = True, (f"the {'measured' if observed_gain else 'predicted'} gain's 95% interval "
+                              f"[{gain_ci[0]:+.2f}, {gain_ci[1]:+.2f}] does not clear +{MIN_EFFECT:g} point")
     coarse = simplex_grid(20)
     observed: dict[tuple, list[Point]] = {}
     for p in points:
@@ -236,6 +254,9 @@ def recommend_points(points: list[Point], *, n_boot: int = N_BOOT, seed: int = B
         model=f"Scheffé {'quadratic' if fit.quadratic else 'linear'}" + (f" + {len(fit.blocks)} rung offsets"
                                                                           if len(fit.blocks) > 1 else ""),
         r2=fit.r2, n_runs=len(points), n_ratios=len({k[0] for k in observed}), blocks=fit.blocks, n_boot=n_boot,
+        gain_source="measured" if observed_gain else "surface",
+        lack_of_fit=max(abs(float(np.mean([p.accuracy for p in m])) - float(fit.predict([k[0]])[0])
+                            - fit.block_offsets.get(k[1], 0.0)) for k, m in observed.items()),
         surface=[{**dict(zip(names, map(float, g))), "accuracy": float(a)} for g, a in zip(coarse, fit.predict(coarse))],
         observed=[{"ratio": _label(k[0]), **dict(zip(names, k[0])), "block": k[1], "seeds": len(m),
                    "accuracy": float(np.mean([p.accuracy for p in m]))} for k, m in sorted(observed.items())])
