@@ -98,3 +98,6 @@ def retrieval_panel(rows: list[dict]) -> None:
         st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
         st.caption("Recall@k (%) from the model's caption log-likelihoods, image→text (i2t) and text→image (t2i); "
                    "± is the 95% t half-width over seeds.")
+        tests = retrieval.against_baseline(rows)
+        if tests:
+            st.dataframe(pd.DataFrame(tests), hide_index=True, width="stretch")

@@ -82,3 +82,21 @@ def test_model_card_shows_stored_retrieval(tmp_path):
     text = "\n".join(_retrieval_section(tmp_path))
     assert "| `synthetic-shapes__validation__n50` | image to text | 12.00 | 40.00 | 62.00 |" in text
     assert "text to image | 10.00 | 38.00 | 60.00" in text
+
+
+def test_ratios_are_tested_against_the_baseline_over_seeds_and_items(tmp_path):
+    from toolkit.evaluation.retrieval import against_baseline, ranks
+
+    assert ranks(np.eye(3)) == {"image_to_text": [0, 0, 0], "text_to_image": [0, 0, 0]}
+    rows = []
+    for ratio, good in (("1:1:1", 20), ("1:4:1", 40), ("4:1:1", 20)):
+        for seed in (0, 1, 2):
+            folder = tmp_path / f"{ratio.replace(':', '-')}-s{seed}"
+            r = [0 if i < good + seed else 9 for i in range(50)]  # the right caption first for `good` images
+            runs.write_retrieval(folder, "set", {"recall": {}, "ranks": {"image_to_text": r, "text_to_image": r}})
+            rows.append({"kind": "adapter", "ratio": ratio, "seed": seed, "path": str(folder)})
+    out = {(row["ratio"], next(k for k in row if k.startswith("Δ"))): row for row in against_baseline(rows)}
+    better = out[("1:4:1", "Δ i2t R@5 vs 1:1:1")]
+    assert better["Δ i2t R@5 vs 1:1:1"] == pytest.approx(40.0) and better["Holm p"] < 0.05
+    same = out[("4:1:1", "Δ t2i R@5 vs 1:1:1")]
+    assert same["Δ t2i R@5 vs 1:1:1"] == 0.0 and same["p"] > 0.5

@@ -47,6 +47,15 @@ def recall_at_k(scores, ks=KS) -> dict[str, dict[str, float]]:
             for name, rank in (("image_to_text", rank_i2t), ("text_to_image", rank_t2i))}
 
 
+def ranks(scores) -> dict[str, list[int]]:
+    """The right answer's 0-based rank per image (image->text) and per caption (text->image), ties against it:
+    what the per-item statistics (seeds x items bootstrap) are computed from."""
+    s = np.asarray(scores, dtype=float)
+    right = np.diag(s)
+    return {"image_to_text": ((s >= right[:, None]).sum(axis=1) - 1).tolist(),
+            "text_to_image": ((s >= right[None, :]).sum(axis=0) - 1).tolist()}
+
+
 @dataclass(frozen=True)
 class _Pair:
     """What VQAFormatter.train_batch reads: an image, a prompt question and the caption as the answer."""
@@ -153,7 +162,7 @@ def evaluate_retrieval(*, adapter: str | None = None, base: str | None = None, d
                             device=device, progress=lambda d, n: log(f"scored {d}/{n} images") if d == n or d % 10 == 0 else None)
     result = {"model": model_id, "adapter": None if adapter is None else folder.name, "dataset": doc,
               "prompt": PROMPT, "score": "mean caption-token log-likelihood after the image",
-              "recall": recall_at_k(scores), "time_s": round(time.perf_counter() - t0, 3)}
+              "recall": recall_at_k(scores), "ranks": ranks(scores), "time_s": round(time.perf_counter() - t0, 3)}
     if adapter is None and not runs.is_complete(folder):
         folder.mkdir(parents=True, exist_ok=True)
     path = runs.write_retrieval(folder, tag_of(doc), result)
@@ -178,4 +187,38 @@ def summary(rows: list[dict]) -> list[dict]:
                 row[f"{short} R@{k}"] = round(mean, 2)
                 row[f"{short} R@{k} ±"] = None if half is None or math.isnan(half) else round(half, 2)
         out.append(row)
+    return out
+
+
+def against_baseline(rows: list[dict], *, baseline: str = "1:1:1", k: int = 5) -> list[dict]:
+    """Each ratio's Recall@k against `baseline`'s, with the accuracy comparison's statistics: a two-level
+    bootstrap over seeds and items (images / captions) of the per-item hits, Holm-adjusted over the ratios.
+    Needs the per-item ranks (results written since they are stored) and the same retrieval set."""
+    from toolkit.evaluation.stats import holm, two_level_bootstrap
+
+    out = []
+    for direction in ("image_to_text", "text_to_image"):
+        by: dict[tuple[str, str], list[tuple]] = {}
+        for r in rows:
+            if r["kind"] == "base":
+                continue
+            for tag, doc in runs.read_retrievals(r["path"]).items():
+                if doc.get("ranks"):
+                    by.setdefault((tag, r["ratio"]), []).append((str(r.get("seed")), doc["ranks"][direction]))
+        for tag in sorted({t for t, _ in by}):
+            base = sorted(by.get((tag, baseline), []))
+            tests = []
+            for (t, ratio), members in sorted(by.items()):
+                if t != tag or ratio == baseline or not base or len({len(m[1]) for m in members + base}) != 1:
+                    continue
+                members = sorted(members)
+                paired = [m[0] for m in members] == [b[0] for b in base]
+                hits = lambda ms: 100.0 * (np.array([m[1] for m in ms]) < k)  # noqa: E731 - (seeds, items)
+                test = two_level_bootstrap(ratio=hits(members), baseline=hits(base), paired_seeds=paired)
+                tests.append((ratio, test, len(members), len(base)))
+            for (ratio, test, n_a, n_b), p_adj in zip(tests, holm([t.p_value for _, t, _, _ in tests])):
+                out.append({"ratio": ratio, "retrieval set": tag, "seeds": n_a,
+                            f"Δ {'i2t' if direction == 'image_to_text' else 't2i'} R@{k} vs {baseline}": round(test.delta, 2),
+                            "95% CI": [round(test.ci_low, 2), round(test.ci_high, 2)], "p": round(test.p_value, 4),
+                            "Holm p": round(p_adj, 4), "baseline seeds": n_b})
     return out
