@@ -87,3 +87,34 @@ def test_halving_search_end_to_end_on_the_demo_model(env):
     assert code.returncode == 0, code.stderr
     doc = json.loads(code.stdout)
     assert doc["created"] and "1:1:1" in doc["ratios"] and doc["split"] == "test" and doc["seeds"] == [1]
+
+
+def test_controls_report_says_whether_the_advantage_survives(env):
+    from test_compare import pattern, write_adapter
+
+    from toolkit.jobs.confirm import controls_report, queue_confirmation, queue_controls
+    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+
+    store = JobStore()
+    study_id = submit_sweep(plan_sweep(SweepSpec.build(
+        model="demo", dataset="synthetic:shapes", ratios="1:1:1,1:4:1,4:1:1", budget_kind="rank", budgets="8",
+        seeds=2, train={"max_steps": 40}, gpus_per_job=0, reference=False)), store=store).sweep_id
+    plan, _ = queue_confirmation(store, study_id, ratio="1:4:1")
+    controls = queue_controls(store, study_id, ratio="1:4:1")
+    assert set(controls) == {"lr control", "alpha rslora", "alpha fixed"}
+    # evaluations as the worker would leave them: 1:4:1 ahead of 1:1:1 by ~10 points, except under fixed alpha;
+    # the lr control (1:1:1 with the scaled projector lr) as good as 1:4:1
+    level = {(plan.sweep_id, "1:4:1"): 300, (plan.sweep_id, "1:1:1"): 260, (controls["lr control"], "1:1:1"): 300,
+             (controls["alpha rslora"], "1:4:1"): 300, (controls["alpha rslora"], "1:1:1"): 260,
+             (controls["alpha fixed"], "1:4:1"): 262, (controls["alpha fixed"], "1:1:1"): 260}
+    for sweep in (plan.sweep_id, *controls.values()):
+        for job in store.list(sweep=sweep):
+            out = Path(job.output_dir)
+            ratio = tuple(float(x) for x in job.meta["ratio"].split(":"))
+            write_adapter(out.parent, out.name, ratio=ratio, seed=job.meta["seed"], budget=110080, params=110080,
+                          accs=pattern(level[(sweep, job.meta["ratio"])] + 3 * job.meta["seed"], offset=job.meta["seed"]))
+    report = {r["control"]: r for r in controls_report(store, confirmation=plan.sweep_id, controls=controls,
+                                                        ratio="1:4:1")}
+    assert report["alpha rslora"]["survives"] is True and report["alpha rslora"]["delta"] == pytest.approx(10.0)
+    assert report["alpha fixed"]["survives"] is False and report["lr control"]["survives"] is False
+    assert report["lr control"]["delta"] == pytest.approx(0.0) and report["lr control"]["seeds"] == [3, 3]
