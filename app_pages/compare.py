@@ -4,8 +4,10 @@ verdict with its reason, the base model alone, charts, and the adapter to publis
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app_pages import study_ui
 from toolkit.errors import CmbaError
-from toolkit.evaluation import charts, compare
+from toolkit.evaluation import charts, compare, surface
+from toolkit.jobs.store import JobStore
 
 VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "inconclusive": st.warning}
 SAME = "(the same eval set)"
@@ -14,6 +16,11 @@ SAME = "(the same eval set)"
 @st.cache_data(max_entries=16, show_spinner="Two-level bootstrap over seeds and questions...")
 def cached_analysis(rows: list[dict], baseline: str, dataset: str, settings, select_on) -> compare.Analysis:
     return compare.analyze(rows, baseline=baseline, report_on=dataset, settings=settings, select_on=select_on)
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the response surface (bootstrap over seeds and questions)...")
+def cached_recommendation(rows: list[dict], eval_tag: str):
+    return surface.recommend(rows, eval_tag=eval_tag)
 
 
 st.title("Compare adapters")
@@ -82,6 +89,12 @@ d1, d2 = st.columns(2)
 d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
 d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
                    mime="application/json")
+
+study_ui.retrieval_panel(a.rows + ([a.base_row] if a.base_row else []))
+rec = cached_recommendation([r for r in by_budget if r["base_model"] == a.base_model], a.eval_tag)
+if rec is not None:
+    st.subheader("Recommended ratio")
+    study_ui.recommendation_panel(rec, [w for w in JobStore().sweeps() if w["spec"].get("design") or w["spec"].get("search")])
 
 acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(
     ["Accuracy by ratio", "Accuracy vs parameters", "Loss curves", "Per answer type"])

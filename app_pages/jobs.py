@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from app_pages import study_ui
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, PARAM_COLUMNS, cached_structure
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
@@ -95,6 +96,7 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
     eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
                                 disabled=not evaluate)
+    design, search = study_ui.design_inputs(int(max_steps))
     executor = st.radio("Run on", ["local", "slurm"], key="jobs_executor", horizontal=True,
                         format_func={"local": "this machine", "slurm": "Slurm cluster"}.get)
     slurm = None
@@ -116,7 +118,8 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         spec = sw.SweepSpec.build(
             model=model, dataset=dataset, ratios=ratios, budget_kind=kind, budgets=budgets, seeds=seeds, mode=mode,
             train={"max_steps": max_steps, "batch_size": batch, "lr": lr}, evaluate=evaluate,
-            eval_split=eval_split, eval_limit=eval_limit or None, executor=executor, slurm=slurm)
+            eval_split=eval_split, eval_limit=eval_limit or None, executor=executor, slurm=slurm, design=design,
+            search=search)
         plan = sw.plan_sweep(spec, structure=cached_structure(spec.model, None))
     except CmbaError as exc:
         st.error(str(exc))
@@ -165,6 +168,7 @@ def jobs_panel():
               + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
     sweep = st.selectbox("Sweep", list(labels), format_func=labels.get, key="jobs_sweep")
     jobs = store.list(sweep=sweep)
+    study_ui.search_panel(store, sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
     table = pd.DataFrame([{
         "job": p["id"], "name": p["name"], "state": p["state"], "phase": p["phase"] if p["state"] == "running" else "",

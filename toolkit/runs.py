@@ -463,3 +463,32 @@ def write_evaluation(folder: str | Path, tag: str, *, result: EvalResult, predic
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+
+RETRIEVAL = "retrieval"
+RETRIEVAL_FORMAT = "cmba-retrieval/1"
+
+
+def write_retrieval(folder: str | Path, tag: str, doc: dict) -> Path:
+    """retrieval/<tag>.json: one image-text retrieval evaluation (toolkit.evaluation.retrieval), atomically.
+    Kept apart from eval/, whose results are VQA accuracies."""
+    path = Path(folder) / RETRIEVAL / f"{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"format": RETRIEVAL_FORMAT, **doc})
+    return path
+
+
+def read_retrievals(folder: str | Path) -> dict[str, dict]:
+    """{tag: document} of every readable retrieval evaluation of a run folder ({} when none)."""
+    where = Path(folder) / RETRIEVAL
+    out = {}
+    for path in sorted(where.glob("*.json")) if where.is_dir() else []:
+        try:
+            doc = read_json(path, label="retrieval")
+        except InputError:
+            continue
+        if doc.get("format") == RETRIEVAL_FORMAT and isinstance(doc.get("recall"), dict):
+            out[path.stem] = doc
+    return out

@@ -24,7 +24,8 @@ from toolkit.outcomes import ExitCode
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
-COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.jobs"]
+COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.jobs",
+                            "toolkit.cli.study"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -87,13 +87,32 @@ def cmd_compare(args) -> int:
                         settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
         compare.to_csv(a.rows, args.csv)
+    from toolkit.evaluation import retrieval, surface
+
+    rec = surface.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
+                            eval_tag=a.eval_tag)  # a designed study's fitted optimum (None: < 3 ratios)
     if args.json:
         doc = compare.to_dict(a)
+        doc["recommendation"] = None if rec is None else rec.to_dict()
+        doc["retrieval"] = {"summary": retrieval.summary(a.rows + ([a.base_row] if a.base_row else [])),
+                            "against_baseline": retrieval.against_baseline(a.rows, baseline=a.baseline)}
         doc["store"] = {"folder": store.folder, "no_cmba": store.no_cmba, "not_evaluated": store.not_evaluated,
                         "unreadable": store.unreadable}
         print(json.dumps(doc, indent=2))
     else:
         _print_analysis(a, store)
+        for row in retrieval.summary(a.rows + ([a.base_row] if a.base_row else [])):
+            print(f"retrieval {row['retrieval set']} · {row['ratio']} ({row['seeds']} seeds): "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith(("@1", "@5", "@10"))))
+        for row in retrieval.against_baseline(a.rows, baseline=a.baseline):
+            name = next(k for k in row if k.startswith("Δ"))
+            print(f"retrieval {row['retrieval set']} · {row['ratio']}: {name} {row[name]:+.2f} 95% CI "
+                  f"[{row['95% CI'][0]:+.2f}, {row['95% CI'][1]:+.2f}] p = {row['p']:.4f} Holm p = {row['Holm p']:.4f}")
+        if rec is not None:
+            from toolkit.cli.study import print_recommendation
+
+            print()
+            print_recommendation(rec.to_dict())
         if args.csv:
             print(f"table written to {args.csv}")
     return 0

@@ -70,6 +70,8 @@ def spec_from_args(args):
     from toolkit.jobs.sweep import SWEPT, SweepSpec
     from toolkit.training.settings import TrainSettings
 
+    if not args.ratios and not args.design:
+        raise InputError("ratios: give --ratios V:P:L[,...] or a --design such as simplex-lattice:3")
     kinds = [k for k in ("rank", "params", "percent") if getattr(args, f"budget_{k}") is not None]
     if not kinds:
         raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
@@ -87,7 +89,31 @@ def spec_from_args(args):
         alpha=own.get("alpha_value", 2.0), train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
         eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
         max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args),
-        reference=not args.no_reference)
+        reference=not args.no_reference, design=args.design, search=_search(args, train), retrieval=args.retrieval,
+        retrieval_dataset=args.retrieval_dataset)
+
+
+def _search(args, train: dict):
+    """The --search/--rungs/--eta flags as toolkit.jobs.halving.Search (a dict), or None."""
+    if not args.search:
+        if args.rungs or args.eta or args.report_split or args.no_confirm or args.controls:
+            raise InputError("search: --rungs, --eta, --report-split, --no-confirm and --controls belong to "
+                             "--search halving")
+        return None
+    from toolkit.jobs.halving import Search
+
+    return Search.parse(args.search, max_steps=train.get("max_steps"), rungs=args.rungs,
+                        eta=_float_flag(args.eta, "eta"), confirm=not args.no_confirm,
+                        report_split=args.report_split, controls=args.controls).to_dict()
+
+
+def _float_flag(value, name: str):
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"{name}: '{value}' is not a number") from None
 
 
 def cmd_sweep(args) -> int:
@@ -286,8 +312,21 @@ def register(sub) -> None:
                                    "ones (ratio, budget, seed, output, name) become the sweep's axes.")
     add_flags(p, TrainSettings, exclude=SWEPT, title="{} (every job)")
     g = p.add_argument_group("the sweep's axes (what `train` takes once per job)")
-    g.add_argument("--ratios", "--ratio", required=True, metavar="V:P:L[,V:P:L...]",
-                   help="comma-separated V:P:L ratios, e.g. 1:1:1,1:4:1,2:4:1")
+    g.add_argument("--ratios", "--ratio", metavar="V:P:L[,V:P:L...]",
+                   help="comma-separated V:P:L ratios, e.g. 1:1:1,1:4:1,2:4:1 (or --design, or both)")
+    g.add_argument("--design", metavar="DESIGN", help="a study design over the simplex: simplex-lattice:M or "
+                   "simplex-centroid, optionally ?floor=F (every weight >= F); always includes 1:1:1")
+    g.add_argument("--search", choices=["halving"], help="successive halving: train every arm to the first rung, "
+                   "keep the better 1/eta (noise-aware), continue the survivors from their checkpoints")
+    g.add_argument("--rungs", metavar="S1,S2,...", help="steps of each rung, the last = --max-steps "
+                   "(default: max-steps / eta^2, / eta, max-steps)")
+    g.add_argument("--eta", metavar="ETA", help="keep about 1/ETA of the arms per rung (default 2)")
+    g.add_argument("--report-split", metavar="SPLIT", help="after the search, the confirmation (recommended ratio "
+                   "and 1:1:1, fresh seeds) is evaluated on this split (default test)")
+    g.add_argument("--no-confirm", action="store_true", help="do not queue the confirmation after the search")
+    g.add_argument("--controls", action="store_true", help="with the confirmation, also queue the learning-rate "
+                   "control (1:1:1 with the projector's lr scaled as the winner scales its rank) and the alpha-rule "
+                   "axis (rsLoRA, fixed alpha)")
     g.add_argument("--seeds", help="number of seeds: 0..N-1 (default 1)")
     g.add_argument("--seed-list", "--seed", help="explicit seeds, e.g. 0,1,2")
     budget = g.add_mutually_exclusive_group()
@@ -304,6 +343,10 @@ def register(sub) -> None:
     g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
     g.add_argument("--eval-limit", type=_number(int), metavar="N", help="evaluate on at most N questions")
     g.add_argument("--no-eval", action="store_true", help="train only")
+    g.add_argument("--retrieval", metavar="N", help="also measure image-text retrieval (Recall@1/5/10 both ways) "
+                   "on N image-caption pairs, for every adapter and the base model")
+    g.add_argument("--retrieval-dataset", metavar="D", help="image-caption data of --retrieval (default: "
+                   "synthetic:shapes, captions written from the scenes)")
     g.add_argument("--no-reference", action="store_true",
                    help="do not queue the base model's evaluation on the same questions (the comparison's reference row)")
     g = p.add_argument_group("queueing")

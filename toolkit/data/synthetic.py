@@ -220,3 +220,25 @@ def vocabulary() -> list[str]:
                  "where is the", "on the left right top bottom", "yes no"):
         words.update(text.split())
     return sorted(words)
+
+
+def caption(shapes: list[Shape]) -> str:
+    """A description of a scene in the demo vocabulary: 'a red circle at the top left, a blue square at the
+    bottom right' (objects in reading order of their cells)."""
+    return ", ".join(f"a {s.color} {s.shape} at the {CELLS[s.cell]}" for s in sorted(shapes, key=lambda s: s.cell))
+
+
+def caption_pairs(n: int, *, seed: int = 0, split: str = "validation") -> list[tuple[str, object, str]]:
+    """`n` (image id, PIL image, caption) pairs of distinct captions (retrieval needs one right answer per
+    image), scenes drawn in index order from the split's own seeds."""
+    out, seen = [], set()
+    for index in range(100 * n):
+        shapes = scene(seed, split, f"caption-{index}")
+        text = caption(shapes)
+        if text in seen:
+            continue
+        seen.add(text)
+        out.append((f"synthetic:shapes?seed={seed}/{split}/caption-{index}", render(shapes, seed, split, f"caption-{index}"), text))
+        if len(out) == n:
+            return out
+    raise ValueError(f"only {len(out)} distinct captions in {100 * n} scenes")

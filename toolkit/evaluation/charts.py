@@ -66,3 +66,38 @@ def answer_type_chart(a: Analysis) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(
         x=alt.X("answer type:N", axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("ratio:N", sort=[g.ratio for g in a.groups]),
         y=alt.Y("accuracy:Q", title="VQA accuracy (%)"), color="ratio:N", tooltip=["ratio", "answer type", "accuracy"])
+
+
+def _ternary_xy(df: pd.DataFrame) -> pd.DataFrame:
+    """Barycentric (vision, projector, language) -> plane: vision bottom-left, language bottom-right, projector top."""
+    total = df["vision"] + df["projector"] + df["language"]
+    return df.assign(x=(df["language"] + df["projector"] / 2) / total, y=df["projector"] * (3 ** 0.5 / 2) / total)
+
+
+def ternary_chart(rec) -> alt.LayerChart:
+    """Accuracy over the vision : projector : language simplex (a toolkit.evaluation.surface.Recommendation):
+    the fitted surface as coloured cells, the observed arms (mean over seeds, per rung) as circles, the
+    optimum's 95% bootstrap region as small crosses and the recommended ratio as a star."""
+    axis = dict(axis=None, scale=alt.Scale(domain=[-0.08, 1.08]))
+    surface = _ternary_xy(pd.DataFrame(rec.surface))
+    cells = alt.Chart(surface).mark_square(size=170, opacity=0.85).encode(
+        x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis),
+        color=alt.Color("accuracy:Q", title="fitted accuracy (%)", scale=alt.Scale(scheme="viridis")),
+        tooltip=["vision", "projector", "language", alt.Tooltip("accuracy:Q", format=".2f")])
+    edge = pd.DataFrame([{"vision": 1, "projector": 0, "language": 0, "o": 0}, {"vision": 0, "projector": 0, "language": 1, "o": 1},
+                         {"vision": 0, "projector": 1, "language": 0, "o": 2}, {"vision": 1, "projector": 0, "language": 0, "o": 3}])
+    outline = alt.Chart(_ternary_xy(edge)).mark_line(color="black").encode(x="x:Q", y="y:Q", order="o:Q")
+    labels = _ternary_xy(edge.iloc[:3].assign(name=["vision", "language", "projector"]))
+    corner = alt.Chart(labels.assign(y=labels["y"] + [-0.04, -0.04, 0.04])).mark_text(fontWeight="bold").encode(
+        x="x:Q", y="y:Q", text="name:N")
+    observed = alt.Chart(_ternary_xy(pd.DataFrame(rec.observed))).mark_circle(size=120, stroke="white", strokeWidth=1.5).encode(
+        x="x:Q", y="y:Q", color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="viridis")),
+        tooltip=["ratio", "block", "seeds", alt.Tooltip("accuracy:Q", format=".2f")])
+    names = ("vision", "projector", "language")
+    region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in rec.region]))).mark_point(
+        shape="cross", size=30, color="red", opacity=0.4).encode(x="x:Q", y="y:Q")
+    best = pd.DataFrame([{**dict(zip(names, (float(w) for w in rec.ratio.split(":")))), "recommended": rec.ratio,
+                          "gain": rec.gain}])
+    star = alt.Chart(_ternary_xy(best)).mark_point(shape="triangle-up", size=300, color="red", filled=True).encode(
+        x="x:Q", y="y:Q", tooltip=["recommended", alt.Tooltip("gain:Q", format="+.2f")])
+    return alt.layer(cells, outline, corner, region, observed, star).properties(width=420, height=380)

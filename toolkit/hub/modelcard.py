@@ -151,6 +151,23 @@ def _eval_section(results: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def _retrieval_section(adapter_dir) -> list[str]:
+    """Image-text retrieval (the alignment metric, toolkit.evaluation.retrieval) when it was measured."""
+    from toolkit import runs
+
+    found = runs.read_retrievals(adapter_dir)
+    if not found:
+        return []
+    lines = ["### Cross-modal alignment: image-text retrieval", "",
+             "Every caption scored against every image by the mean log-likelihood of the caption after the image.", "",
+             "| set | direction | R@1 | R@5 | R@10 |", "|---|---|---:|---:|---:|"]
+    for tag, doc in found.items():
+        for direction, recall in doc["recall"].items():
+            lines.append(f"| `{tag}` | {direction.replace('_', ' ')} | "
+                         + " | ".join(_pct(recall.get(k)) for k in ("R@1", "R@5", "R@10")) + " |")
+    return lines + [""]
+
+
 def _training_section(meta: dict) -> list[str]:
     training, dataset, result = meta.get("training") or {}, meta.get("dataset") or {}, meta.get("result") or {}
     lines = ["## Training", ""]
@@ -244,7 +261,8 @@ def build_card(adapter_dir: str | Path, *, repo_id: str | None = None, license: 
             f"A LoRA adapter for {base_text}, trained with CMBA Toolkit's cross-modal budget "
             f"allocation: the LoRA parameter budget is split vision : projector : language = {ratio}.",
             f"License: `{license}`." if license else "License: not specified by the publisher.", "",
-            *_allocation_section(alloc), *_eval_section(results), *_training_section(meta),
+            *_allocation_section(alloc), *_eval_section(results), *_retrieval_section(adapter_dir),
+            *_training_section(meta),
             *_load_section(repo_id, hub_id, base_text), *_provenance_section(meta, base_text)]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
     return ModelCard(content)

@@ -187,6 +187,7 @@ def collect_files(adapter_dir: str | Path) -> tuple[list[PublishFile], list[tupl
     tags = runs.evaluations(root)
     wanted = [root / n for n in ADAPTER_FILES + OPTIONAL_FILES if (root / n).is_file()]
     wanted += [runs.eval_dir(root, t) / runs.RESULTS for t in tags]
+    wanted += [root / runs.RETRIEVAL / f"{t}.json" for t in runs.read_retrievals(root)]  # the card's alignment table
     skipped: list[tuple[str, str]] = []
     for pred in [runs.eval_dir(root, t) / runs.PREDICTIONS for t in tags]:
         if not pred.is_file():

@@ -350,6 +350,18 @@ class JobStore:
                     self._insert(db, job, job.id or f"j{secrets.token_hex(5)}", sweep_id, self.folder, now)
         return created, self.list(sweep=sweep_id)
 
+    def add_to_sweep(self, sweep_id: str, jobs: Sequence[NewJob]) -> list[Job]:
+        """Queue more jobs into an existing sweep (a search's next rung) in one transaction; jobs whose fixed
+        id is already there are left as they are, so adding the same jobs twice adds them once."""
+        now = time.time()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
+                raise InputError(f"sweep: no sweep '{sweep_id}'")
+            for job in jobs:
+                if job.id is None or db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone() is None:
+                    self._insert(db, job, job.id or f"j{secrets.token_hex(5)}", sweep_id, self.folder, now)
+        return self.list(sweep=sweep_id)
+
     # ------------------------------------------------------------------------------------- reading
 
     def get(self, job_id: str) -> Job:

@@ -188,6 +188,15 @@ class SweepSpec:
     """local | slurm"""
     slurm: SlurmResources | None = None
     """the resources of each job when executor is slurm (a dict is read as SlurmResources)"""
+    design: str | None = None
+    """the study design the ratios came from ('simplex-lattice:3', toolkit.jobs.design); arms the calculator
+    cannot budget-match are then left out with a warning instead of refusing the sweep"""
+    search: dict | None = None
+    """successive halving over the arms (toolkit.jobs.halving.Search.to_dict()); None = train every arm fully"""
+    retrieval: int | None = None
+    """also measure image-text retrieval on this many image-caption pairs (toolkit.evaluation.retrieval)"""
+    retrieval_dataset: str | None = None
+    """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
 
     def __post_init__(self):
         if not str(self.model).strip():
@@ -228,6 +237,18 @@ class SweepSpec:
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")):
             raise InputError(f"name: '{self.name}' must be a plain name (no '/', not starting with '.')")
         _check_train_fields(self.train)
+        if self.retrieval is not None:
+            if not isinstance(self.retrieval, int) or not 2 <= self.retrieval <= 5000:
+                raise InputError(f"retrieval: the number of image-caption pairs must be in 2..5000, got {self.retrieval!r}")
+            if not self.retrieval_dataset:
+                if not str(self.dataset).startswith("synthetic:"):
+                    raise InputError("retrieval dataset: give an image-caption dataset (--retrieval-dataset) for "
+                                     "non-synthetic training data")
+                object.__setattr__(self, "retrieval_dataset", "synthetic:shapes")
+        if self.search and not self.eval_split:
+            raise InputError("search: successive halving decides on evaluations; do not combine it with --no-eval")
+        if self.search and self.gpus_per_node > 1:
+            raise InputError("search: successive halving runs one process per job; use --gpus-per-job 1")
         # every job's settings validate exactly as `train` validates them: build the first one now
         sample = self.job_settings(ratio=self.ratios[0], budget=self.budgets[0], seed=self.seeds[0]).changed()
         object.__setattr__(self, "train", {k: sample[k] for k in sorted(self.train) if k in sample})
@@ -245,15 +266,29 @@ class SweepSpec:
               train: dict | None = None, evaluate: bool = True, eval_split: str | None = "validation",
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
               max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
-              reference: bool = True) -> SweepSpec:
+              reference: bool = True, design: str | None = None, search=None, retrieval=None,
+              retrieval_dataset: str | None = None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
         `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"}.
         `gpus_per_job=None` means one GPU per job when the machine has any, else CPU jobs. With
         `executor="slurm"`, `slurm` is a SlurmResources (or its dict); GPUs per node left open become 1 when
         the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
-        is needed).
+        is needed). `design` ('simplex-lattice:3') adds its arms to `ratios` (which may then be empty);
+        `search` ('halving' or a dict of toolkit.jobs.halving.Search fields) trains them by successive halving.
         """
+        if design:
+            from toolkit.jobs.design import Design
+
+            design_ratios = Design.parse(design)
+            design = str(design_ratios)
+            given = ratios.strip() if isinstance(ratios, str) else list(ratios or [])
+            extra = parse_ratios(ratios) if given else ()
+            ratios = list(dict.fromkeys([*design_ratios.ratios(), *extra]))
+        if search:
+            from toolkit.jobs.halving import Search
+
+            search = Search.parse(search, max_steps=(train or {}).get("max_steps")).to_dict()
         model, dataset = str(model or "").strip(), str(dataset or "").strip()
         train = {k: v for k, v in dict(train or {}).items() if v is not None}
         for key in ("image_dir",):  # jobs run from the project root: pin local paths
@@ -286,7 +321,9 @@ class SweepSpec:
                    alpha=_positive_float(alpha, "alpha") or 2.0, train=train,
                    eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
-                   max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference))
+                   max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference),
+                   design=design or None, search=search or None,
+                   retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None)
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
@@ -321,6 +358,9 @@ class SweepSpec:
                 d.pop(key)
         if d["reference"]:  # the default: ids of sweeps planned before it existed stay as they were
             d.pop("reference")
+        for key in ("design", "search", "retrieval", "retrieval_dataset"):
+            if not d[key]:
+                d.pop(key)
         return d
 
     @property
@@ -355,6 +395,8 @@ class PlannedJob:
     """sha256 of the planned LoraConfig; the train step refuses any other allocation"""
     kind: str = "train"
     """train (train, then evaluate) | reference (the base model's evaluation alone)"""
+    meta: dict = field(default_factory=dict)
+    """more for the job's meta (a halving search's rung, step and evaluated adapter)"""
 
     def row(self) -> dict:
         return {"job": self.id, "name": self.name, "ratio": self.ratio,
@@ -393,7 +435,16 @@ def _steps(spec: SweepSpec, settings: TrainSettings, evaluate: EvalSettings | No
     steps = [tuple(train)]
     if evaluate is not None:
         steps.append((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", evaluate.to_json()))
-    return tuple(steps)
+    return tuple(steps) + retrieval_steps(spec, adapter=settings.output)
+
+
+def retrieval_steps(spec: SweepSpec, *, adapter: str | None = None, base: str | None = None) -> tuple[tuple[str, ...], ...]:
+    """The alignment step of a job (toolkit.evaluation.retrieval), when the sweep asks for it."""
+    if not spec.retrieval:
+        return ()
+    who = ("--adapter", adapter) if adapter else ("--base", base)
+    return ((PYTHON, "-m", "toolkit", "retrieval", *who, "--dataset", spec.retrieval_dataset,
+             "--limit", str(spec.retrieval)),)
 
 
 def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | None = None,
@@ -433,8 +484,23 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
     allow = bool(spec.train.get("allow_budget_error")) if allow_budget_error is None else allow_budget_error
     warnings = []
     for budget in spec.budgets:
-        arms = {ratio: spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
-                for ratio in spec.ratios}
+        def allocate(ratio, budget=budget):
+            return spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
+
+        if spec.design:  # a design's arms the calculator cannot budget-match are left out, not fatal
+            from toolkit.jobs.design import feasible
+
+            kept, dropped = feasible(spec.ratios, allocate)
+            warnings += [f"design arm left out at {budget}: {d}" for d in dropped]
+            arms = {ratio: allocate(ratio) for ratio in kept}
+            for ratio, a in list(arms.items()):
+                if (p := budget_problem(a, label=ratio, tolerance=tolerance)) and not allow:
+                    warnings.append(f"design arm left out at {budget}: {p}")
+                    del arms[ratio]
+            if not arms:
+                raise InputError(f"design: no arm of {spec.design} can be budget-matched at {budget}")
+        else:
+            arms = {ratio: allocate(ratio) for ratio in spec.ratios}
         problems = [p for p in (budget_problem(a, label=r, tolerance=tolerance) for r, a in arms.items()) if p]
         if problems and not allow:
             raise InputError(f"budget tolerance: {'; '.join(problems)} (lower it to a warning with "
@@ -452,10 +518,20 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                 output = str(root.resolve() / f"{name}-{sweep_id[:8]}")
                 settings = spec.job_settings(ratio=ratio, budget=budget, seed=seed, output=output, lora_hash=lora_hash)
                 evaluate = spec.eval_settings(adapter=output) if spec.eval_split else None
+                steps, meta = _steps(spec, settings, evaluate), {}
+                if spec.search:  # successive halving: every arm first trains to the first rung (toolkit.jobs.halving)
+                    from toolkit.jobs.halving import rung_steps
+
+                    until = spec.search["rungs"][0]
+                    steps, adapter = rung_steps(settings.to_dict(), evaluate.to_dict(), until=until, python=PYTHON,
+                                                retrieval=retrieval_steps(spec, adapter=output))
+                    meta = {"rung": 1, "until": until, "adapter": adapter,
+                            **({"retrieval_steps": [list(x) for x in retrieval_steps(spec, adapter=output)]}
+                               if spec.retrieval else {})}
                 jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=name, ratio=ratio, seed=seed,
                                        budget=budget, ranks=a.ranks(), params=a.total, budget_params=a.budget,
-                                       budget_error=a.budget_error, output_dir=output,
-                                       steps=_steps(spec, settings, evaluate), lora_sha256=lora_hash,
+                                       budget_error=a.budget_error, output_dir=output, meta=meta,
+                                       steps=steps, lora_sha256=lora_hash,
                                        settings={"train": settings.to_dict(),
                                                  "evaluate": evaluate.to_dict() if evaluate else None}))
     if spec.eval_split and spec.reference:
@@ -463,7 +539,8 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
         jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=f"{model}-base-reference",
                                ratio="base model", seed=0, budget=spec.budgets[0], ranks=(0, 0, 0), params=0,
                                budget_params=None, budget_error=None, output_dir=str(base_folder(spec.model, root=adapters_dir())),
-                               steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),),
+                               steps=((PYTHON, "-m", "toolkit", "evaluate", "--settings-json", ref.to_json()),
+                                      *retrieval_steps(spec, base=spec.model)),
                                settings={"train": None, "evaluate": ref.to_dict()}, kind="reference"))
     return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs), warnings=tuple(warnings))
 
@@ -485,7 +562,7 @@ def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitRes
                   resources=spec.slurm.to_dict() if spec.executor == "slurm" else {}, settings=j.settings,
                   meta={"ratio": j.ratio, "seed": j.seed, "budget": str(j.budget), "ranks": list(j.ranks),
                         "params": j.params, "budget_error": j.budget_error, "model": plan.spec.model,
-                        "dataset": plan.spec.dataset, "lora_sha256": j.lora_sha256, "kind": j.kind})
+                        "dataset": plan.spec.dataset, "lora_sha256": j.lora_sha256, "kind": j.kind, **j.meta})
            for j in plan.jobs]
     created, jobs = store.submit_sweep(plan.sweep_id, plan.spec.normalised(), new)
     return SubmitResult(sweep_id=plan.sweep_id, created=created, jobs=tuple(jobs))

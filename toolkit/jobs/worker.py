@@ -372,6 +372,18 @@ class Worker:
                               exit_code=outcome.exit_code)
         log.info("job %s: %s%s", job.id, state.value if state else "no longer ours",
                  f" ({outcome.reason})" if outcome.reason else "")
+        if job.sweep_id and "rung" in job.meta:
+            self._advance_search(job.sweep_id)
+
+    def _advance_search(self, sweep_id: str | None = None) -> None:
+        """A halving search decides its finished rungs and queues the next (toolkit.jobs.halving; idempotent).
+        A search that cannot advance (a damaged evaluation) is logged, never stops the worker."""
+        from toolkit.jobs import halving
+
+        try:
+            halving.advance(self.store, sweep_id) if sweep_id else halving.advance_all(self.store)
+        except (CmbaError, OSError, KeyError, ValueError) as exc:
+            log.error("halving search %s: cannot advance: %s", sweep_id or "(all)", exc)
 
     def _heartbeat(self) -> None:
         lost = self.store.heartbeat(self.info, {i: r.job.token for i, r in self.runs.items()})
@@ -439,6 +451,7 @@ class Worker:
                 self.store.remove_worker(w["id"])
         if self.store.fail_unrunnable(total_gpus=len(self.gpus)):
             log.warning("queued job(s) need more GPUs than this machine has: failed")
+        self._advance_search()  # a rung that finished while no worker was there
         return done
 
     def shutdown(self) -> None:

@@ -1,0 +1,166 @@
+"""Confirmation of a study's recommendation: the recommended ratio and uniform 1:1:1, fresh seeds, full schedule,
+evaluated on the report split, queued as one ordinary sweep (so `compare` and its verdict rules decide).
+
+    python -m toolkit confirm --sweep 90f53911 [--ratio 2:4:1] [--seeds 3] [--report-split test] [--json]
+    rec = sweep_recommendation(store, sweep_id)        # the fitted recommendation from the sweep's evaluations
+    plan, result = queue_confirmation(store, sweep_id)  # idempotent: the same confirmation is queued once
+
+The confirmation sweep copies every setting of the study's sweep (model, data, budget, training) except the
+ratios (recommended + 1:1:1), the seeds (new ones, after the study's), the evaluated split (`report_split`,
+default the study's `search.report_split`, else "test") and the design/search (every arm trains fully).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.calculator.spec import Budget, Ratio
+from toolkit.errors import InputError
+from toolkit.jobs.store import JobStore
+
+
+def stored_spec(store: JobStore, sweep_id: str) -> dict:
+    for s in store.sweeps():
+        if s["id"] == sweep_id:
+            return s["spec"]
+    raise InputError(f"sweep: no sweep '{sweep_id}' (see `python -m toolkit jobs list`)")
+
+
+def sweep_rows(store: JobStore, sweep_id: str) -> list[dict]:
+    """compare.scan rows of the adapters this sweep trained (every rung's snapshots and final runs)."""
+    from toolkit.evaluation import compare
+
+    folders = set()
+    for job in store.list(sweep=sweep_id):
+        for path in (job.meta.get("adapter"), job.output_dir):
+            if path:
+                folders.add(str(Path(path).resolve()))
+    roots = {str(Path(f).parent) for f in folders}
+    return [r for root in sorted(roots) for r in compare.scan(root).rows if str(Path(r["path"]).resolve()) in folders]
+
+
+def sweep_recommendation(store: JobStore, sweep_id: str, *, n_boot: int | None = None):
+    """The study's Recommendation from the sweep's own evaluations, or InputError when it cannot be fitted."""
+    from toolkit.evaluation import surface
+
+    rows = sweep_rows(store, sweep_id)
+    kwargs = {} if n_boot is None else {"n_boot": n_boot}
+    rec = surface.recommend(rows, **kwargs)
+    if rec is None:
+        raise InputError(f"recommendation: sweep {sweep_id[:8]} has fewer than 3 evaluated ratios; wait for its "
+                         "evaluations or give --ratio")
+    return rec
+
+
+def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None):
+    """The SweepSpec of the confirmation of `ratio` against 1:1:1 for a study stored as `stored` (normalised)."""
+    from toolkit.jobs.sweep import SweepSpec
+
+    ratio = str(Ratio.parse(ratio))
+    old = list(stored.get("seeds") or [0])
+    n = int(seeds) if seeds else max(3, len(old))
+    if n < 1 or n > 100:
+        raise InputError(f"seeds: must be a whole number in 1..100, got {seeds}")
+    split = report_split or (stored.get("search") or {}).get("report_split") or "test"
+    keep = {k: v for k, v in stored.items() if k in SweepSpec.__dataclass_fields__ and k not in (
+        "ratios", "budgets", "seeds", "design", "search", "eval_split", "name")}
+    train = dict(keep.pop("train", {}) or {})
+    ratios = tuple(dict.fromkeys([ratio, "1:1:1"]))
+    return SweepSpec(**keep, train=train, ratios=ratios, budgets=tuple(Budget(k, v) for k, v in stored["budgets"]),
+                     seeds=tuple(range(max(old) + 1, max(old) + 1 + n)), eval_split=split,
+                     name=f"{stored.get('name') or Path(str(stored['model']).rstrip('/')).name}-confirm")
+
+
+def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = None, seeds: int | None = None,
+                       report_split: str | None = None):
+    """Plan and queue the confirmation of the sweep's recommendation (or `ratio`): (plan, SubmitResult)."""
+    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+
+    sweep_id = store.resolve_sweep(sweep_id)
+    stored = stored_spec(store, sweep_id)
+    if ratio is None:
+        ratio = sweep_recommendation(store, sweep_id).ratio
+    plan = plan_sweep(confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split))
+    return plan, submit_sweep(plan, store=store)
+
+
+# ------------------------------------------------------------------------------------------ controls
+
+def control_specs(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None,
+                  structure=None) -> dict[str, object]:
+    """The reviewer's controls of a confirmation, as SweepSpecs by label:
+
+    - "lr control": uniform 1:1:1 ranks with the projector's learning rate scaled as `ratio` scales its rank
+      (r_p(ratio) / r_p(1:1:1)): under Adam with alpha = 2r a larger rank is also a larger step, so a ratio's
+      gain may be a learning-rate effect;
+    - "alpha rslora" / "alpha fixed": `ratio` and 1:1:1 under the other alpha rules, alpha chosen so that the
+      uniform arm's scaling equals alpha = 2r's (rsLoRA alpha = 2·sqrt(r0), fixed alpha = 2·r0).
+    """
+    from dataclasses import replace
+
+    from toolkit.training.settings import TrainSettings
+
+    base = confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split)
+    first = base.job_settings(ratio=ratio, budget=base.budgets[0], seed=base.seeds[0])
+    structure = structure or first.load_structure()
+    rec = first.allocation(structure).components["projector"].mean_rank
+    uniform = base.job_settings(ratio="1:1:1", budget=base.budgets[0], seed=base.seeds[0]).allocation(structure)
+    r0 = uniform.components["language"].mean_rank
+    lr = float(base.train.get("lr") or TrainSettings.defaults()["lr"])
+    scale = rec / uniform.components["projector"].mean_rank
+    out = {"lr control": replace(base, ratios=("1:1:1",), name=f"{base.name}-lrctl",
+                                 train={**base.train, "lr_projector": min(lr * scale, 0.5)})}
+    if base.alpha_rule == "scaled":
+        out["alpha rslora"] = replace(base, alpha_rule="rslora", alpha=round(2 * r0 ** 0.5, 4), name=f"{base.name}-rslora")
+        out["alpha fixed"] = replace(base, alpha_rule="fixed", alpha=round(2 * r0, 4), name=f"{base.name}-fixed")
+    return out
+
+
+def queue_controls(store: JobStore, sweep_id: str, *, ratio: str, seeds: int | None = None,
+                   report_split: str | None = None) -> dict[str, str]:
+    """Queue every control of `control_specs` (idempotent); {label: sweep id}."""
+    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+
+    out = {}
+    for label, spec in control_specs(stored_spec(store, sweep_id), ratio=ratio, seeds=seeds,
+                                     report_split=report_split).items():
+        plan = plan_sweep(spec)
+        out[label] = submit_sweep(plan, store=store).sweep_id
+    return out
+
+
+def _accuracies(store: JobStore, sweep_id: str) -> dict[str, list[float]]:
+    by: dict[str, list[float]] = {}
+    for r in sweep_rows(store, sweep_id):
+        by.setdefault(r["ratio"], []).append(r["accuracy"])
+    return by
+
+
+def controls_report(store: JobStore, *, confirmation: str, controls: dict[str, str], ratio: str) -> list[dict]:
+    """Does `ratio`'s advantage survive each control? {control, delta, ci, seeds, survives | None while running}.
+    Δ is the recommended ratio minus the control's reference arm (1:1:1 under that rule, or the lr control),
+    with a Welch t-interval over seeds."""
+    from toolkit.evaluation.stats import t_quantile
+
+    main = _accuracies(store, confirmation)
+    out = []
+    for label, sweep in controls.items():
+        accs = _accuracies(store, sweep)
+        if label == "lr control":
+            a, b = main.get(ratio, []), accs.get("1:1:1", [])
+        else:
+            a, b = accs.get(ratio, []), accs.get("1:1:1", [])
+        row = {"control": label, "sweep": sweep, "seeds": [len(a), len(b)], "delta": None, "ci": None,
+               "survives": None}
+        if len(a) >= 2 and len(b) >= 2:
+            va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+            se = float(np.sqrt(va + vb))
+            dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
+            half = t_quantile(0.975, max(1, int(dof))) * se
+            delta = float(np.mean(a) - np.mean(b))
+            row.update(delta=round(delta, 3), ci=[round(delta - half, 3), round(delta + half, 3)],
+                       survives=bool(delta - half > 0))
+        out.append(row)
+    return out

@@ -1,0 +1,316 @@
+"""Successive halving over a sweep's arms at a fixed compute budget, run by the job system.
+
+    python -m toolkit sweep --model demo --dataset synthetic:shapes --design simplex-lattice:3 --search halving \\
+        --rungs 100,200,300 --eta 2 --max-steps 300 --seeds 2 --budget-rank 8 --holdout 0.1 --eval-split train
+
+    s = Search.parse("halving", max_steps=300)      # rungs 75, 150, 300 (eta 2), noise-aware with z = 1.96
+    decide({"1:1:1": [60.1, 61.0], "0:0:1": [40.2, 41.0]}, eta=2)     # -> [Decision(arm, keep, reason), ...]
+    advance(store, sweep_id)                         # the controller: idempotent, called by the worker
+    status(store, sweep_id)                          # rungs, survivors and why each arm stopped (jobs page, CLI)
+
+Every arm (with its seeds) trains to the first rung's step of the full schedule (toolkit.jobs.rung: the
+learning-rate schedule is the full run's, so stopping early and continuing is exact), and is evaluated on the
+selection split. When every job of a rung has finished, `advance` ranks the arms by mean accuracy over seeds
+and keeps the better 1/eta; the others are dropped only when they are behind the weakest kept arm by more
+than z standard errors of the difference (standard error over seeds, never less than the one over questions),
+so arms within noise of the cut survive. Survivors continue from their checkpoints to the next rung as new
+jobs of the same sweep (ids `<sweep>-k<rung>-NN`), and so on to the last rung (= max steps).
+
+The controller is a function of the store alone: the worker calls it after recording any job of a halving
+sweep and on every recovery pass, so a restarted worker (local or Slurm) picks the search up where it was;
+queueing a rung twice is impossible (fixed job ids, inserted once). Its decisions are kept in
+`<jobs folder>/halving/<sweep id>.json` (written atomically), which `status` reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import runs
+from toolkit.errors import InputError
+from toolkit.jobs.store import JobState, JobStore, NewJob
+
+Z_DEFAULT = 1.96
+
+
+@dataclass(frozen=True)
+class Search:
+    """A successive-halving search: the rungs (optimizer steps of the full schedule) and how many survive."""
+
+    rungs: tuple[int, ...]
+    """increasing step counts; the last one is the runs' max steps"""
+    eta: float = 2.0
+    """keep about 1/eta of the arms at each rung (before the noise rule keeps more)"""
+    z: float = Z_DEFAULT
+    """an arm is dropped only when it is behind the weakest kept arm by more than z standard errors"""
+    kind: str = "halving"
+    confirm: bool = True
+    """after the last rung, queue the recommended ratio and 1:1:1 with fresh seeds (toolkit.jobs.confirm)"""
+    report_split: str | None = None
+    """the split the confirmation is evaluated on (None: 'test')"""
+    controls: bool = False
+    """with the confirmation, queue the learning-rate control and the alpha-rule axis (toolkit.jobs.confirm)"""
+
+    def __post_init__(self):
+        if self.kind != "halving":
+            raise InputError(f"search: only 'halving' is supported, got '{self.kind}'")
+        if len(self.rungs) < 2 or any(not isinstance(r, int) or r < 1 for r in self.rungs) \
+                or list(self.rungs) != sorted(set(self.rungs)):
+            raise InputError(f"rungs: give at least two increasing step counts, e.g. 100,200,300, got {list(self.rungs)}")
+        if not (isinstance(self.eta, int | float) and self.eta > 1):
+            raise InputError(f"eta: must be a number > 1, got {self.eta!r}")
+        if not (isinstance(self.z, int | float) and self.z >= 0):
+            raise InputError(f"z: must be a number >= 0, got {self.z!r}")
+
+    @classmethod
+    def parse(cls, value, *, max_steps=None, rungs=None, eta=None, z=None, confirm=None, report_split=None,
+              controls=None) -> Search:
+        """'halving' (or a dict of fields) for a sweep of `max_steps`; rungs default to max_steps / eta^k."""
+        d = dict(value) if isinstance(value, dict) else {"kind": str(value).strip().lower()}
+        if d.get("kind", "halving") != "halving":
+            raise InputError(f"search: only 'halving' is supported, got '{d.get('kind')}'")
+        eta = float(eta if eta is not None else d.get("eta", 2.0))
+        z = float(z if z is not None else d.get("z", Z_DEFAULT))
+        if not eta > 1:
+            raise InputError(f"eta: must be a number > 1, got {eta:g}")
+        if max_steps in (None, ""):
+            raise InputError("search: successive halving needs --max-steps (the full schedule of every run)")
+        max_steps = int(max_steps)
+        if rungs not in (None, "", []):
+            items = rungs.split(",") if isinstance(rungs, str) else list(rungs)
+            try:
+                steps = tuple(int(str(s).strip()) for s in items if str(s).strip())
+            except ValueError:
+                raise InputError(f"rungs: '{rungs}' is not a list of whole numbers, e.g. 100,200,300") from None
+        elif d.get("rungs"):
+            steps = tuple(int(s) for s in d["rungs"])
+        else:
+            steps = tuple(sorted({max(1, round(max_steps / eta ** k)) for k in range(3)}))
+        if steps and steps[-1] != max_steps:
+            raise InputError(f"rungs: the last rung must be the max steps ({max_steps}), got {steps[-1]}")
+        confirm = bool(d.get("confirm", True) if confirm is None else confirm)
+        controls = bool(d.get("controls", False) if controls is None else controls)
+        return cls(rungs=steps, eta=eta, z=z, confirm=confirm, report_split=report_split or d.get("report_split"),
+                   controls=controls)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "rungs": list(self.rungs), "eta": self.eta, "z": self.z, "confirm": self.confirm,
+                "report_split": self.report_split, "controls": self.controls}
+
+
+# ------------------------------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class Decision:
+    arm: str
+    mean: float
+    se: float
+    seeds: int
+    keep: bool
+    reason: str
+
+
+def _se(accuracies: list[float], question_se: float | None) -> float:
+    seed_se = float(np.std(accuracies, ddof=1) / math.sqrt(len(accuracies))) if len(accuracies) > 1 else 0.0
+    return max(seed_se, question_se or 0.0)
+
+
+def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEFAULT,
+           question_se: dict[str, float] | None = None) -> list[Decision]:
+    """Keep/drop each arm from its per-seed accuracies (%), best first.
+
+    The top ceil(n / eta) arms by mean are kept; another arm is dropped only when the weakest kept arm's mean
+    exceeds its own by more than `z`·sqrt(se_arm² + se_cut²), else it is kept as within noise. `question_se`
+    ({arm: standard error of its mean over questions}) bounds each standard error from below, so two seeds
+    that happen to agree do not make an arm look certain.
+    """
+    if not scores:
+        return []
+    question_se = question_se or {}
+    stats = {a: (float(np.mean(v)), _se(list(v), question_se.get(a)), len(v)) for a, v in scores.items() if v}
+    order = sorted(stats, key=lambda a: (-stats[a][0], a))
+    n_keep = max(1, math.ceil(len(order) / eta))
+    cut = order[n_keep - 1]
+    cut_mean, cut_se, _ = stats[cut]
+    out = []
+    for i, arm in enumerate(order):
+        mean, se, n = stats[arm]
+        if i < n_keep:
+            out.append(Decision(arm, mean, se, n, True, f"in the top {n_keep} of {len(order)}"))
+            continue
+        gap, noise = cut_mean - mean, z * math.sqrt(se ** 2 + cut_se ** 2)
+        if gap > noise:
+            out.append(Decision(arm, mean, se, n, False, f"behind {cut} by {gap:.2f} points, more than its noise "
+                                                         f"({noise:.2f} = {z:g} SE)"))
+        else:
+            out.append(Decision(arm, mean, se, n, True, f"within noise of {cut} ({gap:.2f} <= {noise:.2f} points)"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the job system
+
+def rung_steps(train: dict, evaluate: dict | None, *, until: int, python: str,
+               retrieval: tuple = ()) -> tuple[tuple[tuple[str, ...], ...], str]:
+    """(steps, evaluated adapter folder) of one job training `train` (TrainSettings dict) to step `until`;
+    `retrieval` (the sweep's alignment steps of the final adapter) runs after the last rung only."""
+    import json
+
+    from toolkit.jobs.rung import snapshot_dir
+
+    last = until == train["max_steps"]
+    adapter = train["output"] if last else str(snapshot_dir(train["output"], until))
+    blob = json.dumps(train, sort_keys=True, separators=(",", ":"))
+    steps = [(python, "-m", "toolkit.jobs.rung", "--settings-json", blob, "--until", str(until), "--snapshot", adapter)]
+    if evaluate is not None:
+        steps.append((python, "-m", "toolkit", "evaluate", "--settings-json",
+                      json.dumps({**evaluate, "adapter": adapter}, sort_keys=True, separators=(",", ":"))))
+    return tuple(steps) + (tuple(retrieval) if last else ()), adapter
+
+
+def record_path(store: JobStore, sweep_id: str) -> Path:
+    return Path(store.folder) / "halving" / f"{sweep_id}.json"
+
+
+def _spec(store: JobStore, sweep_id: str) -> dict | None:
+    for s in store.sweeps():
+        if s["id"] == sweep_id:
+            return s["spec"]
+    return None
+
+
+def _scores(jobs) -> tuple[dict[str, list[float]], dict[str, float], dict[str, str]]:
+    """Per arm: accuracies of its succeeded jobs, the question-level SE, and why arms have none."""
+    scores: dict[str, list[float]] = {}
+    qse: dict[str, list[float]] = {}
+    missing: dict[str, str] = {}
+    for job in jobs:
+        arm = job.meta["ratio"]
+        if job.state != JobState.SUCCEEDED:
+            missing.setdefault(arm, f"{job.name}: {job.state.value}{' (' + job.reason + ')' if job.reason else ''}")
+            continue
+        folder = job.meta["adapter"]
+        tags = runs.evaluations(folder)
+        if not tags:
+            missing.setdefault(arm, f"{job.name}: no evaluation in {folder}")
+            continue
+        result = runs.read_evaluation(folder, tags[0])
+        scores.setdefault(arm, []).append(float(result.scores["overall"]))
+        preds = runs.read_predictions(folder, tags[0]) or []
+        accs = [100.0 * p.accuracy for p in preds if p.accuracy is not None]
+        if len(accs) > 1:
+            qse.setdefault(arm, []).append(float(np.std(accs, ddof=1) / math.sqrt(len(accs))))
+    return scores, {a: float(np.mean(v)) / math.sqrt(len(v)) for a, v in qse.items()}, missing
+
+
+def advance(store: JobStore, sweep_id: str) -> dict | None:
+    """Decide the newest finished rung of a halving sweep and queue its survivors' next rung (idempotent).
+    Returns the search's record, or None for a sweep without a search or a rung still running."""
+    spec = _spec(store, sweep_id)
+    if not spec or not spec.get("search"):
+        return None
+    search = Search.parse(spec["search"], max_steps=spec["search"]["rungs"][-1])
+    jobs = [j for j in store.list(sweep=sweep_id) if j.meta.get("kind", "train") == "train" and "rung" in j.meta]
+    if not jobs:
+        return None
+    rung = max(j.meta["rung"] for j in jobs)
+    current = [j for j in jobs if j.meta["rung"] == rung]
+    if not all(j.state.finished for j in current):
+        return None
+    path = record_path(store, sweep_id)
+    record = runs.read_json(path) if path.exists() else {"sweep": sweep_id, "search": search.to_dict(), "rungs": []}
+    last = rung == len(search.rungs)
+    entry = next((r for r in record["rungs"] if r["rung"] == rung), None)
+    if entry is None:  # decide once; the decision is written before anything is queued from it
+        scores, qse, missing = _scores(current)
+        decisions = decide(scores, eta=search.eta, z=search.z, question_se=qse)
+        entry = {"rung": rung, "steps": search.rungs[rung - 1], "final": last,
+                 "decisions": [{**asdict(d), "keep": d.keep and not last} for d in decisions],
+                 "failed": [{"arm": a, "reason": r} for a, r in missing.items() if a not in scores]}
+        record["rungs"].append(entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(path, record)
+    if not last:  # (again, after a crash between the decision and the queueing: fixed ids, inserted once)
+        _queue_next(store, sweep_id, search, rung, current, {d["arm"] for d in entry["decisions"] if d["keep"]})
+    elif search.confirm and "confirmation" not in record:
+        _confirm(store, sweep_id, record, path)
+    return record
+
+
+def _queue_next(store: JobStore, sweep_id: str, search: Search, rung: int, current, kept: set[str]) -> None:
+    """The survivors' jobs of rung `rung + 1`: the same run folders and settings, trained on to the next step."""
+    new = []
+    until = search.rungs[rung]
+    for j in sorted((j for j in current if j.meta["ratio"] in kept and j.state == JobState.SUCCEEDED),
+                    key=lambda j: j.id):
+        steps, adapter = rung_steps(j.settings["train"], j.settings.get("evaluate"), until=until, python=j.steps[0][0],
+                                    retrieval=tuple(tuple(x) for x in j.meta.get("retrieval_steps") or ()))
+        base_id = j.meta.get("first_id", j.id)
+        new.append(NewJob(id=f"{sweep_id[:8]}-k{rung + 1}-{base_id.rsplit('-', 1)[-1]}",
+                          name=f"{j.meta.get('base_name', j.name)}-k{rung + 1}", steps=steps,
+                          output_dir=j.output_dir, gpus=j.gpus, max_attempts=j.max_attempts, executor=j.executor,
+                          resources=j.resources, settings=j.settings,
+                          meta={**j.meta, "rung": rung + 1, "until": until, "adapter": adapter,
+                                "first_id": base_id, "base_name": j.meta.get("base_name", j.name)}))
+    store.add_to_sweep(sweep_id, new)
+
+
+def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
+    """Recommend from every rung's evaluations and queue the confirmation; the outcome goes into the record."""
+    from toolkit.jobs.confirm import queue_confirmation, sweep_recommendation
+
+    try:
+        rec = sweep_recommendation(store, sweep_id)
+        plan, result = queue_confirmation(store, sweep_id, ratio=rec.ratio)
+        record["recommendation"] = {k: v for k, v in rec.to_dict().items() if k not in ("surface", "region")}
+        record["confirmation"] = {"sweep": plan.sweep_id, "ratio": rec.ratio, "ratios": list(plan.spec.ratios),
+                                  "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split,
+                                  "jobs": len(result.jobs)}
+        if (record.get("search") or {}).get("controls") and rec.ratio != "1:1:1":
+            from toolkit.jobs.confirm import queue_controls
+
+            record["controls"] = queue_controls(store, sweep_id, ratio=rec.ratio,
+                                                report_split=record["search"].get("report_split"))
+    except InputError as exc:
+        record["confirmation"] = {**record.get("confirmation", {}), "error": str(exc)}
+    runs.write_json(path, record)
+
+
+def advance_all(store: JobStore) -> None:
+    """`advance` every halving sweep (the worker's recovery pass: restarts lose nothing)."""
+    for s in store.sweeps():
+        if s["spec"].get("search"):
+            advance(store, s["id"])
+
+
+def status(store: JobStore, sweep_id: str) -> dict | None:
+    """{"search", "rungs": [{rung, steps, final, decisions, failed}], "arms": {arm: state text}} or None."""
+    spec = _spec(store, sweep_id)
+    if not spec or not spec.get("search"):
+        return None
+    path = record_path(store, sweep_id)
+    record = runs.read_json(path) if path.exists() else {"rungs": []}
+    arms: dict[str, str] = {}
+    for entry in record["rungs"]:
+        for d in entry["decisions"]:
+            if entry["final"]:
+                arms[d["arm"]] = f"finished all {entry['steps']} steps: {d['mean']:.2f}% ± {d['se']:.2f}"
+            elif d["keep"]:
+                arms[d["arm"]] = f"survived rung {entry['rung']} ({d['reason']})"
+            else:
+                arms[d["arm"]] = f"stopped at rung {entry['rung']} ({entry['steps']} steps): {d['reason']}"
+        for f in entry["failed"]:
+            arms[f["arm"]] = f"stopped at rung {entry['rung']}: its jobs failed ({f['reason']})"
+    out = {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
+           "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
+    conf = record.get("confirmation") or {}
+    if record.get("controls") and conf.get("sweep"):
+        from toolkit.jobs.confirm import controls_report
+
+        out["controls"] = controls_report(store, confirmation=conf["sweep"], controls=record["controls"],
+                                          ratio=conf["ratio"])
+    return out
