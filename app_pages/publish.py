@@ -65,6 +65,10 @@ if left.button("Push to the Hub", type="primary", disabled=repo_id is None):
     except CmbaError as exc:
         left.error(str(exc))
     else:
-        left.success(f"Published {result.url} (commit {result.commit[:10]}, verified)")
+        if result.changed:
+            left.success(f"Published {result.url} (commit {result.commit[:10]}, verified)")
+        else:
+            left.info(f"Nothing new to publish: {result.url} already holds these files (commit "
+                      f"{result.commit[:10]}, verified)")
         with left.expander("Verification"):
             st.write("\n".join(f"- {line}" for line in result.checks))

@@ -1,7 +1,8 @@
 """`python -m toolkit push`: publish an adapter folder to the Hugging Face Hub (see toolkit/publish.py).
 
     python -m toolkit push --adapter adapters/llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --dry-run
-    HF_TOKEN=hf_... python -m toolkit push --adapter llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --private --license apache-2.0
+    HF_TOKEN=hf_... python -m toolkit push --adapter llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --license apache-2.0
+    python -m toolkit push --adapter llava-1-4-1-s0 --repo-id alice/llava-1-4-1 --public   # private by default
 
 The token is read from HF_TOKEN or the huggingface_hub login (`hf auth login`), never from the command line
 (where shell history and `ps` would keep it).
@@ -50,7 +51,9 @@ def cmd_push(args) -> int:
     if args.json:
         _out(json.dumps(result.to_dict(), indent=2))
     else:
-        _out(f"published {result.url} ({'private' if result.private else 'public'})")
+        visibility = "private" if result.private else "public"
+        _out(f"published {result.url} ({visibility})" if result.changed
+             else f"nothing new: {result.url} ({visibility}) already holds these files")
         _out(f"commit {result.commit}")
         for line in result.checks:
             _out(f"  verified {line}")
@@ -64,7 +67,10 @@ def register(sub) -> None:
                                    "`hf auth login`.")
     p.add_argument("--adapter", required=True, metavar="DIR", help="adapter folder, or its name in the adapters dir")
     p.add_argument("--repo-id", required=True, metavar="NS/NAME", help="Hub repo id, e.g. alice/llava-1-4-1")
-    p.add_argument("--private", action="store_true", help="create a private repo (an existing repo must match)")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=True,
+                     help="create a private repo (the default, as in the app; an existing repo must match)")
+    vis.add_argument("--public", dest="private", action="store_false", help="create a public repo instead")
     p.add_argument("--license", help="Hub license id for the card, e.g. apache-2.0, mit, llama3 (default: none)")
     p.add_argument("--dry-run", action="store_true", help="render the card and list the files; no network")
     p.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
