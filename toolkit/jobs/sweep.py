@@ -43,7 +43,7 @@ from toolkit.errors import InputError
 from toolkit.jobs.executor import PYTHON
 from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
-from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
+from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256, model_defaults
 
 if TYPE_CHECKING:
     from toolkit.jobs.slurm.executor import SlurmResources
@@ -80,12 +80,13 @@ def _positive_float(value, name: str) -> float | None:
 
 
 def suggested_settings(model: str) -> dict:
-    """Launch-form defaults. For the demo model: each run trains in about a minute on one CPU core and the
-    allocation shows in the results (bench/RESULTS.md, demo study); otherwise TrainSettings' own defaults."""
-    if model == "demo":
-        return {"seeds": 2, "max_steps": 300, "batch_size": 16, "lr": "5e-3", "eval_limit": 400}
-    d = TrainSettings.defaults()
-    return {"seeds": 3, "max_steps": 200, "batch_size": d["batch_size"], "lr": f"{d['lr']:g}", "eval_limit": 500}
+    """Launch-form defaults: the model's training defaults (`model_defaults`, which `train` also applies) and
+    the sweep's size. For the demo model each run trains in about a minute on one CPU core and the allocation
+    shows in the results (bench/RESULTS.md, demo study)."""
+    d = model_defaults(model)
+    demo = model == "demo"
+    return {"seeds": 2 if demo else 3, "max_steps": d["max_steps"] or 200, "batch_size": d["batch_size"],
+            "lr": f"{d['lr']:g}", "eval_limit": 400 if demo else 500}
 
 
 def parse_ratios(ratios) -> tuple[str, ...]:
