@@ -28,6 +28,9 @@ if not [r for r in store.rows if r["kind"] != "base"]:
     st.caption(store.summary())
     st.stop()
 
+focus = st.session_state.pop("compare_focus", None) or {}  # "Open in Compare" on the jobs page
+if focus.get("model") in compare.choices(store.rows, "base_model"):
+    st.session_state["cmp_model"] = focus["model"]
 c1, c2, c3, c4 = st.columns(4)
 model = c1.selectbox("Base model", compare.choices(store.rows, "base_model"), key="cmp_model")
 rows = compare.filter_rows(store.rows, model=model)

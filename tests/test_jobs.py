@@ -526,7 +526,8 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     planned = at.dataframe[0].value
     # the demo defaults: 2 seeds, and the base model's reference row
     assert list(planned["ratio"]) == ["1:1:1"] * 2 + ["2:4:1"] * 2 + ["base model"]
-    assert (planned["trainable params"][:-1] > 0).all()
+    assert (planned["trainable params"][:-1].str.replace(",", "").astype(int) > 0).all()
+    assert planned["seed"].iloc[-1] == "–" and "None" not in planned.to_string()  # the reference row has no seed
     table = at.dataframe[1].value.set_index("job")
     assert table.loc[ok.id, "state"] == "succeeded" and table.loc[ok.id, "progress"] == 1.0
     assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1"

@@ -26,6 +26,8 @@ Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
 Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
+Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.jobs.preflight (weights, data, 4-bit);
+toolkit.jobs.estimate says how long the sweep will take from earlier runs' measured step rates.
 Progress for the UI and CLI: toolkit.jobs.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
 """
 
@@ -477,10 +479,18 @@ class SubmitResult:
     jobs: tuple[Job, ...]
 
 
-def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitResult:
-    """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash)."""
+def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None, preflight: bool = True) -> SubmitResult:
+    """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash).
+
+    First the pre-flight checks of this machine (toolkit.jobs.preflight: weights loadable, dataset splits
+    readable, 4-bit runnable): a sweep that would only fail in its jobs is refused with one InputError line.
+    """
+    from toolkit.jobs import preflight as checks
+
     store = store or JobStore()
     spec = plan.spec
+    if preflight:
+        checks.check(spec)
     new = [NewJob(id=j.id, name=j.name, steps=j.steps, output_dir=j.output_dir, gpus=plan.spec.gpus_per_job,
                   max_attempts=plan.spec.max_attempts, executor=spec.executor,
                   resources=spec.slurm.to_dict() if spec.executor == "slurm" else {}, settings=j.settings,
