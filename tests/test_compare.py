@@ -454,3 +454,20 @@ def test_runs_whose_spend_differs_are_not_compared(tmp_path):
     write_adapter(tmp_path, "cheap", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=105_728)  # -3.95 %
     with pytest.raises(InputError, match=r"not budget-matched: trainable parameters differ by 4\.0%"):
         compare.analyze(compare.scan(tmp_path).rows)
+
+
+def test_baseline_picks_the_one_eval_set_it_can_be_compared_on(tmp_path, monkeypatch, capsys):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)}, seeds=(0, 1))
+    other = "synthetic-shapes__test__n400"  # a second eval set where only 1:4:1 was evaluated
+    for s in (0, 1):
+        write_adapter(tmp_path, f"r1-4-1-s{s}", ratio=(1, 4, 1), seed=s, tag=other, accs=pattern(250))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    code, out, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
+    assert code == 0 and err == "" and f"eval set {TAG}" in out
+    assert f"note: eval set {TAG} compared: the only one with the baseline 1:1:1 and another ratio ({other} left out" in out
+    for s in (0, 1):  # now both eval sets hold both ratios: the user chooses, and is told the exact flags
+        write_adapter(tmp_path, f"r1-1-1-s{s}", ratio=(1, 1, 1), seed=s, tag=other, accs=pattern(200))
+    code, _, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.rstrip().endswith(f"compare one at a time: pass --dataset {other} or --dataset {TAG}")
+    assert run_cli(["compare", "--dataset", other], monkeypatch, capsys)[0] == 0
