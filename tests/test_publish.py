@@ -420,7 +420,10 @@ def test_cli_push_for_real_and_bad_input(cli, adapter, hub, capsys, monkeypatch)
     doc = json.loads(capsys.readouterr().out)
     assert doc["verified"] and doc["private"] and doc["changed"] and doc["commit"] == hub.server.head(REPO)
     assert cli(["push", "--adapter", str(adapter), "--repo-id", REPO, "--endpoint", hub.url]) == 0
-    assert capsys.readouterr().out.startswith(f"nothing new: {hub.url}/{REPO} (private) already holds these files")
+    captured = capsys.readouterr()  # off a terminal: a line per stage on stderr, the result on stdout
+    assert captured.out.startswith(f"nothing new: {hub.url}/{REPO} (private) already holds these files")
+    assert captured.err.splitlines()[0] == "[  5%] checking the token"
+    assert captured.err.splitlines()[-1].startswith(f"[100%] already up to date: {hub.url}/{REPO} at ")
     hub.reset_requests()
     assert cli(["push", "--adapter", str(adapter), "--repo-id", "alice/x--y", "--endpoint", hub.url]) == 2
     err = capsys.readouterr().err

@@ -19,12 +19,17 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
 def _size(n: int) -> str:
     return f"{n:,} B" if n < 1024 else f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.1f} MiB"
 
 
 def cmd_push(args) -> int:
     from toolkit.hub.publish import DEFAULT_ENDPOINT, dry_run, push, validate_repo_id
+    from toolkit.progressbar import Bar
 
     repo_id = validate_repo_id(args.repo_id)
     endpoint = args.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
@@ -42,12 +47,11 @@ def cmd_push(args) -> int:
         _out(f"\n--- README.md (model card) ---\n{plan.card}")
         return 0
 
-    def progress(fraction: float, message: str) -> None:
-        if not args.json:
-            sys.stderr.write(f"[{100 * fraction:3.0f}%] {message}\n")
-
-    result = push(args.adapter, repo_id, private=args.private, license=args.license, endpoint=endpoint,
-                  progress=progress)
+    # a bar on a terminal, a line per stage otherwise ("[ 25%] uploading 6 files ...")
+    with Bar(total=100, desc="push", unit="%", every=None, every_s=0, log=_err if not args.json else lambda m: None,
+             line=lambda done, _, postfix: f"[{done:3.0f}%] {postfix.get('stage', '')}") as bar:
+        result = push(args.adapter, repo_id, private=args.private, license=args.license, endpoint=endpoint,
+                      progress=lambda fraction, message: bar.update(100 * fraction - bar.done, stage=message))
     if args.json:
         _out(json.dumps(result.to_dict(), indent=2))
     else:
