@@ -68,7 +68,8 @@ with right:
     with audit_tab:
         tuples = st.text_input("Hand-picked ranks v:p:l (comma-separated)", value="4:16:4, 8:8:8, 2:8:2", key="audit")
         try:
-            st.dataframe(report.audit_table(structure, spec, report.parse_rank_tuples(tuples)), hide_index=True)
+            st.dataframe(report.audit_table(structure, spec, report.parse_rank_tuples(tuples)), hide_index=True,
+                         width="stretch", column_config=PARAM_COLUMNS)
         except CmbaError as exc:
             st.error(str(exc))
     with config_tab:
@@ -78,7 +79,9 @@ with right:
                                                            f"(calculator: {a.total:,})")
         st.download_button("Download LoraConfig JSON", lora_config_json(a), file_name="cmba_lora_config.json",
                            mime="application/json")
-        st.code(lora_config_snippet(a), language="python")
+        st.caption(f"{sum(not m.full for m in a.modules):,} target modules, in natural order (layers 2 before 10); "
+                   "the JSON download holds the same config")
+        st.code(lora_config_snippet(a), language="python", height=480)  # scrolls: 7B models list ~360 modules
     with detail_tab:
         st.dataframe(report.module_table(a), hide_index=True, width="stretch")
         st.caption(f"Excluded from the budget: {len(structure.excluded)} Linear layers")

@@ -54,6 +54,21 @@ def test_ratio_text_and_numbers_stay_in_sync(at):
     at.number_input(key="ratio_p").set_value(8.0).run()
     assert at.text_input(key="ratio_text").value == "2:8:1"
     assert not errors(at)
+    at.text_input(key="ratio_text").set_value("2:x:1").run()  # the boxes do not keep the last good numbers
+    assert [at.number_input(key=k).value for k in ("ratio_v", "ratio_p", "ratio_l")] == [None, None, None]
+    at.text_input(key="ratio_text").set_value("1:4:1").run()
+    assert [at.number_input(key=k).value for k in ("ratio_v", "ratio_p", "ratio_l")] == [1.0, 4.0, 1.0]
+
+
+def test_a_budget_of_20M_params_and_readable_tables(at):
+    at.radio(key="budget_kind").set_value("params").run()
+    at.text_input(key="budget_params").set_value("20M").run()
+    assert not errors(at) and metrics(at)["Budget"] == "20.00 M"
+    audit = at.dataframe[2].value  # component table, canonical grid, audit table
+    assert list(audit["hand-picked"]) == ["4:16:4", "8:8:8", "2:8:2"]
+    snippet = at.code[0].value  # natural order: layers.2 before layers.10, several modules a line
+    assert snippet.index("language_model.layers.2.mlp") < snippet.index("language_model.layers.10.mlp")
+    assert len(snippet.splitlines()) < 300
 
 
 @pytest.mark.parametrize(
@@ -109,7 +124,8 @@ def test_model_sources_fail_clearly(at, tmp_path):
     assert errors(at)[0].startswith("model: ") and "not valid JSON (line 1" in errors(at)[0]
     at.radio(key="model_source").set_value("Hub id").run()
     at.text_input(key="hub_id").set_value("llava-hf/llava-1.5-7b-hf").run()
-    assert "unreachable (offline)" in errors(at)[0] and "preset" in errors(at)[0]
+    assert "unreachable (offline)" in errors(at)[0]
+    assert errors(at)[0].endswith("the preset 'llava-1.5-7b' is this model's config: use it instead")
 
 
 @pytest.mark.slow  # renders every bundled preset

@@ -39,6 +39,7 @@ from toolkit.calculator.spec import (
     Ratio,
     Targets,
     parse_components,
+    parse_count,
     parse_int,
     parse_number,
     parse_ranks,
@@ -284,8 +285,9 @@ class TrainSettings(DataSettings):
     """rank (ranks follow the ratio) or share (budget shares do)"""
     budget_rank: float | None = _opt(None, group=MODEL, exclusive="budget", check=ABOVE_ZERO, metavar="R")
     """budget = uniform rank R on every targeted module"""
-    budget_params: int | None = _opt(None, group=MODEL, exclusive="budget", check=POSITIVE, metavar="N")
-    """budget in trainable parameters"""
+    budget_params: int | None = _opt(None, group=MODEL, exclusive="budget", check=POSITIVE, metavar="N",
+                                     parse=lambda v: int(parse_count(v, "budget-params", "a whole number such as 20000000 or 20M")))
+    """budget in trainable parameters (20000000, 20,000,000 or 20M)"""
     budget_percent: float | None = _opt(None, group=MODEL, exclusive="budget", metavar="P",
                                         check=(lambda v: 0 < v <= 100, "a percentage in (0, 100]"))
     """budget as a percentage of the base model's parameters"""
