@@ -4,6 +4,7 @@ verdict with its reason, the base model alone, charts, and the adapter to publis
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.evaluation import charts, compare
 
@@ -31,7 +32,7 @@ if not [r for r in store.rows if r["kind"] != "base"]:
 focus = st.session_state.pop("compare_focus", None) or {}  # "Open in Compare" on the jobs page
 if focus.get("model") in compare.choices(store.rows, "base_model"):
     st.session_state["cmp_model"] = focus["model"]
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = st.columns([1, 2, 1, 1])  # eval tags are long: the eval set gets the room
 model = c1.selectbox("Base model", compare.choices(store.rows, "base_model"), key="cmp_model")
 rows = compare.filter_rows(store.rows, model=model)
 dataset = c2.selectbox("Eval set", compare.choices(rows, "eval_tag"), key="cmp_dataset")
@@ -57,10 +58,10 @@ except CmbaError as exc:
 
 st.caption(store.summary())
 VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
-left, right = st.columns([2, 1])
-left.dataframe(compare.group_table(a), hide_index=True, width="stretch")
+st.dataframe(readable(compare.group_table(a)), hide_index=True, width="stretch")
 if a.best:
-    right.metric("Best adapter", a.best["name"], help=a.best["path"])
+    right = st.container(border=True)
+    right.markdown(f"**Best adapter:** `{a.best['name']}`", help=a.best["path"])
     chosen_on = f" · chosen on {a.best['selected_on']}" if a.best.get("selected_on") else ""
     right.caption(f"ratio {a.best['ratio']} · seed {a.best['seed']} · {a.best['accuracy']:.2f}% · "
                   f"{a.best['trainable_params']:,} trainable params{chosen_on}"
@@ -80,7 +81,7 @@ for other in a.kept_apart:
 for note in a.notes:
     st.caption(f"note: {note}")
 
-st.dataframe(compare.table(a.rows), hide_index=True, width="stretch")
+st.dataframe(readable(compare.table(a.rows)), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
 d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
@@ -96,4 +97,7 @@ if curves.empty:
     loss_tab.info("No metrics.jsonl in these adapters.")
 else:
     loss_tab.altair_chart(charts.loss_chart(curves), width="stretch")
-type_tab.altair_chart(charts.answer_type_chart(a), width="stretch")
+counts = charts.answer_type_counts(a)
+type_tab.altair_chart(charts.answer_type_chart(a, counts), width="stretch")
+if counts:
+    type_tab.caption("Questions per answer type: " + ", ".join(f"{t} {n:,}" for t, n in sorted(counts.items())))

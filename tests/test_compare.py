@@ -267,8 +267,13 @@ def test_charts_carry_the_data(tmp_path):
                   charts.answer_type_chart(a)):
         spec = chart.to_dict()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    types = charts.answer_type_chart(a).data
-    assert set(types["answer type"]) == set(TYPES) and len(types) == 2 * 3
+    types = charts.answer_type_chart(a).data  # each answer type says how many questions it has
+    assert set(types["answer type"]) == {"yes/no (n=134)", "number (n=133)", "other (n=133)"} and len(types) == 2 * 3
+    assert set(charts.answer_type_chart(a, counts={}).data["answer type"]) == set(TYPES)
+    one = compare.analyze([r for r in compare.scan(tmp_path).rows if r["name"] == "r1-1-1-s0"], n_boot=50)
+    y = charts.accuracy_chart(one).to_dict()["layer"][0]["encoding"]["y"]  # one adapter: a 2-point-wide axis
+    assert y["scale"] == {"domain": [one.rows[0]["accuracy"] - 1, one.rows[0]["accuracy"] + 1], "nice": False}
+    assert y["axis"]["format"] == ".1f"
 
 
 def run_cli(argv, monkeypatch, capsys):
@@ -349,7 +354,9 @@ def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
     table = at.dataframe[1].value
     assert len(table) == 6 and set(table["ratio"]) == {"1:1:1", "1:4:1"}
     assert any("half-trained" in c.value for c in at.caption)
-    assert at.metric[0].value == "r1-4-1-s2"
+    assert any(m.value == "**Best adapter:** `r1-4-1-s2`" for m in at.markdown)  # whole, not cut to fit a metric
+    counts = next(c.value for c in at.caption if c.value.startswith("Questions per answer type"))
+    assert counts == "Questions per answer type: number 133, other 133, yes/no 134"
     at.button[0].click().run()
     assert at.session_state["publish_adapter"] == str(tmp_path / "r1-4-1-s2")
     assert any("publish page is not available" in i.value for i in at.info)
