@@ -58,7 +58,8 @@ except CmbaError as exc:
 
 st.caption(store.summary())
 VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
-st.dataframe(readable(compare.group_table(a)), hide_index=True, width="stretch")
+st.dataframe(readable(compare.group_table(a), formats={"p": "{:.4f}", "p (Holm)": "{:.4f}"}), hide_index=True,
+             width="stretch")
 if a.best:
     right = st.container(border=True)
     right.markdown(f"**Best adapter:** `{a.best['name']}`", help=a.best["path"])
@@ -81,7 +82,13 @@ for other in a.kept_apart:
 for note in a.notes:
     st.caption(f"note: {note}")
 
-st.dataframe(readable(compare.table(a.rows)), hide_index=True, width="stretch")
+# what differs between the compared adapters (model, eval set and budget are one each; the CSV has every column)
+adapters = compare.table(a.rows)
+adapters["peak GiB"] = adapters["peak_memory_bytes"] / 2**30
+adapters = adapters.drop(columns=["budget", "base_model", "dataset", "split", "eval_tag", "kind", "path", "n", "ranks",
+                                  "peak_memory_bytes"]).rename(columns={"trainable_params": "params",
+                                                                        "train_time_s": "train s"})
+st.dataframe(readable(adapters), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
 d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",

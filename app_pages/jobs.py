@@ -27,7 +27,9 @@ def plan_table(plan) -> pd.DataFrame:
     def cell(value):
         return "–" if value is None else f"{value:,}" if isinstance(value, int) else value
 
-    rows = [{k: cell(v) for k, v in row.items() if k != "output"} for row in plan.rows()]
+    one_budget = len(plan.spec.budgets) == 1  # then the caption says it, and the table keeps its width for the rest
+    rows = [{k: cell(v) for k, v in row.items() if k != "output" and not (one_budget and k in ("budget", "budget params"))}
+            for row in plan.rows()]
     for row, job in zip(rows, plan.jobs, strict=True):
         row["budget error %"] = "–" if job.budget_error is None else f"{job.budget_error:+.2f}"
     return pd.DataFrame(rows)
@@ -135,7 +137,9 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         st.error(str(exc))
         plan = None
     if plan is not None:
-        st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s), each trained with `--resume`"
+        budget = (f" at {plan.spec.budgets[0]} ({plan.jobs[0].budget_params:,} params)"
+                  if len(plan.spec.budgets) == 1 and plan.jobs[0].budget_params else "")
+        st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s){budget}, each trained with `--resume`"
                    + (f", then evaluated on '{spec.eval_split}'" if spec.eval_split else "")
                    + (f"; Slurm: `{' '.join(spec.slurm.sbatch_args())}`" if spec.executor == "slurm" else ""))
         st.dataframe(plan_table(plan), hide_index=True, width="stretch")

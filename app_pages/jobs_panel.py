@@ -129,6 +129,8 @@ def jobs_panel():
     chart = _loss_chart(jobs, smoothing)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
+    if s.get("jobs_selected") not in {j.id for j in jobs}:  # first look at a sweep: its first failed job, if any
+        s["jobs_selected"] = next((j.id for j in jobs if j.state.value == "failed"), jobs[0].id)
     job_id = st.selectbox("Job", [j.id for j in jobs], key="jobs_selected",
                           format_func=lambda i: f"{i} · {next(j.name for j in jobs if j.id == i)}")
     job = store.get(job_id)
@@ -146,4 +148,4 @@ def jobs_panel():
         st.error(str(exc))
     if job.message:
         c.error(job.message)
-    st.code("\n".join(tail_lines(job.log_path, 40)) or "(no log yet)", language="text")
+    st.code("\n".join(tail_lines(job.log_path, 40)) or "(no log yet)", language="text", wrap_lines=True)
