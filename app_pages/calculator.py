@@ -10,7 +10,7 @@ from app_pages.calculator_ui import (
     options_ui,
     ratio_ui,
 )
-from app_pages.format_ui import compact_excluded, compact_grid, compact_modules
+from app_pages.format_ui import compact_grid, compact_modules, excluded_markdown
 from toolkit.calculator import report
 from toolkit.calculator.allocation import allocate
 from toolkit.calculator.checks import budget_flag, budget_problem
@@ -86,10 +86,9 @@ with config_tab:
                        mime="application/json")
     st.caption(f"{sum(not m.full for m in a.modules):,} target modules, in natural order (layers 2 before 10); "
                "the JSON download holds the same config")
-    st.code(lora_config_snippet(a), language="python", height=480)  # scrolls: 7B models list ~360 modules
+    st.code(lora_config_snippet(a), language="python", height=480, wrap_lines=True)  # scrolls: 7B models: ~360 modules
 with detail_tab:
     st.dataframe(compact_modules(report.module_table(a)), hide_index=True, width="stretch",
                  column_config=PARAM_COLUMNS)
     st.caption(f"Excluded from the budget: {len(structure.excluded)} Linear layers")
-    st.dataframe(compact_excluded(report.excluded_table(structure)), hide_index=True, width="stretch",
-                 column_config={"why excluded": st.column_config.TextColumn(width="large")})
+    st.markdown(excluded_markdown(report.excluded_table(structure)))

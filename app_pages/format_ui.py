@@ -45,13 +45,16 @@ def compact_modules(table: pd.DataFrame) -> pd.DataFrame:
     """The per-module table with in/out as one "in → out" column and the two flags as one note."""
     out = table.copy()
     out.insert(3, "in → out", _shape(table))
-    out["note"] = ["; ".join(n for n, on in (("capped", c), ("full training cheaper", f)) if on)
-                   for c, f in zip(table["capped"], table["full training cheaper"], strict=True)]
+    notes = ["; ".join(n for n, on in (("capped", c), ("full training cheaper", f)) if on)
+             for c, f in zip(table["capped"], table["full training cheaper"], strict=True)]
+    if any(notes):
+        out["note"] = notes
     return out.drop(columns=["in", "out", "capped", "full training cheaper"])
 
 
-def compact_excluded(table: pd.DataFrame) -> pd.DataFrame:
-    """The excluded-modules table with in/out as one column, so the reason gets the room."""
-    out = table.copy()
-    out.insert(1, "in → out", _shape(table))
-    return out.drop(columns=["in", "out"])
+def excluded_markdown(table: pd.DataFrame) -> str:
+    """The excluded modules grouped by reason, as a markdown list that wraps (a reason is a sentence)."""
+    groups: dict[str, list[str]] = {}
+    for module, i, o, why in table[["module", "in", "out", "why excluded"]].itertuples(index=False):
+        groups.setdefault(why, []).append(f"`{module}` ({i:,} → {o:,})")
+    return "\n".join(f"- **{why}**: {', '.join(mods)}" for why, mods in groups.items())

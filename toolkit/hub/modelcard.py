@@ -181,7 +181,8 @@ def _load_section(repo_id: str | None, hub_id: str | None, base_text: str) -> li
                 "base = ...  # an AutoModelForImageTextToText instance"]
     return ["## How to load", "", "```python", "from peft import PeftModel",
             "from transformers import AutoModelForImageTextToText", "", *base,
-            f'model = PeftModel.from_pretrained(base, "{repo}")  # LoRA unmerged; model.merge_and_unload() merges it',
+            "# the LoRA stays unmerged; model.merge_and_unload() merges it into the base weights",
+            f'model = PeftModel.from_pretrained(base, "{repo}")',
             "```", ""]
 
 
