@@ -122,7 +122,7 @@ def _packed(items: list[str], *, indent: int, width: int) -> str:
 def lora_config_snippet(allocation) -> str:
     """Self-contained Python that rebuilds the config and checks PEFT's parameter count."""
     d = lora_config_dict(allocation)
-    targets = _packed([repr(n) for n in sorted(d["target_modules"], key=natural_key)], indent=8, width=100)
+    targets = _packed([repr(n) for n in sorted(d["target_modules"], key=natural_key)], indent=8, width=120)
 
     def fmt(patterns: dict) -> str:
         return "{\n" + "".join(f"        {k!r}: {v!r},\n" for k, v in patterns.items()) + "    }"
