@@ -48,6 +48,9 @@ def test_preflight_names_what_would_make_every_job_fail(env, offline, tmp_path, 
     code, out, err = run_cli("sweep", "--model", "llava-1.5-7b", "--dataset", "synthetic:shapes", "--ratios", "1:1:1",
                              "--budget-rank", "8", "--gpus-per-job", "0", "--no-worker")
     assert code == 2 and err.startswith("error: model: the preset 'llava-1.5-7b' is the config of") and err.count("\n") == 1
+    code, out, _ = run_cli("sweep", "--model", "llava-1.5-7b", "--dataset", "synthetic:shapes", "--ratios", "1:1:1",
+                           "--budget-rank", "8", "--gpus-per-job", "0", "--dry-run")
+    assert code == 0 and "pre-flight: model: the preset 'llava-1.5-7b'" in out and "(queueing would be refused)" in out
     assert rows_written(env.jobs) == 0
 
 
@@ -76,7 +79,7 @@ def test_smoothing_is_tensorboards_debiased_ema():
         smooth([1.0], 1.0)
 
 
-def test_sweep_cancel_and_retry_act_on_every_job(env, demo_structure):  # noqa: F811
+def test_sweep_cancel_and_retry_act_on_every_job(env, demo_structure, run_cli):  # noqa: F811
     from jobhelpers import job_steps
 
     plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, evaluate=False), structure=demo_structure)
@@ -90,3 +93,10 @@ def test_sweep_cancel_and_retry_act_on_every_job(env, demo_structure):  # noqa: 
     assert {(j.state, j.retries) for j in env.store.list(sweep=plan.sweep_id)} == {(JobState.QUEUED, 1)}
     with pytest.raises(InputError, match="sweep: no sweep 'zzz'"):
         actions.retry_sweep(env.store, "zzz")
+    # the CLI: `jobs cancel --sweep` / `jobs retry --sweep`
+    code, out, _ = run_cli("jobs", "cancel", "--sweep", plan.short_id)
+    assert code == 0 and out.startswith(f"sweep {plan.short_id}: cancel requested for 2 job(s)")
+    code, out, _ = run_cli("jobs", "retry", "--sweep", plan.short_id, "--no-worker")
+    assert code == 0 and out.startswith(f"sweep {plan.short_id}: 2 job(s) queued again")
+    code, _, err = run_cli("jobs", "cancel", "--sweep", "zzz")
+    assert code == 2 and err.startswith("error: sweep: no sweep 'zzz'") and err.count("\n") == 1
