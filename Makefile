@@ -21,7 +21,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 .PHONY: app test test-fast lint bench
 app: $(VENV)/.runtime
-	@echo "Starting the app on http://127.0.0.1:$(PORT) (the first page load imports torch and transformers: ~20 s)"
+	@echo "Starting the app on http://127.0.0.1:$(PORT) (the first page load imports torch and transformers: allow it some seconds)"
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(VENV)/.dev
