@@ -521,7 +521,9 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=PATIENCE)
     at.session_state["launch"] = {"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "2:4:1"}  # the calculator hand-off
     at.run()
-    assert not at.exception and not at.error
+    # the one error shown is the failed job's, selected first so the failure is in view
+    assert not at.exception and [e.value for e in at.error] == [env.store.get(bad.id).message]
+    assert at.selectbox(key="jobs_selected").value == bad.id
     assert at.multiselect(key="jobs_ratios").value == ["1:1:1", "2:4:1"] and at.text_input(key="jobs_model").value == "demo"
     planned = at.dataframe[0].value
     # the demo defaults: 2 seeds, and the base model's reference row
