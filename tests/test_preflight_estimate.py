@@ -100,3 +100,22 @@ def test_sweep_cancel_and_retry_act_on_every_job(env, demo_structure, run_cli): 
     assert code == 0 and out.startswith(f"sweep {plan.short_id}: 2 job(s) queued again")
     code, _, err = run_cli("jobs", "cancel", "--sweep", "zzz")
     assert code == 2 and err.startswith("error: sweep: no sweep 'zzz'") and err.count("\n") == 1
+
+
+def test_waiting_on_a_sweep_reports_finished_jobs_until_all_are(env, demo_structure):  # noqa: F811
+    from jobhelpers import PATIENCE, job_steps
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, evaluate=False), structure=demo_structure)
+    ok, bad = plan.jobs
+    env.store.submit_sweep(plan.sweep_id, plan.spec.normalised(), [
+        NewJob(id=ok.id, name=ok.name, steps=job_steps(ok.output_dir, steps=3), output_dir=ok.output_dir),
+        NewJob(id=bad.id, name=bad.name, steps=job_steps(bad.output_dir, "--fail-at", "2", steps=3),
+               output_dir=bad.output_dir)])
+    worker = env.worker("--slots", "1")
+    lines: list[str] = []
+    counts = actions.wait_sweep(env.store, plan.short_id, poll_s=0.05, log=lines.append, enabled=False)
+    assert counts == {"succeeded": 1, "failed": 1}
+    assert lines[-1] == f"sweep {plan.short_id}: 2/2 job, failed 1, succeeded 1"  # one line per finished job
+    assert len(lines) in (1, 2) and all(line.startswith(f"sweep {plan.short_id}: ") for line in lines)
+    worker.terminate()
+    worker.wait(PATIENCE)

@@ -136,7 +136,17 @@ def cmd_sweep(args) -> int:
     if worker is not None:
         pid = f" (pid {worker['pid']})" if worker["pid"] else ""
         _out(f"worker: {'started' if worker['started'] else 'already running'}{pid}")
-    return 0
+    return _wait(plan.sweep_id) if args.wait and not args.dry_run else 0
+
+
+def _wait(sweep: str) -> int:
+    from toolkit.jobs.actions import wait_sweep
+    from toolkit.jobs.store import JobStore
+    from toolkit.outcomes import ExitCode
+
+    counts = wait_sweep(JobStore(), sweep)
+    _out(f"sweep {sweep[:8]} finished: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return ExitCode.SUCCESS if set(counts) == {"succeeded"} else ExitCode.FAILURE
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -331,6 +341,8 @@ def register(sub) -> None:
     g.add_argument("--max-attempts", type=_number(int), default=3, help="runs allowed when a worker is lost (default 3)")
     g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
     g.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
+    g.add_argument("--wait", action="store_true", help="after queueing, wait until every job has finished (a "
+                   "progress bar on a terminal); exit 1 unless all succeeded")
     g.add_argument("--json", action="store_true", help="print the plan (and queue result) as JSON")
     g = p.add_argument_group("executor (where the jobs run)")
     g.add_argument("--executor", default="local", choices=["local", "slurm"],
