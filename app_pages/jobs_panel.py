@@ -60,7 +60,7 @@ def _table(progress: list[dict]) -> pd.DataFrame:
         "ETA": _text(None if p["eta_s"] is None or p["state"] != "running" else p["eta_s"] / 60, "{:.1f} min"),
         "accuracy %": _text(next(iter(p["scores"].values()), None), "{:.2f}"),
         "attempts": f"{p['attempts']}/{p['max_attempts']}",
-        "reason": p["reason"] or "",
+        "reason": ": ".join(x for x in (p["reason"], (p["message"] or "").removeprefix("error: ")) if x),
         "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else "")} for p in progress])
 
 

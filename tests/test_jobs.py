@@ -532,7 +532,7 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     assert planned["seed"].iloc[-1] == "–" and "None" not in planned.to_string()  # the reference row has no seed
     table = at.dataframe[1].value.set_index("job")
     assert table.loc[ok.id, "state"] == "succeeded" and table.loc[ok.id, "progress"] == 1.0
-    assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1"
+    assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1: simulated failure"
     at.selectbox(key="jobs_selected").set_value(bad.id).run()
     assert "error: simulated failure" in at.code[0].value
     next(b for b in at.button if b.label == "Retry").click().run(timeout=PATIENCE)
