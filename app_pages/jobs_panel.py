@@ -49,9 +49,13 @@ def _text(value, fmt: str = "{}") -> str:
     return "" if value is None else fmt.format(value)
 
 
+OPTIONAL = ("phase", "ETA", "accuracy %", "reason")
+"""columns left out while no job has a value in them (the table then fits a 1280-px window)"""
+
+
 def _table(progress: list[dict]) -> pd.DataFrame:
-    """One row per job, as text: no 'None' cells, counts with separators."""
-    return pd.DataFrame([{
+    """One row per job, as text: no 'None' cells, counts with separators, empty columns left out."""
+    table = pd.DataFrame([{
         "job": p["id"], "name": p["name"], "state": p["state"],
         "phase": p["phase"] if p["state"] == "running" else "",
         "progress": p["fraction"] or 0.0,
@@ -62,6 +66,9 @@ def _table(progress: list[dict]) -> pd.DataFrame:
         "attempts": f"{p['attempts']}/{p['max_attempts']}",
         "reason": ": ".join(x for x in (p["reason"], (p["message"] or "").removeprefix("error: ")) if x),
         "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else "")} for p in progress])
+    if set(table["runs on"]) == {"local"}:
+        table = table.drop(columns=["runs on"])
+    return table.drop(columns=[c for c in OPTIONAL if not table[c].astype(bool).any()])
 
 
 def _loss_chart(jobs, smoothing: float):
