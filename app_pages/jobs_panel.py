@@ -9,6 +9,7 @@ import json
 import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from toolkit.errors import CmbaError
 from toolkit.jobs import actions, estimate, preflight
@@ -102,7 +103,10 @@ def _sweep_actions(store: JobStore, sweep: dict) -> None:
         if c.button("Open in Compare", type="primary", key="jobs_open_compare",
                     help="this sweep's model on the Compare page: statistics by ratio and the verdict"):
             s["compare_focus"] = {"model": spec.get("model")}
-            st.switch_page("app_pages/compare.py")
+            try:
+                st.switch_page("app_pages/compare.py")
+            except StreamlitAPIException:  # the page run on its own (no navigation): the focus waits for it
+                c.info("Open the Compare page: it will show this sweep's model.")
 
 
 @st.fragment(run_every=2)

@@ -537,7 +537,10 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     assert "error: simulated failure" in at.code[0].value
     next(b for b in at.button if b.label == "Retry").click().run(timeout=PATIENCE)
     assert not at.exception and env.store.get(bad.id).retries == 1
+    assert at.toast[0].value.startswith(f"Job {bad.id} queued again (retry 1)")  # the click says what it did
     workers = wait_for(live_workers, what="the worker the page starts")  # ensure_worker: a detached worker
     env.pids += [w["pid"] for w in workers]
     wait_for(lambda: state_of(env, bad.id) is JobState.SUCCEEDED, what="the retried job")
     assert [r["start_step"] for r in env.runs_at(bad.output_dir)] == [0, 2]
+    next(b for b in at.run().button if b.label == "Open in Compare").click().run()  # the sweep has ended
+    assert not at.exception and at.session_state["compare_focus"] == {"model": "demo"}
