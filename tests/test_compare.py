@@ -478,3 +478,14 @@ def test_baseline_picks_the_one_eval_set_it_can_be_compared_on(tmp_path, monkeyp
     assert code == 2 and err.count("\n") == 1
     assert err.rstrip().endswith(f"compare one at a time: pass --dataset {other} or --dataset {TAG}")
     assert run_cli(["compare", "--dataset", other], monkeypatch, capsys)[0] == 0
+
+
+def test_page_opens_on_the_model_of_the_sweep_it_was_sent_from(tmp_path, monkeypatch):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    write_adapter(tmp_path, "other-model", base_model="qwen2-vl-2b", accs=pattern(300))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    at = AppTest.from_file(PAGE, default_timeout=PATIENCE)
+    at.session_state["compare_focus"] = {"model": "qwen2-vl-2b"}  # the jobs page's "Open in Compare"
+    at.run()
+    assert not at.exception and at.selectbox(key="cmp_model").value == "qwen2-vl-2b"
+    assert "compare_focus" not in at.session_state  # used once: the user's later choice stands
