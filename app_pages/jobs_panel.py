@@ -42,7 +42,7 @@ def _slots() -> int:
 
 def cached_estimate(plan) -> str | None:
     """The sweep's time estimate as text, from the runs this store has measured (None when none matches)."""
-    est = estimate.estimate_sweep(estimate.plan_jobs(plan), estimate.measured_runs(JobStore()), slots=_slots())
+    est = estimate.estimate_sweep(estimate.plan_jobs(plan), estimate.measured_here(JobStore()), slots=_slots())
     return est.text() if est else None
 
 

@@ -119,3 +119,13 @@ def test_waiting_on_a_sweep_reports_finished_jobs_until_all_are(env, demo_struct
     assert len(lines) in (1, 2) and all(line.startswith(f"sweep {plan.short_id}: ") for line in lines)
     worker.terminate()
     worker.wait(PATIENCE)
+
+
+def test_adapters_trained_without_a_job_count_as_measurements(env, tmp_path):  # noqa: F811
+    from test_compare import pattern, write_adapter
+
+    from toolkit.jobs.estimate import measured_here
+
+    write_adapter(env.adapters, "by-hand", accs=pattern(200), training={"batch_size": 4, "grad_accum": 2})
+    [record] = measured_here(env.store)  # cmba.json: 10 steps in 12.5 s; results: 400 questions in 3.0 s
+    assert record == RunRecord(model="demo", gpu=False, s_per_sample=12.5 / (10 * 4 * 2), s_per_question=3.0 / 400)

@@ -1,6 +1,6 @@
 """How long a sweep will take, from the step rates measured by earlier runs on this machine.
 
-    history = measured_runs(JobStore())                 # what finished jobs took here (reads their run folders)
+    history = measured_here(JobStore())      # what finished jobs took here, and adapters trained with `train`
     est = estimate_sweep(plan_jobs(plan), history, slots=2)
     est.text()      # "about 12–15 min for 5 jobs on 2 slots (from 4 earlier runs of demo, batch 16, on CPU)"
 
@@ -111,7 +111,6 @@ def estimate_sweep(jobs: list[JobCost], history: list[RunRecord], *, slots: int)
 def measured_runs(store) -> list[RunRecord]:
     """A RunRecord per succeeded sweep job of `store` (jobs queued with settings; others are skipped)."""
     from toolkit import runs
-    from toolkit.errors import InputError
 
     out = []
     for job in store.list(states=["succeeded"]):
@@ -124,15 +123,7 @@ def measured_runs(store) -> list[RunRecord]:
         if m and m.step and m.elapsed_s and train.get("batch_size"):
             train_s = m.elapsed_s
             s_per_sample = m.elapsed_s / (m.step * train["batch_size"] * (train.get("grad_accum") or 1))
-        s_per_question = eval_s = None
-        for tag in runs.evaluations(job.output_dir) if evaluate else []:
-            try:
-                result = runs.read_evaluation(job.output_dir, tag)
-            except InputError:
-                continue
-            n = (result.scores or {}).get("n")
-            if result.eval_time_s and n:
-                eval_s, s_per_question = result.eval_time_s, result.eval_time_s / n
+        eval_s, s_per_question = _eval_rate(job.output_dir) if evaluate else (None, None)
         if s_per_sample is None and s_per_question is None:
             continue
         overhead = None
@@ -140,6 +131,51 @@ def measured_runs(store) -> list[RunRecord]:
             overhead = max(0.0, job.finished - job.started - (train_s or 0.0) - (eval_s or 0.0))
         out.append(RunRecord(model=model, gpu=job.gpus > 0, s_per_sample=s_per_sample,
                              s_per_question=s_per_question, overhead_s=overhead))
+    return out
+
+
+def _eval_rate(folder) -> tuple[float | None, float | None]:
+    """(evaluation seconds, seconds per question) of the run folder's last readable evaluation."""
+    from toolkit import runs
+    from toolkit.errors import InputError
+
+    out = (None, None)
+    for tag in runs.evaluations(folder):
+        try:
+            result = runs.read_evaluation(folder, tag)
+        except InputError:
+            continue
+        n = (result.scores or {}).get("n")
+        if result.eval_time_s and n:
+            out = (result.eval_time_s, result.eval_time_s / n)
+    return out
+
+
+def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
+    """A RunRecord per complete adapter of the store `folder` (trained by `train` or a job; `skip`: paths
+    already counted through the job store): the training and evaluation rates its cmba.json and results keep."""
+    from pathlib import Path
+
+    from toolkit import runs
+    from toolkit.errors import InputError
+
+    skip = {str(Path(p).resolve()) for p in skip}
+    out = []
+    for sub in runs.run_folders(Path(folder)):
+        if str(sub.resolve()) in skip or not runs.is_complete(sub):
+            continue
+        try:
+            doc = runs.read_adapter_doc(sub).to_dict()
+        except InputError:
+            continue
+        training, result = doc.get("training") or {}, doc.get("result") or {}
+        model = (doc.get("base_model") or {}).get("id")
+        samples = (result.get("steps") or 0) * (training.get("batch_size") or 0) * (training.get("grad_accum") or 1)
+        per_sample = result["train_time_s"] / samples if samples and result.get("train_time_s") else None
+        per_question = _eval_rate(sub)[1]
+        if model and (per_sample or per_question):
+            out.append(RunRecord(model=model, gpu=result.get("device", "cpu") != "cpu", s_per_sample=per_sample,
+                                 s_per_question=per_question))
     return out
 
 
@@ -155,3 +191,12 @@ def plan_jobs(plan) -> list[JobCost]:
                            batch_size=((train or {}).get("batch_size") or 0) * ((train or {}).get("grad_accum") or 1),
                            questions=(evaluate or {}).get("limit") or (math.inf if evaluate else 0)))
     return out
+
+
+def measured_here(store, adapters=None) -> list[RunRecord]:
+    """Every measurement on this machine: the store's succeeded jobs, then the adapters of the store `adapters`
+    (default: the adapter store) that no job trained."""
+    from toolkit.paths import adapters_dir
+
+    skip = [j.output_dir for j in store.list() if j.output_dir]
+    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip)
