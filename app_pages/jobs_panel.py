@@ -124,11 +124,15 @@ def jobs_panel():
         st.info("No sweeps yet: launch one above.")
         return
     by_id = {w["id"]: w for w in sweeps}
-    if s.get("jobs_sweep") not in by_id:
-        s.pop("jobs_sweep", None)
     labels = {w["id"]: f"{w['id'][:8]} · {w['spec'].get('model')} · "
               + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
-    sweep = st.selectbox("Sweep", list(labels), format_func=labels.get, key="jobs_sweep")
+    # The labels carry live counts, so the widget is new whenever they change: a plain key (set by the form
+    # on queueing, and by the user's pick) says which sweep it opens on. (With a widget key set from code the
+    # browser kept showing the label of the moment it was set: "2 queued" after both had succeeded.)
+    ids = list(labels)
+    sweep = st.selectbox("Sweep", ids, index=ids.index(s["jobs_sweep"]) if s.get("jobs_sweep") in by_id else 0,
+                         format_func=labels.get)
+    s["jobs_sweep"] = sweep
     _sweep_actions(store, by_id[sweep])
     jobs = store.list(sweep=sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]

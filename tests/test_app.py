@@ -157,6 +157,10 @@ def test_uniform_rounding_flags_the_budget_error_and_full_finetune_arm(at):
 JOBS_PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "jobs.py")
 
 
+def sweep_box(page: AppTest):
+    return next(box for box in page.selectbox if box.label == "Sweep")
+
+
 def _jobs_page(launch: dict) -> AppTest:
     page = AppTest.from_file(JOBS_PAGE, default_timeout=PATIENCE)
     page.session_state["launch"] = launch  # the calculator's hand-off
@@ -182,7 +186,7 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
         settings=job.settings)])
     assert env.worker("--once").wait(PATIENCE) == 0
     at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
-    assert not at.exception and not at.error and at.selectbox(key="jobs_sweep").value == old.sweep_id
+    assert not at.exception and not at.error and sweep_box(at).value == old.sweep_id
     at.checkbox(key="jobs_eval").uncheck().run()
     [estimate] = [i.value for i in at.info if i.value.startswith("Estimated time")]
     assert re.fullmatch(r"Estimated time: about [\d.]+(–[\d.]+)? min for 4 job\(s\) on \d+ slot\(s\) "
@@ -191,7 +195,7 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
     next(b for b in at.button if b.label == "Queue sweep").click().run()
     assert not at.exception and not at.error
     [new] = [w["id"] for w in env.store.sweeps() if w["id"] != old.sweep_id]
-    assert at.selectbox(key="jobs_sweep").value == new  # the panel follows the sweep just queued
+    assert sweep_box(at).value == new  # the panel follows the sweep just queued
     assert at.success[0].value == f"Queued 4 job(s) as sweep {new[:8]}."
     env.pids += [w["pid"] for w in wait_for(live_workers, what="the worker the page starts")]
 
