@@ -112,7 +112,7 @@ def cmd_sweep(args) -> int:
             doc["states"] = {j.id: j.state.value for j in result.jobs}
         doc["worker"] = worker
         _out(json.dumps(doc, indent=2))
-        return 0
+        return _wait(plan.sweep_id, quiet=True) if args.wait and not args.dry_run else 0
     where = "" if plan.spec.executor == "local" else f" · Slurm: {' '.join(plan.spec.slurm.sbatch_args())}"
     _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s){where}")
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
@@ -139,13 +139,15 @@ def cmd_sweep(args) -> int:
     return _wait(plan.sweep_id) if args.wait and not args.dry_run else 0
 
 
-def _wait(sweep: str) -> int:
+def _wait(sweep: str, *, quiet: bool = False) -> int:
+    """Wait for the sweep's jobs (the bar on stderr); `quiet`: nothing more on stdout (--json)."""
     from toolkit.jobs.actions import wait_sweep
     from toolkit.jobs.store import JobStore
     from toolkit.outcomes import ExitCode
 
     counts = wait_sweep(JobStore(), sweep)
-    _out(f"sweep {sweep[:8]} finished: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    if not quiet:
+        _out(f"sweep {sweep[:8]} finished: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return ExitCode.SUCCESS if set(counts) == {"succeeded"} else ExitCode.FAILURE
 
 
