@@ -17,6 +17,7 @@ from toolkit.jobs import progress as progress_of
 from toolkit.jobs.executor import tail_lines
 from toolkit.jobs.store import JobStore
 from toolkit.jobs.worker import WorkerConfig, ensure_worker, live_workers
+from toolkit.paths import adapters_dir, jobs_dir
 
 s = st.session_state
 # A rerun of the 2-s panel marks its elements stale (Streamlit fades them) until it ends; on a busy machine that
@@ -31,8 +32,8 @@ def _preflight(spec_json: str, _spec) -> list[str]:
 
 def cached_preflight(spec) -> list[str]:
     """The sweep's pre-flight problems (toolkit.jobs.preflight), re-checked at most every 30 s."""
-    return _preflight(json.dumps({**spec.normalised(), "executor": spec.executor, "gpus": spec.gpus_per_job},
-                                 sort_keys=True, default=str), spec)
+    return _preflight(json.dumps({**spec.normalised(), "executor": spec.executor, "gpus": spec.gpus_per_job,
+                                  "stores": [str(jobs_dir()), str(adapters_dir())]}, sort_keys=True, default=str), spec)
 
 
 def _slots() -> int:
@@ -40,10 +41,16 @@ def _slots() -> int:
     return workers[0]["slots"] if workers else WorkerConfig().resources()[1]  # what ensure_worker would start
 
 
-def cached_estimate(plan) -> str | None:
-    """The sweep's time estimate as text, from the runs this store has measured (None when none matches)."""
-    est = estimate.estimate_sweep(estimate.plan_jobs(plan), estimate.measured_here(JobStore()), slots=_slots())
+@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
+def _estimate(sweep_id: str, slots: int, stores: tuple[str, str], _plan) -> str | None:
+    est = estimate.estimate_sweep(estimate.plan_jobs(_plan), estimate.measured_here(JobStore()), slots=slots)
     return est.text() if est else None
+
+
+def cached_estimate(plan) -> str | None:
+    """The sweep's time estimate as text, from the runs measured here (None when none matches); the store and
+    the adapters are read again at most every 30 s."""
+    return _estimate(plan.sweep_id, _slots(), (str(jobs_dir()), str(adapters_dir())), plan)
 
 
 def _text(value, fmt: str = "{}") -> str:
