@@ -109,7 +109,8 @@ def natural_key(name: str) -> tuple:
 
 
 def _packed(items: list[str], *, indent: int, width: int) -> str:
-    """Comma-separated items, as many per line as fit in `width` (a module list reads in ~1/3 of the lines)."""
+    """Comma-separated items, as many per line as fit in `width` (short names share a line; 92 columns show
+    unwrapped in the app at 1280 px)."""
     lines, line = [], ""
     for item in items:
         if line and indent + len(line) + len(item) + 2 > width:
@@ -122,7 +123,7 @@ def _packed(items: list[str], *, indent: int, width: int) -> str:
 def lora_config_snippet(allocation) -> str:
     """Self-contained Python that rebuilds the config and checks PEFT's parameter count."""
     d = lora_config_dict(allocation)
-    targets = _packed([repr(n) for n in sorted(d["target_modules"], key=natural_key)], indent=8, width=120)
+    targets = _packed([repr(n) for n in sorted(d["target_modules"], key=natural_key)], indent=8, width=92)
 
     def fmt(patterns: dict) -> str:
         return "{\n" + "".join(f"        {k!r}: {v!r},\n" for k, v in patterns.items()) + "    }"
