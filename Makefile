@@ -10,6 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
+	@echo "First run: installing the requirements into $(VENV) (torch, transformers, peft, streamlit, ...:"
+	@echo "about a minute with a pip cache, a few minutes without; later runs start at once)."
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
@@ -19,6 +21,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 .PHONY: app test test-fast lint bench
 app: $(VENV)/.runtime
+	@echo "Starting the app on http://127.0.0.1:$(PORT) (the first page load imports torch and transformers: allow it some seconds)"
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(VENV)/.dev

@@ -10,6 +10,7 @@ from app_pages.calculator_ui import (
     options_ui,
     ratio_ui,
 )
+from app_pages.format_ui import compact_grid, compact_modules, excluded_markdown
 from toolkit.calculator import report
 from toolkit.calculator.allocation import allocate
 from toolkit.calculator.checks import budget_flag, budget_problem
@@ -40,7 +41,8 @@ except CmbaError as exc:
 with right:
     st.caption(f"{structure.architecture} · family {structure.family} · {structure.total_params:,} parameters"
                + (f" · config of {structure.hub_id}" if structure.hub_id else ""))
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3 = st.columns(3)
+    c4 = st.container()  # the mean ranks (e.g. 13.8:27.6:6.91) get a row: next to three others they are cut
     c1.metric("Budget", f"{a.budget / 1e6:.2f} M", help=f"{a.budget:,} params ({a.budget_spec})")
     c2.metric("Allocated", f"{a.total / 1e6:.2f} M", help=f"{a.total:,} LoRA params")
     flag = budget_flag(a.budget_error)
@@ -49,7 +51,6 @@ with right:
               + ":".join(str(r) for r in a.ranks()))
     if flag:
         st.error(budget_problem(a))
-    st.dataframe(report.component_table(a), width="stretch", column_config=PARAM_COLUMNS)
     for w in a.warnings:
         st.warning(w)
     # hand the allocation to the launch form (plain keys survive page switches; widget keys do not)
@@ -57,29 +58,37 @@ with right:
                                   "budget_value": budget_text, "ratio": ratio_text, "mode": mode}
     st.page_link("app_pages/jobs.py", label="Train this allocation: launch a sweep", icon="🏃")
     st.altair_chart(report.split_chart(a), width="stretch")
-    grid_tab, audit_tab, config_tab, detail_tab = st.tabs(
-        ["Canonical ratios", "Audit hand-picked ranks", "LoraConfig", "Per-module detail"])
-    with grid_tab:
-        grid = report.ratio_grid(structure, spec)
-        st.dataframe(grid, hide_index=True, width="stretch", column_config=PARAM_COLUMNS)
-        for level, text in report.grid_notes(grid):
-            (st.error if level == "error" else st.warning)(text)
-        st.altair_chart(report.ratio_grid_chart(grid), width="stretch")
-    with audit_tab:
-        tuples = st.text_input("Hand-picked ranks v:p:l (comma-separated)", value="4:16:4, 8:8:8, 2:8:2", key="audit")
-        try:
-            st.dataframe(report.audit_table(structure, spec, report.parse_rank_tuples(tuples)), hide_index=True)
-        except CmbaError as exc:
-            st.error(str(exc))
-    with config_tab:
-        if st.button("Confirm with PEFT", help="get_peft_model on the model built on the meta device"):
-            count = peft_trainable_count(structure, a)
-            (st.success if count == a.total else st.error)(f"PEFT counts {count:,} trainable parameters "
-                                                           f"(calculator: {a.total:,})")
-        st.download_button("Download LoraConfig JSON", lora_config_json(a), file_name="cmba_lora_config.json",
-                           mime="application/json")
-        st.code(lora_config_snippet(a), language="python")
-    with detail_tab:
-        st.dataframe(report.module_table(a), hide_index=True, width="stretch")
-        st.caption(f"Excluded from the budget: {len(structure.excluded)} Linear layers")
-        st.dataframe(report.excluded_table(structure), hide_index=True, width="stretch")
+
+# tables below, at the page's full width: they have many columns
+st.dataframe(report.component_table(a), width="stretch", column_config=PARAM_COLUMNS)
+grid_tab, audit_tab, config_tab, detail_tab = st.tabs(
+    ["Canonical ratios", "Audit hand-picked ranks", "LoraConfig", "Per-module detail"])
+with grid_tab:
+    grid = report.ratio_grid(structure, spec)
+    st.dataframe(compact_grid(grid), hide_index=True, width="stretch", column_config=PARAM_COLUMNS)
+    st.caption(f"{spec.rounding} rounding; ranks are the nominal ones, mean ranks what each component gets")
+    for level, text in report.grid_notes(grid):
+        (st.error if level == "error" else st.warning)(text)
+    st.altair_chart(report.ratio_grid_chart(grid), width="stretch")
+with audit_tab:
+    tuples = st.text_input("Hand-picked ranks v:p:l (comma-separated)", value="4:16:4, 8:8:8, 2:8:2", key="audit")
+    try:
+        st.dataframe(report.audit_table(structure, spec, report.parse_rank_tuples(tuples)), hide_index=True,
+                     width="stretch", column_config=PARAM_COLUMNS)
+    except CmbaError as exc:
+        st.error(str(exc))
+with config_tab:
+    if st.button("Confirm with PEFT", help="get_peft_model on the model built on the meta device"):
+        count = peft_trainable_count(structure, a)
+        (st.success if count == a.total else st.error)(f"PEFT counts {count:,} trainable parameters "
+                                                       f"(calculator: {a.total:,})")
+    st.download_button("Download LoraConfig JSON", lora_config_json(a), file_name="cmba_lora_config.json",
+                       mime="application/json")
+    st.caption(f"{sum(not m.full for m in a.modules):,} target modules, in natural order (layers 2 before 10); "
+               "the JSON download holds the same config")
+    st.code(lora_config_snippet(a), language="python", height=480, wrap_lines=True)  # scrolls: 7B models: ~360 modules
+with detail_tab:
+    st.dataframe(compact_modules(report.module_table(a)), hide_index=True, width="stretch",
+                 column_config=PARAM_COLUMNS)
+    st.caption(f"Excluded from the budget: {len(structure.excluded)} Linear layers")
+    st.markdown(excluded_markdown(report.excluded_table(structure)))

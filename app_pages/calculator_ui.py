@@ -39,14 +39,17 @@ def model_picker_ui() -> tuple[str, str | None]:
 
 def _numbers_to_text():
     s = st.session_state
-    s.ratio_text = f"{s.ratio_v:g}:{s.ratio_p:g}:{s.ratio_l:g}"
+    numbers = (s.ratio_v, s.ratio_p, s.ratio_l)
+    if None not in numbers:  # a box left empty keeps the text as it is
+        s.ratio_text = ":".join(f"{n:g}" for n in numbers)
 
 
 def _text_to_numbers():
     try:
         vision, projector, language = Ratio.parse(st.session_state.ratio_text).as_tuple()
-    except CmbaError:
-        return  # the page shows the parse error
+    except CmbaError:  # the page shows the parse error; the boxes show no stale numbers meanwhile
+        st.session_state.update(ratio_v=None, ratio_p=None, ratio_l=None)
+        return
     st.session_state.update(ratio_v=vision, ratio_p=projector, ratio_l=language)
 
 
@@ -59,7 +62,8 @@ def ratio_ui() -> str:
                   help="e.g. 1:4:1 or 2:4:1; 0 leaves a component out")
     cols = st.columns(3)
     for col, comp, key in zip(cols, COMPONENTS, ("ratio_v", "ratio_p", "ratio_l")):
-        col.number_input(comp, min_value=0.0, step=1.0, key=key, on_change=_numbers_to_text)
+        col.number_input(comp, min_value=0.0, value=None, step=1.0, key=key, on_change=_numbers_to_text,
+                         placeholder="?")
     return st.session_state.ratio_text
 
 

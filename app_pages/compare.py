@@ -5,6 +5,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
+from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.evaluation import charts, compare, surface
 from toolkit.jobs.store import JobStore
@@ -35,7 +36,10 @@ if not [r for r in store.rows if r["kind"] != "base"]:
     st.caption(store.summary())
     st.stop()
 
-c1, c2, c3, c4 = st.columns(4)
+focus = st.session_state.pop("compare_focus", None) or {}  # "Open in Compare" on the jobs page
+if focus.get("model") in compare.choices(store.rows, "base_model"):
+    st.session_state["cmp_model"] = focus["model"]
+c1, c2, c3, c4 = st.columns([1, 2, 1, 1])  # eval tags are long: the eval set gets the room
 model = c1.selectbox("Base model", compare.choices(store.rows, "base_model"), key="cmp_model")
 rows = compare.filter_rows(store.rows, model=model)
 dataset = c2.selectbox("Eval set", compare.choices(rows, "eval_tag"), key="cmp_dataset")
@@ -61,10 +65,11 @@ except CmbaError as exc:
 
 st.caption(store.summary())
 VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
-left, right = st.columns([2, 1])
-left.dataframe(compare.group_table(a), hide_index=True, width="stretch")
+st.dataframe(readable(compare.group_table(a), formats={"p": "{:.4f}", "p (Holm)": "{:.4f}"}), hide_index=True,
+             width="stretch")
 if a.best:
-    right.metric("Best adapter", a.best["name"], help=a.best["path"])
+    right = st.container(border=True)
+    right.markdown(f"**Best adapter:** `{a.best['name']}`", help=a.best["path"])
     chosen_on = f" · chosen on {a.best['selected_on']}" if a.best.get("selected_on") else ""
     right.caption(f"ratio {a.best['ratio']} · seed {a.best['seed']} · {a.best['accuracy']:.2f}% · "
                   f"{a.best['trainable_params']:,} trainable params{chosen_on}"
@@ -84,7 +89,13 @@ for other in a.kept_apart:
 for note in a.notes:
     st.caption(f"note: {note}")
 
-st.dataframe(compare.table(a.rows), hide_index=True, width="stretch")
+# what differs between the compared adapters (model, eval set and budget are one each; the CSV has every column)
+adapters = compare.table(a.rows)
+adapters["peak GiB"] = adapters["peak_memory_bytes"] / 2**30
+adapters = adapters.drop(columns=["budget", "base_model", "dataset", "split", "eval_tag", "kind", "path", "n", "ranks",
+                                  "peak_memory_bytes"]).rename(columns={"trainable_params": "params",
+                                                                        "train_time_s": "train s"})
+st.dataframe(readable(adapters), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
 d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
@@ -106,4 +117,7 @@ if curves.empty:
     loss_tab.info("No metrics.jsonl in these adapters.")
 else:
     loss_tab.altair_chart(charts.loss_chart(curves), width="stretch")
-type_tab.altair_chart(charts.answer_type_chart(a), width="stretch")
+counts = charts.answer_type_counts(a)
+type_tab.altair_chart(charts.answer_type_chart(a, counts), width="stretch")
+if counts:
+    type_tab.caption("Questions per answer type: " + ", ".join(f"{t} {n:,}" for t, n in sorted(counts.items())))

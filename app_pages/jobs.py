@@ -5,25 +5,35 @@ that outlives the app. Model, budget and ratio come prefilled from the calculato
 machine or on a Slurm cluster (resources per job); the panel below reads the store either way.
 """
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from app_pages import study_ui
-from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, PARAM_COLUMNS, cached_structure
+from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, cached_structure
+from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
-from toolkit.jobs import progress as progress_of
 from toolkit.jobs import sweep as sw
-from toolkit.jobs.executor import tail_lines
-from toolkit.jobs.lifecycle import revive_worker
 from toolkit.jobs.slurm.executor import slurm_problem
 from toolkit.jobs.store import JobStore
-from toolkit.jobs.worker import ensure_worker, live_workers
+from toolkit.jobs.worker import ensure_worker
 from toolkit.training.settings import TrainSettings, field_docs, setting_choices
 
 s = st.session_state
+
+
+def plan_table(plan) -> pd.DataFrame:
+    """The plan's rows as text: thousands separators, and a dash where a value does not apply (reference row)."""
+    def cell(value):
+        return "–" if value is None else f"{value:,}" if isinstance(value, int) else value
+
+    one_budget = len(plan.spec.budgets) == 1  # then the caption says it, and the table keeps its width for the rest
+    rows = [{k: cell(v) for k, v in row.items() if k != "output" and not (one_budget and k in ("budget", "budget params"))}
+            for row in plan.rows()]
+    for row, job in zip(rows, plan.jobs, strict=True):
+        row["budget error %"] = "–" if job.budget_error is None else f"{job.budget_error:+.2f}"
+    return pd.DataFrame(rows)
 DOC = field_docs(TrainSettings)  # the form's help texts are the settings' own docs (also the CLI's --help)
 
 
@@ -59,9 +69,14 @@ def _restore_form() -> None:
 
 
 def _queue(plan) -> None:
-    """Submit the planned sweep (idempotent), make sure a worker runs, and remember what to say."""
-    result = sw.submit_sweep(plan)
+    """Submit the planned sweep (idempotent), make sure a worker runs, select it below, remember what to say."""
+    try:
+        result = sw.submit_sweep(plan)
+    except CmbaError as exc:  # the pre-flight checks, run again at the moment of queueing
+        s["jobs_queued"] = {"created": False, "error": str(exc), "message": "", "worker": None}
+        return
     worker = ensure_worker()
+    s["jobs_sweep"] = plan.sweep_id  # the panel shows the sweep just queued (its selectbox is drawn later)
     s["jobs_queued"] = {
         "created": result.created,
         "message": (f"Queued {len(result.jobs)} job(s) as sweep {plan.short_id}." if result.created
@@ -125,80 +140,38 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         st.error(str(exc))
         plan = None
     if plan is not None:
-        st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s), each trained with `--resume`"
+        budget = (f" at {plan.spec.budgets[0]} ({plan.jobs[0].budget_params:,} params)"
+                  if len(plan.spec.budgets) == 1 and plan.jobs[0].budget_params else "")
+        st.caption(f"Sweep {plan.short_id}: {len(plan.jobs)} job(s){budget}, each trained with `--resume`"
                    + (f", then evaluated on '{spec.eval_split}'" if spec.eval_split else "")
                    + (f"; Slurm: `{' '.join(spec.slurm.sbatch_args())}`" if spec.executor == "slurm" else ""))
-        st.dataframe(pd.DataFrame(plan.rows()).drop(columns=["output"]), hide_index=True, width="stretch",
-                     column_config={**PARAM_COLUMNS, "trainable params": PARAM_COLUMNS["params"],
-                                    "budget params": PARAM_COLUMNS["params"]})
+        st.dataframe(plan_table(plan), hide_index=True, width="stretch")
         for warning in plan.warnings:  # budget errors let through, ratios that caps made identical
             st.warning(warning)
+        problems = cached_preflight(plan.spec)
+        for problem in problems:  # what would make every job fail: refused before queueing
+            st.error(problem)
+        estimate = cached_estimate(plan)
+        st.info(f"Estimated time: {estimate}" if estimate else
+                "Estimated time: none yet (no earlier run of this model on this device here); the panel below "
+                "shows each job's ETA from its first steps.", icon="⏱️")
         for k in FORM_KEYS:
             if k in s:
                 s[f"_{k}"] = s[k]
         # The click only records the request (a callback, which a rerun of the 2-s jobs panel racing the click
         # cannot drop, as it could the button's bare True value); this run, with the form's current values, queues.
-        st.button("Queue sweep", type="primary", on_click=lambda: s.update(jobs_queue_requested=True))
-        if s.pop("jobs_queue_requested", False):
+        st.button("Queue sweep", type="primary", on_click=lambda: s.update(jobs_queue_requested=True),
+                  disabled=bool(problems))
+        if s.pop("jobs_queue_requested", False) and not problems:
             _queue(plan)
     s.pop("jobs_queue_requested", None)  # a request made while the form was invalid is not kept for later
     queued = s.pop("jobs_queued", None)
-    if queued:
+    if queued and queued.get("error"):
+        st.error(queued["error"])
+    elif queued:
         (st.success if queued["created"] else st.info)(queued["message"])
         if queued["worker"]:
             st.caption(queued["worker"])
-
-
-@st.fragment(run_every=2)
-def jobs_panel():
-    store = JobStore()
-    sweeps = store.sweeps()
-    if (revived := revive_worker(store)) and revived["started"]:  # queued jobs whose worker died
-        st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
-    workers = live_workers(store)
-    left, right = st.columns([3, 1])
-    left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers
-                 else "No worker running (queued jobs wait until one starts).")
-    if not workers and right.button("Start worker"):
-        ensure_worker()
-    if not sweeps:
-        st.info("No sweeps yet: launch one above.")
-        return
-    labels = {w["id"]: f"{w['id'][:8]} · {w['spec'].get('model')} · "
-              + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
-    sweep = st.selectbox("Sweep", list(labels), format_func=labels.get, key="jobs_sweep")
-    jobs = store.list(sweep=sweep)
-    study_ui.search_panel(store, sweep)
-    progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
-    table = pd.DataFrame([{
-        "job": p["id"], "name": p["name"], "state": p["state"], "phase": p["phase"] if p["state"] == "running" else "",
-        "progress": p["fraction"] or 0.0, "step": p["step"], "loss": p["loss"],
-        "eta min": None if p["eta_s"] is None or p["state"] != "running" else round(p["eta_s"] / 60, 1),
-        "attempts": p["attempts"], "reason": p["reason"] or "",
-        "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else ""),
-        "accuracy %": next(iter(p["scores"].values()), None)} for p in progress])
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
-    curves = pd.DataFrame(progress_of.loss_curves(jobs))
-    if not curves.empty:
-        st.altair_chart(alt.Chart(curves).mark_line().encode(
-            x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="name:N",
-            tooltip=["name", "ratio", "seed", "step", "loss"]), width="stretch")
-    job_id = st.selectbox("Job", [j.id for j in jobs], key="jobs_selected",
-                          format_func=lambda i: f"{i} · {next(j.name for j in jobs if j.id == i)}")
-    job = store.get(job_id)
-    a, b, c = st.columns([1, 1, 4])
-    try:
-        if a.button("Cancel", disabled=job.state.finished):
-            store.request_cancel(job.id)
-        if b.button("Retry", disabled=job.state.value not in ("failed", "cancelled")):
-            store.retry(job.id)
-            ensure_worker()
-    except CmbaError as exc:
-        st.error(str(exc))
-    if job.message:
-        c.error(job.message)
-    st.code("\n".join(tail_lines(job.log_path, 40)) or "(no log yet)", language="text")
 
 
 st.subheader("Jobs")

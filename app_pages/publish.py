@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
+from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.hub.modelcard import HUB_LICENSES, split_card
 from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
@@ -26,45 +28,48 @@ if not options:
             "come back to publish it.")
     st.stop()
 
-left, right = st.columns([1, 2], gap="large")
-with left:
-    adapter = st.selectbox("Adapter", options, index=options.index(str(chosen)) if chosen else 0,
-                           format_func=lambda p: Path(p).name)
-    repo_text = st.text_input("Repo id", placeholder="namespace/name, e.g. alice/llava-1-4-1")
-    repo_id = None
-    try:
-        repo_id = validate_repo_id(repo_text) if repo_text else None
-    except CmbaError as exc:
-        st.error(str(exc))
-    private = st.checkbox("Private repo", value=True, help="An existing repo must have this visibility.")
-    license = st.selectbox("License", ["(not specified)", *HUB_LICENSES])
-    token = st.text_input("Hugging Face token", type="password",
-                          help="Needs write access. Used for this push only, never stored; leave empty to use "
-                               "HF_TOKEN or the huggingface_hub login.")
+a, b = st.columns(2)  # the form on top; the card below at the page's full width (its tables are wide)
+adapter = a.selectbox("Adapter", options, index=options.index(str(chosen)) if chosen else 0,
+                      format_func=lambda p: Path(p).name)
+repo_text = b.text_input("Repo id", placeholder="namespace/name, e.g. alice/llava-1-4-1")
+repo_id = None
+try:
+    repo_id = validate_repo_id(repo_text) if repo_text else None
+except CmbaError as exc:
+    st.error(str(exc))
+c, d, e = st.columns([2, 2, 1], vertical_alignment="bottom")
+license = c.selectbox("License", ["(not specified)", *HUB_LICENSES])
+token = d.text_input("Hugging Face token", type="password",
+                     help="Needs write access. Used for this push only, never stored; leave empty to use "
+                          "HF_TOKEN or the huggingface_hub login.")
+private = e.checkbox("Private repo", value=True, help="An existing repo must have this visibility.")
 try:
     plan = cached_plan(adapter, repo_id, None if license.startswith("(") else license, folder_stamp(adapter))
 except CmbaError as exc:
-    right.error(str(exc))
+    st.error(str(exc))
     st.stop()
 
-with right:
-    metadata, body = split_card(plan.card)
-    card_tab, meta_tab, files_tab = st.tabs(["Model card", "Card metadata", f"Files ({len(plan.files)})"])
-    card_tab.markdown(body)
-    meta_tab.code(metadata, language="yaml")
-    files_tab.dataframe([{"file": f.path_in_repo, "bytes": f.size, "sha256": f.sha256[:16]} for f in plan.files],
-                        hide_index=True, width="stretch")
-    for path, reason in plan.skipped:
-        files_tab.caption(f"not published: {path} ({reason})")
-
-if left.button("Push to the Hub", type="primary", disabled=repo_id is None):
-    bar = left.progress(0.0, text="starting")
+if st.button("Push to the Hub", type="primary", disabled=repo_id is None):
+    bar = st.progress(0.0, text="starting")
     try:
         result = push(adapter, repo_id, token=token or None, private=private, license=plan.license,
                       progress=lambda fraction, message: bar.progress(fraction, text=message))
     except CmbaError as exc:
-        left.error(str(exc))
+        st.error(str(exc))
     else:
-        left.success(f"Published {result.url} (commit {result.commit[:10]}, verified)")
-        with left.expander("Verification"):
+        if result.changed:
+            st.success(f"Published {result.url} (commit {result.commit[:10]}, verified)")
+        else:
+            st.info(f"Nothing new to publish: {result.url} already holds these files (commit "
+                    f"{result.commit[:10]}, verified)")
+        with st.expander("Verification"):
             st.write("\n".join(f"- {line}" for line in result.checks))
+
+metadata, body = split_card(plan.card)
+card_tab, meta_tab, files_tab = st.tabs(["Model card", "Card metadata", f"Files ({len(plan.files)})"])
+card_tab.markdown(body)
+meta_tab.code(metadata, language="yaml", wrap_lines=True)
+files_tab.dataframe(readable(pd.DataFrame([{"file": f.path_in_repo, "bytes": f.size, "sha256": f.sha256[:16]}
+                                           for f in plan.files])), hide_index=True, width="stretch")
+for path, reason in plan.skipped:
+    files_tab.caption(f"not published: {path} ({reason})")

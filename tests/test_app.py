@@ -5,17 +5,22 @@ from pathlib import Path
 import pytest
 from jobhelpers import PATIENCE
 from streamlit.testing.v1 import AppTest
+from test_jobs import demo_structure, env  # noqa: F401  (fixtures)
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture
-def at(monkeypatch, tmp_path):
+def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def at(offline):
     app = AppTest.from_file(APP, default_timeout=PATIENCE)
     app.run()
     assert not app.exception
@@ -49,6 +54,22 @@ def test_ratio_text_and_numbers_stay_in_sync(at):
     at.number_input(key="ratio_p").set_value(8.0).run()
     assert at.text_input(key="ratio_text").value == "2:8:1"
     assert not errors(at)
+    at.text_input(key="ratio_text").set_value("2:x:1").run()  # the boxes do not keep the last good numbers
+    assert [at.number_input(key=k).value for k in ("ratio_v", "ratio_p", "ratio_l")] == [None, None, None]
+    at.text_input(key="ratio_text").set_value("1:4:1").run()
+    assert [at.number_input(key=k).value for k in ("ratio_v", "ratio_p", "ratio_l")] == [1.0, 4.0, 1.0]
+
+
+def test_a_budget_of_20M_params_and_readable_tables(at):
+    at.radio(key="budget_kind").set_value("params").run()
+    at.text_input(key="budget_params").set_value("20M").run()
+    assert not errors(at) and metrics(at)["Budget"] == "20.00 M"
+    audit = at.dataframe[2].value  # component table, canonical grid, audit table
+    assert list(audit["hand-picked"]) == ["4:16:4", "8:8:8", "2:8:2"]
+    snippet = at.code[0].value  # natural order: layers.2 before layers.10, several modules a line
+    assert snippet.index("language_model.layers.2.mlp") < snippet.index("language_model.layers.10.mlp")
+    assert max(len(line) for line in snippet.splitlines() if "target_modules" not in line and "_pattern" not in line
+               and "lora_config" not in line and line.strip().startswith("'model.")) <= 92  # no wrapping at 1280 px
 
 
 @pytest.mark.parametrize(
@@ -104,7 +125,8 @@ def test_model_sources_fail_clearly(at, tmp_path):
     assert errors(at)[0].startswith("model: ") and "not valid JSON (line 1" in errors(at)[0]
     at.radio(key="model_source").set_value("Hub id").run()
     at.text_input(key="hub_id").set_value("llava-hf/llava-1.5-7b-hf").run()
-    assert "unreachable (offline)" in errors(at)[0] and "preset" in errors(at)[0]
+    assert "unreachable (offline)" in errors(at)[0]
+    assert "the preset 'llava-1.5-7b' is this model's config: use it instead" in errors(at)[0]
 
 
 @pytest.mark.slow  # renders every bundled preset
@@ -129,3 +151,74 @@ def test_uniform_rounding_flags_the_budget_error_and_full_finetune_arm(at):
     assert not at.exception and not errors(at)
     assert metrics(at)["Mean ranks v:p:l"].split(":")[1] == "full"
     assert any("fully fine-tuned (modules_to_save)" in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------------------------------ Train & jobs page
+
+JOBS_PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "jobs.py")
+
+
+def sweep_box(page: AppTest):
+    return next(box for box in page.selectbox if box.label == "Sweep")
+
+
+def _jobs_page(launch: dict) -> AppTest:
+    page = AppTest.from_file(JOBS_PAGE, default_timeout=PATIENCE)
+    page.session_state["launch"] = launch  # the calculator's hand-off
+    return page.run()
+
+
+@pytest.mark.slow  # a real worker starts and is cancelled twice: about 15 s
+def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retries_it(env, demo_structure):  # noqa: F811
+    import re
+
+    from jobhelpers import job_steps, wait_for
+    from test_jobs import demo_spec
+
+    from toolkit.jobs.store import NewJob
+    from toolkit.jobs.sweep import plan_sweep
+    from toolkit.jobs.worker import live_workers
+
+    # an earlier run on this machine (the stand-in script, 6 steps): the estimate's measured rate
+    old = plan_sweep(demo_spec(ratios="1:1:1", seeds=1, evaluate=False), structure=demo_structure)
+    [job] = old.jobs
+    env.store.submit_sweep(old.sweep_id, old.spec.normalised(), [NewJob(
+        id=job.id, name=job.name, steps=job_steps(job.output_dir, steps=6), output_dir=job.output_dir,
+        settings=job.settings)])
+    assert env.worker("--once").wait(PATIENCE) == 0
+    at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
+    assert not at.exception and not at.error and sweep_box(at).value == old.sweep_id
+    at.checkbox(key="jobs_eval").uncheck().run()
+    [estimate] = [i.value for i in at.info if i.value.startswith("Estimated time")]
+    assert re.fullmatch(r"Estimated time: about [\d.]+(–[\d.]+)? min for 4 job\(s\) on \d+ slot\(s\) "
+                        r"\(from 1 earlier run\(s\) of demo on CPU here\)", estimate), estimate
+
+    next(b for b in at.button if b.label == "Queue sweep").click().run()
+    assert not at.exception and not at.error
+    [new] = [w["id"] for w in env.store.sweeps() if w["id"] != old.sweep_id]
+    assert sweep_box(at).value == new  # the panel follows the sweep just queued
+    assert at.success[0].value == f"Queued 4 job(s) as sweep {new[:8]}."
+    env.pids += [w["pid"] for w in wait_for(live_workers, what="the worker the page starts")]
+
+    next(b for b in at.button if b.label == "Cancel sweep").click().run()
+    assert not at.exception and at.toast[0].value.startswith("Cancel requested for 4 job(s)")
+    wait_for(lambda: all(j.state.finished for j in env.store.list(sweep=new)), what="the cancelled sweep")
+    at.run()
+    next(b for b in at.button if b.label == "Retry sweep").click().run()
+    assert not at.exception and at.toast[0].value.startswith(f"Queued 4 job(s) of sweep {new[:8]} again")
+    assert all(j.retries == 1 for j in env.store.list(sweep=new))
+    next(b for b in at.run().button if b.label == "Cancel sweep").click().run()
+    wait_for(lambda: all(j.state.finished for j in env.store.list(sweep=new)), what="the sweep cancelled again")
+    table = at.run().dataframe[1].value
+    assert "None" not in table.to_string() and set(table["state"]) <= {"cancelled", "succeeded"}
+
+
+def test_jobs_page_refuses_a_model_without_weights_here_before_queueing(env, offline):  # noqa: F811
+    page = _jobs_page({"model": "llava-1.5-7b", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
+    assert not page.exception
+    assert [e.value for e in page.error] == [
+        "model: the preset 'llava-1.5-7b' is the config of llava-hf/llava-1.5-7b-hf, whose weights are not on this "
+        "machine and the Hub is unreachable (offline); train the offline `demo` preset, or pass a local folder with "
+        "weights"]
+    assert next(b for b in page.button if b.label == "Queue sweep").disabled
+    assert not (env.jobs / "jobs.db").exists() or env.store.list() == []

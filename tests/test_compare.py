@@ -267,8 +267,13 @@ def test_charts_carry_the_data(tmp_path):
                   charts.answer_type_chart(a)):
         spec = chart.to_dict()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    types = charts.answer_type_chart(a).data
-    assert set(types["answer type"]) == set(TYPES) and len(types) == 2 * 3
+    types = charts.answer_type_chart(a).data  # each answer type says how many questions it has
+    assert set(types["answer type"]) == {"yes/no (n=134)", "number (n=133)", "other (n=133)"} and len(types) == 2 * 3
+    assert set(charts.answer_type_chart(a, counts={}).data["answer type"]) == set(TYPES)
+    one = compare.analyze([r for r in compare.scan(tmp_path).rows if r["name"] == "r1-1-1-s0"], n_boot=50)
+    y = charts.accuracy_chart(one).to_dict()["layer"][0]["encoding"]["y"]  # one adapter: a 2-point-wide axis
+    assert y["scale"] == {"domain": [one.rows[0]["accuracy"] - 1, one.rows[0]["accuracy"] + 1], "nice": False}
+    assert y["axis"]["format"] == ".1f"
 
 
 def run_cli(argv, monkeypatch, capsys):
@@ -349,7 +354,9 @@ def test_page_shows_table_verdict_and_publish(tmp_path, monkeypatch):
     table = at.dataframe[1].value
     assert len(table) == 6 and set(table["ratio"]) == {"1:1:1", "1:4:1"}
     assert any("half-trained" in c.value for c in at.caption)
-    assert at.metric[0].value == "r1-4-1-s2"
+    assert any(m.value == "**Best adapter:** `r1-4-1-s2`" for m in at.markdown)  # whole, not cut to fit a metric
+    counts = next(c.value for c in at.caption if c.value.startswith("Questions per answer type"))
+    assert counts == "Questions per answer type: number 133, other 133, yes/no 134"
     at.button[0].click().run()
     assert at.session_state["publish_adapter"] == str(tmp_path / "r1-4-1-s2")
     assert any("publish page is not available" in i.value for i in at.info)
@@ -454,3 +461,31 @@ def test_runs_whose_spend_differs_are_not_compared(tmp_path):
     write_adapter(tmp_path, "cheap", ratio=(1, 4, 1), seed=0, accs=pattern(240), params=105_728)  # -3.95 %
     with pytest.raises(InputError, match=r"not budget-matched: trainable parameters differ by 4\.0%"):
         compare.analyze(compare.scan(tmp_path).rows)
+
+
+def test_baseline_picks_the_one_eval_set_it_can_be_compared_on(tmp_path, monkeypatch, capsys):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)}, seeds=(0, 1))
+    other = "synthetic-shapes__test__n400"  # a second eval set where only 1:4:1 was evaluated
+    for s in (0, 1):
+        write_adapter(tmp_path, f"r1-4-1-s{s}", ratio=(1, 4, 1), seed=s, tag=other, accs=pattern(250))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    code, out, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
+    assert code == 0 and err == "" and f"eval set {TAG}" in out
+    assert f"note: eval set {TAG} compared: the only one with the baseline 1:1:1 and another ratio ({other} left out" in out
+    for s in (0, 1):  # now both eval sets hold both ratios: the user chooses, and is told the exact flags
+        write_adapter(tmp_path, f"r1-1-1-s{s}", ratio=(1, 1, 1), seed=s, tag=other, accs=pattern(200))
+    code, _, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.rstrip().endswith(f"compare one at a time: pass --dataset {other} or --dataset {TAG}")
+    assert run_cli(["compare", "--dataset", other], monkeypatch, capsys)[0] == 0
+
+
+def test_page_opens_on_the_model_of_the_sweep_it_was_sent_from(tmp_path, monkeypatch):
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
+    write_adapter(tmp_path, "other-model", base_model="qwen2-vl-2b", accs=pattern(300))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    at = AppTest.from_file(PAGE, default_timeout=PATIENCE)
+    at.session_state["compare_focus"] = {"model": "qwen2-vl-2b"}  # the jobs page's "Open in Compare"
+    at.run()
+    assert not at.exception and at.selectbox(key="cmp_model").value == "qwen2-vl-2b"
+    assert "compare_focus" not in at.session_state  # used once: the user's later choice stands

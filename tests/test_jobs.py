@@ -524,20 +524,26 @@ def test_jobs_page_plans_shows_progress_and_retries(env, demo_structure):
     at = AppTest.from_file(str(ROOT / "app_pages" / "jobs.py"), default_timeout=PATIENCE)
     at.session_state["launch"] = {"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "2:4:1"}  # the calculator hand-off
     at.run()
-    assert not at.exception and not at.error
+    # the one error shown is the failed job's, selected first so the failure is in view
+    assert not at.exception and [e.value for e in at.error] == [env.store.get(bad.id).message]
+    assert at.selectbox(key="jobs_selected").value == bad.id
     assert at.multiselect(key="jobs_ratios").value == ["1:1:1", "2:4:1"] and at.text_input(key="jobs_model").value == "demo"
     planned = at.dataframe[0].value
     # the demo defaults: 2 seeds, and the base model's reference row
     assert list(planned["ratio"]) == ["1:1:1"] * 2 + ["2:4:1"] * 2 + ["base model"]
-    assert (planned["trainable params"][:-1] > 0).all()
+    assert (planned["trainable params"][:-1].str.replace(",", "").astype(int) > 0).all()
+    assert planned["seed"].iloc[-1] == "–" and "None" not in planned.to_string()  # the reference row has no seed
     table = at.dataframe[1].value.set_index("job")
     assert table.loc[ok.id, "state"] == "succeeded" and table.loc[ok.id, "progress"] == 1.0
-    assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1"
+    assert table.loc[bad.id, "state"] == "failed" and table.loc[bad.id, "reason"] == "exit code 1: simulated failure"
     at.selectbox(key="jobs_selected").set_value(bad.id).run()
     assert "error: simulated failure" in at.code[0].value
     next(b for b in at.button if b.label == "Retry").click().run(timeout=PATIENCE)
     assert not at.exception and env.store.get(bad.id).retries == 1
+    assert at.toast[0].value.startswith(f"Job {bad.id} queued again (retry 1)")  # the click says what it did
     workers = wait_for(live_workers, what="the worker the page starts")  # ensure_worker: a detached worker
     env.pids += [w["pid"] for w in workers]
     wait_for(lambda: state_of(env, bad.id) is JobState.SUCCEEDED, what="the retried job")
     assert [r["start_step"] for r in env.runs_at(bad.output_dir)] == [0, 2]
+    next(b for b in at.run().button if b.label == "Open in Compare").click().run()  # the sweep has ended
+    assert not at.exception and at.session_state["compare_focus"] == {"model": "demo"}

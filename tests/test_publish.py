@@ -406,17 +406,24 @@ def cli(monkeypatch):
 def test_cli_push_dry_run_json(cli, adapter, capsys):
     assert cli(["push", "--adapter", adapter.name, "--repo-id", REPO, "--dry-run", "--json", "--license", "mit"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["dry_run"] is True and doc["repo_id"] == REPO and doc["license"] == "mit" and doc["private"] is False
+    assert doc["dry_run"] is True and doc["repo_id"] == REPO and doc["license"] == "mit" and doc["private"] is True
     assert {f["path"] for f in doc["files"]} >= {"README.md", "adapter_model.safetensors", "cmba.json"}
     assert doc["total_bytes"] == sum(f["size"] for f in doc["files"])
     assert yaml.safe_load(split_card(doc["card"])[0])["library_name"] == "peft"
+    assert cli(["push", "--adapter", adapter.name, "--repo-id", REPO, "--dry-run", "--json", "--public"]) == 0
+    assert json.loads(capsys.readouterr().out)["private"] is False  # private unless --public, as in the app
 
 
 def test_cli_push_for_real_and_bad_input(cli, adapter, hub, capsys, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", hub.write_token)
-    assert cli(["push", "--adapter", str(adapter), "--repo-id", REPO, "--private", "--endpoint", hub.url, "--json"]) == 0
+    assert cli(["push", "--adapter", str(adapter), "--repo-id", REPO, "--endpoint", hub.url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["verified"] and doc["private"] and doc["commit"] == hub.server.head(REPO)
+    assert doc["verified"] and doc["private"] and doc["changed"] and doc["commit"] == hub.server.head(REPO)
+    assert cli(["push", "--adapter", str(adapter), "--repo-id", REPO, "--endpoint", hub.url]) == 0
+    captured = capsys.readouterr()  # off a terminal: a line per stage on stderr, the result on stdout
+    assert captured.out.startswith(f"nothing new: {hub.url}/{REPO} (private) already holds these files")
+    assert captured.err.splitlines()[0] == "[  5%] checking the token"
+    assert captured.err.splitlines()[-1].startswith(f"[100%] already up to date: {hub.url}/{REPO} at ")
     hub.reset_requests()
     assert cli(["push", "--adapter", str(adapter), "--repo-id", "alice/x--y", "--endpoint", hub.url]) == 2
     err = capsys.readouterr().err
@@ -456,6 +463,10 @@ def test_page_previews_the_card_and_pushes_with_a_password_field(adapter, hub):
     assert not at.exception and not at.error
     assert [s.value for s in at.success][0].startswith(f"Published {hub.url}/{REPO}")
     assert hub.server.repos[("model", REPO)].private  # the page defaults to a private repo
+    head = hub.server.head(REPO)
+    at.button[0].click().run()  # the same files again: the Hub makes no commit, and the page says so
+    assert not at.exception and not at.error and not at.success and hub.server.head(REPO) == head
+    assert at.info[0].value.startswith(f"Nothing new to publish: {hub.url}/{REPO} already holds these files")
     assert hub.write_token not in json.dumps(at.session_state.to_dict(), default=str)
 
 

@@ -259,3 +259,14 @@ def test_spec_values_are_frozen():
     ratio = Ratio.parse("1:4:1")
     with pytest.raises(AttributeError):
         ratio.vision = 2.0  # type: ignore[misc]
+
+
+def test_parameter_budgets_take_k_m_b_suffixes():
+    from toolkit.calculator.spec import Budget
+    from toolkit.training.settings import TrainSettings
+
+    assert [Budget.parse("params", t).value for t in ("20M", "1.5b", "300k", "20,000,000")] == [2e7, 1.5e9, 3e5, 2e7]
+    with pytest.raises(InputError, match=r"^budget \(params\): '20X' is not a number .*20M, 1.5B, 300k\)$"):
+        Budget.parse("params", "20X")
+    s = TrainSettings(model="demo", dataset="synthetic:shapes", ratio="1:1:1", budget_params="20M")
+    assert s.budget_params == 20_000_000

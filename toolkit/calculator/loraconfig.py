@@ -103,10 +103,27 @@ def lora_config_json(allocation) -> str:
     return json.dumps(lora_config_dict(allocation), indent=2)
 
 
+def natural_key(name: str) -> tuple:
+    """layers.2 before layers.10: digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _packed(items: list[str], *, indent: int, width: int) -> str:
+    """Comma-separated items, as many per line as fit in `width` (short names share a line; 92 columns show
+    unwrapped in the app at 1280 px)."""
+    lines, line = [], ""
+    for item in items:
+        if line and indent + len(line) + len(item) + 2 > width:
+            lines.append(line)
+            line = ""
+        line += ("" if not line else " ") + item + ","
+    return "\n".join(" " * indent + text for text in [*lines, line] if text).rstrip(",")
+
+
 def lora_config_snippet(allocation) -> str:
     """Self-contained Python that rebuilds the config and checks PEFT's parameter count."""
     d = lora_config_dict(allocation)
-    targets = ",\n".join(f"        {name!r}" for name in d["target_modules"])
+    targets = _packed([repr(n) for n in sorted(d["target_modules"], key=natural_key)], indent=8, width=92)
 
     def fmt(patterns: dict) -> str:
         return "{\n" + "".join(f"        {k!r}: {v!r},\n" for k, v in patterns.items()) + "    }"

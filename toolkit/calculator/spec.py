@@ -42,6 +42,19 @@ def parse_number(text: str | float, field_name: str, allowed: str) -> float:
     return value
 
 
+SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+"""multipliers of a parameter count typed as 20M, 1.5B or 300k"""
+
+
+def parse_count(text: str | float, field_name: str, allowed: str) -> float:
+    """A parameter count: a number (1,000 and 1_000 accepted) or one with a k / M / B suffix, e.g. 20M."""
+    raw = str(text).strip()
+    factor = SUFFIXES.get(raw[-1:].lower()) if raw[:-1].strip() else None
+    if factor:
+        return round(parse_number(raw[:-1], field_name, allowed) * factor)
+    return parse_number(raw, field_name, allowed)
+
+
 def parse_int(value, field_name: str) -> int | None:
     """A whole number from user input ('1_000' and '1,000' accepted); None for empty input."""
     if value is None or str(value).strip() == "":
@@ -147,6 +160,9 @@ class Budget:
     def parse(cls, kind: str, text: str | float) -> Budget:
         allowed = {"rank": "a rank > 0 such as 8", "params": "a whole number of parameters > 0",
                    "percent": "a percentage in (0, 100]"}.get(kind, "a number > 0")
+        if kind == "params":
+            allowed += ", or with a suffix: 20M, 1.5B, 300k"
+            return cls(kind, parse_count(text, f"budget ({kind})", allowed))
         return cls(kind, parse_number(text, f"budget ({kind})", allowed))
 
     def __str__(self) -> str:

@@ -216,9 +216,13 @@ def _fetch_hub_config(repo_id: str, revision: str | None) -> dict:
         RevisionNotFoundError,
     )
 
+    same = [name for name, p in presets().items() if p.get("hub_id") == repo_id]
     offline = (
         f"model: cannot fetch config.json of '{repo_id}': the Hugging Face Hub is unreachable (offline) and it is "
-        f"not in the local cache; use a preset ({', '.join(presets())}) or a local folder with config.json"
+        f"not in the local cache; " + (f"the preset '{same[0]}' is this model's config: use it instead (or a local folder "
+                                        "with config.json)"
+                                        if same else f"use a preset ({', '.join(presets())}) or a local folder "
+                                        "with config.json")
     )
     online = _hub_reachable()
     try:

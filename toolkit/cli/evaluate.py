@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from toolkit.errors import InputError
 
@@ -20,6 +21,7 @@ def cmd_evaluate(args) -> int:
     from toolkit.evaluation.evaluate import evaluate_adapter, evaluate_base
     from toolkit.training.settings import EvalSettings
 
+    t0 = time.perf_counter()
     s = from_args(EvalSettings, args)
     common = dict(split=s.split, limit=s.limit, columns=s.columns, image_dir=s.image_dir, sample_seed=s.sample_seed,
                   batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
@@ -31,13 +33,16 @@ def cmd_evaluate(args) -> int:
         doc = evaluate_adapter(s.adapter, s.dataset, allow_contaminated=s.allow_contaminated, **common)
     else:
         doc = evaluate_base(s.base, s.dataset, revision=s.revision, quantize=s.quantize, **common)
+    total = time.perf_counter() - t0
+    generation = doc["eval_time_s"]
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps({**doc, "total_time_s": round(total, 3)}, indent=2))  # eval_time_s: generation alone
     else:
         scores = doc["scores"]
         who = doc["adapter"] or f"base model {doc['base_model']}"
         print(f"{who}: VQA accuracy {scores['overall']:.2f} on {scores['n']} questions of {doc['dataset']['id']} "
-              f"({doc['dataset']['split']}) in {doc['eval_time_s']:.1f} s")
+              f"({doc['dataset']['split']}) in {total:.1f} s (loading model and data {max(0.0, total - generation):.1f} s, "
+              f"generation {generation:.1f} s)")
         for t, v in sorted(scores["per_answer_type"].items()):
             print(f"  {t:<8} {v:6.2f}")
         print(f"results: {doc['path']}")

@@ -43,8 +43,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, exclude=(), title: str = 
             continue
         name = f.metadata["group"]
         group = groups.get(name) or groups.setdefault(name, parser.add_argument_group(title.format(name)))
-        # argparse %-formats help: a doc saying "1 % off" broke `train --help`
-        kwargs = {"dest": f.name, "default": None, "help": help_text(cls, f).replace("%", "%%")}
+        kwargs = {"dest": f.name, "default": None, "help": help_text(cls, f).replace("%", "%%")}  # argparse formats help
         if f.type == "bool":
             kwargs["action"] = "store_false" if flag_name(f).startswith("--no-") else "store_true"
         else:

@@ -5,6 +5,7 @@
     python -m toolkit sweep ... --json                      # queue it and start a worker (unless --no-worker)
     python -m toolkit jobs list [--sweep ID] [--json]
     python -m toolkit jobs show ID [--json] | cancel ID | retry ID | logs ID [--tail N] [--follow]
+    python -m toolkit jobs cancel --sweep SWEEP | retry --sweep SWEEP     # every job of a sweep
     python -m toolkit worker [--slots N] [--gpus 0,1|auto|none] [--once] [--poll S]
     python -m toolkit sweep ... --executor slurm --partition gpu --gpus-per-node 2 --nodes 1 --cpus-per-gpu 8 \
         --mem 64G --time 12:00:00 --sbatch-extra="--qos=high"   # Slurm jobs (the worker submits them)
@@ -137,7 +138,7 @@ def cmd_sweep(args) -> int:
             doc["states"] = {j.id: j.state.value for j in result.jobs}
         doc["worker"] = worker
         _out(json.dumps(doc, indent=2))
-        return 0
+        return _wait(plan.sweep_id, quiet=True) if args.wait and not args.dry_run else 0
     where = "" if plan.spec.executor == "local" else f" · Slurm: {' '.join(plan.spec.slurm.sbatch_args())}"
     _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s){where}")
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
@@ -149,6 +150,10 @@ def cmd_sweep(args) -> int:
     for warning in plan.warnings:
         _out(f"warning: {warning}")
     if args.dry_run:
+        from toolkit.jobs.preflight import preflight
+
+        for problem in preflight(plan.spec):
+            _out(f"pre-flight: {problem} (queueing would be refused)")
         _out("dry run: nothing queued")
     elif result.created:
         _out(f"queued {len(result.jobs)} job(s); follow with `python -m toolkit jobs list --sweep {plan.short_id}`")
@@ -157,7 +162,19 @@ def cmd_sweep(args) -> int:
     if worker is not None:
         pid = f" (pid {worker['pid']})" if worker["pid"] else ""
         _out(f"worker: {'started' if worker['started'] else 'already running'}{pid}")
-    return 0
+    return _wait(plan.sweep_id) if args.wait and not args.dry_run else 0
+
+
+def _wait(sweep: str, *, quiet: bool = False) -> int:
+    """Wait for the sweep's jobs (the bar on stderr); `quiet`: nothing more on stdout (--json)."""
+    from toolkit.jobs.actions import wait_sweep
+    from toolkit.jobs.store import JobStore
+    from toolkit.outcomes import ExitCode
+
+    counts = wait_sweep(JobStore(), sweep)
+    if not quiet:
+        _out(f"sweep {sweep[:8]} finished: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return ExitCode.SUCCESS if set(counts) == {"succeeded"} else ExitCode.FAILURE
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -229,6 +246,12 @@ def cmd_jobs_show(args) -> int:
 def cmd_jobs_cancel(args) -> int:
     from toolkit.jobs.store import JobStore
 
+    if args.sweep:
+        from toolkit.jobs.actions import cancel_sweep
+
+        done = cancel_sweep(JobStore(), args.id)
+        _out(f"sweep {args.id}: cancel requested for {len(done)} job(s)" + (f": {', '.join(done)}" if done else ""))
+        return 0
     job = JobStore().request_cancel(args.id)
     if job.state.value == "cancelled":
         _out(f"job {job.id}: cancelled")
@@ -242,8 +265,16 @@ def cmd_jobs_cancel(args) -> int:
 def cmd_jobs_retry(args) -> int:
     from toolkit.jobs.store import JobStore
 
-    job = JobStore().retry(args.id)
-    _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of {len(job.steps)})")
+    if args.sweep:
+        from toolkit.jobs.actions import retry_sweep
+
+        done = retry_sweep(JobStore(), args.id)
+        _out(f"sweep {args.id}: {len(done)} job(s) queued again" + (f": {', '.join(done)}" if done else "")
+             + " (each resumes from its last checkpoint)")
+    else:
+        job = JobStore().retry(args.id)
+        _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of "
+             f"{len(job.steps)})")
     if not args.no_worker:
         from toolkit.jobs.worker import ensure_worker
 
@@ -355,6 +386,8 @@ def register(sub) -> None:
     g.add_argument("--max-attempts", type=_number(int), default=3, help="runs allowed when a worker is lost (default 3)")
     g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
     g.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
+    g.add_argument("--wait", action="store_true", help="after queueing, wait until every job has finished (a "
+                   "progress bar on a terminal); exit 1 unless all succeeded")
     g.add_argument("--json", action="store_true", help="print the plan (and queue result) as JSON")
     g = p.add_argument_group("executor (where the jobs run)")
     g.add_argument("--executor", default="local", choices=["local", "slurm"],
@@ -380,12 +413,14 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.add_argument("--tail", type=_number(int), default=20, help="log lines to show (default 20)")
     q.set_defaults(func=cmd_jobs_show)
-    q = jobs.add_parser("cancel", help="cancel a queued or running job")
-    q.add_argument("id")
+    q = jobs.add_parser("cancel", help="cancel a queued or running job (or every one of a sweep)")
+    q.add_argument("id", help="job id, or sweep id (prefix) with --sweep")
+    q.add_argument("--sweep", action="store_true", help="cancel every queued or running job of sweep ID")
     q.set_defaults(func=cmd_jobs_cancel)
     q = jobs.add_parser("retry", help="queue a failed or cancelled job again with a fresh attempt count "
                         "(it resumes at its failed step, from its last checkpoint)")
-    q.add_argument("id")
+    q.add_argument("id", help="job id, or sweep id (prefix) with --sweep")
+    q.add_argument("--sweep", action="store_true", help="retry every failed or cancelled job of sweep ID")
     q.add_argument("--no-worker", action="store_true", help="do not start a background worker")
     q.set_defaults(func=cmd_jobs_retry)
     q = jobs.add_parser("logs", help="a job's log (stdout and stderr of its steps)")

@@ -13,7 +13,24 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from toolkit import runs
+from toolkit.errors import InputError
 from toolkit.evaluation.compare import Analysis, pareto_front
+
+PAD = 14
+"""pixels between the outermost points and the plot's edges"""
+
+
+def _scale(values) -> alt.Scale:
+    """Not from zero, padded; at least 2 units wide, so one value (one adapter) gets readable ticks."""
+    values = [float(v) for v in values if v is not None and v == v]
+    if values and max(values) - min(values) < 2:
+        mid = (max(values) + min(values)) / 2
+        return alt.Scale(domain=[mid - 1, mid + 1], nice=False)
+    return alt.Scale(zero=False, padding=PAD, nice=True)
+
+
+ACCURACY_AXIS = alt.Axis(format=".1f")
 
 
 def accuracy_chart(a: Analysis) -> alt.LayerChart:
@@ -26,7 +43,8 @@ def accuracy_chart(a: Analysis) -> alt.LayerChart:
                            "seeds": len(g.seeds)} for g in a.groups])
     x = alt.X("ratio:N", sort=order, title="ratio v:p:l", axis=alt.Axis(labelAngle=0))
     dots = alt.Chart(seeds).mark_circle(size=60, opacity=0.5).encode(
-        x=x, y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)),
+        x=x, y=alt.Y("accuracy:Q", title="VQA accuracy (%)", axis=ACCURACY_AXIS,
+                     scale=_scale([*seeds["accuracy"], *means["ci_low"], *means["ci_high"], a.base_reference])),
         tooltip=["adapter", "seed", "accuracy"])
     ticks = alt.Chart(means).mark_tick(thickness=3, size=24, color="black").encode(
         x=x, y="mean:Q", tooltip=["ratio", "mean", "ci_low", "ci_high", "seeds"])
@@ -42,10 +60,12 @@ def pareto_chart(rows: list[dict]) -> alt.LayerChart:
     front = set(pareto_front(rows))
     df = pd.DataFrame([{"adapter": r["name"], "ratio": r["ratio"], "trainable_params": r["trainable_params"],
                         "accuracy": r["accuracy"], "pareto": r["name"] in front} for r in rows])
-    base = alt.Chart(df).encode(x=alt.X("trainable_params:Q", title="trainable parameters"),
-                                y=alt.Y("accuracy:Q", title="VQA accuracy (%)", scale=alt.Scale(zero=False)))
-    points = base.mark_circle(size=70).encode(color="ratio:N", tooltip=["adapter", "ratio", "trainable_params",
-                                                                        "accuracy", "pareto"])
+    base = alt.Chart(df).encode(x=alt.X("trainable_params:Q", title="trainable parameters", axis=alt.Axis(format=",~s"),
+                                        scale=alt.Scale(zero=False, padding=PAD)),
+                                y=alt.Y("accuracy:Q", title="VQA accuracy (%)", axis=ACCURACY_AXIS,
+                                        scale=_scale(df["accuracy"])))
+    points = base.mark_circle(size=70).encode(color="ratio:N", tooltip=[
+        "adapter", "ratio", alt.Tooltip("trainable_params:Q", format=","), "accuracy", "pareto"])
     line = alt.Chart(df[df["pareto"]].sort_values("trainable_params")).mark_line(
         color="gray", strokeDash=[4, 3], interpolate="step-after").encode(x="trainable_params:Q", y="accuracy:Q")
     return alt.layer(line, points)
@@ -58,9 +78,31 @@ def loss_chart(curves: pd.DataFrame) -> alt.Chart:
         tooltip=["adapter", "seed", "step", "loss"])
 
 
-def answer_type_chart(a: Analysis) -> alt.Chart:
-    """Mean accuracy per answer type, one bar per ratio inside each answer type."""
-    df = pd.DataFrame([{"ratio": g.ratio, "answer type": t, "accuracy": v}
+def answer_type_counts(a: Analysis) -> dict[str, int]:
+    """{answer type: questions} of the compared eval set, from one adapter's predictions ({} without them)."""
+    for row in a.rows:
+        try:
+            predictions = runs.read_predictions(row["path"], row["eval_tag"])
+        except InputError:
+            continue
+        if predictions:
+            counts: dict[str, int] = {}
+            for p in predictions:
+                key = p.answer_type or "unknown"
+                counts[key] = counts.get(key, 0) + 1
+            return counts
+    return {}
+
+
+def answer_type_chart(a: Analysis, counts: dict[str, int] | None = None) -> alt.Chart:
+    """Mean accuracy per answer type, one bar per ratio inside each answer type; each type labelled with its
+    number of questions (`counts`, default `answer_type_counts(a)`)."""
+    counts = answer_type_counts(a) if counts is None else counts
+
+    def label(t: str) -> str:
+        return f"{t} (n={counts[t]:,})" if t in counts else t
+
+    df = pd.DataFrame([{"ratio": g.ratio, "answer type": label(t), "accuracy": v}
                        for g in a.groups for t, v in g.per_answer_type.items()],
                       columns=["ratio", "answer type", "accuracy"])
     return alt.Chart(df).mark_bar().encode(

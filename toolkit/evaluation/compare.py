@@ -230,15 +230,36 @@ def _per_question(row: dict) -> dict[str, float] | None:
             for p in preds}
 
 
-def _check_single(rows: list[dict]) -> None:
-    differing = []
-    for key, what in (("base_model", "base model"), ("eval_tag", "eval set"), ("budget", "budget")):
+SINGLE = (("base_model", "base model", "--model"), ("eval_tag", "eval set", "--dataset"), ("budget", "budget", "--budget"))
+"""what one comparison holds exactly one of: (row key, name, the flag that picks it)"""
+
+
+def _is_ratio(label, baseline: str) -> bool:
+    try:
+        return _ratio_key(Ratio.parse(str(label)).as_tuple()) == _ratio_key(Ratio.parse(baseline).as_tuple())
+    except InputError:
+        return str(label) == baseline
+
+
+def _narrow(rows: list[dict], baseline: str, notes: list[str]) -> list[dict]:
+    """One base model, eval set and budget. Of several eval sets, the only one holding the baseline and another
+    ratio is taken (said in a note); otherwise an InputError lists the exact flags that choose."""
+    tags = list(dict.fromkeys(str(r["eval_tag"]) for r in rows))
+    fits = [t for t in tags if {_is_ratio(r["ratio"], baseline) for r in rows if str(r["eval_tag"]) == t} == {True, False}]
+    if len(tags) > 1 and len(fits) == 1:
+        rows = [r for r in rows if str(r["eval_tag"]) == fits[0]]
+        notes.append(f"eval set {fits[0]} compared: the only one with the baseline {baseline} and another ratio "
+                     f"({', '.join(t for t in tags if t != fits[0])} left out; --dataset chooses)")
+    differing, flags = [], []
+    for key, what, flag in SINGLE:
         counts = Counter(str(r[key]) for r in rows)
         if len(counts) > 1:
             differing.append(f"{what} ({', '.join(f'{v}: {n}' for v, n in counts.most_common())})")
+            flags.append(" or ".join(f"{flag} {v}" for v in (fits if key == "eval_tag" and fits else counts)))
     if differing:
-        raise InputError(f"compare: the adapters differ in {' and '.join(differing)}; compare one at a time "
-                         "with --model / --dataset / --budget")
+        raise InputError(f"compare: the adapters differ in {' and '.join(differing)}; compare one at a time: "
+                         f"pass {'; '.join(flags)}")
+    return rows
 
 
 def _seed_order(r: dict) -> tuple:
@@ -410,13 +431,13 @@ def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) 
     adapters = [dict(r) for r in rows if r["kind"] != "base"]
     if not adapters:
         raise InputError("compare: no evaluated adapters: train and evaluate adapters first")
-    _check_single(adapters)
+    notes: list[str] = []
+    adapters = _narrow(adapters, baseline, notes)
     adapters, chosen, apart = _split_settings(adapters, settings, baseline)
     spend = spend_mismatch([r.get("trainable_params") for r in adapters], tolerance=BUDGET_TOLERANCE / 100)
     if spend:  # labels say "same budget"; what each run actually trained decides
         raise InputError(f"compare: these runs are not budget-matched: {spend}; retrain the outliers with mixed "
                          "rounding (the default) or compare them with --budget filters apart")
-    notes: list[str] = []
     for other in apart:
         notes.append(f"{len(other['adapters'])} runs with other settings are kept apart (fingerprint "
                      f"{other['fingerprint']}, differing in {', '.join(other['differs'])}); --settings compares them")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from toolkit import runs
 from toolkit.errors import InputError
+from toolkit.progressbar import Bar
 
 FORMAT = runs.EVAL_FORMAT
 
@@ -177,15 +178,10 @@ def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, devi
     fmt = VQAFormatter(processor, model_type)
     model.eval()
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def progress(done, total):
-        if time.perf_counter() - last[0] > 5 or done == total:
-            last[0] = time.perf_counter()
-            log(f"evaluated {done}/{total} questions")
-
-    raw = generate_answers(model, fmt, records, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
-                           progress=progress)
+    with Bar(total=len(records), desc="evaluate", unit="question", every=None, every_s=5, log=log,
+             line=lambda done, total, _: f"evaluated {done}/{total} questions") as bar:
+        raw = generate_answers(model, fmt, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               device=device, progress=lambda done, total: bar.update(done - bar.done))
     elapsed = time.perf_counter() - t0
     scores, predictions = score_answers(records=records, raw=raw)
     info = data.info.to_dict()

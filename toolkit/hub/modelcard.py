@@ -145,7 +145,7 @@ def _eval_section(results: list[tuple[str, dict]]) -> list[str]:
             lines.append("")
         settings = r.get("settings") or {}
         if settings:
-            lines.append("Settings: " + ", ".join(f"{k} = `{v}`" for k, v in settings.items()) + f" (results in "
+            lines.append("Settings: " + ", ".join(f"{k} = `{v}`" for k, v in settings.items() if v is not None) + f" (results in "
                          f"`eval/{tag}/results.json`).")
             lines.append("")
     return lines
@@ -184,7 +184,8 @@ def _training_section(meta: dict) -> list[str]:
             lines.append(f"- Modules that received no gradient: {len(result['no_gradient_modules'])}")
     if training:
         lines += ["", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | `{json.dumps(v) if isinstance(v, (dict, list)) else v}` |" for k, v in training.items()]
+        lines += [f"| {k} | `{json.dumps(v) if isinstance(v, (dict, list)) else v}` |" for k, v in training.items()
+                  if v is not None]  # unset settings (epochs when max_steps is given, no quantization) are left out
     return lines + [""]
 
 
@@ -197,7 +198,8 @@ def _load_section(repo_id: str | None, hub_id: str | None, base_text: str) -> li
                 "base = ...  # an AutoModelForImageTextToText instance"]
     return ["## How to load", "", "```python", "from peft import PeftModel",
             "from transformers import AutoModelForImageTextToText", "", *base,
-            f'model = PeftModel.from_pretrained(base, "{repo}")  # LoRA unmerged; model.merge_and_unload() merges it',
+            "# the LoRA stays unmerged; model.merge_and_unload() merges it into the base weights",
+            f'model = PeftModel.from_pretrained(base, "{repo}")',
             "```", ""]
 
 

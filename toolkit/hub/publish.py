@@ -95,6 +95,8 @@ class PushResult:
     verified: bool
     checks: list[str] = field(default_factory=list)
     """what was verified on the remote, one line each"""
+    changed: bool = True
+    """False: the repo already held exactly these files (the Hub made no new commit)"""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -341,7 +343,7 @@ def _push(plan: PublishPlan, repo_id: str, token: str, private: bool, endpoint: 
         have, want = ("private", "public") if info.private else ("public", "private")
         raise PublishError(f"private: '{repo_id}' already exists as a {have} repo and you asked for a {want} one; "
                            f"nothing was uploaded: change its visibility in the repo settings on the Hub, or "
-                           f"{'pass --private' if info.private else 'drop --private'} (app: the Private checkbox)")
+                           f"{'drop --public' if info.private else 'pass --public'} (app: the Private checkbox)")
     before = info.sha
     total = sum(f.size for f in plan.files)
     report(0.25, f"uploading {len(plan.files)} files ({total:,} bytes) in one commit")
@@ -358,9 +360,10 @@ def _push(plan: PublishPlan, repo_id: str, token: str, private: bool, endpoint: 
         raise PublishError(_scrub(f"{what}; {_unchanged(api, repo_id, before)}", token)) from None
     report(0.85, "verifying the remote files")
     checks = _verify(api, repo_id, commit.oid, plan)
-    report(1.0, f"published {url} at {commit.oid[:10]}")
+    changed = commit.oid != before
+    report(1.0, f"{'published' if changed else 'already up to date:'} {url} at {commit.oid[:10]}")
     return PushResult(repo_id=repo_id, url=str(url), commit=commit.oid, commit_url=commit.commit_url, private=private,
-                      files=[f.path_in_repo for f in plan.files], verified=True, checks=checks)
+                      files=[f.path_in_repo for f in plan.files], verified=True, checks=checks, changed=changed)
 
 
 def _unchanged(api, repo_id: str, before: str | None) -> str:

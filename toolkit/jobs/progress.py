@@ -2,7 +2,8 @@
 
     >>> job_progress(store.get("3f2a9c1e-01"))      # {"state", "phase", "step", "max_steps", "fraction", "loss", ...}
     >>> sweep_progress("3f2a9c1e")                  # job_progress of every job of a sweep
-    >>> loss_curves(store.list(sweep=sweep_id))     # rows {job, name, ratio, seed, step, loss} for one chart
+    >>> loss_curves(store.list(sweep=sweep_id), smoothing=0.6)  # rows {job, name, ratio, seed, step, loss, smoothed}
+    >>> smooth([4.0, 2.0, 3.0], 0.5)                # TensorBoard's debiased exponential moving average
 
 Nothing here writes: training appends `metrics.jsonl` and evaluation stores `eval/<tag>/`, this module reads
 them while they are being written (a line being written is skipped) and never blocks on a job.
@@ -75,8 +76,26 @@ def sweep_progress(sweep: str, *, store: JobStore | None = None, log_lines: int 
     return [job_progress(j, log_lines=log_lines) for j in store.list(sweep=store.resolve_sweep(sweep))]
 
 
-def loss_curves(jobs) -> list[dict]:
-    """Rows {job, name, ratio, seed, step, loss} of every job's metrics, for one overlaid chart."""
-    return [{"job": job.id, "name": job.name, "ratio": job.meta.get("ratio"), "seed": job.meta.get("seed"),
-             "step": m.step, "loss": m.loss}
-            for job in jobs for m in read_metrics(job.output_dir) if m.loss is not None]
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with TensorBoard's debiasing (the first points are not pulled toward 0).
+
+    `weight` in [0, 1): 0 returns the values, 0.9 follows a trend over about 10 points.
+    """
+    if not 0 <= weight < 1:
+        raise InputError(f"smoothing: must be in [0, 1), got {weight}")
+    out, last = [], 0.0
+    for n, value in enumerate(values, start=1):
+        last = last * weight + (1 - weight) * value
+        out.append(last / (1 - weight ** n) if weight else value)
+    return out
+
+
+def loss_curves(jobs, *, smoothing: float = 0.0) -> list[dict]:
+    """Rows {job, name, ratio, seed, step, loss, smoothed} of every job's metrics, for one overlaid chart."""
+    rows = []
+    for job in jobs:
+        points = [m for m in read_metrics(job.output_dir) if m.loss is not None]
+        for m, smoothed in zip(points, smooth([m.loss for m in points], smoothing), strict=True):
+            rows.append({"job": job.id, "name": job.name, "ratio": job.meta.get("ratio"), "seed": job.meta.get("seed"),
+                         "step": m.step, "loss": m.loss, "smoothed": smoothed})
+    return rows

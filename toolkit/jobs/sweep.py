@@ -26,6 +26,8 @@ Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
 Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
+Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.jobs.preflight (weights, data, 4-bit);
+toolkit.jobs.estimate says how long the sweep will take from earlier runs' measured step rates.
 Progress for the UI and CLI: toolkit.jobs.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
 """
 
@@ -43,7 +45,7 @@ from toolkit.errors import InputError
 from toolkit.jobs.executor import PYTHON
 from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
-from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256
+from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256, model_defaults
 
 if TYPE_CHECKING:
     from toolkit.jobs.slurm.executor import SlurmResources
@@ -80,12 +82,13 @@ def _positive_float(value, name: str) -> float | None:
 
 
 def suggested_settings(model: str) -> dict:
-    """Launch-form defaults. For the demo model: each run trains in about a minute on one CPU core and the
-    allocation shows in the results (bench/RESULTS.md, demo study); otherwise TrainSettings' own defaults."""
-    if model == "demo":
-        return {"seeds": 2, "max_steps": 300, "batch_size": 16, "lr": "5e-3", "eval_limit": 400}
-    d = TrainSettings.defaults()
-    return {"seeds": 3, "max_steps": 200, "batch_size": d["batch_size"], "lr": f"{d['lr']:g}", "eval_limit": 500}
+    """Launch-form defaults: the model's training defaults (`model_defaults`, which `train` also applies) and
+    the sweep's size. For the demo model each run trains in about a minute on one CPU core and the allocation
+    shows in the results (bench/RESULTS.md, demo study)."""
+    d = model_defaults(model)
+    demo = model == "demo"
+    return {"seeds": 2 if demo else 3, "max_steps": d["max_steps"] or 200, "batch_size": d["batch_size"],
+            "lr": f"{d['lr']:g}", "eval_limit": 400 if demo else 500}
 
 
 def parse_ratios(ratios) -> tuple[str, ...]:
@@ -553,10 +556,18 @@ class SubmitResult:
     jobs: tuple[Job, ...]
 
 
-def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None) -> SubmitResult:
-    """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash)."""
+def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None, preflight: bool = True) -> SubmitResult:
+    """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash).
+
+    First the pre-flight checks of this machine (toolkit.jobs.preflight: weights loadable, dataset splits
+    readable, 4-bit runnable): a sweep that would only fail in its jobs is refused with one InputError line.
+    """
+    from toolkit.jobs import preflight as checks
+
     store = store or JobStore()
     spec = plan.spec
+    if preflight:
+        checks.check(spec)
     new = [NewJob(id=j.id, name=j.name, steps=j.steps, output_dir=j.output_dir, gpus=plan.spec.gpus_per_job,
                   max_attempts=plan.spec.max_attempts, executor=spec.executor,
                   resources=spec.slurm.to_dict() if spec.executor == "slurm" else {}, settings=j.settings,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from toolkit import runs
 from toolkit.errors import TrainingDiverged
 from toolkit.outcomes import Interrupted, OutOfMemory, Reason
+from toolkit.progressbar import Bar
 from toolkit.training import checkpoint
 from toolkit.training.modeling import modules_without_gradient
 
@@ -107,14 +108,6 @@ def _index(k: int, n: int, seed: int) -> int:
     return sample_order(n, seed, epoch)[pos]
 
 
-def _progress(enabled: bool, start: int, total: int, name: str):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc=name, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-
 def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
     """Forward and backward of this process's micro-batches of optimizer step `step`; their summed loss."""
     import torch
@@ -185,7 +178,10 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
         torch.cuda.reset_peak_memory_stats(device)
     run.model.train()
     start, train_time, no_grad, loss_value = progress.step, progress.train_time_s, progress.no_gradient_modules, progress.loss
-    bar = _progress(s.progress and ctx.main, start, max_steps, run.name)
+    latest: dict = {}  # the last step's figures, for the plain log lines (not a TTY, or --no-progress)
+    bar = Bar(total=max_steps, initial=start, desc=run.name, unit="step", enabled=s.progress and ctx.main, log=log,
+              line=lambda done, total, _: (f"step {done}/{total} loss {latest['loss']:.4f} lr {latest['lr']:.2e} "
+                                           f"{latest['samples_per_s']:.1f} samples/s eta {latest['eta_s']:.0f}s"))
     t_run = time.perf_counter()
     with _Signals() as signals, open(runs.metrics_path(run.out) if ctx.main else os.devnull, "a") as metrics:
         for step in range(start, max_steps):
@@ -213,12 +209,8 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
                     "eta_s": eta, "time": time.time()}
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-            elif done % 10 == 0 or done == max_steps or done == start + 1:
-                log(f"step {done}/{max_steps} loss {loss_value:.4f} lr {line['lr']:.2e} {rate:.1f} samples/s "
-                    f"eta {eta:.0f}s")
+            latest.update(line)
+            bar.update(1, loss=f"{loss_value:.4f}")
             cause = signals.received or ("stop_after" if stop_after is not None and done - start >= stop_after
                                          else None)
             interrupt = ctx.any(bool(cause))  # every process stops at the same step, whichever got the signal
@@ -228,11 +220,9 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
                 checkpoint.save(run.out, done, adapter=get_peft_model_state_dict(run.model), optimizer=run.optimizer,
                                 state=state)
             if interrupt and done < max_steps:
-                if bar is not None:
-                    bar.close()
+                bar.close()
                 ctx.barrier()  # the main process's checkpoint is complete before any process exits
                 raise Interrupted(f"interrupted by {cause or 'a signal'} at step {done}/{max_steps}; "
                                   f"checkpoint saved, continue with --resume")
-    if bar is not None:
-        bar.close()
+    bar.close()
     return Progress(step=max_steps, train_time_s=train_time, no_gradient_modules=no_grad, loss=loss_value)

@@ -42,6 +42,7 @@ from toolkit.calculator.spec import (
     Ratio,
     Targets,
     parse_components,
+    parse_count,
     parse_int,
     parse_number,
     parse_ranks,
@@ -50,6 +51,20 @@ from toolkit.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("4bit",)
+DEFAULT_LR = 2e-4
+"""learning rate when neither --lr nor the model's defaults give one (the usual LoRA rate for 7B VLMs)"""
+MODEL_DEFAULTS = {"demo": {"lr": 5e-3, "max_steps": 300, "batch_size": 16}}
+"""per-model training defaults, the one source of the CLI's and the app's: the tiny demo model learns the
+synthetic task in ~300 steps at 5e-3 on a CPU (bench/RESULTS.md, demo study); 2e-4 barely moves it"""
+
+
+def model_defaults(model: str) -> dict:
+    """{"lr", "max_steps", "batch_size"} a run of `model` starts from unless told otherwise.
+
+        >>> model_defaults("demo")["lr"], model_defaults("llava-1.5-7b")["lr"]
+        (0.005, 0.0002)
+    """
+    return {"lr": DEFAULT_LR, "max_steps": None, "batch_size": 8, **MODEL_DEFAULTS.get(str(model).strip(), {})}
 
 
 def flag_name(f) -> str:
@@ -280,8 +295,9 @@ class TrainSettings(DataSettings):
                                      check=(lambda v: 0 < v <= MAX_RANK, f"a rank in (0, {MAX_RANK}]"))
     """budget = uniform rank R on every targeted module"""
     budget_params: int | None = _opt(None, group=MODEL, exclusive="budget", metavar="N",
-                                     check=(lambda v: 1 <= v <= MAX_PARAMS, f"a whole number in [1, {MAX_PARAMS:.0e}]"))
-    """budget in trainable parameters"""
+                                     check=(lambda v: 1 <= v <= MAX_PARAMS, f"a whole number in [1, {MAX_PARAMS:.0e}]"),
+                                     parse=lambda v: int(parse_count(v, "budget-params", "a whole number such as 20000000 or 20M")))
+    """budget in trainable parameters (20000000, 20,000,000 or 20M)"""
     budget_percent: float | None = _opt(None, group=MODEL, exclusive="budget", metavar="P",
                                         check=(lambda v: 0 < v <= 100, "a percentage in (0, 100]"))
     """budget as a percentage of the base model's parameters"""
@@ -315,8 +331,8 @@ class TrainSettings(DataSettings):
     """per-step batch"""
     grad_accum: int = _opt(1, group=TRAINING, check=SIZE)
     """gradient accumulation steps"""
-    lr: float = _opt(2e-4, group=TRAINING, check=LEARNING_RATE)
-    """learning rate"""
+    lr: float | None = _opt(None, group=TRAINING, check=LEARNING_RATE)
+    """learning rate (default: 5e-3 for the demo model, else 2e-4; see model_defaults)"""
     lr_vision: float | None = _opt(None, group=TRAINING, check=LEARNING_RATE)
     """learning rate of the vision LoRA (default --lr)"""
     lr_projector: float | None = _opt(None, group=TRAINING, check=LEARNING_RATE)
@@ -358,6 +374,8 @@ class TrainSettings(DataSettings):
         normalise(self)
         if not self.model:
             raise InputError("model: required: a preset name, a local folder with config.json, or a Hub id")
+        if self.lr is None:
+            object.__setattr__(self, "lr", model_defaults(self.model)["lr"])
         if not self.dataset:
             raise InputError("dataset: required (synthetic:shapes, a JSONL file, a dataset folder, or a Hub dataset id)")
         if self.audit is None:
@@ -367,6 +385,13 @@ class TrainSettings(DataSettings):
                 raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
         if self.name is not None and ("/" in self.name or self.name.startswith(".")):
             raise InputError(f"name: '{self.name}' must be a plain folder name (no '/', not starting with '.')")
+
+    def changed(self) -> dict:
+        """As `_Settings.changed`, with the learning rate left out when it is the model's default."""
+        out = super().changed()
+        if out.get("lr") == model_defaults(self.model)["lr"]:
+            out.pop("lr")
+        return out
 
     # ------------------------------------------------------------------ what the engine reads
     @property

@@ -1,0 +1,178 @@
+"""The live jobs panel of the Train & jobs page (a 2-s fragment) and the launch form's cached checks.
+
+Reads the job store and the run folders (toolkit.jobs.progress); acts through toolkit.jobs.store and
+toolkit.jobs.actions (sweep-level cancel and retry). Nothing here trains.
+"""
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from app_pages import study_ui
+from toolkit.errors import CmbaError
+from toolkit.jobs import actions, estimate, preflight
+from toolkit.jobs import progress as progress_of
+from toolkit.jobs.executor import tail_lines
+from toolkit.jobs.lifecycle import revive_worker
+from toolkit.jobs.store import JobStore
+from toolkit.jobs.worker import WorkerConfig, ensure_worker, live_workers
+from toolkit.paths import adapters_dir, jobs_dir
+
+s = st.session_state
+# A rerun of the 2-s panel marks its elements stale (Streamlit fades them) until it ends; on a busy machine that
+# greys the panel out every 2 s. The values shown are at most one refresh old, so keep them fully visible.
+NO_FADE = "<style>[data-stale='true'] { opacity: 1 !important; transition: none !important; }</style>"
+
+
+@st.cache_data(ttl=30, max_entries=16, show_spinner="Checking weights, data and devices...")
+def _preflight(spec_json: str, _spec) -> list[str]:
+    return preflight.preflight(_spec)
+
+
+def cached_preflight(spec) -> list[str]:
+    """The sweep's pre-flight problems (toolkit.jobs.preflight), re-checked at most every 30 s."""
+    return _preflight(json.dumps({**spec.normalised(), "executor": spec.executor, "gpus": spec.gpus_per_job,
+                                  "stores": [str(jobs_dir()), str(adapters_dir())]}, sort_keys=True, default=str), spec)
+
+
+def _slots() -> int:
+    workers = live_workers()
+    return workers[0]["slots"] if workers else WorkerConfig().resources()[1]  # what ensure_worker would start
+
+
+@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
+def _estimate(sweep_id: str, slots: int, stores: tuple[str, str], _plan) -> str | None:
+    est = estimate.estimate_sweep(estimate.plan_jobs(_plan), estimate.measured_here(JobStore()), slots=slots)
+    return est.text() if est else None
+
+
+def cached_estimate(plan) -> str | None:
+    """The sweep's time estimate as text, from the runs measured here (None when none matches); the store and
+    the adapters are read again at most every 30 s."""
+    return _estimate(plan.sweep_id, _slots(), (str(jobs_dir()), str(adapters_dir())), plan)
+
+
+def _text(value, fmt: str = "{}") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+OPTIONAL = ("phase", "ETA", "accuracy %", "reason")
+"""columns left out while no job has a value in them (the table then fits a 1280-px window)"""
+
+
+def _table(progress: list[dict]) -> pd.DataFrame:
+    """One row per job, as text: no 'None' cells, counts with separators, empty columns left out."""
+    table = pd.DataFrame([{
+        "job": p["id"], "name": p["name"], "state": p["state"],
+        "phase": p["phase"] if p["state"] == "running" else "",
+        "progress": p["fraction"] or 0.0,
+        "step": f"{p['step']:,}/{p['max_steps']:,}" if p["step"] is not None and p["max_steps"] else "",
+        "loss": _text(p["loss"], "{:.4f}"),
+        "ETA": _text(None if p["eta_s"] is None or p["state"] != "running" else p["eta_s"] / 60, "{:.1f} min"),
+        "accuracy %": _text(next(iter(p["scores"].values()), None), "{:.2f}"),
+        "attempts": f"{p['attempts']}/{p['max_attempts']}",
+        "reason": ": ".join(x for x in (p["reason"], (p["message"] or "").removeprefix("error: ")) if x),
+        "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else "")} for p in progress])
+    if set(table["runs on"]) == {"local"}:
+        table = table.drop(columns=["runs on"])
+    return table.drop(columns=[c for c in OPTIONAL if not table[c].astype(bool).any()])
+
+
+def _loss_chart(jobs, smoothing: float):
+    curves = pd.DataFrame(progress_of.loss_curves(jobs, smoothing=smoothing))
+    if curves.empty:
+        return None
+    base = alt.Chart(curves).encode(x=alt.X("step:Q", title="step"), color=alt.Color("name:N", title="job"))
+    smoothed = base.mark_line().encode(y=alt.Y("smoothed:Q", title="loss", scale=alt.Scale(zero=False)),
+                                       tooltip=["name", "ratio", "seed", "step", alt.Tooltip("loss:Q", format=".4f"),
+                                                alt.Tooltip("smoothed:Q", format=".4f")])
+    return (base.mark_line(opacity=0.25).encode(y="loss:Q") + smoothed) if smoothing else smoothed
+
+
+def _sweep_actions(store: JobStore, sweep: dict) -> None:
+    """Cancel / retry the whole sweep; once it has ended with results, open it in Compare."""
+    counts, sweep, spec = sweep["counts"], sweep["id"], sweep["spec"]
+    a, b, c = st.columns([1, 1, 3])
+    unfinished = counts.get("queued", 0) + counts.get("running", 0)
+    retryable = counts.get("failed", 0) + counts.get("cancelled", 0)
+    if a.button("Cancel sweep", disabled=not unfinished, key="jobs_cancel_sweep",
+                help="cancel every queued job and stop every running one"):
+        done = actions.cancel_sweep(store, sweep)
+        st.toast(f"Cancel requested for {len(done)} job(s) of sweep {sweep[:8]}")
+    if b.button("Retry sweep", disabled=not retryable, key="jobs_retry_sweep",
+                help="queue every failed or cancelled job again; each resumes from its last checkpoint"):
+        done = actions.retry_sweep(store, sweep)
+        worker = ensure_worker()
+        st.toast(f"Queued {len(done)} job(s) of sweep {sweep[:8]} again"
+                 + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
+    if counts and not unfinished and counts.get("succeeded"):
+        if c.button("Open in Compare", type="primary", key="jobs_open_compare",
+                    help="this sweep's model on the Compare page: statistics by ratio and the verdict"):
+            s["compare_focus"] = {"model": spec.get("model")}
+            try:
+                st.switch_page("app_pages/compare.py")
+            except StreamlitAPIException:  # the page run on its own (no navigation): the focus waits for it
+                c.info("Open the Compare page: it will show this sweep's model.")
+
+
+@st.fragment(run_every=2)
+def jobs_panel():
+    st.markdown(NO_FADE, unsafe_allow_html=True)
+    store = JobStore()
+    sweeps = store.sweeps()
+    if (revived := revive_worker(store)) and revived["started"]:  # queued jobs whose worker died
+        st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
+    workers = live_workers(store)
+    left, right = st.columns([3, 1])
+    left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers
+                 else "No worker running (queued jobs wait until one starts).")
+    if not workers and right.button("Start worker"):
+        ensure_worker()
+    if not sweeps:
+        st.info("No sweeps yet: launch one above.")
+        return
+    by_id = {w["id"]: w for w in sweeps}
+    labels = {w["id"]: f"{w['id'][:8]} · {w['spec'].get('model')} · "
+              + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
+    # The labels carry live counts, so the widget is new whenever they change: a plain key (set by the form
+    # on queueing, and by the user's pick) says which sweep it opens on. (With a widget key set from code the
+    # browser kept showing the label of the moment it was set: "2 queued" after both had succeeded.)
+    ids = list(labels)
+    sweep = st.selectbox("Sweep", ids, index=ids.index(s["jobs_sweep"]) if s.get("jobs_sweep") in by_id else 0,
+                         format_func=labels.get)
+    s["jobs_sweep"] = sweep
+    _sweep_actions(store, by_id[sweep])
+    jobs = store.list(sweep=sweep)
+    study_ui.search_panel(store, sweep)
+    progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
+    st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
+        "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),
+        "reason": st.column_config.TextColumn(width="large")})
+    smoothing = st.slider("Loss smoothing", 0.0, 0.99, 0.6, 0.01, key="jobs_smoothing",
+                          help="exponential moving average, debiased as in TensorBoard; the raw loss stays faint")
+    chart = _loss_chart(jobs, smoothing)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    if s.get("jobs_selected") not in {j.id for j in jobs}:  # first look at a sweep: its first failed job, if any
+        s["jobs_selected"] = next((j.id for j in jobs if j.state.value == "failed"), jobs[0].id)
+    job_id = st.selectbox("Job", [j.id for j in jobs], key="jobs_selected",
+                          format_func=lambda i: f"{i} · {next(j.name for j in jobs if j.id == i)}")
+    job = store.get(job_id)
+    a, b, c = st.columns([1, 1, 4])
+    try:
+        if a.button("Cancel", disabled=job.state.finished):
+            job = store.request_cancel(job.id)
+            st.toast(f"Job {job.id}: {'cancelled' if job.state.finished else 'cancel requested'}")
+        if b.button("Retry", disabled=job.state.value not in ("failed", "cancelled")):
+            job = store.retry(job.id)
+            worker = ensure_worker()
+            st.toast(f"Job {job.id} queued again (retry {job.retries}); it resumes from its last checkpoint"
+                     + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
+    except CmbaError as exc:
+        st.error(str(exc))
+    if job.message:
+        c.error(job.message)
+    st.code("\n".join(tail_lines(job.log_path, 40)) or "(no log yet)", language="text", wrap_lines=True)

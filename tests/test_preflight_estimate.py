@@ -1,0 +1,131 @@
+"""Pre-flight checks of a sweep (toolkit/jobs/preflight.py), its time estimate (toolkit/jobs/estimate.py), loss
+smoothing and sweep-level cancel / retry (toolkit/jobs/actions.py), without training anything."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_jobs import demo_spec, demo_structure, env, rows_written, run_cli  # noqa: F401  (fixtures)
+
+from toolkit.errors import InputError
+from toolkit.jobs import actions
+from toolkit.jobs.estimate import Estimate, JobCost, RunRecord, estimate_sweep
+from toolkit.jobs.preflight import preflight
+from toolkit.jobs.progress import smooth
+from toolkit.jobs.store import JobState, NewJob
+from toolkit.jobs.sweep import plan_sweep, submit_sweep
+from toolkit.training.demo import DEMO_DIR
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_preflight_names_what_would_make_every_job_fail(env, offline, tmp_path, run_cli):  # noqa: F811
+    assert preflight(demo_spec()) == []  # the demo weights ship with the repository; synthetic data is always there
+    problems = preflight(demo_spec(model="llava-1.5-7b"))
+    assert problems == ["model: the preset 'llava-1.5-7b' is the config of llava-hf/llava-1.5-7b-hf, whose weights "
+                        "are not on this machine and the Hub is unreachable (offline); train the offline `demo` "
+                        "preset, or pass a local folder with weights"]
+    configs_only = tmp_path / "configs-only"
+    configs_only.mkdir()
+    shutil.copy(DEMO_DIR / "config.json", configs_only / "config.json")
+    [problem] = preflight(demo_spec(model=str(configs_only)))
+    assert problem.startswith(f"model: '{configs_only}' holds a config but no weights")
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question_id": 1, "question": "q?", "answers": ["a"]}\n')  # no image column
+    [problem] = preflight(demo_spec(dataset=str(data), eval_split=None, evaluate=False))
+    assert problem.startswith("dataset: ") and "image" in problem and "\n" not in problem
+    # queueing refuses it too, in one line, and writes nothing (CLI: exit 2)
+    plan = plan_sweep(demo_spec(model="llava-1.5-7b", ratios="1:1:1", seeds=1))
+    with pytest.raises(InputError, match=r"^model: the preset 'llava-1.5-7b' .* \(nothing was queued\)$"):
+        submit_sweep(plan)
+    code, out, err = run_cli("sweep", "--model", "llava-1.5-7b", "--dataset", "synthetic:shapes", "--ratios", "1:1:1",
+                             "--budget-rank", "8", "--gpus-per-job", "0", "--no-worker")
+    assert code == 2 and err.startswith("error: model: the preset 'llava-1.5-7b' is the config of") and err.count("\n") == 1
+    code, out, _ = run_cli("sweep", "--model", "llava-1.5-7b", "--dataset", "synthetic:shapes", "--ratios", "1:1:1",
+                           "--budget-rank", "8", "--gpus-per-job", "0", "--dry-run")
+    assert code == 0 and "pre-flight: model: the preset 'llava-1.5-7b'" in out and "(queueing would be refused)" in out
+    assert rows_written(env.jobs) == 0
+
+
+def test_estimate_scales_measured_rates_and_spreads_jobs_over_slots():
+    history = [RunRecord(model="demo", gpu=False, s_per_sample=0.01, s_per_question=0.02, overhead_s=5.0),
+               RunRecord(model="demo", gpu=False, s_per_sample=0.02, s_per_question=0.02, overhead_s=7.0)]
+    jobs = [JobCost(model="demo", gpu=False, steps=100, batch_size=16, questions=50)] * 4
+    est = estimate_sweep(jobs, history, slots=2)
+    # per job: overhead median 6 s + 1,600 samples x 0.01..0.02 s + 50 questions x 0.02 s = 23..39 s; 2 jobs a slot
+    assert (est.low_s, est.high_s) == pytest.approx((46.0, 78.0))
+    assert est.text() == "about 0.8–1.3 min for 4 job(s) on 2 slot(s) (from 2 earlier run(s) of demo on CPU here)"
+    assert estimate_sweep(jobs, history, slots=4).high_s == pytest.approx(39.0)
+    assert estimate_sweep(jobs, [RunRecord(model="demo", gpu=True, s_per_sample=0.001)], slots=1) is None  # no CPU runs
+    assert estimate_sweep([JobCost(model="x", gpu=False, steps=1, batch_size=1)], history, slots=1) is None
+    assert estimate_sweep([JobCost(model="demo", gpu=False, steps=float("inf"), batch_size=8)], history, slots=1) is None
+    assert Estimate(low_s=1200, high_s=1320, jobs=10, slots=1, basis="b").text().startswith("about 20–22 min")
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    assert smooth([4.0, 2.0, 3.0], 0.0) == [4.0, 2.0, 3.0]
+    # EMA 2, 2, 2.5 divided by 1 - 0.5^n: 4, 8/3, 20/7
+    assert smooth([4.0, 2.0, 3.0], 0.5) == pytest.approx([4.0, 8 / 3, 20 / 7])
+    flat = smooth([1.0] * 50, 0.9)
+    assert flat == pytest.approx([1.0] * 50)  # debiased: a constant stays constant from the first point
+    with pytest.raises(InputError, match="smoothing: must be in"):
+        smooth([1.0], 1.0)
+
+
+def test_sweep_cancel_and_retry_act_on_every_job(env, demo_structure, run_cli):  # noqa: F811
+    from jobhelpers import job_steps
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, evaluate=False), structure=demo_structure)
+    env.store.submit_sweep(plan.sweep_id, plan.spec.normalised(), [
+        NewJob(id=j.id, name=j.name, steps=job_steps(j.output_dir, steps=3), output_dir=j.output_dir)
+        for j in plan.jobs])
+    assert sorted(actions.cancel_sweep(env.store, plan.short_id)) == [j.id for j in plan.jobs]
+    assert {j.state for j in env.store.list(sweep=plan.sweep_id)} == {JobState.CANCELLED}
+    assert actions.cancel_sweep(env.store, plan.short_id) == []  # nothing left to cancel
+    assert sorted(actions.retry_sweep(env.store, plan.short_id)) == [j.id for j in plan.jobs]
+    assert {(j.state, j.retries) for j in env.store.list(sweep=plan.sweep_id)} == {(JobState.QUEUED, 1)}
+    with pytest.raises(InputError, match="sweep: no sweep 'zzz'"):
+        actions.retry_sweep(env.store, "zzz")
+    # the CLI: `jobs cancel --sweep` / `jobs retry --sweep`
+    code, out, _ = run_cli("jobs", "cancel", "--sweep", plan.short_id)
+    assert code == 0 and out.startswith(f"sweep {plan.short_id}: cancel requested for 2 job(s)")
+    code, out, _ = run_cli("jobs", "retry", "--sweep", plan.short_id, "--no-worker")
+    assert code == 0 and out.startswith(f"sweep {plan.short_id}: 2 job(s) queued again")
+    code, _, err = run_cli("jobs", "cancel", "--sweep", "zzz")
+    assert code == 2 and err.startswith("error: sweep: no sweep 'zzz'") and err.count("\n") == 1
+
+
+def test_waiting_on_a_sweep_reports_finished_jobs_until_all_are(env, demo_structure):  # noqa: F811
+    from jobhelpers import PATIENCE, job_steps
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, evaluate=False), structure=demo_structure)
+    ok, bad = plan.jobs
+    env.store.submit_sweep(plan.sweep_id, plan.spec.normalised(), [
+        NewJob(id=ok.id, name=ok.name, steps=job_steps(ok.output_dir, steps=3), output_dir=ok.output_dir),
+        NewJob(id=bad.id, name=bad.name, steps=job_steps(bad.output_dir, "--fail-at", "2", steps=3),
+               output_dir=bad.output_dir)])
+    worker = env.worker("--slots", "1")
+    lines: list[str] = []
+    counts = actions.wait_sweep(env.store, plan.short_id, poll_s=0.05, log=lines.append, enabled=False)
+    assert counts == {"succeeded": 1, "failed": 1}
+    assert lines[-1] == f"sweep {plan.short_id}: 2/2 job, failed 1, succeeded 1"  # one line per finished job
+    assert len(lines) in (1, 2) and all(line.startswith(f"sweep {plan.short_id}: ") for line in lines)
+    worker.terminate()
+    worker.wait(PATIENCE)
+
+
+def test_adapters_trained_without_a_job_count_as_measurements(env, tmp_path):  # noqa: F811
+    from test_compare import pattern, write_adapter
+
+    from toolkit.jobs.estimate import measured_here
+
+    write_adapter(env.adapters, "by-hand", accs=pattern(200), training={"batch_size": 4, "grad_accum": 2})
+    [record] = measured_here(env.store)  # cmba.json: 10 steps in 12.5 s; results: 400 questions in 3.0 s
+    assert record == RunRecord(model="demo", gpu=False, s_per_sample=12.5 / (10 * 4 * 2), s_per_question=3.0 / 400)

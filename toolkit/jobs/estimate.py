@@ -1,0 +1,202 @@
+"""How long a sweep will take, from the step rates measured by earlier runs on this machine.
+
+    history = measured_here(JobStore())      # what finished jobs took here, and adapters trained with `train`
+    est = estimate_sweep(plan_jobs(plan), history, slots=2)
+    est.text()      # "about 12–15 min for 5 jobs on 2 slots (from 4 earlier runs of demo, batch 16, on CPU)"
+
+`estimate_sweep` is a pure function of its inputs. A job's time = steps x seconds per step (the seconds per
+training sample measured by earlier runs of the same model on the same kind of device, times the batch size)
++ evaluation questions x seconds per question + the fixed cost of a job (loading, saving: its wall time less
+training and evaluation). The range spans the fastest and slowest of those runs; jobs are spread over the
+worker's slots in queue order. Without an earlier run of the model on this device there is no estimate (None):
+the jobs panel shows a measured ETA as soon as the first job has trained a few steps.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one finished job took here."""
+
+    model: str
+    gpu: bool
+    """trained on a GPU (else the CPU)"""
+    s_per_sample: float | None = None
+    """training seconds per sample (train time / (steps x batch size)); None for an evaluation-only job"""
+    s_per_question: float | None = None
+    """evaluation seconds per question"""
+    overhead_s: float | None = None
+    """wall time less training and evaluation: loading the model, the data, saving"""
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """What one planned job will do."""
+
+    model: str
+    gpu: bool
+    steps: float = 0
+    """optimizer steps (inf: trained for epochs, length unknown here)"""
+    batch_size: int = 0
+    """samples per optimizer step (batch size x gradient accumulation)"""
+    questions: float = 0
+    """evaluation questions (0 = no evaluation, inf = a whole split of unknown size)"""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    low_s: float
+    high_s: float
+    jobs: int
+    slots: int
+    basis: str
+    """which measurements it rests on, for the user"""
+
+    def text(self) -> str:
+        lo, hi = _minutes(self.low_s), _minutes(self.high_s)
+        span = lo if lo == hi else f"{lo}–{hi}"
+        return (f"about {span} min for {self.jobs} job(s) on {self.slots} slot(s) ({self.basis})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}" if seconds < 600 else f"{seconds / 60:,.0f}"
+
+
+def _makespan(durations: list[float], slots: int) -> float:
+    """Jobs taken in queue order by the first free slot (how the worker claims them)."""
+    free = [0.0] * max(1, slots)
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free)
+
+
+def estimate_sweep(jobs: list[JobCost], history: list[RunRecord], *, slots: int) -> Estimate | None:
+    """The sweep's wall time range from `history`, or None when no earlier run matches its model and device."""
+    if not jobs or any(math.isinf(j.steps) or math.isinf(j.questions) for j in jobs):
+        return None  # trained for epochs, or evaluated on a whole split: their size is not known here
+    low, high, used = [], [], set()
+    for job in jobs:
+        same = [r for r in history if r.model == job.model and r.gpu == job.gpu]
+        train = [r.s_per_sample for r in same if r.s_per_sample]
+        evals = [r.s_per_question for r in same if r.s_per_question]
+        fixed = [r.overhead_s for r in same if r.overhead_s is not None]
+        if (job.steps and not train) or (job.questions and not evals) or not same:
+            return None
+        parts_low = parts_high = statistics.median(fixed) if fixed else 0.0
+        if job.steps:
+            parts_low += job.steps * job.batch_size * min(train)
+            parts_high += job.steps * job.batch_size * max(train)
+        if job.questions:
+            parts_low += job.questions * min(evals)
+            parts_high += job.questions * max(evals)
+        low.append(parts_low)
+        high.append(parts_high)
+        used.update(id(r) for r in same)
+    models = sorted({j.model for j in jobs})
+    device = "GPU" if any(j.gpu for j in jobs) else "CPU"
+    basis = f"from {len(used)} earlier run(s) of {', '.join(models)} on {device} here"
+    return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(jobs), slots=slots,
+                    basis=basis)
+
+
+# ------------------------------------------------------------------------------------- reading the store
+
+
+def measured_runs(store) -> list[RunRecord]:
+    """A RunRecord per succeeded sweep job of `store` (jobs queued with settings; others are skipped)."""
+    from toolkit import runs
+
+    out = []
+    for job in store.list(states=["succeeded"]):
+        train, evaluate = job.settings.get("train"), job.settings.get("evaluate")
+        model = (train or {}).get("model") or (evaluate or {}).get("base") or job.meta.get("model")
+        if not model or not job.output_dir:
+            continue
+        s_per_sample = train_s = None
+        m = runs.last_metric(job.output_dir) if train else None
+        if m and m.step and m.elapsed_s and train.get("batch_size"):
+            train_s = m.elapsed_s
+            s_per_sample = m.elapsed_s / (m.step * train["batch_size"] * (train.get("grad_accum") or 1))
+        eval_s, s_per_question = _eval_rate(job.output_dir) if evaluate else (None, None)
+        if s_per_sample is None and s_per_question is None:
+            continue
+        overhead = None
+        if job.started and job.finished and job.retries == 0 and job.attempts <= 1:
+            overhead = max(0.0, job.finished - job.started - (train_s or 0.0) - (eval_s or 0.0))
+        out.append(RunRecord(model=model, gpu=job.gpus > 0, s_per_sample=s_per_sample,
+                             s_per_question=s_per_question, overhead_s=overhead))
+    return out
+
+
+def _eval_rate(folder) -> tuple[float | None, float | None]:
+    """(evaluation seconds, seconds per question) of the run folder's last readable evaluation."""
+    from toolkit import runs
+    from toolkit.errors import InputError
+
+    out = (None, None)
+    for tag in runs.evaluations(folder):
+        try:
+            result = runs.read_evaluation(folder, tag)
+        except InputError:
+            continue
+        n = (result.scores or {}).get("n")
+        if result.eval_time_s and n:
+            out = (result.eval_time_s, result.eval_time_s / n)
+    return out
+
+
+def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
+    """A RunRecord per complete adapter of the store `folder` (trained by `train` or a job; `skip`: paths
+    already counted through the job store): the training and evaluation rates its cmba.json and results keep."""
+    from pathlib import Path
+
+    from toolkit import runs
+    from toolkit.errors import InputError
+
+    skip = {str(Path(p).resolve()) for p in skip}
+    out = []
+    for sub in runs.run_folders(Path(folder)):
+        if str(sub.resolve()) in skip or not runs.is_complete(sub):
+            continue
+        try:
+            doc = runs.read_adapter_doc(sub).to_dict()
+        except InputError:
+            continue
+        training, result = doc.get("training") or {}, doc.get("result") or {}
+        model = (doc.get("base_model") or {}).get("id")
+        samples = (result.get("steps") or 0) * (training.get("batch_size") or 0) * (training.get("grad_accum") or 1)
+        per_sample = result["train_time_s"] / samples if samples and result.get("train_time_s") else None
+        per_question = _eval_rate(sub)[1]
+        if model and (per_sample or per_question):
+            out.append(RunRecord(model=model, gpu=result.get("device", "cpu") != "cpu", s_per_sample=per_sample,
+                                 s_per_question=per_question))
+    return out
+
+
+def plan_jobs(plan) -> list[JobCost]:
+    """The JobCost of every job of a SweepPlan (toolkit.jobs.sweep)."""
+    out = []
+    for j in plan.jobs:
+        train, evaluate = j.settings.get("train"), j.settings.get("evaluate")
+        steps = (train or {}).get("max_steps") or 0
+        if train and not steps:
+            steps = math.inf  # epochs: the dataset's size decides; no estimate
+        out.append(JobCost(model=plan.spec.model, gpu=plan.spec.gpus_per_job > 0, steps=steps,
+                           batch_size=((train or {}).get("batch_size") or 0) * ((train or {}).get("grad_accum") or 1),
+                           questions=(evaluate or {}).get("limit") or (math.inf if evaluate else 0)))
+    return out
+
+
+def measured_here(store, adapters=None) -> list[RunRecord]:
+    """Every measurement on this machine: the store's succeeded jobs, then the adapters of the store `adapters`
+    (default: the adapter store) that no job trained."""
+    from toolkit.paths import adapters_dir
+
+    skip = [j.output_dir for j in store.list() if j.output_dir]
+    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip)
