@@ -100,7 +100,7 @@ def control_specs(stored: dict, *, ratio: str, seeds: int | None = None, report_
     """
     from dataclasses import replace
 
-    from toolkit.training.settings import TrainSettings
+    from toolkit.training.settings import model_defaults
 
     base = confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split)
     first = base.job_settings(ratio=ratio, budget=base.budgets[0], seed=base.seeds[0])
@@ -108,7 +108,7 @@ def control_specs(stored: dict, *, ratio: str, seeds: int | None = None, report_
     rec = first.allocation(structure).components["projector"].mean_rank
     uniform = base.job_settings(ratio="1:1:1", budget=base.budgets[0], seed=base.seeds[0]).allocation(structure)
     r0 = uniform.components["language"].mean_rank
-    lr = float(base.train.get("lr") or TrainSettings.defaults()["lr"])
+    lr = float(base.train.get("lr") or model_defaults(base.model)["lr"])
     scale = rec / uniform.components["projector"].mean_rank
     out = {"lr control": replace(base, ratios=("1:1:1",), name=f"{base.name}-lrctl",
                                  train={**base.train, "lr_projector": min(lr * scale, 0.5)})}
