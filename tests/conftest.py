@@ -203,6 +203,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blip-2+qformer-text": ("blip-2", {
         "qformer_config": {**TINY_CONFIGS["blip-2"]["qformer_config"], "use_qformer_text_input": True},
     }),
+    # LLaVA-style model with a SigLIP tower (LLaVA-OneVision, many pilots): no CLS token, so every patch is read
+    # ("full"); SigLIP builds its pooling head, which the projector never reads (dead, like PaliGemma's).
+    "llava+siglip": ("llava", {
+        "vision_feature_select_strategy": "full",
+        "vision_config": {
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 3, "image_size": 16, "patch_size": 4,
+        },
+    }),
     # PaliGemma's own default vision tower: SigLIP without the pooling head, so nothing is dead.
     "paligemma-no-head": ("paligemma", {
         "vision_config": {**TINY_CONFIGS["paligemma"]["vision_config"], "vision_use_head": False},

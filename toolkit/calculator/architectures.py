@@ -100,6 +100,20 @@ def _vision_layers_after_feature_layer(prefix: str) -> DeadRule:
     return rule
 
 
+def _all_of(*rules: DeadRule) -> DeadRule:
+    """Every module any of `rules` marks dead (the first reason wins)."""
+
+    def rule(config, names: Iterable[str]) -> dict[str, str]:
+        names = list(names)
+        dead: dict[str, str] = {}
+        for r in rules:
+            for name, reason in r(config, names).items():
+                dead.setdefault(name, reason)
+        return dead
+
+    return rule
+
+
 def _regex_dead(pattern: str, reason: str) -> DeadRule:
     def rule(config, names: Iterable[str]) -> dict[str, str]:
         return {n: reason for n in names if re.fullmatch(pattern, n)}
@@ -113,6 +127,11 @@ def _prefix_dead(prefix: str, reason: str) -> DeadRule:
 
     return rule
 
+
+# A SigLIP tower builds its attention-pooling head (`vision_use_head`, default on); LLaVA-style models and
+# PaliGemma read the patch tokens, so the head never gets a gradient.
+_SIGLIP_HEAD = r"(?:.*\.)?vision_tower\.(?:vision_model\.)?head(?:\..*)?"
+_siglip_head_dead = _regex_dead(_SIGLIP_HEAD, "SigLIP pooling head: the model reads the patch tokens, not the pooled output")
 
 _LLAVA = ComponentPatterns(
     vision=(r"model\.vision_tower",),
@@ -135,13 +154,15 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
         "llava",
         ("llava",),
         _LLAVA,
-        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
     ),
     ArchitectureSpec(
         "llava_next",
         ("llava_next",),
         _LLAVA,
-        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
     ),
     ArchitectureSpec(
         "blip-2",
@@ -176,7 +197,8 @@ def spec_for(model_type: str) -> ArchitectureSpec | None:
 
 
 # Unregistered LLaVA-style families (VipLlava, LLaVA-OneVision, ...) read hidden states the same way.
-_generic_feature_layer_rule = _vision_layers_after_feature_layer(r"(?:.*\.)?vision_tower\.(?:vision_model\.)?encoder\.layers")
+_generic_feature_layer_rule = _all_of(
+    _vision_layers_after_feature_layer(r"(?:.*\.)?vision_tower\.(?:vision_model\.)?encoder\.layers"), _siglip_head_dead)
 
 
 def dead_rule_for(config) -> DeadRule | None:
