@@ -90,6 +90,10 @@ def train_tokenizer(family: str, *, vocab_size: int = 200):
     # SentencePiece-style: a word starts with ▁ unless it opens the text (Gemma and T5 write no dummy prefix)
     scheme = {"t5": "always", "paligemma": "never"}.get(key, "first")
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    if key == "qwen2_vl":  # Qwen's byte-level BPE splits line breaks from words and writes no dummy prefix
+        scheme = "never"
+        core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
+                                                      pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
     core.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=named,
                                                             show_progress=False))

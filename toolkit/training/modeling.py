@@ -152,7 +152,7 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     except Exception as exc:  # noqa: BLE001 - whatever fails while loading is the user's one line
-        raise load_error("weights", structure.model_id, exc) from None
+        raise load_error("weights", structure.model_id, exc, source) from None
     if quantize != "4bit":
         model.to(device)
     return model, processor

@@ -56,8 +56,31 @@ def missing_package(exc: BaseException) -> str | None:
     return None
 
 
-def load_error(what: str, model_id: str, exc: BaseException) -> ModelLoadError:
+PARTS = {
+    "processor": {"tokenizer": ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json"),
+                  "image processor": ("preprocessor_config.json", "processor_config.json")},
+    "weights": {"weights": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                            "pytorch_model.bin.index.json")},
+}
+"""what a local model folder must hold to load each part (any one of the files)"""
+
+
+def missing_files(what: str, source: str | None) -> str | None:
+    """'tokenizer (tokenizer.json, tokenizer.model, ...)' when a local folder lacks a part's files, else None."""
+    from pathlib import Path
+
+    if not source or not Path(source).is_dir():
+        return None
+    for part, names in PARTS.get(what, {}).items():
+        if not any((Path(source) / n).exists() for n in names):
+            return f"{part} ({' or '.join(names)})"
+    return None
+
+
+def load_error(what: str, model_id: str, exc: BaseException, source: str | None = None) -> ModelLoadError:
     """One line naming the missing package or file."""
+    if missing := missing_files(what, source):
+        return ModelLoadError(f"model: cannot load the {what} of '{model_id}': the folder {source} has no {missing}")
     package = missing_package(exc) if isinstance(exc, ImportError) else None
     if package:
         return ModelLoadError(f"model: loading the {what} of '{model_id}' needs the Python package '{package}', which "
@@ -130,10 +153,10 @@ def load_processor(source: str, *, revision: str | None, model_id: str):
         return AutoProcessor.from_pretrained(source, revision=revision)
     except ImportError as exc:
         if missing_package(exc) != "torchvision":
-            raise load_error("processor", model_id, exc) from None
+            raise load_error("processor", model_id, exc, source) from None
     except Exception as exc:  # noqa: BLE001 - any loading failure is the user's one line
-        raise load_error("processor", model_id, exc) from None
+        raise load_error("processor", model_id, exc, source) from None
     try:
         return _without_video(source, revision)
     except Exception as exc:  # noqa: BLE001
-        raise load_error("processor", model_id, exc) from None
+        raise load_error("processor", model_id, exc, source) from None
