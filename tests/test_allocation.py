@@ -504,7 +504,13 @@ def test_serving_stack_warning(llava, ratio, expected):
             assert not _serving(a)
         else:
             (w,) = _serving(a)
-            assert f"adapters on the {expected} are" in w
+            # vLLM serves LLaVA's tower and connector LoRA behind a flag (PR #31513): the note says which
+            assert f"LoRA on the {expected} of llava only with --enable-tower-connector-lora" in w
+
+
+def test_serving_note_for_a_family_vllm_is_not_known_to_cover():
+    (w,) = _serving(solve(load_structure("blip2-opt-2.7b"), "1:4:1", ("rank", 8), "rank"))
+    assert "not known here to cover blip-2" in w and "merge the adapter" in w
 
 
 def test_serving_stack_warning_in_audit(llava):

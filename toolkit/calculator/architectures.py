@@ -235,6 +235,26 @@ def module_kind(name: str) -> str:
     return "attention" if any(_ATTENTION_SEGMENT.fullmatch(s) for s in name.split(".")) else "mlp"
 
 
+# vLLM serves LoRA on the vision tower and connector only behind `--enable-tower-connector-lora`, per family:
+# the Qwen-VL series and Idefics3 (vLLM PR #26674), LLaVA (#31513), PaliGemma (#31656), LLaVA-NeXT (#49788).
+# Elsewhere vLLM loads the language part and ignores the rest with a warning.
+VLLM_TOWER_CONNECTOR_LORA = {"qwen2_vl": "#26674", "qwen2_5_vl": "#26674", "idefics3": "#26674",
+                             "llava": "#31513", "paligemma": "#31656", "llava_next": "#49788"}
+
+
+def serving_note(model_type: str, components: list[str]) -> str:
+    """What serving an adapter on `components` (vision / projector) of this family takes."""
+    parts = " and ".join(components)
+    if model_type in VLLM_TOWER_CONNECTOR_LORA:
+        return (f"serving: vLLM applies the LoRA on the {parts} of {model_type} only with "
+                f"--enable-tower-connector-lora (vLLM PR {VLLM_TOWER_CONNECTOR_LORA[model_type]}); without it, or on "
+                f"stacks that load language-model LoRA only, merge the adapter into the base weights first")
+    return (f"serving: vLLM's LoRA on the vision tower and connector (--enable-tower-connector-lora) is not known "
+            f"here to cover {model_type} (it covers Qwen2-VL / Qwen2.5-VL, Idefics3, LLaVA, LLaVA-NeXT, PaliGemma); "
+            f"stacks that load language-model LoRA only ignore the {parts} adapters: merge the adapter into the "
+            f"base weights before serving there")
+
+
 def is_output_head(name: str) -> bool:
     return name.split(".")[-1] == "lm_head"
 
