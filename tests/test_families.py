@@ -122,7 +122,7 @@ def test_trains_reloads_and_answers(checkpoints, key, tmp_path):
 
     folder, out = checkpoints(key), tmp_path / "adapter"
     args = ["train", "--model", str(folder), "--dataset", DATA, "--ratio", "1:2:1", "--budget-rank", "4",
-            "--max-steps", "20", "--batch-size", "8", "--lr", "1e-2", "--warmup-ratio", "0", "--no-progress",
+            "--max-steps", "20", "--batch-size", "8", "--lr", "3e-2", "--warmup-ratio", "0", "--no-progress",
             "--output", str(out)]
     keep = {}
     doc = train(settings_from_args(make_parser().parse_args(args)), keep=keep, log=lambda m: None)
@@ -202,3 +202,54 @@ def test_import_errors_name_the_missing_package():
         Qwen2VLVideoProcessor()
     message = str(load_error("processor", "qwen2-vl-2b", raised.value))
     assert "\n" not in message and "pip install torchvision" in message
+
+
+# ------------------------------------------------------------------------------- presets people pilot on
+
+PILOT_PRESETS = {  # preset -> (family, parameters of the published checkpoint as the Hub reports them)
+    "smolvlm-500m": ("idefics3", 507e6), "smolvlm2-500m": ("smolvlm", 507e6), "qwen2.5-vl-3b": ("qwen2_5_vl", 3.75e9),
+    "paligemma2-3b": ("paligemma", 3.03e9), "internvl3-1b": ("internvl", 938e6),
+    "llava-onevision-0.5b": ("llava_onevision", 894e6), "gemma-3-4b": ("gemma3", 4.30e9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PILOT_PRESETS))
+def test_pilot_presets_match_the_published_models(name):
+    from toolkit import load_structure
+
+    family, published = PILOT_PRESETS[name]
+    s = load_structure(name)
+    assert s.family == family and s.hub_id
+    assert abs(s.total_params - published) / published < 0.005, f"{s.total_params:,}"
+    assert s.linears("vision") and s.linears("language")
+    assert bool(s.linears("projector")) == (family != "gemma3")
+
+
+def test_gemma3_projector_is_refused_in_plain_words():
+    from toolkit import load_structure
+    from toolkit.calculator.allocation import allocate
+    from toolkit.calculator.spec import AllocationSpec, Budget, Ratio
+    from toolkit.errors import InputError
+
+    s = load_structure("gemma-3-4b")
+    with pytest.raises(InputError, match="Gemma 3's projector is a weight matrix .* cannot get a LoRA"):
+        allocate(s, AllocationSpec(ratio=Ratio.parse("1:4:1"), budget=Budget("rank", 8)))
+    a = allocate(s, AllocationSpec(ratio=Ratio.parse("1:0:1"), budget=Budget("rank", 8)))
+    assert a.total > 0 and not [m for m in a.modules if m.component == "projector"]
+
+
+@pytest.mark.parametrize("key, overrides", [("internvl", {}), ("internvl", {"vision_feature_layer": -2}),
+                                            ("llava_onevision", {}), ("gemma3", {})])
+def test_pilot_dead_module_rules_match_the_gradient_probe(tmp_path, key, overrides):
+    """The registry's dead modules of each new family are exactly the LoRA layers that get no gradient."""
+    from conftest import tiny_config_dict, write_model_dir
+    from test_dead_modules import _lora_gradients
+
+    from toolkit import load_structure
+
+    targets, silent = _lora_gradients(key, **overrides)
+    structure = load_structure(str(write_model_dir(tmp_path / key, {**tiny_config_dict(key), **overrides})))
+    assert {m.name for m in structure.dead} == silent
+    assert len(targets) > len(silent)
+    if key != "internvl":  # SigLIP builds its pooling head: never read
+        assert {"model.vision_tower.head.mlp.fc1"} <= silent

@@ -96,7 +96,7 @@ def train_tokenizer(family: str, *, vocab_size: int = 200):
                                                       pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
     core.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=named,
-                                                            show_progress=False))
+                                                            initial_alphabet=["\n"], show_progress=False))
     pad, bos, eos, unk = specials[:4]
     extra = [s for s in named[4:]]
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=pad, bos_token=bos, eos_token=eos,

@@ -30,7 +30,7 @@ from fractions import Fraction
 from itertools import product
 
 from toolkit.calculator import rounding
-from toolkit.calculator.architectures import COMPONENTS, serving_note
+from toolkit.calculator.architectures import COMPONENTS, NO_LINEAR, serving_note
 from toolkit.calculator.checks import BUDGET_TOLERANCE
 from toolkit.calculator.result import Allocation, ComponentAllocation, ModuleAllocation
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Targets
@@ -61,6 +61,8 @@ def _targeted(structure: ModelStructure, targets: Targets, active: list[str]) ->
     out = {}
     for comp in active:
         mods = structure.linears(comp, targets.kind(comp))
+        if not mods and (why := NO_LINEAR.get((structure.model_type, comp))):
+            raise InputError(f"ratio: {why}")
         if not mods:
             raise InputError(
                 f"targets.{comp}: '{targets.kind(comp)}' selects no Linear layer in the {comp} part of "

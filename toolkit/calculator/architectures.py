@@ -180,6 +180,23 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
         ),
     ),
     ArchitectureSpec("qwen2_vl", ("qwen2_vl",), _QWEN),
+    # The transformers-native InternVL (InternVLForConditionalGeneration, the `-hf` checkpoints) and
+    # LLaVA-OneVision read vision_feature_layer like LLaVA (InternViT names its blocks `encoder.layer.N`).
+    ArchitectureSpec(
+        "internvl",
+        ("internvl",),
+        _LLAVA,
+        _vision_layers_after_feature_layer(r"model\.vision_tower\.encoder\.layer"),
+    ),
+    ArchitectureSpec(
+        "llava_onevision",
+        ("llava_onevision",),
+        _LLAVA,
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
+    ),
+    # Gemma 3: SigLIP's last hidden state goes to a projector without Linear layers (NO_LINEAR)
+    ArchitectureSpec("gemma3", ("gemma3",), _LLAVA, _siglip_head_dead),
     ArchitectureSpec("qwen2_5_vl", ("qwen2_5_vl",), _QWEN),
     ArchitectureSpec("idefics3", ("idefics3",), _IDEFICS3),
     ArchitectureSpec("smolvlm", ("smolvlm",), _IDEFICS3),
@@ -190,6 +207,14 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
         _prefix_dead("model.vision_tower.head", "SigLIP pooling head: PaliGemma uses the patch tokens, not the pooled output"),
     ),
 )
+
+
+NO_LINEAR = {
+    ("gemma3", "projector"): "Gemma 3's projector is a weight matrix (an nn.Parameter, "
+                             "multi_modal_projector.mm_input_projection_weight) and a norm, not a Linear layer, so it "
+                             "cannot get a LoRA here; give the projector weight 0 (e.g. --ratio 1:0:1)",
+}
+"""(model_type, component) -> why that component has no Linear layer to adapt"""
 
 
 def spec_for(model_type: str) -> ArchitectureSpec | None:
