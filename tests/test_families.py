@@ -191,6 +191,27 @@ def test_missing_weights_are_one_line(checkpoints, tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_a_torchvision_that_does_not_import_is_hidden(checkpoints, tmp_path):
+    """The PyPI torchvision next to a CPU torch fails on import (`operator torchvision::nms does not exist`),
+    which breaks every transformers config. A package that fails the same way stands in for it here (the real
+    wheel cannot be installed by a test); `import toolkit` hides it and Qwen2-VL's config and processor load."""
+    site = tmp_path / "site"
+    (site / "torchvision").mkdir(parents=True)
+    (site / "torchvision" / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (site / "torchvision-0.28.0.dist-info").mkdir()
+    (site / "torchvision-0.28.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.28.0\n")
+    code = ("import sys, toolkit\n"
+            "from toolkit.training.processors import load_processor, torchvision_problem\n"
+            "toolkit.load_structure('qwen2-vl-2b')\n"
+            "p = load_processor(sys.argv[1], revision=None, model_id='qwen')\n"
+            "print(torchvision_problem(), '|', type(p).__name__, p.video_processor)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(checkpoints("qwen2_vl"))], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.strip() == "RuntimeError: operator torchvision::nms does not exist | Qwen2VLProcessor None"
+
+
 def test_import_errors_name_the_missing_package():
     """transformers' own ImportError for a processor part (the video processor without torchvision) -> one line
     that names the package to install."""

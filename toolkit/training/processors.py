@@ -8,7 +8,8 @@ processor is built from its image processor, tokenizer and chat template without
 torchvision is therefore not a requirement: the wheels on PyPI are built against the CUDA torch and do not
 import with a CPU torch build (their compiled ops are missing), while on a CUDA machine `pip install
 torchvision` (the release matching torch) works and is then used. A torchvision that is installed but does not
-import is reported as such, in one line, instead of a traceback from deep inside transformers.
+import (that CUDA wheel next to a CPU torch) would break every transformers import: `import toolkit` hides it
+(`hide_broken_torchvision`), so the PIL image processors are used as if it were absent.
 """
 
 from __future__ import annotations
@@ -17,25 +18,46 @@ import functools
 
 from toolkit.errors import ModelLoadError
 
+_PROBLEM: list[str] = []
 
-@functools.lru_cache(maxsize=1)
-def torchvision_problem() -> str | None:
-    """None when torchvision is absent or imports; else why an installed torchvision cannot be imported."""
+
+def hide_broken_torchvision() -> str | None:
+    """Make an installed torchvision that cannot be imported invisible, before transformers looks for it.
+
+    The PyPI torchvision wheels are built against the CUDA torch; with the CPU torch their compiled ops are
+    missing and `import torchvision` raises, which transformers (it imports torchvision whenever the package is
+    installed) turns into failures of every model, config and processor. Marking the module absent in
+    `sys.modules` makes `find_spec` return None, so transformers uses its PIL image processors instead.
+    Returns why torchvision was hidden (None when it imports or is not installed). Called by `import toolkit`.
+    """
     import importlib.util
+    import sys
 
-    if importlib.util.find_spec("torchvision") is None:
+    if _PROBLEM:
+        return _PROBLEM[0]
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
         return None
     try:
         import torchvision  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - a broken build raises RuntimeError / OSError / ImportError
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision"] = None  # type: ignore[assignment]  # find_spec -> None, import -> ImportError
+        _PROBLEM.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return _PROBLEM[0]
     return None
+
+
+def torchvision_problem() -> str | None:
+    """Why the installed torchvision was hidden (it does not import with this torch), else None."""
+    return _PROBLEM[0] if _PROBLEM else None
 
 
 def torchvision_works() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("torchvision") is not None and torchvision_problem() is None
+    hide_broken_torchvision()
+    return importlib.util.find_spec("torchvision") is not None
 
 
 def first_line(exc: BaseException) -> str:
@@ -143,12 +165,6 @@ def load_processor(source: str, *, revision: str | None, model_id: str):
     """`AutoProcessor.from_pretrained`, without torchvision where the family's video processor would need it."""
     from transformers import AutoProcessor
 
-    if problem := torchvision_problem():
-        import torch
-
-        raise ModelLoadError(f"model: torchvision is installed but cannot be imported with torch {torch.__version__} "
-                             f"({problem}): it was built for another torch build; pip uninstall torchvision (the "
-                             f"processors work without it) or install the torchvision build matching this torch")
     try:
         return AutoProcessor.from_pretrained(source, revision=revision)
     except ImportError as exc:
