@@ -64,6 +64,9 @@ FAMILY_TOKENS = {
     "t5": (["<pad>", None, "</s>", "<unk>", "<image>"], None),
 }
 TEMPLATE_OF = {"qwen2_5_vl": "qwen2_vl", "smolvlm": "idefics3"}
+FAMILY_TOKENS["llava_onevision"] = (["<|endoftext|>", None, "<|im_end|>", None, "<image>", "<video>", "<|im_start|>"],
+                                    QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n"))
+"""LLaVA-OneVision: Qwen2's turns with LLaVA's `<image>` placeholder"""
 
 CORPUS_WORDS = """what color is the circle square triangle shape red green blue yellow how many shapes are there
 is there a object where top bottom left right yes no zero one two three four five answer question using single
@@ -90,7 +93,7 @@ def train_tokenizer(family: str, *, vocab_size: int = 200):
     # SentencePiece-style: a word starts with ▁ unless it opens the text (Gemma and T5 write no dummy prefix)
     scheme = {"t5": "always", "paligemma": "never"}.get(key, "first")
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
-    if key == "qwen2_vl":  # Qwen's byte-level BPE splits line breaks from words and writes no dummy prefix
+    if key in ("qwen2_vl", "llava_onevision"):  # Qwen's byte-level BPE splits line breaks from words and writes no dummy prefix
         scheme = "never"
         core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
                                                       pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
@@ -111,6 +114,8 @@ def _ids(tok, config: dict, family: str) -> dict:
     for key in ("image_token_index", "image_token_id"):
         if key in config:
             config[key] = image
+    if "video_token_index" in config:
+        config["video_token_index"] = tok.convert_tokens_to_ids("<video>")
     if family in ("qwen2_vl", "qwen2_5_vl"):
         config.update(video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
                       vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
@@ -165,6 +170,13 @@ def _processor(family: str, key: str, config: dict, tok, template):
                                         image_seq_len=seq, chat_template=template)
         return images_only(tf.SmolVLMProcessor)(image_processor=tf.SmolVLMImageProcessor(**common), tokenizer=tok,
                                    video_processor=_video(family, None), image_seq_len=seq, chat_template=template)
+    if family == "llava_onevision":
+        images = tf.LlavaOnevisionImageProcessor(size={"height": size, "width": size},
+                                                 image_grid_pinpoints=config["image_grid_pinpoints"])
+        return images_only(tf.LlavaOnevisionProcessor)(
+            image_processor=images, tokenizer=tok, video_processor=_video(family, images),
+            num_image_tokens=(size // vc["patch_size"]) ** 2, vision_feature_select_strategy="full",
+            vision_aspect_ratio=config["vision_aspect_ratio"], chat_template=template)
     if family == "paligemma":
         images = tf.SiglipImageProcessor(size={"height": size, "width": size})
         images.image_seq_length = (size // vc["patch_size"]) ** 2
@@ -183,6 +195,8 @@ def _video(family: str, images):
 
     if family == "smolvlm":
         return tf.SmolVLMVideoProcessor()
+    if family == "llava_onevision":
+        return tf.LlavaOnevisionVideoProcessor()
     return tf.Qwen2VLVideoProcessor(patch_size=2, merge_size=2, temporal_patch_size=2)
 
 
@@ -196,10 +210,12 @@ def _save_processor(processor, family: str, folder: Path) -> None:
     processor.tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(processor.chat_template)
     settings = {"processor_class": type(processor).__name__}
-    if hasattr(processor, "image_seq_len"):
-        settings["image_seq_len"] = processor.image_seq_len
+    for key in ("image_seq_len", "num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+        if getattr(processor, key, None) is not None:
+            settings[key] = getattr(processor, key)
     (folder / "processor_config.json").write_text(json.dumps(settings, indent=2))
     video = ({"video_processor_type": "SmolVLMVideoProcessor"} if family == "smolvlm" else
+             {"video_processor_type": "LlavaOnevisionVideoProcessor"} if family == "llava_onevision" else
              {"video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 2, "merge_size": 2,
               "temporal_patch_size": 2})
     (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
