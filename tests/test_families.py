@@ -24,18 +24,19 @@ from toolkit.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ("llava", "llava_next", "blip-2", "blip-2+flan-t5", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm",
-               "paligemma", "llava_onevision")
+               "paligemma", "llava_onevision", "internvl", "gemma3")
 PROCESSOR = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor", "blip-2": "Blip2Processor",
              "blip-2+flan-t5": "Blip2Processor", "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
              "idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor", "paligemma": "PaliGemmaProcessor",
-             "llava_onevision": "LlavaOnevisionProcessor"}
-ANSWER_FORMAT = {  # what follows the prompt in the family's own format: (text before the answer, end token)
-    "llava": (" ", "</s>"), "llava_next": (" ", "</s>"), "blip-2": (" ", "</s>"),
-    "qwen2_vl": ("", "<|im_end|>"), "qwen2_5_vl": ("", "<|im_end|>"),  # `<|im_start|>assistant\n` + answer
-    "idefics3": (" ", "<end_of_utterance>"), "smolvlm": (" ", "<end_of_utterance>"),  # `Assistant: ` + answer
-    "paligemma": ("", "<eos>"),  # the suffix after the processor's `\n`, no word-boundary marker
-    "blip-2+flan-t5": ("", "</s>"),  # decoder labels: T5's own encoding of the answer
-    "llava_onevision": ("", "<|im_end|>"),  # Qwen2 turns
+             "llava_onevision": "LlavaOnevisionProcessor", "internvl": "InternVLProcessor", "gemma3": "Gemma3Processor"}
+ANSWER_FORMAT = {  # what follows the prompt in the family's own format: (text before the answer, end tokens)
+    "llava": (" ", ["</s>"]), "llava_next": (" ", ["</s>"]), "blip-2": (" ", ["</s>"]),
+    "qwen2_vl": ("", ["<|im_end|>"]), "qwen2_5_vl": ("", ["<|im_end|>"]),  # `<|im_start|>assistant\n` + answer
+    "idefics3": (" ", ["<end_of_utterance>"]), "smolvlm": (" ", ["<end_of_utterance>"]),  # `Assistant: ` + answer
+    "paligemma": ("", ["<eos>"]),  # the suffix after the processor's `\n`, no word-boundary marker
+    "blip-2+flan-t5": ("", ["</s>"]),  # decoder labels: T5's own encoding of the answer
+    "llava_onevision": ("", ["<|im_end|>"]), "internvl": ("", ["<|im_end|>"]),  # Qwen2 turns
+    "gemma3": ("", ["<end_of_turn>", "<eos>"]),  # the template's end of turn, then EOS
 }
 DATA = "synthetic:shapes?n=16&types=exist"
 """yes/no questions: 20 steps teach every tiny model the answer format"""
@@ -71,7 +72,7 @@ def test_checkpoint_loads_with_the_family_processor(checkpoints, key):
 
     model, processor = _load(checkpoints(key))
     assert type(processor).__name__ == PROCESSOR[key]
-    if key in ("qwen2_vl", "qwen2_5_vl", "smolvlm", "llava_onevision") and not torchvision_works():
+    if key in ("qwen2_vl", "qwen2_5_vl", "smolvlm", "llava_onevision", "internvl") and not torchvision_works():
         assert processor.video_processor is None  # images only: VQA needs no video processor
     assert model.config.model_type == key.split("+")[0]
 
@@ -92,7 +93,7 @@ def test_tokens_trained_are_the_family_processors(checkpoints, key):
     assert {"input_ids", "attention_mask", "labels", "pixel_values"} <= set(train)
     for i, r in enumerate(records):
         labels = train["labels"][i]
-        expected = tok(before + r.answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids(end)]
+        expected = tok(before + r.answer, add_special_tokens=False)["input_ids"] + tok.convert_tokens_to_ids(end)
         assert labels[labels != -100].tolist() == expected, tok.convert_ids_to_tokens(labels[labels != -100])
         assert tok.decode(labels[labels != -100], skip_special_tokens=True).strip() == r.answer
         prompt = gen["input_ids"][i][gen["attention_mask"][i].bool()].tolist()

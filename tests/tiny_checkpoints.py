@@ -67,6 +67,25 @@ TEMPLATE_OF = {"qwen2_5_vl": "qwen2_vl", "smolvlm": "idefics3"}
 FAMILY_TOKENS["llava_onevision"] = (["<|endoftext|>", None, "<|im_end|>", None, "<image>", "<video>", "<|im_start|>"],
                                     QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n"))
 """LLaVA-OneVision: Qwen2's turns with LLaVA's `<image>` placeholder"""
+FAMILY_TOKENS["internvl"] = (["<|endoftext|>", None, "<|im_end|>", None, "<IMG_CONTEXT>", "<img>", "</img>", "<video>",
+                              "<|im_start|>"], QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>",
+                                                                     "<IMG_CONTEXT>\n"))
+"""InternVL (-hf): Qwen2.5 turns, `<img><IMG_CONTEXT>...</img>` images"""
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+FAMILY_TOKENS["gemma3"] = (["<pad>", "<bos>", "<eos>", "<unk>", "<image_soft_token>", "<start_of_image>",
+                            "<end_of_image>", "<start_of_turn>", "<end_of_turn>"], GEMMA3_TEMPLATE)
+NAMED_TOKENS = {
+    "internvl": {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                 "video_token": "<video>"},
+    "gemma3": {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+}
+"""the named special tokens a family's processor reads from its tokenizer"""
 
 CORPUS_WORDS = """what color is the circle square triangle shape red green blue yellow how many shapes are there
 is there a object where top bottom left right yes no zero one two three four five answer question using single
@@ -93,7 +112,8 @@ def train_tokenizer(family: str, *, vocab_size: int = 200):
     # SentencePiece-style: a word starts with ▁ unless it opens the text (Gemma and T5 write no dummy prefix)
     scheme = {"t5": "always", "paligemma": "never"}.get(key, "first")
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
-    if key in ("qwen2_vl", "llava_onevision"):  # Qwen's byte-level BPE splits line breaks from words and writes no dummy prefix
+    # Qwen (byte-level BPE) and Gemma split line breaks from words and write no dummy prefix
+    if key in ("qwen2_vl", "llava_onevision", "internvl", "gemma3"):
         scheme = "never"
         core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
                                                       pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)])
@@ -103,14 +123,19 @@ def train_tokenizer(family: str, *, vocab_size: int = 200):
     pad, bos, eos, unk = specials[:4]
     extra = [s for s in named[4:]]
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=pad, bos_token=bos, eos_token=eos,
-                                  unk_token=unk, additional_special_tokens=extra, model_max_length=512)
+                                  unk_token=unk, additional_special_tokens=extra, model_max_length=512,
+                                  extra_special_tokens=NAMED_TOKENS.get(key, {}))
     return tok, template
 
 
 def _ids(tok, config: dict, family: str) -> dict:
     """The config with the tokenizer's ids and vocabulary size."""
     text = config["text_config"]
-    image = tok.convert_tokens_to_ids("<|image_pad|>" if family in ("qwen2_vl", "qwen2_5_vl") else "<image>")
+    image = tok.convert_tokens_to_ids({"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>", "internvl": "<IMG_CONTEXT>",
+                                       "gemma3": "<image_soft_token>"}.get(family, "<image>"))
+    if family == "gemma3":
+        config.update(boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+                      eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"))
     for key in ("image_token_index", "image_token_id"):
         if key in config:
             config[key] = image
@@ -177,6 +202,15 @@ def _processor(family: str, key: str, config: dict, tok, template):
             image_processor=images, tokenizer=tok, video_processor=_video(family, images),
             num_image_tokens=(size // vc["patch_size"]) ** 2, vision_feature_select_strategy="full",
             vision_aspect_ratio=config["vision_aspect_ratio"], chat_template=template)
+    if family == "internvl":
+        images = tf.GotOcr2ImageProcessor(size={"height": size[0], "width": size[1]}, crop_to_patches=False)
+        return images_only(tf.InternVLProcessor)(image_processor=images, tokenizer=tok,
+                                                 video_processor=_video(family, images),
+                                                 image_seq_length=config["image_seq_length"], chat_template=template)
+    if family == "gemma3":
+        images = tf.Gemma3ImageProcessor(size={"height": size, "width": size})
+        return tf.Gemma3Processor(image_processor=images, tokenizer=tok, image_seq_length=config["mm_tokens_per_image"],
+                                  chat_template=template)
     if family == "paligemma":
         images = tf.SiglipImageProcessor(size={"height": size, "width": size})
         images.image_seq_length = (size // vc["patch_size"]) ** 2
@@ -197,6 +231,8 @@ def _video(family: str, images):
         return tf.SmolVLMVideoProcessor()
     if family == "llava_onevision":
         return tf.LlavaOnevisionVideoProcessor()
+    if family == "internvl":
+        return tf.InternVLVideoProcessor()
     return tf.Qwen2VLVideoProcessor(patch_size=2, merge_size=2, temporal_patch_size=2)
 
 
@@ -210,12 +246,14 @@ def _save_processor(processor, family: str, folder: Path) -> None:
     processor.tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(processor.chat_template)
     settings = {"processor_class": type(processor).__name__}
-    for key in ("image_seq_len", "num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+    for key in ("image_seq_len", "image_seq_length", "num_image_tokens", "vision_feature_select_strategy",
+                "vision_aspect_ratio"):
         if getattr(processor, key, None) is not None:
             settings[key] = getattr(processor, key)
     (folder / "processor_config.json").write_text(json.dumps(settings, indent=2))
     video = ({"video_processor_type": "SmolVLMVideoProcessor"} if family == "smolvlm" else
              {"video_processor_type": "LlavaOnevisionVideoProcessor"} if family == "llava_onevision" else
+             {"video_processor_type": "InternVLVideoProcessor"} if family == "internvl" else
              {"video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 2, "merge_size": 2,
               "temporal_patch_size": 2})
     (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))

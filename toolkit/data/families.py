@@ -16,8 +16,8 @@
 | PaliGemma              | `<image>answer en {q}` (processor adds BOS and `\\n`) | the processor's `suffix=`: `{answer}` + EOS, no leading space |
 | other, no template     | `<image>\\n{q}\\n{instruction}\\n`         | `{answer}` + EOS                          |
 
-Idefics3 / SmolVLM processors read a flat image list as N images of *one* prompt, so their images go one list
-per prompt (`nest_images`); the others take one image per prompt in a flat list.
+Idefics3 / SmolVLM and Gemma 3 processors read a flat image list as N images of *one* prompt, so their images
+go one list per prompt (`nest_images`); the others take one image per prompt in a flat list.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ _FAMILIES = {
     "idefics3": Conventions(nest_images=True),
     "smolvlm": Conventions(nest_images=True),
     "idefics2": Conventions(nest_images=True),
+    "gemma3": Conventions(nest_images=True),
 }
 
 

@@ -64,8 +64,9 @@ class VQAFormatter:
         previous = tok.padding_side
         tok.padding_side = padding_side
         try:
+            # explicit too: some processors (InternVL) pass their own default padding side to the tokenizer
             return self.processor(text=texts, images=self._images(records), padding=True, return_tensors="pt",
-                                  **extra)
+                                  padding_side=padding_side, **extra)
         finally:
             tok.padding_side = previous
 
