@@ -272,6 +272,16 @@ PILOTS: dict[str, dict] = {
 """tiny configs of the pilot presets' families that are not in the registry's core set (kept out of MODELS)"""
 
 
+def three_part_presets() -> list[str]:
+    """Bundled presets whose three components can all get a LoRA (not Gemma 3: its projector is no Linear)."""
+    from toolkit.calculator.architectures import NO_LINEAR
+    from toolkit.calculator.structure import PRESET_DIR, presets
+
+    table = presets()
+    kinds = {n: json.loads((PRESET_DIR / e["file"]).read_text())["model_type"] for n, e in table.items()}
+    return [n for n in table if not any((kinds[n], c) in NO_LINEAR for c in ("vision", "projector", "language"))]
+
+
 def family_of(key: str) -> str:
     """The registry family of a tiny model key (`blip-2+flan-t5` -> `blip-2`)."""
     return VARIANTS[key][0] if key in VARIANTS else key

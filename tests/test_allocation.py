@@ -12,6 +12,7 @@ import re
 from itertools import combinations
 
 import pytest
+from conftest import three_part_presets
 
 from toolkit.calculator.allocation import allocate, audit
 from toolkit.calculator.loraconfig import (
@@ -22,11 +23,11 @@ from toolkit.calculator.loraconfig import (
     peft_rank_of,
 )
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
-from toolkit.calculator.structure import load_structure, presets
+from toolkit.calculator.structure import load_structure
 from toolkit.errors import BudgetError, CmbaError, InputError
 
 COMPONENTS = ("vision", "projector", "language")
-PRESETS = tuple(presets())
+PRESETS = tuple(three_part_presets())  # Gemma 3's projector: tests/test_families.py
 ALL_LINEARS = Targets()
 
 # DESIGN.md reference figure: LLaVA-1.5-7B, LoRA on every Linear but lm_head, per unit of rank.
