@@ -203,6 +203,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blip-2+qformer-text": ("blip-2", {
         "qformer_config": {**TINY_CONFIGS["blip-2"]["qformer_config"], "use_qformer_text_input": True},
     }),
+    # LLaVA-style model with a SigLIP tower (LLaVA-OneVision, many pilots): no CLS token, so every patch is read
+    # ("full"); SigLIP builds its pooling head, which the projector never reads (dead, like PaliGemma's).
+    "llava+siglip": ("llava", {
+        "vision_feature_select_strategy": "full",
+        "vision_config": {
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 3, "image_size": 16, "patch_size": 4,
+        },
+    }),
     # PaliGemma's own default vision tower: SigLIP without the pooling head, so nothing is dead.
     "paligemma-no-head": ("paligemma", {
         "vision_config": {**TINY_CONFIGS["paligemma"]["vision_config"], "vision_use_head": False},
@@ -212,6 +221,65 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 MODELS = FAMILIES + tuple(VARIANTS)
 """every tiny model key: a family name (its `TINY_CONFIGS` entry) or a variant name"""
+
+PILOTS: dict[str, dict] = {
+    # The transformers-native InternVL: InternViT (`encoder.layer.N`) read at -1, pixel shuffle 0.5 -> 4 tokens.
+    "internvl": {
+        "model_type": "internvl", "image_token_id": IMAGE_TOKEN, "downsample_ratio": 0.5,
+        "projector_hidden_act": "gelu", "vision_feature_layer": -1, "vision_feature_select_strategy": "default",
+        "image_seq_length": 4,
+        "vision_config": {
+            "model_type": "internvl_vision", "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+            "num_hidden_layers": 2, "image_size": [16, 16], "patch_size": [4, 4], "use_mean_pooling": True,
+        },
+        "text_config": {
+            "model_type": "qwen2", "hidden_size": 40, "intermediate_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 128,
+            "pad_token_id": 0,
+        },
+    },
+    # LLaVA-OneVision: SigLIP (pooling head built, so dead) read at -1 in full, anyres crops; Qwen2 text.
+    "llava_onevision": {
+        "model_type": "llava_onevision", "image_token_index": IMAGE_TOKEN, "video_token_index": 121,
+        "projector_hidden_act": "gelu", "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
+        "vision_aspect_ratio": "anyres_max_9", "image_grid_pinpoints": [[16, 32], [32, 16]],
+        "tie_word_embeddings": False,
+        "vision_config": {
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+        },
+        "text_config": {
+            "model_type": "qwen2", "hidden_size": 40, "intermediate_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 256,
+            "pad_token_id": 0,
+        },
+    },
+    # Gemma 3: SigLIP (head built: dead) -> a projector without Linear layers (a weight matrix) -> Gemma 3 text.
+    "gemma3": {
+        "model_type": "gemma3", "image_token_index": IMAGE_TOKEN, "boi_token_index": 121, "eoi_token_index": 122,
+        "mm_tokens_per_image": 4,
+        "vision_config": {
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 52,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 16, "patch_size": 4,
+        },
+        "text_config": {
+            "model_type": "gemma3_text", "hidden_size": 40, "intermediate_size": 64, "num_attention_heads": 4,
+            "num_key_value_heads": 1, "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 128,
+            "max_position_embeddings": 128, "pad_token_id": 0, "sliding_window": 8,
+        },
+    },
+}
+"""tiny configs of the pilot presets' families that are not in the registry's core set (kept out of MODELS)"""
+
+
+def three_part_presets() -> list[str]:
+    """Bundled presets whose three components can all get a LoRA (not Gemma 3: its projector is no Linear)."""
+    from toolkit.calculator.architectures import NO_LINEAR
+    from toolkit.calculator.structure import PRESET_DIR, presets
+
+    table = presets()
+    kinds = {n: json.loads((PRESET_DIR / e["file"]).read_text())["model_type"] for n, e in table.items()}
+    return [n for n in table if not any((kinds[n], c) in NO_LINEAR for c in ("vision", "projector", "language"))]
 
 
 def family_of(key: str) -> str:
@@ -224,7 +292,7 @@ def tiny_config_dict(key: str) -> dict:
     if key in VARIANTS:
         family, overrides = VARIANTS[key]
         return copy.deepcopy({**TINY_CONFIGS[family], **overrides})
-    return copy.deepcopy(TINY_CONFIGS[key])
+    return copy.deepcopy(TINY_CONFIGS[key] if key in TINY_CONFIGS else PILOTS[key])
 
 
 def write_model_dir(folder: Path, config: dict) -> Path:
@@ -293,6 +361,11 @@ def build_tiny_model(key: str, **overrides):
         # an all-zero input makes the first Q-Former layer's gradients vanish (a fake "dead" module).
         with torch.no_grad():
             model.query_tokens.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+    projector = getattr(getattr(model, "model", model), "multi_modal_projector", None)
+    if hasattr(projector, "mm_input_projection_weight"):
+        # Gemma 3 initialises its projection matrix to zeros, which blocks every gradient to the vision tower
+        with torch.no_grad():
+            projector.mm_input_projection_weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(3))
     return model.eval()
 
 
@@ -316,7 +389,14 @@ def tiny_inputs(key: str, model) -> dict:
         vc = config.vision_config
         inputs["pixel_values"] = pixels(1, 3, vc.image_size, vc.image_size)
         n_image = (vc.image_size // vc.patch_size) ** 2  # llava 'default' strategy drops CLS; SigLIP has none
-    elif family == "llava_next":
+    elif family in ("internvl", "gemma3"):
+        vc = config.vision_config
+        size = vc.image_size[0] if isinstance(vc.image_size, (list, tuple)) else vc.image_size
+        patch = vc.patch_size[0] if isinstance(vc.patch_size, (list, tuple)) else vc.patch_size
+        inputs["pixel_values"] = pixels(1, 3, size, size)
+        n_image = (config.mm_tokens_per_image if family == "gemma3"
+                   else int((size // patch) ** 2 * config.downsample_ratio**2))
+    elif family in ("llava_next", "llava_onevision"):
         vc = config.vision_config
         height, width = config.image_grid_pinpoints[0]
         n_crops = 1 + (height // vc.image_size) * (width // vc.image_size)  # base image + anyres crops
@@ -353,6 +433,8 @@ def tiny_inputs(key: str, model) -> dict:
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == IMAGE_TOKEN).int()
     if family == "blip-2" and not config.use_decoder_only_language_model:  # T5: the decoder needs a prompt
         inputs["decoder_input_ids"] = torch.tensor([[0, 7, 8, 9]])
+    if family == "gemma3":  # image tokens attend bidirectionally
+        inputs["token_type_ids"] = (inputs["input_ids"] == IMAGE_TOKEN).long()
     if family == "paligemma":  # image + prefix attend bidirectionally, the suffix causally
         inputs["token_type_ids"] = torch.tensor([[0] * (len(ids) - 2) + [1, 1]])
     return inputs

@@ -12,6 +12,7 @@ import re
 from itertools import combinations
 
 import pytest
+from conftest import three_part_presets
 
 from toolkit.calculator.allocation import allocate, audit
 from toolkit.calculator.loraconfig import (
@@ -22,11 +23,11 @@ from toolkit.calculator.loraconfig import (
     peft_rank_of,
 )
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
-from toolkit.calculator.structure import load_structure, presets
+from toolkit.calculator.structure import load_structure
 from toolkit.errors import BudgetError, CmbaError, InputError
 
 COMPONENTS = ("vision", "projector", "language")
-PRESETS = tuple(presets())
+PRESETS = tuple(three_part_presets())  # Gemma 3's projector: tests/test_families.py
 ALL_LINEARS = Targets()
 
 # DESIGN.md reference figure: LLaVA-1.5-7B, LoRA on every Linear but lm_head, per unit of rank.
@@ -504,7 +505,13 @@ def test_serving_stack_warning(llava, ratio, expected):
             assert not _serving(a)
         else:
             (w,) = _serving(a)
-            assert f"adapters on the {expected} are" in w
+            # vLLM serves LLaVA's tower and connector LoRA behind a flag (PR #31513): the note says which
+            assert f"LoRA on the {expected} of llava only with --enable-tower-connector-lora" in w
+
+
+def test_serving_note_for_a_family_vllm_is_not_known_to_cover():
+    (w,) = _serving(solve(load_structure("blip2-opt-2.7b"), "1:4:1", ("rank", 8), "rank"))
+    assert "not known here to cover blip-2" in w and "merge the adapter" in w
 
 
 def test_serving_stack_warning_in_audit(llava):

@@ -135,6 +135,9 @@ def test_every_preset_renders(at):
     assert len(options) >= 9
     for name in options:
         at.selectbox(key="preset").set_value(name.split(" — ")[0]).run()
+        if name.startswith("gemma-3"):  # its projector cannot get a LoRA: said plainly for the default 1:4:1
+            assert not at.exception and "Gemma 3's projector is a weight matrix" in errors(at)[0], name
+            continue
         assert not at.exception and not errors(at), name
 
 

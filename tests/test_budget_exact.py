@@ -15,13 +15,14 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import three_part_presets
 
 from toolkit import AllocationSpec, Budget, Ratio, allocate
 from toolkit.calculator.architectures import COMPONENTS
 from toolkit.calculator.checks import budget_problem, duplicate_arms, spend_mismatch
 from toolkit.calculator.loraconfig import check_patterns, lora_config_dict, peft_rank_of
 from toolkit.calculator.report import grid_notes, ratio_grid
-from toolkit.calculator.structure import load_structure, presets
+from toolkit.calculator.structure import load_structure
 from toolkit.errors import BudgetError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def _pinned(a, comp) -> bool:
     return any(w.startswith(f"{comp}:") and ("raised to 1" in w or "rank cap" in w) for w in a.warnings)
 
 
-@pytest.mark.parametrize("name", list(presets()))
+@pytest.mark.parametrize("name", three_part_presets())  # Gemma 3: tests/test_families.py
 def test_canonical_grid_is_budget_exact_and_keeps_the_ratio(name):
     for rank in (4, 8, 16):
         for ratio in GRID:

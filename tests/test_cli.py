@@ -91,7 +91,8 @@ def test_allocate_text_output(heavy_runs):
     assert re.search(r"^language\s+8\s+8\.000\s+16\s+224\s", stdout, re.M), stdout
     assert "achieved ratio 1:4:1" in stdout
     assert re.search(r"^warning: 6 dead module\(s\) excluded", stdout, re.M)
-    assert re.search(r"^warning: adapters on the vision and projector", stdout, re.M)
+    assert re.search(r"^warning: serving: vLLM applies the LoRA on the vision and projector of llava only with "
+                     r"--enable-tower-connector-lora", stdout, re.M)
 
 
 @pytest.mark.slow  # the heavy_runs subprocesses

@@ -42,6 +42,10 @@ NO_GRADIENT = {
         "model.vision_tower.head.mlp.fc1",
         "model.vision_tower.head.mlp.fc2",
     },
+    "llava+siglip": {f"model.vision_tower.encoder.layers.2.{m}" for m in (  # read at -2, and the unused head
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")} | {
+        "model.vision_tower.head.attention.out_proj", "model.vision_tower.head.mlp.fc1",
+        "model.vision_tower.head.mlp.fc2"},
     "blip-2+qformer-text": {  # the Q-Former's text FFN: only the learned queries go through it
         f"qformer.encoder.layer.{i}.{m}.dense" for i in (0, 1) for m in ("intermediate", "output")
     },

@@ -11,10 +11,14 @@ The library behind the Streamlit app and the CLI (`python -m toolkit --help`). T
 
 __version__ = "0.3.0"
 
-from toolkit.calculator.allocation import Allocation, allocate, audit
-from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets
-from toolkit.calculator.structure import ModelStructure, load_structure
-from toolkit.errors import BudgetError, CmbaError, InputError, ModelLoadError, UnsupportedModelError
+from toolkit.training.processors import hide_broken_torchvision
+
+hide_broken_torchvision()  # before transformers is imported: a torchvision built for another torch breaks it
+
+from toolkit.calculator.allocation import Allocation, allocate, audit  # noqa: E402
+from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets  # noqa: E402
+from toolkit.calculator.structure import ModelStructure, load_structure  # noqa: E402
+from toolkit.errors import BudgetError, CmbaError, InputError, ModelLoadError, UnsupportedModelError  # noqa: E402
 
 __all__ = [
     "Allocation",

@@ -30,7 +30,7 @@ from fractions import Fraction
 from itertools import product
 
 from toolkit.calculator import rounding
-from toolkit.calculator.architectures import COMPONENTS
+from toolkit.calculator.architectures import COMPONENTS, NO_LINEAR, serving_note
 from toolkit.calculator.checks import BUDGET_TOLERANCE
 from toolkit.calculator.result import Allocation, ComponentAllocation, ModuleAllocation
 from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Targets
@@ -61,6 +61,8 @@ def _targeted(structure: ModelStructure, targets: Targets, active: list[str]) ->
     out = {}
     for comp in active:
         mods = structure.linears(comp, targets.kind(comp))
+        if not mods and (why := NO_LINEAR.get((structure.model_type, comp))):
+            raise InputError(f"ratio: {why}")
         if not mods:
             raise InputError(
                 f"targets.{comp}: '{targets.kind(comp)}' selects no Linear layer in the {comp} part of "
@@ -305,10 +307,7 @@ def _warnings(structure, module_allocs, ranks) -> list[str]:
     non_language = [c for c in ("vision", "projector") if ranks.get(c) and not any(
         m.full for m in module_allocs if m.component == c)]
     if non_language:
-        out.append(
-            f"adapters on the {' and '.join(non_language)} are ignored by some serving stacks (e.g. vLLM serves "
-            "LoRA on the language model only): merge the adapter into the base weights before serving there"
-        )
+        out.append(serving_note(structure.model_type, non_language))
     return out
 
 

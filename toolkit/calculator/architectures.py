@@ -147,6 +147,20 @@ def _vision_layers_after_feature_layer(prefix: str) -> DeadRule:
     return rule
 
 
+def _all_of(*rules: DeadRule) -> DeadRule:
+    """Every module any of `rules` marks dead (the first reason wins)."""
+
+    def rule(config, names: Iterable[str]) -> dict[str, str]:
+        names = list(names)
+        dead: dict[str, str] = {}
+        for r in rules:
+            for name, reason in r(config, names).items():
+                dead.setdefault(name, reason)
+        return dead
+
+    return rule
+
+
 def _regex_dead(pattern: str, reason: str) -> DeadRule:
     def rule(config, names: Iterable[str]) -> dict[str, str]:
         return {n: reason for n in names if re.fullmatch(pattern, n)}
@@ -160,6 +174,11 @@ def _prefix_dead(prefix: str, reason: str) -> DeadRule:
 
     return rule
 
+
+# A SigLIP tower builds its attention-pooling head (`vision_use_head`, default on); LLaVA-style models and
+# PaliGemma read the patch tokens, so the head never gets a gradient.
+_SIGLIP_HEAD = r"(?:.*\.)?vision_tower\.(?:vision_model\.)?head(?:\..*)?"
+_siglip_head_dead = _regex_dead(_SIGLIP_HEAD, "SigLIP pooling head: the model reads the patch tokens, not the pooled output")
 
 _LLAVA = ComponentPatterns(
     vision=(r"model\.vision_tower",),
@@ -182,13 +201,15 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
         "llava",
         ("llava",),
         _LLAVA,
-        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
     ),
     ArchitectureSpec(
         "llava_next",
         ("llava_next",),
         _LLAVA,
-        _vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
     ),
     ArchitectureSpec(
         "blip-2",
@@ -206,6 +227,23 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
         ),
     ),
     ArchitectureSpec("qwen2_vl", ("qwen2_vl",), _QWEN),
+    # The transformers-native InternVL (InternVLForConditionalGeneration, the `-hf` checkpoints) and
+    # LLaVA-OneVision read vision_feature_layer like LLaVA (InternViT names its blocks `encoder.layer.N`).
+    ArchitectureSpec(
+        "internvl",
+        ("internvl",),
+        _LLAVA,
+        _vision_layers_after_feature_layer(r"model\.vision_tower\.encoder\.layer"),
+    ),
+    ArchitectureSpec(
+        "llava_onevision",
+        ("llava_onevision",),
+        _LLAVA,
+        _all_of(_vision_layers_after_feature_layer(r"model\.vision_tower\.(?:vision_model\.)?encoder\.layers"),
+                _siglip_head_dead),
+    ),
+    # Gemma 3: SigLIP's last hidden state goes to a projector without Linear layers (NO_LINEAR)
+    ArchitectureSpec("gemma3", ("gemma3",), _LLAVA, _siglip_head_dead),
     ArchitectureSpec("qwen2_5_vl", ("qwen2_5_vl",), _QWEN),
     ArchitectureSpec("idefics3", ("idefics3",), _IDEFICS3),
     ArchitectureSpec("smolvlm", ("smolvlm",), _IDEFICS3),
@@ -218,12 +256,21 @@ REGISTRY: tuple[ArchitectureSpec, ...] = (
 )
 
 
+NO_LINEAR = {
+    ("gemma3", "projector"): "Gemma 3's projector is a weight matrix (an nn.Parameter, "
+                             "multi_modal_projector.mm_input_projection_weight) and a norm, not a Linear layer, so it "
+                             "cannot get a LoRA here; give the projector weight 0 (e.g. --ratio 1:0:1)",
+}
+"""(model_type, component) -> why that component has no Linear layer to adapt"""
+
+
 def spec_for(model_type: str) -> ArchitectureSpec | None:
     return next((s for s in REGISTRY if model_type in s.model_types), None)
 
 
 # Unregistered LLaVA-style families (VipLlava, LLaVA-OneVision, ...) read hidden states the same way.
-_generic_feature_layer_rule = _vision_layers_after_feature_layer(r"(?:.*\.)?vision_tower\.(?:vision_model\.)?encoder\.layers")
+_generic_feature_layer_rule = _all_of(
+    _vision_layers_after_feature_layer(r"(?:.*\.)?vision_tower\.(?:vision_model\.)?encoder\.layers"), _siglip_head_dead)
 
 
 def dead_rule_for(config) -> DeadRule | None:
@@ -258,6 +305,26 @@ _ATTENTION_SEGMENT = re.compile(r".*(attn|attention).*", re.IGNORECASE)
 def module_kind(name: str) -> str:
     """'attention' when any path segment is an attention block (q/k/v/o, qkv, cross-attention), else 'mlp'."""
     return "attention" if any(_ATTENTION_SEGMENT.fullmatch(s) for s in name.split(".")) else "mlp"
+
+
+# vLLM serves LoRA on the vision tower and connector only behind `--enable-tower-connector-lora`, per family:
+# the Qwen-VL series and Idefics3 (vLLM PR #26674), LLaVA (#31513), PaliGemma (#31656), LLaVA-NeXT (#49788).
+# Elsewhere vLLM loads the language part and ignores the rest with a warning.
+VLLM_TOWER_CONNECTOR_LORA = {"qwen2_vl": "#26674", "qwen2_5_vl": "#26674", "idefics3": "#26674",
+                             "llava": "#31513", "paligemma": "#31656", "llava_next": "#49788"}
+
+
+def serving_note(model_type: str, components: list[str]) -> str:
+    """What serving an adapter on `components` (vision / projector) of this family takes."""
+    parts = " and ".join(components)
+    if model_type in VLLM_TOWER_CONNECTOR_LORA:
+        return (f"serving: vLLM applies the LoRA on the {parts} of {model_type} only with "
+                f"--enable-tower-connector-lora (vLLM PR {VLLM_TOWER_CONNECTOR_LORA[model_type]}); without it, or on "
+                f"stacks that load language-model LoRA only, merge the adapter into the base weights first")
+    return (f"serving: vLLM's LoRA on the vision tower and connector (--enable-tower-connector-lora) is not known "
+            f"here to cover {model_type} (it covers Qwen2-VL / Qwen2.5-VL, Idefics3, LLaVA, LLaVA-NeXT, PaliGemma); "
+            f"stacks that load language-model LoRA only ignore the {parts} adapters: merge the adapter into the "
+            f"base weights before serving there")
 
 
 def is_output_head(name: str) -> bool:

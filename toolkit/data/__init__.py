@@ -4,5 +4,6 @@
     rows.py       how a source row becomes a record: column names, answers, question/image ids, images
     hygiene.py    image-grouped hold-out, what an adapter trained on, and the evaluation overlap check
     synthetic.py  the deterministic synthetic shapes task (questions, answers, captions)
-    prompting.py  prompts through the model's processor / chat template; answer-only labels
+    families.py   each family's prompt / answer / image-nesting conventions, encoder-decoder detection
+    prompting.py  the batch builder: processor-encoded prompt + answer rows, answer-only labels, decoding
 """

@@ -1,100 +1,127 @@
-"""Prompts and batches for VQA: the same prompt for training and evaluation, loss on answer tokens only.
+"""The batch builder: VQA records -> the tensors a family's model trains and generates on.
 
-    >>> fmt = VQAFormatter(processor, model_type="llava")
+    >>> fmt = VQAFormatter.for_model(processor, model)          # or VQAFormatter(processor, "llava")
     >>> fmt.prompt("what color is the circle?")
     'USER: <image>\\nwhat color is the circle?\\nAnswer the question using a single word or phrase. ASSISTANT:'
     >>> batch = fmt.train_batch(records)        # input_ids, attention_mask, labels (-100 but answers), pixel_values...
-    >>> batch = fmt.generation_batch(records)   # left-padded prompts for model.generate
+    >>> batch = fmt.generation_batch(records)   # prompts for model.generate (left-padded)
     >>> fmt.decode(generated_ids, batch)        # ['red', ...]
 
-The prompt goes through the processor's chat template when it has one (LLaVA, Qwen2-VL, Idefics3 / SmolVLM),
-with the short-answer instruction used for VQA; families without a template use their documented VQA prompt
-(BLIP-2 `Question: ... Short answer:`, PaliGemma `answer en ...`). A training row is the processed prompt
-(image tokens expanded by the processor) followed by the answer's tokens and EOS; labels are -100 everywhere
-but on the answer and EOS, so generation after the same prompt is what the loss trains.
+A training row is what the family's processor produces for prompt + answer, in the family's own format
+(toolkit.data.families: chat template turns, BLIP-2's `Question: ... Short answer:`, PaliGemma's `suffix=`,
+image nesting): the processor encodes the whole text, so image tokens, token type ids and other per-token
+fields are the processor's own. Labels are -100 on the prompt (the tokens of the generation prompt, which
+is a prefix of the row) and on padding, so generation after the same prompt is what the loss trains.
+
+Encoder-decoder models (BLIP-2 with Flan-T5; `is_encoder_decoder`) take the prompt as the encoder's input and
+the answer + EOS as the decoder's `labels` (the model shifts them into decoder inputs); `generate` returns
+decoder tokens only, which `decode` reads whole. The batch is always a dict `model(**batch)` accepts:
+input_ids, attention_mask, labels, pixel_values and the family's extras (image_grid_thw, image_sizes,
+pixel_attention_mask, token_type_ids, mm_token_type_ids).
 """
 
 from __future__ import annotations
 
-INSTRUCTION = "Answer the question using a single word or phrase."
+from toolkit.data.families import INSTRUCTION, answer_text, conventions, is_encoder_decoder, vqa_prompt
+
+__all__ = ["IGNORE", "INSTRUCTION", "VQAFormatter"]
+
 IGNORE = -100
 
 
 class VQAFormatter:
-    def __init__(self, processor, model_type: str):
+    """Family-aware prompts, training batches and answer decoding for one processor."""
+
+    def __init__(self, processor, model_type: str, *, encoder_decoder: bool = False):
         self.processor = processor
         self.model_type = model_type
+        self.conventions = conventions(model_type)
+        self.is_encoder_decoder = encoder_decoder
+        """labels live on the decoder and `generate` returns decoder tokens only"""
         self.tokenizer = getattr(processor, "tokenizer", processor)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
-    def prompt(self, question: str) -> str:
-        question = question.strip()
-        if getattr(self.processor, "chat_template", None):
-            messages = [{"role": "user", "content": [{"type": "image"},
-                                                     {"type": "text", "text": f"{question}\n{INSTRUCTION}"}]}]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if self.model_type == "paligemma":
-            return f"answer en {question}"
-        if self.model_type == "blip-2":
-            return f"Question: {question} Short answer:"
-        image_token = getattr(self.processor, "image_token", "<image>")
-        return f"{image_token}\n{question}\n{INSTRUCTION}\n"
+    @classmethod
+    def for_model(cls, processor, model) -> VQAFormatter:
+        """The builder for a loaded (or PEFT-wrapped) model: its family and whether it is encoder-decoder."""
+        config = model.config
+        return cls(processor, config.model_type, encoder_decoder=is_encoder_decoder(config))
 
-    def _encode_prompts(self, records, padding_side: str):
+    def prompt(self, question: str) -> str:
+        return vqa_prompt(self.processor, self.model_type, question)
+
+    def answer(self, question: str, answer: str) -> str:
+        """The text a training row holds after the prompt (decoder-only families)."""
+        return answer_text(self.processor, self.model_type, self.prompt(question), question, answer,
+                           self.tokenizer.eos_token)
+
+    def _images(self, records) -> list:
+        return [[r.image] for r in records] if self.conventions.nest_images else [r.image for r in records]
+
+    def _encode(self, texts, records, padding_side: str, **extra):
         tok = self.tokenizer
         previous = tok.padding_side
         tok.padding_side = padding_side
         try:
-            return self.processor(text=[self.prompt(r.question) for r in records], images=[r.image for r in records],
-                                  padding=True, return_tensors="pt")
+            # explicit too: some processors (InternVL) pass their own default padding side to the tokenizer
+            return self.processor(text=texts, images=self._images(records), padding=True, return_tensors="pt",
+                                  padding_side=padding_side, **extra)
         finally:
             tok.padding_side = previous
 
-    def answer_ids(self, prompt: str, answer: str) -> list[int]:
-        sep = "" if prompt[-1:].isspace() else " "
-        ids = self.tokenizer(sep + answer, add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        return ids + ([eos] if eos is not None else [])
-
     def train_batch(self, records) -> dict:
-        """Right-padded prompt + answer + EOS rows with answer-only labels, plus the processor's image tensors."""
+        """Right-padded prompt + answer rows with answer-only labels, plus the processor's image tensors."""
+        if self.is_encoder_decoder:
+            return self._seq2seq_batch(records)
+        prompts = [self.prompt(r.question) for r in records]
+        if self.conventions.answer_as_suffix:  # the processor writes the suffix and its labels itself
+            enc = self._encode(prompts, records, "right", suffix=[r.answer for r in records])
+            batch = dict(enc)
+            batch["labels"] = batch["labels"].long().masked_fill(batch["attention_mask"] == 0, IGNORE)
+            return batch
+        full = [p + self.answer(r.question, r.answer) for p, r in zip(prompts, records)]
+        enc = self._encode(full, records, "right")
+        prompt_ids = self._encode(prompts, records, "right")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        labels = ids.clone().long().masked_fill(mask == 0, IGNORE)
+        for i in range(len(records)):
+            n = int(prompt_ids["attention_mask"][i].sum())
+            same = (ids[i, :n] == prompt_ids["input_ids"][i, :n]).long()
+            # the generation prompt is a prefix of the row; were a tokenizer to merge across the boundary, the
+            # loss starts where the row first differs from it
+            n = n if bool(same.all()) else int(same.argmin())
+            labels[i, :n] = IGNORE
+        batch = dict(enc)
+        batch["labels"] = labels
+        return batch
+
+    def _seq2seq_batch(self, records) -> dict:
         import torch
 
-        enc = self._encode_prompts(records, "right")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        per_token = [k for k, v in enc.items() if k not in ("input_ids", "attention_mask")
-                     and hasattr(v, "shape") and tuple(v.shape) == tuple(ids.shape)]
-        rows = []
-        for i, r in enumerate(records):
-            n = int(mask[i].sum())
-            answer = self.answer_ids(self.prompt(r.question), r.answer)
-            rows.append((n, answer))
-        width = max(n + len(a) for n, a in rows)
-        pad = self.tokenizer.pad_token_id
-        out_ids = torch.full((len(records), width), pad, dtype=ids.dtype)
-        out_mask = torch.zeros((len(records), width), dtype=mask.dtype)
+        enc = self._encode([self.prompt(r.question) for r in records], records, "right")
+        answers = [self.answer_ids(r.answer) for r in records]
+        width = max(len(a) for a in answers)
         labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
-        extra = {k: torch.zeros((len(records), width), dtype=enc[k].dtype) for k in per_token}
-        for i, (n, answer) in enumerate(rows):
-            a = torch.tensor(answer, dtype=ids.dtype)
-            out_ids[i, :n] = ids[i, :n]
-            out_ids[i, n:n + len(a)] = a
-            out_mask[i, :n + len(a)] = 1
-            labels[i, n:n + len(a)] = a
-            for k in per_token:
-                extra[k][i, :n] = enc[k][i, :n]
-                # PaliGemma marks the suffix (the answer) with token type 1; other per-token ids stay 0 there
-                extra[k][i, n:n + len(a)] = 1 if k == "token_type_ids" else 0
-        batch = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask") and k not in per_token}
-        batch.update(input_ids=out_ids, attention_mask=out_mask, labels=labels, **extra)
+        for i, a in enumerate(answers):
+            labels[i, :len(a)] = torch.tensor(a)
+        batch = dict(enc)
+        batch["labels"] = labels
         return batch
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Decoder labels of an encoder-decoder model: the tokenizer's own encoding of the answer, with EOS."""
+        ids = list(self.tokenizer(answer)["input_ids"])
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        return ids
 
     def generation_batch(self, records) -> dict:
         """Left-padded prompts, ready for `model.generate(**batch)`."""
-        return dict(self._encode_prompts(records, "left"))
+        return dict(self._encode([self.prompt(r.question) for r in records], records, "left"))
 
     def decode(self, generated, batch) -> list[str]:
-        """Answer strings from `generate` output (the prompt part cut off)."""
-        new = generated[:, batch["input_ids"].shape[1]:]
+        """Answer strings from `generate` output: decoder tokens whole (encoder-decoder), else after the prompt."""
+        new = generated if self.is_encoder_decoder else generated[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -171,11 +171,11 @@ def score_answers(*, records, raw: list[str]) -> tuple[dict, list[dict]]:
     return scores, predictions
 
 
-def _run(model, processor, model_type, *, data, batch_size, max_new_tokens, device, log):
+def _run(model, processor, *, data, batch_size, max_new_tokens, device, log):
     from toolkit.data.prompting import VQAFormatter
 
     records = list(data)
-    fmt = VQAFormatter(processor, model_type)
+    fmt = VQAFormatter.for_model(processor, model)
     model.eval()
     t0 = time.perf_counter()
     with Bar(total=len(records), desc="evaluate", unit="question", every=None, every_s=5, log=log,
@@ -204,7 +204,13 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     adapter trained on; with `allow_contaminated` it runs and the result is marked (its tag ends `__contaminated`).
     """
     from toolkit.calculator.structure import load_structure
-    from toolkit.training.modeling import default_device, load_model, quiet_libraries, resolve_precision
+    from toolkit.training.modeling import (
+        default_device,
+        load_model,
+        quantization_doc,
+        quiet_libraries,
+        resolve_precision,
+    )
 
     _check_settings(batch_size, max_new_tokens)
     folder = Path(adapter)
@@ -226,9 +232,10 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
                                   revision=base.get("revision"))
     model = load_adapter(model, folder, base["id"])
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-        model, processor, structure.model_type, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        model, processor, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
-    settings.update(precision=precision, quantize=training.get("quantize"))
+    settings.update(precision=precision, quantize=training.get("quantize"),
+                    quantization=quantization_doc(training.get("quantize")))
     dataset_doc["hygiene"] = hygiene
     if hygiene.get("contaminated"):
         tag += "__contaminated"
@@ -251,7 +258,14 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     """Evaluate the base model without an adapter: the reference row of a comparison (with `quantize`, under the
     same 4-bit quantization as the adapters it is compared with; its tag then ends `__4bit`)."""
     from toolkit.calculator.structure import load_structure
-    from toolkit.training.modeling import default_device, load_model, model_source, quiet_libraries, resolve_precision
+    from toolkit.training.modeling import (
+        default_device,
+        load_model,
+        model_source,
+        quantization_doc,
+        quiet_libraries,
+        resolve_precision,
+    )
 
     _check_settings(batch_size, max_new_tokens)
     quiet_libraries()
@@ -267,7 +281,7 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
         check_bitsandbytes(device)
     loaded, processor = load_model(structure, precision=precision, quantize=quantize, device=device, revision=revision)
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-        loaded, processor, structure.model_type, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        loaded, processor, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
     if quantize:
         tag += f"__{quantize}"
@@ -276,7 +290,7 @@ def evaluate_base(model: str, dataset: str, *, revision: str | None = None, spli
     _, hub_id = model_source(structure)
     runs.write_adapter_doc(folder, runs.AdapterDoc(kind="base", name=folder.name, base_model={
         "id": model, "hub_id": hub_id, "revision": revision, "model_type": structure.model_type}))
-    settings.update(precision=precision, quantize=quantize)
+    settings.update(precision=precision, quantize=quantize, quantization=quantization_doc(quantize))
     return _store(folder, tag, None, model, dataset_doc, settings, scores, predictions, elapsed)
 
 

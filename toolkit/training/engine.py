@@ -54,6 +54,7 @@ from toolkit.training.modeling import (
     model_source,
     modules_without_gradient,
     param_groups,
+    quantization_doc,
     quiet_libraries,
     resolve_precision,
 )
@@ -220,7 +221,7 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
                                       revision=settings.revision)
     run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
-    run.fmt = VQAFormatter(run.processor, structure.model_type)
+    run.fmt = VQAFormatter.for_model(run.processor, model)
     run.groups = param_groups(run.model, allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     return run
@@ -325,6 +326,7 @@ def finish(out: Path, peft_model, settings, structure, allocation, data_info, *,
                     "model_type": structure.model_type, "family": structure.family, "weights": hub_id or source},
         allocation=allocation.to_dict(),
         training={**settings.hyperparameters(), "precision": precision, "max_steps": result["steps"],
+                  **({"quantization": q} if (q := quantization_doc(settings.quantize)) else {}),
                   **({"allow_budget_error": True} if settings.allow_budget_error else {})},
         dataset={**{k: data_info[k] for k in ("id", "revision", "split", "size", "source_size", "limit",
                                               "sample_seed", "columns")},

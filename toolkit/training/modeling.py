@@ -7,8 +7,10 @@
     optimizer = torch.optim.AdamW(param_groups(peft_model, allocation, settings))   # one group per component
 
 Weights come from the demo folder, a local folder or the Hub (`model_source`); `--quantize 4bit` loads the
-base through bitsandbytes (nf4) with the projector and lm_head kept in 16-bit, after `check_bitsandbytes`
-proved that 4-bit runs on the device. `apply_lora` refuses a model on which PEFT's trainable-parameter
+base through bitsandbytes (nf4): the language decoder is quantized, the vision tower, the projector and
+lm_head stay in 16-bit (so components are treated alike: no component's LoRA repairs quantization error),
+after `check_bitsandbytes` proved that 4-bit runs on the device; `quantization_doc` records it in cmba.json.
+Processors load through toolkit.training.processors (torchvision optional). `apply_lora` refuses a model on which PEFT's trainable-parameter
 count differs from the allocation's. `modules_without_gradient` names the adapted modules whose LoRA got no
 gradient in the last backward pass (budget spent on dead modules).
 """
@@ -97,13 +99,35 @@ def model_source(structure) -> tuple[str, str | None]:
     return structure.model_id, structure.model_id
 
 
+QUANTIZED_COMPONENTS = ("language",)
+"""what `--quantize 4bit` quantizes: the language decoder only; vision tower, projector and lm_head stay 16-bit"""
+
+
+def kept_in_16bit(structure) -> list[str]:
+    """Modules bitsandbytes must not quantize: every vision and projector Linear (so their LoRA is trained on
+    the same unquantized weights in every arm, and no component's LoRA repairs quantization error) and lm_head."""
+    return [m.name for c in ("vision", "projector") for m in structure.linears(c)] + ["lm_head"]
+
+
+def quantization_doc(quantize: str | None) -> dict | None:
+    """What was quantized, for cmba.json and evaluation results."""
+    if quantize != "4bit":
+        return None
+    return {"method": "bitsandbytes nf4, double quantization", "quantized": list(QUANTIZED_COMPONENTS),
+            "kept_16bit": ["vision", "projector", "lm_head"]}
+
+
 def load_model(structure, *, precision: str, quantize: str | None, device, revision: str | None = None):
-    """The base model and its processor, weights from the demo folder, a local folder or the Hub."""
+    """The base model and its processor, weights from the demo folder, a local folder or the Hub.
+
+    Any failure to load either (a missing file or package, a broken torchvision, a config transformers cannot
+    read) is a one-line `ModelLoadError` naming it."""
     import torch
     import transformers
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from toolkit.errors import ModelLoadError
+    from toolkit.training.processors import load_error, load_processor
 
     source, hub_id = model_source(structure)
     if hub_id and not Path(source).exists():
@@ -117,19 +141,18 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
     if quantize == "4bit":
         from transformers import BitsAndBytesConfig
 
-        keep = [m.name for m in structure.linears("projector")] + ["lm_head"]
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32 if precision == "fp32" else dtype, llm_int8_skip_modules=keep)
+            bnb_4bit_compute_dtype=torch.float32 if precision == "fp32" else dtype,
+            llm_int8_skip_modules=kept_in_16bit(structure))
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    processor = load_processor(source, revision=revision, model_id=structure.model_id)
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"model: cannot load weights of '{structure.model_id}' ({first})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever fails while loading is the user's one line
+        raise load_error("weights", structure.model_id, exc, source) from None
     if quantize != "4bit":
         model.to(device)
     return model, processor
