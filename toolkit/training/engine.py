@@ -45,6 +45,7 @@ from toolkit.data.hygiene import trained_on
 from toolkit.errors import InputError
 from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
+from toolkit.training.compute import skip_frozen_backward
 from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit, lr_factor, sample_order
 from toolkit.training.modeling import (
     _device,
@@ -219,6 +220,9 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
                                       revision=settings.revision)
     run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
+    skipped = skip_frozen_backward(run.model, structure, allocation)
+    if skipped:
+        log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
     run.fmt = VQAFormatter(run.processor, structure.model_type)
     run.groups = param_groups(run.model, allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)

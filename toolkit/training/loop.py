@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from toolkit import runs
 from toolkit.outcomes import Interrupted, OutOfMemory, Reason
 from toolkit.training import checkpoint
+from toolkit.training.compute import training_loss
 from toolkit.training.modeling import modules_without_gradient
 
 
@@ -126,7 +127,7 @@ def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
         batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in run.fmt.train_batch(records).items()}
         try:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = run.model(**batch).loss / ctx.accum
+                loss = training_loss(run.model, batch) / ctx.accum  # LM head on answer positions only
             (scaler.scale(loss) if scaler else loss).backward()
         except torch.OutOfMemoryError as exc:
             raise OutOfMemory(f"{Reason.OUT_OF_MEMORY}: step {step + 1} at batch size {s.batch_size} "

@@ -113,7 +113,11 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
             raise ModelLoadError(f"model: weights of '{hub_id}' must be downloaded from the Hub, which is unreachable "
                                  f"(offline); train the offline `demo` preset or pass a local folder with weights")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    from toolkit.training.compute import attention_implementation
+
     kwargs = {"dtype": dtype, "revision": revision}
+    if attention_implementation(device, precision) != "sdpa":  # SDPA is transformers' default wherever a model has it
+        kwargs["attn_implementation"] = attention_implementation(device, precision)
     if quantize == "4bit":
         from transformers import BitsAndBytesConfig
 
