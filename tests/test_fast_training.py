@@ -141,3 +141,52 @@ def test_projector_and_vision_frozen_with_language_only(tiny_dirs):
     assert {"model.vision_tower", "model.multi_modal_projector"} <= set(skipped)
     loss, grads = _loss_and_grads(model, training_loss, _batch_of_two("llava", model))
     assert torch.isfinite(loss) and grads and all("language_model" in n for n in grads)
+
+
+# ------------------------------------------------------------------------------------- length-grouped order
+
+
+def _spread(order, lengths, steps, per_step):
+    """Mean over steps of (longest - shortest) length in the step: the padding a step computes on."""
+    spans = []
+    for s in range(steps):
+        ls = [lengths[order.index(k)] for k in range(s * per_step, (s + 1) * per_step)]
+        spans.append(max(ls) - min(ls))
+    return sum(spans) / len(spans)
+
+
+def test_grouped_order_is_a_pure_permutation_per_epoch_with_less_padding():
+    from toolkit.training.order import DataOrder
+
+    n, per_step = 1000, 8
+    lengths = [(i * 7919) % 23 + 5 for i in range(n)]  # 5..27 tokens
+    grouped = DataOrder(n=n, seed=3, per_step=per_step, lengths=lengths)
+    plain = DataOrder(n=n, seed=3, per_step=per_step)
+    for epoch in (0, 1):
+        assert sorted(grouped.epoch(epoch)) == list(range(n))  # every record once per epoch
+    assert grouped.epoch(0) != grouped.epoch(1)
+    again = DataOrder(n=n, seed=3, per_step=per_step, lengths=lengths)
+    assert [again.index(k) for k in range(1500, 1600)] == [grouped.index(k) for k in range(1500, 1600)]  # (seed, k)
+    assert DataOrder(n=n, seed=4, per_step=per_step, lengths=lengths).epoch(0) != grouped.epoch(0)
+    assert _spread(grouped, lengths, 100, per_step) < 0.25 * _spread(plain, lengths, 100, per_step)
+    # the steps are not sorted through the epoch: the first and last steps' lengths overlap
+    first = [lengths[i] for i in grouped.epoch(0)[:200]]
+    assert max(first) - min(first) > 15
+
+
+def test_token_lengths_read_texts_without_images(tmp_path):
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.training.order import token_lengths
+
+    data = load_vqa("synthetic:shapes?n=20&seed=1", split="train")
+    assert data.texts() == [(r.question, r.answer) for r in data]
+
+    from transformers import AutoProcessor
+
+    from toolkit.training.demo import demo_model_dir
+
+    fmt = VQAFormatter(AutoProcessor.from_pretrained(demo_model_dir()), "llava")
+    lengths = token_lengths(fmt, data)
+    assert lengths == [len(fmt.tokenizer(f"{q} {a}", add_special_tokens=False)["input_ids"]) for q, a in data.texts()]
+    assert len(set(lengths)) > 1

@@ -58,6 +58,7 @@ from toolkit.training.modeling import (
     quiet_libraries,
     resolve_precision,
 )
+from toolkit.training.order import DataOrder, token_lengths
 from toolkit.training.settings import PRECISIONS, TrainSettings
 
 FORMAT = runs.FORMAT
@@ -167,6 +168,8 @@ class Setup:
     fmt: object = None
     groups: list = field(default_factory=list)
     optimizer: object = None
+    order: object = None
+    """toolkit.training.order.DataOrder: record of sample k of the run"""
 
 
 def setup(settings: TrainSettings, *, ctx, log) -> Setup:
@@ -224,6 +227,8 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
     if skipped:
         log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
     run.fmt = VQAFormatter(run.processor, structure.model_type)
+    run.order = DataOrder(n=n, seed=settings.seed, per_step=per_step,
+                          lengths=token_lengths(run.fmt, data) if settings.group_by_length else None)
     run.groups = param_groups(run.model, allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     return run

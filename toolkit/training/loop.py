@@ -4,8 +4,9 @@
     progress.step, progress.loss               # max_steps, the last step's loss
 
 One optimizer step: the learning rate of the schedule (`lr_factor`: linear warm-up, then cosine), the
-accumulated micro-batches of this process (`ctx.micro_batch`; sample k of the run is
-`sample_order(N, seed, epoch)[k % N]`, so a resumed run sees exactly the batches an uninterrupted one would),
+accumulated micro-batches of this process (`ctx.micro_batch`; sample k of the run is `run.order.index(k)`:
+`sample_order(N, seed, epoch)[k % N]`, length-grouped by toolkit.training.order, so a resumed run sees exactly
+the batches an uninterrupted one would), the loss from logits on labelled positions only (training.compute),
 the gradients averaged over the processes (`ctx.reduce_grads`, nothing for one process), after the first
 step the check for adapted modules without a gradient, clipping, the optimizer step, one metrics line.
 A checkpoint every `checkpoint_every` steps (main process only), and at the step boundary after a
@@ -123,7 +124,8 @@ def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
     loss_sum = 0.0
     for micro in range(ctx.accum):
         first, size = ctx.micro_batch(step, micro, s.batch_size, s.grad_accum)
-        records = [run.data[_index(k, run.n, s.seed)] for k in range(first, first + size)]
+        records = [run.data[run.order.index(k) if run.order else _index(k, run.n, s.seed)]
+                   for k in range(first, first + size)]
         batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in run.fmt.train_batch(records).items()}
         try:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
