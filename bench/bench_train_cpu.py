@@ -75,13 +75,6 @@ def build_model_dir(folder: Path) -> Path:
     return folder
 
 
-def _order(n: int, seed: int, count: int, batch: int) -> list[int]:
-    """The engine's data order for the first `count` samples (what the Trainer arm is fed, in order)."""
-    from toolkit.training.loop import _index
-
-    return [_index(k, n, seed) for k in range(count)]
-
-
 def arm_engine(model_dir: Path, steps: int, batch: int) -> dict:
     from toolkit.cli import make_parser
     from toolkit.cli.train import settings_from_args
@@ -109,6 +102,7 @@ def arm_trainer(model_dir: Path, steps: int, batch: int) -> dict:
     from toolkit.calculator.structure import load_structure
     from toolkit.data.prompting import VQAFormatter
     from toolkit.data.sources import load_vqa
+    from toolkit.training.order import DataOrder, token_lengths
 
     transformers.logging.set_verbosity_error()
     structure = load_structure(str(model_dir))
@@ -118,8 +112,9 @@ def arm_trainer(model_dir: Path, steps: int, batch: int) -> dict:
     processor = AutoProcessor.from_pretrained(str(model_dir))
     model = get_peft_model(model, LoraConfig(**{**allocation.lora_config_dict(), "lora_dropout": 0.05}))
     data = load_vqa(DATA, split="train")
-    order = _order(len(data), 0, steps * batch, batch)
     fmt = VQAFormatter(processor, structure.model_type)
+    engine_order = DataOrder(n=len(data), seed=0, per_step=batch, lengths=token_lengths(fmt, data))  # the engine's
+    order = [engine_order.index(k) for k in range(steps * batch)]
 
     class Ordered(torch.utils.data.Dataset):
         def __len__(self):

@@ -190,3 +190,25 @@ def test_token_lengths_read_texts_without_images(tmp_path):
     lengths = token_lengths(fmt, data)
     assert lengths == [len(fmt.tokenizer(f"{q} {a}", add_special_tokens=False)["input_ids"]) for q, a in data.texts()]
     assert len(set(lengths)) > 1
+
+
+@pytest.mark.slow  # one subprocess that builds, trains and 4-bit-reloads the demo preset
+def test_gpu_bench_script_runs_on_a_tiny_preset():
+    """bench/bench_train_gpu.py's whole path (arms, ratios, the nf4 reload) on the demo preset on this CPU."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_train_gpu.py"), "--preset", "demo",
+                           "--batch-size", "2", "--text-tokens", "6", "--steps", "2", "--rounds", "1"],
+                          capture_output=True, text=True, cwd=root, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [x for x in proc.stdout.splitlines() if x.strip()]
+    assert len(lines) == 1, "the script prints exactly one JSON line"
+    doc = json.loads(lines[0])
+    assert doc["tokens_per_sample"] == 1 + 16 + 6 + 3  # BOS, demo's 16 image tokens, text, answer
+    for arm in ("peft", "engine", "qlora_batch1_gc"):
+        assert doc[arm]["tokens_per_s"] > 0 and doc[arm]["loss_first"] > 0
+    assert doc["ratio_tokens_per_s"] > 0 and doc["trainable"] > 0

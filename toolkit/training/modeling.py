@@ -97,6 +97,17 @@ def model_source(structure) -> tuple[str, str | None]:
     return structure.model_id, structure.model_id
 
 
+def nf4_config(structure, precision: str):
+    """QLoRA's BitsAndBytesConfig: nf4 with double quantization, the projector and lm_head kept in 16-bit."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    keep = [m.name for m in structure.linears("projector")] + ["lm_head"]
+    compute = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=keep)
+
+
 def load_model(structure, *, precision: str, quantize: str | None, device, revision: str | None = None):
     """The base model and its processor, weights from the demo folder, a local folder or the Hub."""
     import torch
@@ -119,12 +130,7 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
     if attention_implementation(device, precision) != "sdpa":  # SDPA is transformers' default wherever a model has it
         kwargs["attn_implementation"] = attention_implementation(device, precision)
     if quantize == "4bit":
-        from transformers import BitsAndBytesConfig
-
-        keep = [m.name for m in structure.linears("projector")] + ["lm_head"]
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32 if precision == "fp32" else dtype, llm_int8_skip_modules=keep)
+        kwargs["quantization_config"] = nf4_config(structure, precision)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
