@@ -10,8 +10,9 @@ data order): the engine through `toolkit.training.engine.train` (logits on answe
 baseline through `Trainer` (full-sequence logits, its own loss). Each arm runs in its own subprocess so its
 peak RSS (`ru_maxrss`) is its own; the arms alternate (engine, Trainer, engine, Trainer, ...) so that load
 from other processes on the machine hits both alike. Throughput: samples over wall time between the end of
-the first step and the end of the last (data preparation included for both). One JSON line per arm run, then
-the per-round ratios and their median.
+the first step and the end of the last (data preparation included for both), and samples per CPU second of
+the process over the same steps (less sensitive to other processes on a shared machine). One JSON line per arm
+run, then the per-round ratios and their median.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ def arm_engine(model_dir: Path, steps: int, batch: int) -> dict:
                 "fp32", "--no-progress", "--checkpoint-every", "1000000", "--output", f"{tmp}/a"]
         doc = train(settings_from_args(make_parser().parse_args(argv)), log=lambda m: None)
         lines = [json.loads(x) for x in Path(f"{tmp}/a/metrics.jsonl").read_text().splitlines()]
-    ends = [x["time"] for x in lines]
-    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]), "final_loss": doc["result"]["final_loss"],
+    ends, cpu = [x["time"] for x in lines], [x["cpu_s"] for x in lines]
+    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]),
+            "samples_per_cpu_s": batch * (len(cpu) - 1) / (cpu[-1] - cpu[0]), "final_loss": doc["result"]["final_loss"],
             "trainable": doc["allocation"]["total"]}
 
 
@@ -127,11 +129,12 @@ def arm_trainer(model_dir: Path, steps: int, batch: int) -> dict:
         def _get_train_sampler(self, *args, **kwargs):
             return torch.utils.data.SequentialSampler(self.train_dataset)
 
-    ends = []
+    ends, cpu = [], []
 
     class Clock(transformers.TrainerCallback):
         def on_step_end(self, *a, **k):
             ends.append(time.time())
+            cpu.append(time.process_time())
 
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, max_steps=steps, learning_rate=2e-4,
@@ -141,7 +144,8 @@ def arm_trainer(model_dir: Path, steps: int, batch: int) -> dict:
         trainer = InOrder(model=model, args=targs, train_dataset=Ordered(), data_collator=fmt.train_batch,
                           callbacks=[Clock()])
         out = trainer.train()
-    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]), "final_loss": out.training_loss,
+    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]),
+            "samples_per_cpu_s": batch * (len(cpu) - 1) / (cpu[-1] - cpu[0]), "final_loss": out.training_loss,
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
@@ -190,14 +194,17 @@ def main() -> int:
     for r in range(args.rounds):
         e, t = (next(x for x in results if x["round"] == r + 1 and x["arm"] == a) for a in ("engine", "trainer"))
         ratios.append({"round": r + 1, "samples_per_s": e["samples_per_s"] / t["samples_per_s"],
+                       "samples_per_cpu_s": e["samples_per_cpu_s"] / t["samples_per_cpu_s"],
                        "peak_rss": e["peak_rss_mib"] / t["peak_rss_mib"]})
         print(f"round {r + 1}: engine {e['samples_per_s']:.3f} samples/s, {e['peak_rss_mib']:.0f} MiB | Trainer "
               f"{t['samples_per_s']:.3f} samples/s, {t['peak_rss_mib']:.0f} MiB | ratio {ratios[-1]['samples_per_s']:.2f}x "
-              f"samples/s, {ratios[-1]['peak_rss']:.2f}x peak RSS")
+              f"samples/s, {ratios[-1]['samples_per_cpu_s']:.2f}x samples per CPU second, {ratios[-1]['peak_rss']:.2f}x "
+              f"peak RSS")
     print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
                       "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                       "batch_size": args.batch_size, "steps": args.steps,
                       "median_samples_per_s_ratio": round(statistics.median(x["samples_per_s"] for x in ratios), 3),
+                      "median_samples_per_cpu_s_ratio": round(statistics.median(x["samples_per_cpu_s"] for x in ratios), 3),
                       "median_peak_rss_ratio": round(statistics.median(x["peak_rss"] for x in ratios), 3)}))
     return 0
 

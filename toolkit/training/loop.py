@@ -195,7 +195,8 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
             eta = (max_steps - done) * elapsed / (done - start)
             line = {"step": done, "max_steps": max_steps, "epoch": done * run.per_step / run.n, "loss": loss_value,
                     "lr": run.optimizer.param_groups[0]["lr"], "samples_per_s": rate, "elapsed_s": train_time,
-                    "eta_s": eta, "time": time.time()}
+                    "eta_s": eta, "time": time.time(),
+                    "cpu_s": round(time.process_time(), 3)}  # CPU seconds of this process: comparable on a busy machine
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
             if bar is not None:
