@@ -157,6 +157,7 @@ def run_arm(arm: str, model_dir: Path, steps: int, batch: int) -> dict:
     result = (arm_engine if arm == "engine" else arm_trainer)(model_dir, steps, batch)
     return {"arm": arm, **result, "wall_s": round(time.perf_counter() - t0, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
             "threads": torch.get_num_threads()}
 
 
