@@ -36,6 +36,8 @@ def test_results_and_predictions_are_stored_and_consistent(adapter):
     assert results["format"] == "cmba-eval/1" and results["adapter"] == adapter.name
     assert results["dataset"] == {**results["dataset"], "id": EVAL, "split": "validation", "limit": 40, "n": 40}
     assert results["settings"]["max_new_tokens"] == 10 and results["settings"]["decoding"] == "greedy"
+    assert results["settings"]["batch_size"] == 16 and "batch_size_requested" not in results["settings"]  # it fit
+    assert results["questions_per_s"] > 0
     assert len(preds) == 40 and len({p["question_id"] for p in preds}) == 40
     for p in preds:  # each stored accuracy is the official one for the stored (raw, stripped) prediction
         assert p["accuracy"] == pytest.approx(question_accuracy(p["prediction"], p["answers"]))

@@ -107,9 +107,15 @@ class VQADataset(Sequence):
     records without decoding any image.
     """
 
-    def __init__(self, get, indices: list[int], info: DatasetInfo, ids=None):
+    def __init__(self, get, indices: list[int], info: DatasetInfo, ids=None, texts=None):
         self._get, self._indices, self.info = get, indices, info
         self._ids = ids or (lambda indices: [(str(r.question_id), r.image_id) for r in map(get, indices)])
+        self._texts = texts or (lambda indices: [(r.question, r.answer) for r in map(get, indices)])
+
+    def texts(self) -> list[tuple[str, str]]:
+        """(question, training answer) of every selected record, in order; `datasets` sources decode no image
+        (the lengths that length-grouped batches sort by, toolkit.training.order)."""
+        return self._texts(self._indices)
 
     def identities(self) -> list[tuple[str, str | None]]:
         """(question_id as str, image_id) of every selected record, in order, without decoding images.
@@ -331,12 +337,21 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
                   anywhere=anywhere)
 
     get = _getter(raw, cols, split, image_dir, root, anywhere)
+    text_view = raw.select_columns([cols["question"], cols["answers"]])
+
+    def texts(indices):
+        out = []
+        for start in range(0, len(indices), 1000):
+            batch = text_view[indices[start:start + 1000]]
+            for q, a in zip(batch[cols["question"]], batch[cols["answers"]], strict=True):
+                out.append((str(q), VQARecord(None, None, str(q), answers_of(a, None)).answer))
+        return out
 
     revision_seen = revision or getattr(ds.info, "version", None)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(ds), limit=limit, kind="datasets",
                        revision=str(revision_seen) if revision_seen else None, columns=cols, sample_seed=sample_seed,
                        **_part_info(holdout, part))
-    return VQADataset(get, indices, info, ids)
+    return VQADataset(get, indices, info, ids, texts)
 
 
 def load_vqa(spec: str, *, split: str = "train", limit: int | None = None, columns: dict | None = None,

@@ -117,21 +117,37 @@ def read_adapter(folder) -> dict:
     return doc
 
 
-def generate_answers(model, fmt, records, *, batch_size: int, max_new_tokens: int, device, progress=None) -> list[str]:
-    """Greedy answers for `records`, `batch_size` questions per `generate` call."""
+def generate_answers(model, fmt, records, *, batch_size: int, max_new_tokens: int, device, progress=None,
+                     used: dict | None = None) -> list[str]:
+    """Greedy answers for `records`, up to `batch_size` questions per `generate` call, with the KV cache on.
+
+    A batch that does not fit in GPU memory is retried at half the size (down to 1), and the rest of the run keeps
+    that size; `used["batch_size"]` receives the size that ran.
+    """
     import torch
 
     tok = fmt.tokenizer
-    answers = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
+    answers: list[str] = []
+    size = batch_size
+    while len(answers) < len(records):
+        chunk = records[len(answers):len(answers) + size]
         batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in fmt.generation_batch(chunk).items()}
-        with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        try:
+            with torch.inference_mode():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                     use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            del batch
+            torch.cuda.empty_cache()
+            size //= 2
+            continue
         answers.extend(fmt.decode(out, batch))
         if progress:
             progress(len(answers), len(records))
+    if used is not None:
+        used["batch_size"] = size
     return answers
 
 
@@ -178,16 +194,19 @@ def _run(model, processor, *, data, batch_size, max_new_tokens, device, log):
     fmt = VQAFormatter.for_model(processor, model)
     model.eval()
     t0 = time.perf_counter()
+    used = {}
     with Bar(total=len(records), desc="evaluate", unit="question", every=None, every_s=5, log=log,
              line=lambda done, total, _: f"evaluated {done}/{total} questions") as bar:
         raw = generate_answers(model, fmt, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               device=device, progress=lambda done, total: bar.update(done - bar.done))
+                               device=device, progress=lambda done, total: bar.update(done - bar.done), used=used)
     elapsed = time.perf_counter() - t0
+    log(f"{len(records)} questions in {elapsed:.1f} s ({len(records) / elapsed:.2f} questions/s, batch size "
+        f"{used['batch_size']})" if elapsed > 0 else f"{len(records)} questions")
     scores, predictions = score_answers(records=records, raw=raw)
     info = data.info.to_dict()
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": used["batch_size"], "decoding": "greedy",
                 "prompt": fmt.prompt("{question}"), "answer_cleaning": "stripped; official VQA rules",
-                "device": device.type}
+                "device": device.type, **({"batch_size_requested": batch_size} if used["batch_size"] != batch_size else {})}
     dataset_doc = {"id": info["id"], "split": info["split"], "limit": info["limit"], "n": info["size"],
                    "source_size": info["source_size"], "revision": info["revision"], "sample_seed": info["sample_seed"],
                    "holdout": info.get("holdout"), "part": info.get("part")}

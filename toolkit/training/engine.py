@@ -45,6 +45,7 @@ from toolkit.data.hygiene import trained_on
 from toolkit.errors import InputError
 from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
+from toolkit.training.compute import skip_frozen_backward
 from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit, lr_factor, sample_order
 from toolkit.training.modeling import (
     _device,
@@ -58,6 +59,7 @@ from toolkit.training.modeling import (
     quiet_libraries,
     resolve_precision,
 )
+from toolkit.training.order import DataOrder, token_lengths
 from toolkit.training.settings import PRECISIONS, TrainSettings
 
 FORMAT = runs.FORMAT
@@ -167,6 +169,8 @@ class Setup:
     fmt: object = None
     groups: list = field(default_factory=list)
     optimizer: object = None
+    order: object = None
+    """toolkit.training.order.DataOrder: record of sample k of the run"""
 
 
 def setup(settings: TrainSettings, *, ctx, log) -> Setup:
@@ -221,7 +225,12 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
                                       revision=settings.revision)
     run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
+    skipped = skip_frozen_backward(run.model, structure, allocation)
+    if skipped:
+        log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
     run.fmt = VQAFormatter.for_model(run.processor, model)
+    run.order = DataOrder(n=n, seed=settings.seed, per_step=per_step,
+                          lengths=token_lengths(run.fmt, data) if settings.group_by_length else None)
     run.groups = param_groups(run.model, allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     return run

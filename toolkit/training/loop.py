@@ -4,8 +4,9 @@
     progress.step, progress.loss               # max_steps, the last step's loss
 
 One optimizer step: the learning rate of the schedule (`lr_factor`: linear warm-up, then cosine), the
-accumulated micro-batches of this process (`ctx.micro_batch`; sample k of the run is
-`sample_order(N, seed, epoch)[k % N]`, so a resumed run sees exactly the batches an uninterrupted one would),
+accumulated micro-batches of this process (`ctx.micro_batch`; sample k of the run is `run.order.index(k)`:
+`sample_order(N, seed, epoch)[k % N]`, length-grouped by toolkit.training.order, so a resumed run sees exactly
+the batches an uninterrupted one would), the loss from logits on labelled positions only (training.compute),
 the gradients averaged over the processes (`ctx.reduce_grads`, nothing for one process), after the first
 step the check for adapted modules without a gradient, clipping, the optimizer step, one metrics line.
 A checkpoint every `checkpoint_every` steps (main process only), and at the step boundary after a
@@ -29,6 +30,7 @@ from toolkit.errors import TrainingDiverged
 from toolkit.outcomes import Interrupted, OutOfMemory, Reason
 from toolkit.progressbar import Bar
 from toolkit.training import checkpoint
+from toolkit.training.compute import training_loss
 from toolkit.training.modeling import modules_without_gradient
 
 
@@ -116,11 +118,12 @@ def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
     loss_sum = 0.0
     for micro in range(ctx.accum):
         first, size = ctx.micro_batch(step, micro, s.batch_size, s.grad_accum)
-        records = [run.data[_index(k, run.n, s.seed)] for k in range(first, first + size)]
+        records = [run.data[run.order.index(k) if run.order else _index(k, run.n, s.seed)]
+                   for k in range(first, first + size)]
         batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in run.fmt.train_batch(records).items()}
         try:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = run.model(**batch).loss / ctx.accum
+                loss = training_loss(run.model, batch) / ctx.accum  # LM head on answer positions only
             (scaler.scale(loss) if scaler else loss).backward()
         except torch.OutOfMemoryError as exc:
             raise OutOfMemory(f"{Reason.OUT_OF_MEMORY}: step {step + 1} at batch size {s.batch_size} "
@@ -206,7 +209,8 @@ def fit(run, progress: Progress, *, log=_log, stop_after: int | None = None) -> 
             eta = (max_steps - done) * elapsed / (done - start)
             line = {"step": done, "max_steps": max_steps, "epoch": done * run.per_step / run.n, "loss": loss_value,
                     "lr": run.optimizer.param_groups[0]["lr"], "samples_per_s": rate, "elapsed_s": train_time,
-                    "eta_s": eta, "time": time.time()}
+                    "eta_s": eta, "time": time.time(),
+                    "cpu_s": round(time.process_time(), 3)}  # CPU seconds of this process: comparable on a busy machine
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
             latest.update(line)

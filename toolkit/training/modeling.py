@@ -117,6 +117,16 @@ def quantization_doc(quantize: str | None) -> dict | None:
             "kept_16bit": ["vision", "projector", "lm_head"]}
 
 
+def nf4_config(structure, precision: str):
+    """QLoRA's BitsAndBytesConfig: nf4 with double quantization; `kept_in_16bit` modules are not quantized."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=kept_in_16bit(structure))
+
+
 def load_model(structure, *, precision: str, quantize: str | None, device, revision: str | None = None):
     """The base model and its processor, weights from the demo folder, a local folder or the Hub.
 
@@ -137,14 +147,13 @@ def load_model(structure, *, precision: str, quantize: str | None, device, revis
             raise ModelLoadError(f"model: weights of '{hub_id}' must be downloaded from the Hub, which is unreachable "
                                  f"(offline); train the offline `demo` preset or pass a local folder with weights")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    kwargs = {"dtype": dtype, "revision": revision}
-    if quantize == "4bit":
-        from transformers import BitsAndBytesConfig
+    from toolkit.training.compute import attention_implementation
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32 if precision == "fp32" else dtype,
-            llm_int8_skip_modules=kept_in_16bit(structure))
+    kwargs = {"dtype": dtype, "revision": revision}
+    if attention_implementation(device, precision) != "sdpa":  # SDPA is transformers' default wherever a model has it
+        kwargs["attn_implementation"] = attention_implementation(device, precision)
+    if quantize == "4bit":
+        kwargs["quantization_config"] = nf4_config(structure, precision)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -351,6 +351,8 @@ class TrainSettings(DataSettings):
     """auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16"""
     gradient_checkpointing: bool = _opt(False, group=TRAINING)
     """trade compute for activation memory"""
+    group_by_length: bool = _opt(True, group=TRAINING, flag="--no-group-by-length")
+    """length-grouped batches (similar question lengths per step: less padding); the order stays a function of the seed"""
     quantize: str | None = _opt(None, group=TRAINING, choices=QUANTIZE, refusal="is not supported (allowed: 4bit)")
     """4bit: QLoRA (bitsandbytes nf4 base; projector and LoRA kept in higher precision)"""
     checkpoint_every: int = _opt(50, group=TRAINING, check=POSITIVE, metavar="N")
@@ -436,7 +438,7 @@ class TrainSettings(DataSettings):
         """What cmba.json records under "training" (and what a resume must match)."""
         keys = ("seed", "max_steps", "epochs", "batch_size", "grad_accum", "learning_rate", "component_lr",
                 "warmup_ratio", "weight_decay", "lora_dropout", "max_grad_norm", "precision", "quantize",
-                "gradient_checkpointing", "checkpoint_every")
+                "gradient_checkpointing", "group_by_length", "checkpoint_every")
         return {k: getattr(self, k) for k in keys}
 
     def load_structure(self):

@@ -1,0 +1,214 @@
+"""Training compute on CPU: the toolkit's engine against plain PEFT + transformers `Trainer` (issue #17).
+
+    .venv/bin/python bench/bench_train_cpu.py [--rounds 2] [--steps 6] [--batch-size 8]
+
+A mid-size random-weight LLaVA built from a config (CLIP 256 wide x 6 layers at 224 px = 196 image tokens;
+Llama 512 wide x 8 layers, 32,000-token vocabulary; saved once under the system temp folder with the demo
+tokenizer and a 224 px image processor), 1:4:1 at a rank-8 budget, fp32, synthetic:shapes questions. Both arms
+train the same LoraConfig on the same batches in the same order (`VQAFormatter.train_batch` on the engine's
+data order): the engine through `toolkit.training.engine.train` (logits on answer positions only), the
+baseline through `Trainer` (full-sequence logits, its own loss). Each arm runs in its own subprocess so its
+peak RSS (`ru_maxrss`) is its own; the arms alternate (engine, Trainer, engine, Trainer, ...) so that load
+from other processes on the machine hits both alike. Throughput: samples over wall time between the end of
+the first step and the end of the last (data preparation included for both), and samples per CPU second of
+the process over the same steps (less sensitive to other processes on a shared machine). One JSON line per arm
+run, then the per-round ratios and their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = "synthetic:shapes?n=2000"
+SPEC = {"ratio": "1:4:1", "budget_rank": 8}
+MID_CONFIG = {
+    "vision_config": {"hidden_size": 256, "intermediate_size": 1024, "num_attention_heads": 4, "num_hidden_layers": 6,
+                      "image_size": 224, "patch_size": 16, "projection_dim": 256},
+    "text_config": {"hidden_size": 512, "intermediate_size": 1376, "num_attention_heads": 8, "num_key_value_heads": 8,
+                    "head_dim": 64, "num_hidden_layers": 8, "vocab_size": 32000, "max_position_embeddings": 1024},
+    "vocab_size": 32000,
+}
+
+
+def build_model_dir(folder: Path) -> Path:
+    """The mid-size LLaVA: the demo model's config with MID_CONFIG's sizes, random weights, demo tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from toolkit.training.demo import demo_model_dir
+
+    if (folder / "model.safetensors").exists():
+        return folder
+    demo = demo_model_dir()
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        shutil.copy(demo / f, tmp / f)
+    proc = json.loads((demo / "processor_config.json").read_text())
+    proc["image_processor"]["crop_size"] = {"height": 224, "width": 224}
+    proc["image_processor"]["size"] = {"shortest_edge": 224}
+    (tmp / "processor_config.json").write_text(json.dumps(proc, indent=2))
+    cfg = json.loads((demo / "config.json").read_text())
+    for key in ("vision_config", "text_config"):
+        cfg[key].update(MID_CONFIG[key])
+    cfg["vocab_size"] = MID_CONFIG["vocab_size"]
+    cfg["image_seq_length"] = (224 // 16) ** 2
+    config = AutoConfig.for_model(cfg.pop("model_type"), **{k: v for k, v in cfg.items() if k != "architectures"})
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+    return folder
+
+
+def arm_engine(model_dir: Path, steps: int, batch: int) -> dict:
+    from toolkit.cli import make_parser
+    from toolkit.cli.train import settings_from_args
+    from toolkit.training.engine import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["train", "--model", str(model_dir), "--dataset", DATA, "--ratio", SPEC["ratio"], "--budget-rank",
+                str(SPEC["budget_rank"]), "--max-steps", str(steps), "--batch-size", str(batch), "--precision",
+                "fp32", "--no-progress", "--checkpoint-every", "1000000", "--output", f"{tmp}/a"]
+        doc = train(settings_from_args(make_parser().parse_args(argv)), log=lambda m: None)
+        lines = [json.loads(x) for x in Path(f"{tmp}/a/metrics.jsonl").read_text().splitlines()]
+    ends, cpu = [x["time"] for x in lines], [x["cpu_s"] for x in lines]
+    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]),
+            "samples_per_cpu_s": batch * (len(cpu) - 1) / (cpu[-1] - cpu[0]), "final_loss": doc["result"]["final_loss"],
+            "trainable": doc["allocation"]["total"]}
+
+
+def arm_trainer(model_dir: Path, steps: int, batch: int) -> dict:
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+
+    from toolkit.calculator.allocation import allocate
+    from toolkit.calculator.spec import AllocationSpec, Budget, Ratio
+    from toolkit.calculator.structure import load_structure
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+    from toolkit.training.order import DataOrder, token_lengths
+
+    transformers.logging.set_verbosity_error()
+    structure = load_structure(str(model_dir))
+    allocation = allocate(structure, AllocationSpec(ratio=Ratio.parse(SPEC["ratio"]), budget=Budget("rank", SPEC["budget_rank"])))
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    model = get_peft_model(model, LoraConfig(**{**allocation.lora_config_dict(), "lora_dropout": 0.05}))
+    data = load_vqa(DATA, split="train")
+    fmt = VQAFormatter(processor, structure.model_type)
+    engine_order = DataOrder(n=len(data), seed=0, per_step=batch, lengths=token_lengths(fmt, data))  # the engine's
+    order = [engine_order.index(k) for k in range(steps * batch)]
+
+    class Ordered(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(order)
+
+        def __getitem__(self, i):
+            return data[order[i]]
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    ends, cpu = [], []
+
+    class Clock(transformers.TrainerCallback):
+        def on_step_end(self, *a, **k):
+            ends.append(time.time())
+            cpu.append(time.process_time())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, max_steps=steps, learning_rate=2e-4,
+                                  warmup_steps=1, lr_scheduler_type="cosine", max_grad_norm=1.0, logging_steps=1,
+                                  save_strategy="no", report_to=[], remove_unused_columns=False,
+                                  dataloader_num_workers=0, seed=0, use_cpu=True, disable_tqdm=True)
+        trainer = InOrder(model=model, args=targs, train_dataset=Ordered(), data_collator=fmt.train_batch,
+                          callbacks=[Clock()])
+        out = trainer.train()
+    return {"samples_per_s": batch * (len(ends) - 1) / (ends[-1] - ends[0]),
+            "samples_per_cpu_s": batch * (len(cpu) - 1) / (cpu[-1] - cpu[0]), "final_loss": out.training_loss,
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def run_arm(arm: str, model_dir: Path, steps: int, batch: int) -> dict:
+    """One arm in this process; peak RSS is this process's own."""
+    import torch
+
+    t0 = time.perf_counter()
+    result = (arm_engine if arm == "engine" else arm_trainer)(model_dir, steps, batch)
+    return {"arm": arm, **result, "wall_s": round(time.perf_counter() - t0, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2, help="engine/Trainer pairs, alternating")
+    p.add_argument("--steps", type=int, default=6, help="optimizer steps per arm (the first is not timed)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--model-dir", default=str(Path(tempfile.gettempdir()) / "cmba-bench-llava-mid"))
+    p.add_argument("--arm", choices=("engine", "trainer"), help=argparse.SUPPRESS)  # one arm, in a subprocess
+    args = p.parse_args()
+    model_dir = Path(args.model_dir)
+    if args.arm:
+        print(json.dumps(run_arm(args.arm, model_dir, args.steps, args.batch_size)), flush=True)
+        return 0
+
+    import peft
+    import torch
+    import transformers
+
+    build_model_dir(model_dir)
+    results = []
+    for r in range(args.rounds):
+        for arm in ("engine", "trainer"):
+            cmd = [sys.executable, __file__, "--arm", arm, "--steps", str(args.steps), "--batch-size",
+                   str(args.batch_size), "--model-dir", str(model_dir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr[-3000:])
+                return proc.returncode
+            res = {"round": r + 1, **json.loads(proc.stdout.strip().splitlines()[-1])}
+            results.append(res)
+            print(json.dumps(res), flush=True)
+    ratios = []
+    for r in range(args.rounds):
+        e, t = (next(x for x in results if x["round"] == r + 1 and x["arm"] == a) for a in ("engine", "trainer"))
+        ratios.append({"round": r + 1, "samples_per_s": e["samples_per_s"] / t["samples_per_s"],
+                       "samples_per_cpu_s": e["samples_per_cpu_s"] / t["samples_per_cpu_s"],
+                       "peak_rss": e["peak_rss_mib"] / t["peak_rss_mib"]})
+        print(f"round {r + 1}: engine {e['samples_per_s']:.3f} samples/s, {e['peak_rss_mib']:.0f} MiB | Trainer "
+              f"{t['samples_per_s']:.3f} samples/s, {t['peak_rss_mib']:.0f} MiB | ratio {ratios[-1]['samples_per_s']:.2f}x "
+              f"samples/s, {ratios[-1]['samples_per_cpu_s']:.2f}x samples per CPU second, {ratios[-1]['peak_rss']:.2f}x "
+              f"peak RSS")
+    print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+                      "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                      "batch_size": args.batch_size, "steps": args.steps,
+                      "median_samples_per_s_ratio": round(statistics.median(x["samples_per_s"] for x in ratios), 3),
+                      "median_samples_per_cpu_s_ratio": round(statistics.median(x["samples_per_cpu_s"] for x in ratios), 3),
+                      "median_peak_rss_ratio": round(statistics.median(x["peak_rss"] for x in ratios), 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
