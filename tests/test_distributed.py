@@ -154,7 +154,10 @@ def test_ddp_on_cpu_trains_what_one_process_trains_and_only_rank_0_writes(tmp_pa
     reference = [json.loads(x)["loss"] for x in (one / "metrics.jsonl").read_text().splitlines()]
     assert [x["loss"] for x in lines] == pytest.approx(reference, rel=1e-5)
     a, b = _adapter(one), _adapter(two)
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # Same batches, same loss curve; the weights agree to float noise only: two ranks' gradients are summed by
+    # all-reduce instead of by accumulation, and Adam's m/sqrt(v) magnifies that noise on LoRA weights whose
+    # gradients are near zero (measured: 0.0 in one data order, 3e-5 in another, against steps of lr = 2e-3)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     cmba = json.loads((two / "cmba.json").read_text())
     assert cmba["training"]["batch_size"] == 2 and cmba["training"]["grad_accum"] == 2  # what the user asked
     assert cmba["result"]["distributed"] == {"world_size": 2, "backend": "gloo", "per_device_batch_size": 2,

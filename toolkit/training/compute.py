@@ -52,6 +52,13 @@ def _remember(model, value: bool) -> None:
     object.__setattr__(model, _GATHER_ATTR, value)  # a plain attribute, not a submodule or buffer
 
 
+def _unwrapped(model):
+    """The model inside a DistributedDataParallel wrapper (which has no config or output embeddings)."""
+    import torch
+
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def _output_head(model):
     try:
         head = model.get_output_embeddings()
@@ -69,7 +76,8 @@ def training_loss(model, batch: dict):
     import torch
 
     labels = batch.get("labels")
-    if labels is None or not gathers_logits(model):
+    inner = _unwrapped(model)  # under torchrun the loop holds a DDP wrapper: the hook goes on the inner head
+    if labels is None or not gathers_logits(inner):
         return model(**batch).loss
     target_mask = labels[:, 1:] != IGNORE  # [B, T-1]: hidden state t predicts token t+1
     seen: dict = {}
@@ -82,14 +90,14 @@ def training_loss(model, batch: dict):
         picked = hidden[:, :-1][target_mask.to(hidden.device)].unsqueeze(0)  # [1, N, hidden]
         return (picked, *args[1:]), kwargs
 
-    handle = _output_head(model).register_forward_pre_hook(gather, with_kwargs=True)
+    handle = _output_head(inner).register_forward_pre_hook(gather, with_kwargs=True)
     try:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         out = model(**inputs, use_cache=False)
     finally:
         handle.remove()
     if "misaligned" in seen:  # this architecture feeds its head something else: the full computation from now on
-        _remember(model, False)
+        _remember(inner, False)
         return model(**batch).loss
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # [N, vocab]; fp32 like ForCausalLMLoss
     targets = labels[:, 1:][target_mask].to(logits.device)
