@@ -463,7 +463,7 @@ def test_jobs_page_shows_a_slurm_job_and_plans_slurm_sweeps(senv, demo_structure
     assert not at.exception and not at.error
     table = at.dataframe[1].value.set_index("job")
     assert table.loc[job.id, "state"] == "succeeded" and table.loc[job.id, "runs on"] == f"slurm {job.engine_id}"
-    assert table.loc[job.id, "progress"] == 1.0 and table.loc[job.id, "step"] == 8
+    assert table.loc[job.id, "progress"] == 1.0 and table.loc[job.id, "step"] == "8/8"
     assert f"Slurm job {job.engine_id} on" in at.code[0].value  # its log, as for a local job
     at.radio(key="jobs_executor").set_value("slurm").run()
     assert not at.exception and not at.error
