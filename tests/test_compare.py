@@ -489,3 +489,24 @@ def test_page_opens_on_the_model_of_the_sweep_it_was_sent_from(tmp_path, monkeyp
     at.run()
     assert not at.exception and at.selectbox(key="cmp_model").value == "qwen2-vl-2b"
     assert "compare_focus" not in at.session_state  # used once: the user's later choice stands
+
+
+def test_a_halving_store_is_compared_on_its_finished_runs_not_its_early_rung(tmp_path):
+    # rung 1 of a search: 3 ratios x 2 seeds snapshotted at step 75 of a 300-step schedule; the final rung: 2 x 2
+    for ratio in ((1, 1, 1), (1, 4, 1), (4, 1, 1)):
+        for s in (0, 1):
+            folder = write_adapter(tmp_path, f"r{ratio}-s{s}-step75", ratio=ratio, seed=s, accs=pattern(200 + s),
+                                   training={"max_steps": 75})
+            doc = json.loads((folder / "cmba.json").read_text())
+            doc["result"].update(steps=75, schedule_steps=300)
+            (folder / "cmba.json").write_text(json.dumps(doc))
+    for ratio in ((1, 1, 1), (1, 4, 1)):
+        for s in (0, 1):
+            write_adapter(tmp_path, f"r{ratio}-s{s}", ratio=ratio, seed=s, accs=pattern(300 + s),
+                          training={"max_steps": 300})
+    a = compare.analyze(compare.scan(tmp_path).rows, n_boot=200)
+    assert sorted(r["name"] for r in a.rows) == sorted(f"r{r}-s{s}" for r in ((1, 1, 1), (1, 4, 1)) for s in (0, 1))
+    (apart,) = a.kept_apart
+    assert len(apart["adapters"]) == 6  # the snapshots stay reachable with --settings
+    early = compare.analyze(compare.scan(tmp_path).rows, settings=apart["fingerprint"], n_boot=200)
+    assert len(early.rows) == 6

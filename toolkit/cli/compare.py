@@ -138,7 +138,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="only this eval set (eval tag or dataset id)")
     p.add_argument("--budget", help="only this budget (trainable params)")
     p.add_argument("--settings", metavar="FP", help="compare the runs of this settings fingerprint (or prefix); "
-                                                     "default: the one with the most runs, the others kept apart")
+                                                     "default: the one with the most fully trained runs (not halving snapshots), the others kept apart")
     p.add_argument("--select-on", metavar="TAG", help="choose the best adapter on this eval set (tag or dataset id)")
     p.add_argument("--report-on", metavar="TAG", help="report the statistics and the chosen adapter on this eval set")
     p.add_argument("--adapters-dir", metavar="DIR", help="adapter store (default: adapters/ or $CMBA_ADAPTERS_DIR)")

@@ -129,6 +129,8 @@ def _row(folder: Path, cmba: dict, tag: str, results: dict) -> dict:
         "train_time_s": result.get("train_time_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
         "eval_time_s": results.get("eval_time_s"), "created": results.get("created"),
         "settings": run_settings(cmba) if kind != "base" else {},
+        # a halving rung's snapshot: trained to a step short of its schedule (toolkit.jobs.rung)
+        "snapshot": bool(result.get("schedule_steps")) and (result.get("steps") or 0) < result["schedule_steps"],
     }
 
 
@@ -269,7 +271,8 @@ def _seed_order(r: dict) -> tuple:
 
 def _split_settings(adapters: list[dict], wanted: str | None, baseline: str) -> tuple[list[dict], dict, list[dict]]:
     """(runs of one settings fingerprint, its settings, the other fingerprints kept apart). The one compared
-    is `wanted` (a fingerprint or its prefix), else the one with the most runs."""
+    is `wanted` (a fingerprint or its prefix), else the one with the most runs among those whose runs finished
+    their schedule (a halving search's early rungs have more runs, but are snapshots on the way)."""
     by_fp: dict[str, list[dict]] = {}
     for r in adapters:
         by_fp.setdefault(fingerprint(r.get("settings") or {}), []).append(r)
@@ -280,7 +283,7 @@ def _split_settings(adapters: list[dict], wanted: str | None, baseline: str) -> 
                              f"(available: {', '.join(sorted(by_fp))})")
         chosen = hits[0]
     else:
-        chosen = min(by_fp, key=lambda fp: (-len(by_fp[fp]), fp))
+        chosen = min(by_fp, key=lambda fp: (all(r.get("snapshot") for r in by_fp[fp]), -len(by_fp[fp]), fp))
     here = by_fp[chosen][0].get("settings") or {}
     apart = [{"fingerprint": fp, "adapters": sorted(r["name"] for r in runs),
               "differs": settings_diff(here, runs[0].get("settings") or {})}
