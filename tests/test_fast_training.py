@@ -212,3 +212,56 @@ def test_gpu_bench_script_runs_on_a_tiny_preset():
     for arm in ("peft", "engine", "qlora_batch1_gc"):
         assert doc[arm]["tokens_per_s"] > 0 and doc[arm]["loss_first"] > 0
     assert doc["ratio_tokens_per_s"] > 0 and doc["trainable"] > 0
+
+
+def test_folded_lora_dropout_is_dropout_then_linear_with_the_same_gradients():
+    from toolkit.training.compute import _dropout_linear
+
+    p, x0, w0 = 0.3, torch.randn(2, 5, 16), torch.randn(4, 16)
+    x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    torch.manual_seed(3)
+    out = _dropout_linear().apply(x, w, p)
+    out.square().sum().backward()
+    # the reference draws the same mask from the same generator state, then drops and multiplies with autograd
+    xr, wr = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+    torch.manual_seed(3)
+    mask = torch.empty(x0.shape, dtype=torch.bool).bernoulli_(1 - p)
+    ref = torch.nn.functional.linear(xr * mask / (1 - p), wr)
+    ref.square().sum().backward()
+    assert 0 < (~mask).sum() < mask.numel()  # some elements were dropped, not all
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
+
+
+def test_folding_keeps_parameters_eval_outputs_and_trains():
+    from toolkit.training.compute import compact_lora_dropout
+
+    key = "llava"
+    base = build_tiny_model(key)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, lora_dropout=0.1)
+    model = get_peft_model(base, config)
+    batch = _batch_of_two(key, model)
+    keys = sorted(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+    n = compact_lora_dropout(model)
+    assert n == sum(1 for name, _ in model.named_modules() if name.endswith("lora_A.default"))  # every one
+    assert sorted(model.state_dict()) == keys  # the saved adapter is the same set of tensors
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, before)  # no dropout in eval mode
+    model.train()
+    torch.manual_seed(0)
+    a = training_loss(model, batch)
+    a.backward()
+    learned = {n for n, p in model.named_parameters() if "lora_A" in n and p.grad is not None and p.grad.abs().sum() > 0}
+    plain = get_peft_model(build_tiny_model(key), config)  # PEFT's own dropout: the same modules learn
+    plain.train()
+    training_loss(plain, batch).backward()
+    assert torch.isfinite(a) and learned and learned == {
+        n for n, p in plain.named_parameters() if "lora_A" in n and p.grad is not None and p.grad.abs().sum() > 0}
+    torch.manual_seed(0)
+    assert training_loss(model, batch).item() == pytest.approx(a.item())  # masks follow the seed
+    assert compact_lora_dropout(get_peft_model(build_tiny_model(key), LoraConfig(r=4, target_modules="all-linear",
+                                                                                lora_dropout=0.0))) == 0

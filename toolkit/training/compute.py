@@ -173,3 +173,71 @@ def attention_implementation(device, precision: str) -> str:
     if device.type == "cuda" and precision in ("bf16", "fp16") and importlib.util.find_spec("flash_attn"):
         return "flash_attention_2"
     return "sdpa"
+
+
+# ------------------------------------------------------------------------------------- LoRA dropout
+
+
+def _dropout_linear():
+    import torch
+
+    class DropoutLinear(torch.autograd.Function):
+        """`F.linear(dropout(x), A)` keeping the input and a 1-byte mask for backward instead of PEFT's dropped copy
+        and its float mask (x is shared by the modules that read the same hidden state: q, k and v; gate and up)."""
+
+        @staticmethod
+        def forward(ctx, x, weight, p: float):
+            mask = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1.0 - p)  # [.., in]
+            scale = 1.0 / (1.0 - p)
+            ctx.save_for_backward(x, mask, weight)
+            ctx.scale = scale
+            return torch.nn.functional.linear(x * mask * scale, weight)  # [.., r]; the dropped copy is freed here
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, mask, weight = ctx.saved_tensors
+            grad_x = grad_w = None
+            if ctx.needs_input_grad[0]:
+                grad_x = (grad @ weight) * mask * ctx.scale
+            if ctx.needs_input_grad[1]:
+                dropped = (x * mask * ctx.scale).reshape(-1, x.shape[-1])  # recomputed: [N, in]
+                grad_w = grad.reshape(-1, grad.shape[-1]).t() @ dropped  # [r, in]
+            return grad_x, grad_w, None
+
+    return DropoutLinear
+
+
+def compact_lora_dropout(peft_model) -> int:
+    """Fold each LoRA dropout into its `lora_A` with `DropoutLinear` (the same dropout: each element kept with
+    probability 1-p and scaled by 1/(1-p), a fresh mask per module and call); returns how many were folded.
+
+    Only for training without autocast (fp32): under autocast PEFT's own modules stay. On CPU `F.dropout` keeps a
+    float mask and the dropped copy of every adapted module's input for backward, the largest memory cost of a
+    LoRA step after the logits (bench/RESULTS.md, issue #17). Parameters and saved adapters are unchanged; in eval
+    mode `lora_A` is a plain linear map.
+    """
+    import functools
+
+    import torch
+
+    fn = _dropout_linear()
+
+    def forward(linear, p, x):
+        if linear.training and torch.is_grad_enabled():
+            return fn.apply(x, linear.weight, p)
+        return torch.nn.functional.linear(x, linear.weight, linear.bias)
+
+    folded = 0
+    for module in peft_model.modules():
+        drops, lora_a = getattr(module, "lora_dropout", None), getattr(module, "lora_A", None)
+        if not isinstance(drops, torch.nn.ModuleDict) or not isinstance(lora_a, torch.nn.ModuleDict):
+            continue
+        for name, drop in list(drops.items()):
+            linear = lora_a[name] if name in lora_a else None
+            if (not isinstance(drop, torch.nn.Dropout) or drop.p <= 0 or not isinstance(linear, torch.nn.Linear)
+                    or linear.bias is not None):
+                continue
+            drops[name] = torch.nn.Identity()
+            linear.forward = functools.partial(forward, linear, float(drop.p))
+            folded += 1
+    return folded

@@ -45,7 +45,7 @@ from toolkit.data.hygiene import trained_on
 from toolkit.errors import InputError
 from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
-from toolkit.training.compute import skip_frozen_backward
+from toolkit.training.compute import compact_lora_dropout, skip_frozen_backward
 from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit, lr_factor, sample_order
 from toolkit.training.modeling import (
     _device,
@@ -225,6 +225,8 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
                                       revision=settings.revision)
     run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
+    if precision == "fp32":  # no autocast: the dropout's mask is kept as bytes and its dropped copy recomputed
+        compact_lora_dropout(run.model)
     skipped = skip_frozen_backward(run.model, structure, allocation)
     if skipped:
         log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
