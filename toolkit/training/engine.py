@@ -232,7 +232,7 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
         log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
     run.fmt = VQAFormatter.for_model(run.processor, model)
     run.order = DataOrder(n=n, seed=settings.seed, per_step=per_step,
-                          lengths=token_lengths(run.fmt, data) if settings.group_by_length else None)
+                          lengths=token_lengths(run.fmt, data) if settings.group_by_length and per_step > 1 else None)
     run.groups = param_groups(run.model, allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     return run

@@ -105,11 +105,6 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _index(k: int, n: int, seed: int) -> int:
-    epoch, pos = divmod(k, n)
-    return sample_order(n, seed, epoch)[pos]
-
-
 def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
     """Forward and backward of this process's micro-batches of optimizer step `step`; their summed loss."""
     import torch
@@ -118,8 +113,7 @@ def _step_loss(run, step: int, *, autocast_dtype, scaler) -> float:
     loss_sum = 0.0
     for micro in range(ctx.accum):
         first, size = ctx.micro_batch(step, micro, s.batch_size, s.grad_accum)
-        records = [run.data[run.order.index(k) if run.order else _index(k, run.n, s.seed)]
-                   for k in range(first, first + size)]
+        records = [run.data[run.order.index(k)] for k in range(first, first + size)]
         batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in run.fmt.train_batch(records).items()}
         try:
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
