@@ -100,3 +100,26 @@ def test_ratios_are_tested_against_the_baseline_over_seeds_and_items(tmp_path):
     assert better["Δ i2t R@5 vs 1:1:1"] == pytest.approx(40.0) and better["Holm p"] < 0.05
     same = out[("4:1:1", "Δ t2i R@5 vs 1:1:1")]
     assert same["Δ t2i R@5 vs 1:1:1"] == 0.0 and same["p"] > 0.5
+
+
+def test_caption_images_an_adapter_trained_on_are_refused_before_loading(tmp_path):
+    import datasets
+    from PIL import Image
+
+    from toolkit.data.hygiene import TrainedOn
+    from toolkit.evaluation.retrieval import evaluate_retrieval, load_pairs
+
+    images = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(3)]
+    ds = datasets.Dataset.from_dict({"image": images, "caption": ["a", "b", "c"]},
+                                    features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}))
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "caps"))
+    ids, loaded, captions, _ = load_pairs(str(tmp_path / "caps"), limit=3)
+    assert len(set(ids)) == 3 and captions == ["a", "b", "c"] and len(loaded) == 3
+    assert all(not i.startswith(str(tmp_path)) for i in ids)  # the images' own ids, not positions in this dataset
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "cmba.json").write_text('{"format": "cmba-adapter/1", "kind": "adapter", "base_model": {"id": "demo"}}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"")  # never read: hygiene refuses first
+    runs.write_trained_on(adapter, TrainedOn(question_ids=("q1",), image_ids=(ids[1],), pairs=(("q1", ids[1]),)).to_json())
+    with pytest.raises(InputError, match="1 of 3 images"):
+        evaluate_retrieval(adapter=str(adapter), dataset=str(tmp_path / "caps"), limit=3)

@@ -65,14 +65,15 @@ class _Pair:
     question: str = PROMPT
 
 
-def caption_scores(model, processor, model_type: str, images, captions, *, batch_size: int = 32, device=None,
+def caption_scores(model, processor, images, captions, *, batch_size: int = 32, device=None,
                    progress=None) -> np.ndarray:
     """(images x captions) mean log-likelihood of each caption's tokens after each image (inference, batched)."""
     import torch
 
     from toolkit.data.prompting import IGNORE, VQAFormatter
 
-    fmt = VQAFormatter(processor, model_type)
+    fmt = VQAFormatter.for_model(processor, model)
+    shift = 0 if fmt.is_encoder_decoder else 1  # a decoder-only position t predicts token t+1; a seq2seq one, token t
     device = device or next(model.parameters()).device
     out = np.zeros((len(images), len(captions)))
     model.eval()
@@ -83,8 +84,8 @@ def caption_scores(model, processor, model_type: str, images, captions, *, batch
             labels = batch.pop("labels")
             with torch.inference_mode():
                 logits = model(**batch).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (b, t-1, vocab): position t predicts token t+1
-            target = labels[:, 1:]
+            logp = torch.log_softmax(logits[:, :logits.shape[1] - shift], dim=-1)  # (b, t - shift, vocab)
+            target = labels[:, shift:]
             mask = target != IGNORE
             tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
             out[i, start:start + len(chunk)] = (tok.sum(-1) / mask.sum(-1).clamp(min=1)).cpu().numpy()
@@ -106,6 +107,8 @@ def load_pairs(dataset: str, *, split: str = "validation", limit: int = 50, colu
                 {"id": "synthetic:shapes", "split": split, "n": limit, "captions": "written from the scenes"})
     import datasets
 
+    from toolkit.data.hygiene import image_id_of
+
     cols = {"image": "image", "caption": "caption", **(columns or {})}
     try:
         path = Path(dataset).expanduser()
@@ -119,8 +122,11 @@ def load_pairs(dataset: str, *, split: str = "validation", limit: int = 50, colu
     ds = ds.select(range(min(limit, len(ds))))
     caps = [c[0] if isinstance(c, list | tuple) else str(c) for c in ds[cols["caption"]]]
     images = [im.convert("RGB") for im in ds[cols["image"]]]
-    return ([f"{dataset}/{split}/{i}" for i in range(len(ds))], images, caps,
-            {"id": dataset, "split": split, "n": len(ds), "columns": cols})
+    # the images' ids as a VQA source records them (path, else sha1 of the bytes), so hygiene can compare them
+    raw = ds.cast_column(cols["image"], datasets.Image(decode=False)) if isinstance(
+        ds.features[cols["image"]], datasets.Image) else ds
+    ids = [image_id_of(v) or f"{dataset}/{split}/{i}" for i, v in enumerate(raw[cols["image"]])]
+    return ids, images, caps, {"id": dataset, "split": split, "n": len(ds), "columns": cols}
 
 
 def tag_of(doc: dict) -> str:
@@ -132,7 +138,14 @@ def evaluate_retrieval(*, adapter: str | None = None, base: str | None = None, d
                        log=lambda m: None) -> dict:
     """Score an adapter (unmerged PEFT) or a base model; the result is stored in its run folder and returned."""
     from toolkit.calculator.structure import load_structure
-    from toolkit.evaluation.evaluate import base_folder, read_adapter
+    from toolkit.data.hygiene import TrainedOn, check_clean, overlap
+    from toolkit.evaluation.evaluate import (
+        base_folder,
+        check_adapter_files,
+        check_writable,
+        load_adapter,
+        read_adapter,
+    )
     from toolkit.training.modeling import default_device, load_model, quiet_libraries, resolve_precision
 
     if (adapter is None) == (base is None):
@@ -141,24 +154,25 @@ def evaluate_retrieval(*, adapter: str | None = None, base: str | None = None, d
     if adapter is not None:
         folder = Path(adapter)
         cmba = read_adapter(folder)
-        trained = runs.read_trained_on(folder) or ""
-        if any(i in trained for i in ids):
-            raise InputError(f"dataset: images of these captions are among what '{folder.name}' trained on")
+        trained = runs.read_trained_on(folder)
+        if trained is not None:  # the images, not the captions, are what an adapter can have seen
+            check_clean(overlap(TrainedOn.from_json(trained), [(f"caption:{i}", i) for i in ids]),
+                        allow_contaminated=False)
+        check_adapter_files(folder)
         model_id, revision, quantize = cmba["base_model"]["id"], cmba["base_model"].get("revision"), \
             (cmba.get("training") or {}).get("quantize")
     else:
         folder, model_id, revision, quantize = base_folder(base), base, None, None
+    check_writable(folder)
     quiet_libraries()
     structure = load_structure(model_id, revision=revision)
     device = default_device()
     model, processor = load_model(structure, precision=resolve_precision("auto", device), quantize=quantize,
                                   device=device, revision=revision)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        model = load_adapter(model, folder, model_id)
     t0 = time.perf_counter()
-    scores = caption_scores(model, processor, structure.model_type, images, captions, batch_size=batch_size,
+    scores = caption_scores(model, processor, images, captions, batch_size=batch_size,
                             device=device, progress=lambda d, n: log(f"scored {d}/{n} images") if d == n or d % 10 == 0 else None)
     result = {"model": model_id, "adapter": None if adapter is None else folder.name, "dataset": doc,
               "prompt": PROMPT, "score": "mean caption-token log-likelihood after the image",
