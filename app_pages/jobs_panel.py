@@ -123,9 +123,10 @@ def jobs_panel():
     st.markdown(NO_FADE, unsafe_allow_html=True)
     store = JobStore()
     sweeps = store.sweeps()
-    if (revived := revive_worker(store)) and revived["started"]:  # queued jobs whose worker died
-        st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
     workers = live_workers(store)
+    if (revived := revive_worker(store, workers=workers)) and revived["started"]:  # queued jobs whose worker died
+        st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
+        workers = live_workers(store)
     left, right = st.columns([3, 1])
     left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers
                  else "No worker running (queued jobs wait until one starts).")

@@ -39,7 +39,7 @@ def cmd_search(args) -> int:
     from toolkit.jobs import halving
 
     store, sweep_id = _store(args)
-    st = halving.status(store, sweep_id)
+    st = halving.status(store, sweep_id, controls=True)
     if st is None:
         raise InputError(f"sweep: {sweep_id[:8]} is not a search (queue one with sweep --search halving)")
     if args.json:

@@ -171,7 +171,10 @@ class Recommendation:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _resample(points: list[Point], rng: np.random.Generator, qids: list[str] | None) -> list[Point]:
+def _resample(points: list[Point], rng: np.random.Generator, qids: list[str] | None,
+              per_question: dict[int, np.ndarray]) -> list[Point]:
+    """One bootstrap sample: seeds resampled within each arm and block, questions resampled across all
+    (`per_question`: id(point) -> its scores in `qids` order, built once for every round)."""
     groups: dict[tuple, list[Point]] = {}
     for p in points:
         groups.setdefault((tuple(np.round(p.proportions, 6)), p.block), []).append(p)
@@ -182,7 +185,7 @@ def _resample(points: list[Point], rng: np.random.Generator, qids: list[str] | N
             p = members[i]
             acc = p.accuracy
             if pick is not None and p.questions:
-                acc = 100.0 * float(np.mean([p.questions.get(qids[k], 0.0) for k in pick]))
+                acc = 100.0 * float(np.mean(per_question[id(p)][pick]))
             out.append(Point(p.proportions, acc, p.seed, p.block))
     return out
 
@@ -219,10 +222,12 @@ def recommend_points(points: list[Point], *, n_boot: int = N_BOOT, seed: int = B
             return float(np.mean([p.accuracy for p in at(pts, rx)]) - np.mean([p.accuracy for p in at(pts, UNIFORM)]))
         return float(f.predict([rx])[0] - f.predict([UNIFORM])[0])
 
+    per_question = {id(p): np.array([p.questions.get(q, 0.0) for q in qids]) for p in points if p.questions} \
+        if qids else {}
     rng = np.random.default_rng(seed)
     optima, gains = [], []
     for _ in range(n_boot):
-        sample = _resample(points, rng, qids)
+        sample = _resample(points, rng, qids, per_question)
         b = fit_surface(sample)
         optima.append(grid[int(np.argmax(b.predict(grid)))])
         gains.append(gain_of(sample, b))
@@ -298,11 +303,7 @@ def recommend(rows: list[dict], *, eval_tag: str | None = None, n_boot: int = N_
     """The recommendation from a store's rows, or None when fewer than 3 distinct ratios were evaluated."""
     from toolkit.evaluation.compare import _per_question
 
-    def per_question(row):
-        pq = _per_question(row)
-        return None if pq is None else pq
-
-    points, _ = points_from_rows(rows, eval_tag=eval_tag, predictions=per_question)
+    points, _ = points_from_rows(rows, eval_tag=eval_tag, predictions=_per_question)
     if len({p.proportions for p in points}) < 3:
         return None
     return recommend_points(points, n_boot=n_boot, seed=seed)

@@ -287,8 +287,10 @@ def advance_all(store: JobStore) -> None:
             advance(store, s["id"])
 
 
-def status(store: JobStore, sweep_id: str) -> dict | None:
-    """{"search", "rungs": [{rung, steps, final, decisions, failed}], "arms": {arm: state text}} or None."""
+def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | None:
+    """{"search", "rungs": [{rung, steps, final, decisions, failed}], "arms": {arm: state text}} or None; with
+    `controls`, also "controls": whether the advantage survives them (scans the adapter store: the CLI's report,
+    not the app's 2-s panel)."""
     spec = _spec(store, sweep_id)
     if not spec or not spec.get("search"):
         return None
@@ -308,7 +310,7 @@ def status(store: JobStore, sweep_id: str) -> dict | None:
     out = {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
            "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
     conf = record.get("confirmation") or {}
-    if record.get("controls") and conf.get("sweep"):
+    if controls and record.get("controls") and conf.get("sweep"):
         from toolkit.jobs.confirm import controls_report
 
         out["controls"] = controls_report(store, confirmation=conf["sweep"], controls=record["controls"],

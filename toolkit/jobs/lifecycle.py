@@ -92,12 +92,11 @@ def ensure_worker(*, slots: int | None = None, gpus: str = "auto", idle_exit_s: 
     return {"started": True, "pid": proc.pid}
 
 
-
-
-def revive_worker(store: JobStore | None = None) -> dict | None:
+def revive_worker(store: JobStore | None = None, *, workers: list | None = None) -> dict | None:
     """Start a worker when local jobs wait in the queue and no worker is alive (one died, e.g. on a store held
-    locked past its patience); None when nothing was needed. What the app's live panel calls every refresh."""
+    locked past its patience); None when nothing was needed. What the app's live panel calls every refresh,
+    passing the `live_workers` it already read."""
     store = store or JobStore()
-    if live_workers(store) or not store.has_unclaimed("local"):
+    if (live_workers(store) if workers is None else workers) or not store.has_unclaimed("local"):
         return None
     return ensure_worker(store=store)
