@@ -22,9 +22,9 @@ from toolkit.jobs.store import JobStore
 
 
 def stored_spec(store: JobStore, sweep_id: str) -> dict:
-    for s in store.sweeps():
-        if s["id"] == sweep_id:
-            return s["spec"]
+    spec = store.sweep_spec(sweep_id)
+    if spec is not None:
+        return spec
     raise InputError(f"sweep: no sweep '{sweep_id}' (see `python -m toolkit jobs list`)")
 
 

@@ -176,13 +176,6 @@ def record_path(store: JobStore, sweep_id: str) -> Path:
     return Path(store.folder) / "halving" / f"{sweep_id}.json"
 
 
-def _spec(store: JobStore, sweep_id: str) -> dict | None:
-    for s in store.sweeps():
-        if s["id"] == sweep_id:
-            return s["spec"]
-    return None
-
-
 def _scores(jobs) -> tuple[dict[str, list[float]], dict[str, float], dict[str, str]]:
     """Per arm: accuracies of its succeeded jobs, the question-level SE, and why arms have none."""
     scores: dict[str, list[float]] = {}
@@ -210,7 +203,7 @@ def _scores(jobs) -> tuple[dict[str, list[float]], dict[str, float], dict[str, s
 def advance(store: JobStore, sweep_id: str) -> dict | None:
     """Decide the newest finished rung of a halving sweep and queue its survivors' next rung (idempotent).
     Returns the search's record, or None for a sweep without a search or a rung still running."""
-    spec = _spec(store, sweep_id)
+    spec = store.sweep_spec(sweep_id)
     if not spec or not spec.get("search"):
         return None
     search = Search.parse(spec["search"], max_steps=spec["search"]["rungs"][-1])
@@ -291,7 +284,7 @@ def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | 
     """{"search", "rungs": [{rung, steps, final, decisions, failed}], "arms": {arm: state text}} or None; with
     `controls`, also "controls": whether the advantage survives them (scans the adapter store: the CLI's report,
     not the app's 2-s panel)."""
-    spec = _spec(store, sweep_id)
+    spec = store.sweep_spec(sweep_id)
     if not spec or not spec.get("search"):
         return None
     path = record_path(store, sweep_id)

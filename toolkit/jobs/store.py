@@ -402,6 +402,12 @@ class JobStore:
                             "counts": counts})
         return out
 
+    def sweep_spec(self, sweep_id: str) -> dict | None:
+        """The stored spec of one sweep (one row, no job counts), or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT spec FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        return None if row is None else json.loads(row["spec"])
+
     def resolve_sweep(self, sweep: str) -> str:
         with self._connect() as db:
             rows = db.execute("SELECT id FROM sweeps WHERE id = ? OR id LIKE ? LIMIT 2", (sweep, f"{sweep}%")).fetchall()
