@@ -449,8 +449,10 @@ def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) 
         notes.append("ratios with a single seed have no confidence interval (it needs at least 2 seeds)")
     try:  # "1:1:1" also finds 2:2:2; a label such as "1:1:1 (share)" is matched as written
         baseline = labels.get(_ratio_key(Ratio.parse(baseline).as_tuple()), baseline)
-    except InputError:
-        pass
+    except InputError as exc:  # neither a ratio nor a label here ('x:y', 'nan:1:1' used to match nothing silently)
+        if baseline not in labels.values():
+            raise InputError(f"baseline: {str(exc).removeprefix('ratio: ')} (ratios here: "
+                             f"{', '.join(sorted(labels.values()))})") from None
     comparisons = _comparisons(adapters, groups, baseline, notes, n_boot=n_boot, seed=seed)
     first = adapters[0]
     base_rows = [r for r in rows if r["kind"] == "base" and r["base_model"] == first["base_model"]
