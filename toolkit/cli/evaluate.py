@@ -41,8 +41,8 @@ def cmd_evaluate(args) -> int:
         scores = doc["scores"]
         who = doc["adapter"] or f"base model {doc['base_model']}"
         print(f"{who}: VQA accuracy {scores['overall']:.2f} on {scores['n']} questions of {doc['dataset']['id']} "
-              f"({doc['dataset']['split']}) in {total:.1f} s (loading model and data {max(0.0, total - generation):.1f} s, "
-              f"generation {generation:.1f} s)")
+              f"({doc['dataset']['split']}) in {_seconds(total)} s (loading model and data "
+              f"{_seconds(max(0.0, total - generation))} s, generation {_seconds(generation)} s)")
         for t, v in sorted(scores["per_answer_type"].items()):
             print(f"  {t:<8} {v:6.2f}")
         print(f"results: {doc['path']}")
@@ -60,3 +60,8 @@ def register(sub) -> None:
     add_settings_json(p, EvalSettings)
     p.add_argument("--json", action="store_true", help="print results.json")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _seconds(x: float) -> str:
+    """Seconds to a tenth from 1 s up and to a millisecond below, so a 40-ms generation is not shown as 0.0."""
+    return f"{x:.1f}" if x >= 1 else f"{x:.3f}"
