@@ -10,7 +10,7 @@ import streamlit as st
 
 from app_pages import study_ui
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, cached_structure
-from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel
+from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, measure_speed
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
@@ -152,9 +152,16 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
         for problem in problems:  # what would make every job fail: refused before queueing
             st.error(problem)
         estimate = cached_estimate(plan)
-        st.info(f"Estimated time: {estimate}" if estimate else
-                "Estimated time: none yet (no earlier run of this model on this device here); the panel below "
-                "shows each job's ETA from its first steps.", icon="⏱️")
+        if estimate:
+            st.info(f"Estimated time: {estimate}", icon="⏱️")
+        elif spec.executor == "local":
+            st.info("Estimated time: none yet (no earlier run of this model on this device here). Measure the "
+                    "speed here first, or queue: the panel below shows each job's ETA from its first steps.", icon="⏱️")
+            if not problems:
+                measure_speed(plan)
+        else:
+            st.info("Estimated time: none yet (no earlier run of this model here); the panel below shows each "
+                    "job's ETA from its first steps.", icon="⏱️")
         for k in FORM_KEYS:
             if k in s:
                 s[f"_{k}"] = s[k]

@@ -18,7 +18,7 @@ from toolkit.jobs import progress as progress_of
 from toolkit.jobs.executor import tail_lines
 from toolkit.jobs.lifecycle import revive_worker
 from toolkit.jobs.store import JobStore
-from toolkit.jobs.worker import WorkerConfig, ensure_worker, live_workers
+from toolkit.jobs.worker import ensure_worker, live_workers, slots_here
 from toolkit.paths import adapters_dir, jobs_dir
 
 s = st.session_state
@@ -38,11 +38,6 @@ def cached_preflight(spec) -> list[str]:
                                   "stores": [str(jobs_dir()), str(adapters_dir())]}, sort_keys=True, default=str), spec)
 
 
-def _slots() -> int:
-    workers = live_workers()
-    return workers[0]["slots"] if workers else WorkerConfig().resources()[1]  # what ensure_worker would start
-
-
 @st.cache_data(ttl=30, max_entries=16, show_spinner=False)
 def _estimate(sweep_id: str, slots: int, stores: tuple[str, str], _plan) -> str | None:
     est = estimate.estimate_sweep(estimate.plan_jobs(_plan), estimate.measured_here(JobStore()), slots=slots)
@@ -52,7 +47,31 @@ def _estimate(sweep_id: str, slots: int, stores: tuple[str, str], _plan) -> str 
 def cached_estimate(plan) -> str | None:
     """The sweep's time estimate as text, from the runs measured here (None when none matches); the store and
     the adapters are read again at most every 30 s."""
-    return _estimate(plan.sweep_id, _slots(), (str(jobs_dir()), str(adapters_dir())), plan)
+    return _estimate(plan.sweep_id, slots_here(), (str(jobs_dir()), str(adapters_dir())), plan)
+
+
+def measure_speed(plan) -> None:
+    """The 'Measure speed here' button under an absent estimate: a probe (toolkit.jobs.probe) of the sweep's first
+    job, its output shown as it runs; the estimate is read again afterwards."""
+    from toolkit.jobs import probe
+
+    st.button("Measure speed here", key="jobs_measure", on_click=lambda: s.update(jobs_measure_requested=True),
+              help=f"Trains {probe.PROBE_STEPS} steps of the first job and answers one batch of questions on this "
+                   "machine (its own processes, deleted afterwards), so the estimate has a measured speed")
+    if not s.pop("jobs_measure_requested", False):
+        return
+    with st.status("Measuring: a few training steps of the first job, then one batch of questions", expanded=True) as box:
+        line = st.empty()
+        try:
+            measured = probe.measure(plan, log=lambda text: line.caption(text[:300]))
+        except CmbaError as exc:
+            box.update(label="Measuring failed", state="error")
+            st.error(str(exc))
+            return
+        probe.save(measured, JobStore().folder)
+        box.update(label=f"Speed {measured.text()}", state="complete", expanded=False)
+    _estimate.clear()
+    st.rerun()
 
 
 def _text(value, fmt: str = "{}") -> str:

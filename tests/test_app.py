@@ -224,4 +224,21 @@ def test_jobs_page_refuses_a_model_without_weights_here_before_queueing(env, off
         "machine and the Hub is unreachable (offline); train the offline `demo` preset, or pass a local folder with "
         "weights"]
     assert next(b for b in page.button if b.label == "Queue sweep").disabled
+    assert "Measure speed here" not in [b.label for b in page.button]  # nothing to measure a refused sweep with
     assert not (env.jobs / "jobs.db").exists() or env.store.list() == []
+
+
+@pytest.mark.training  # a real probe: 6 demo steps and 32 answers in child processes, about 20 s
+def test_jobs_page_measures_the_speed_here_before_the_first_run_of_a_model(env, offline):  # noqa: F811
+    import re
+
+    page = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
+    [estimate] = [i.value for i in page.info if i.value.startswith("Estimated time")]
+    assert estimate.startswith("Estimated time: none yet (no earlier run of this model on this device here)")
+    next(b for b in page.button if b.label == "Measure speed here").click().run()
+    assert not page.exception and not page.error
+    [estimate] = [i.value for i in page.info if i.value.startswith("Estimated time")]
+    assert re.fullmatch(r"Estimated time: about [\d.]+(–[\d.]+)? min for 5 job\(s\) on \d+ slot\(s\) "
+                        r"\(from 1 probe\(s\) of demo on CPU here\)", estimate), estimate
+    assert "Measure speed here" not in [b.label for b in page.button]
+    assert env.store.list() == [] and len((env.jobs / "measured.jsonl").read_text().splitlines()) == 1

@@ -122,6 +122,14 @@ def cmd_sweep(args) -> int:
     from toolkit.jobs.sweep import plan_sweep, submit_sweep
 
     plan = plan_sweep(spec_from_args(args))
+    if args.measure:
+        from toolkit.jobs import probe
+        from toolkit.jobs.store import JobStore
+
+        measured = probe.measure(plan, log=lambda line: print(line, file=sys.stderr, flush=True))
+        probe.save(measured, JobStore().folder)
+        print(f"probe: {measured.text()}", file=sys.stderr, flush=True)
+    estimate = _estimate(plan)
     result = None
     worker = None
     if not args.dry_run:
@@ -137,6 +145,8 @@ def cmd_sweep(args) -> int:
             doc["created"] = result.created
             doc["states"] = {j.id: j.state.value for j in result.jobs}
         doc["worker"] = worker
+        doc["estimate"] = estimate and {"low_s": round(estimate.low_s, 1), "high_s": round(estimate.high_s, 1),
+                                        "slots": estimate.slots, "basis": estimate.basis}
         _out(json.dumps(doc, indent=2))
         return _wait(plan.sweep_id, quiet=True) if args.wait and not args.dry_run else 0
     where = "" if plan.spec.executor == "local" else f" · Slurm: {' '.join(plan.spec.slurm.sbatch_args())}"
@@ -149,6 +159,10 @@ def cmd_sweep(args) -> int:
              + (f"  !! {flag}" if flag else ""))
     for warning in plan.warnings:
         _out(f"warning: {warning}")
+    _out(f"estimated time: {estimate.text()}" if estimate else
+         "estimated time: none yet (no earlier run of this model on this device here); --measure trains a few "
+         "steps of the first job here to get one" if plan.spec.executor == "local" else
+         "estimated time: none yet (no earlier run of this model here); `jobs list` shows each job's ETA")
     if args.dry_run:
         from toolkit.jobs.preflight import preflight
 
@@ -163,6 +177,15 @@ def cmd_sweep(args) -> int:
         pid = f" (pid {worker['pid']})" if worker["pid"] else ""
         _out(f"worker: {'started' if worker['started'] else 'already running'}{pid}")
     return _wait(plan.sweep_id) if args.wait and not args.dry_run else 0
+
+
+def _estimate(plan):
+    """The plan's time estimate from what was measured here (toolkit.jobs.estimate), or None."""
+    from toolkit.jobs import estimate
+    from toolkit.jobs.store import JobStore
+    from toolkit.jobs.worker import slots_here
+
+    return estimate.estimate_sweep(estimate.plan_jobs(plan), estimate.measured_here(JobStore()), slots=slots_here())
 
 
 def _wait(sweep: str, *, quiet: bool = False) -> int:
@@ -385,6 +408,8 @@ def register(sub) -> None:
                    "more than 1 trains with DDP (torchrun), the global batch kept")
     g.add_argument("--max-attempts", type=_number(int), default=3, help="runs allowed when a worker is lost (default 3)")
     g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
+    g.add_argument("--measure", action="store_true", help="before queueing (or with --dry-run), train a few steps "
+                   "of the first job and answer a few questions here, so the time estimate has a measured speed")
     g.add_argument("--no-worker", action="store_true", help="queue only; do not start a background worker")
     g.add_argument("--wait", action="store_true", help="after queueing, wait until every job has finished (a "
                    "progress bar on a terminal); exit 1 unless all succeeded")

@@ -8,8 +8,9 @@
 training sample measured by earlier runs of the same model on the same kind of device, times the batch size)
 + evaluation questions x seconds per question + the fixed cost of a job (loading, saving: its wall time less
 training and evaluation). The range spans the fastest and slowest of those runs; jobs are spread over the
-worker's slots in queue order. Without an earlier run of the model on this device there is no estimate (None):
-the jobs panel shows a measured ETA as soon as the first job has trained a few steps.
+worker's slots in queue order. Without an earlier run of the model on this device there is no estimate (None)
+until a probe (toolkit.jobs.probe: a few steps of the sweep's first job, run here) has measured one; the jobs
+panel also shows a measured ETA as soon as the first job has trained a few steps.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class RunRecord:
     """evaluation seconds per question"""
     overhead_s: float | None = None
     """wall time less training and evaluation: loading the model, the data, saving"""
+    source: str = "run"
+    """run (a finished job or adapter) | probe (toolkit.jobs.probe: a few steps measured before queueing)"""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ def estimate_sweep(jobs: list[JobCost], history: list[RunRecord], *, slots: int)
         used.update(id(r) for r in same)
     models = sorted({j.model for j in jobs})
     device = "GPU" if any(j.gpu for j in jobs) else "CPU"
-    basis = f"from {len(used)} earlier run(s) of {', '.join(models)} on {device} here"
+    probes = sum(1 for r in history if id(r) in used and r.source == "probe")
+    counted = [f"{len(used) - probes} earlier run(s)"] if len(used) > probes else []
+    counted += [f"{probes} probe(s)"] if probes else []
+    basis = f"from {' and '.join(counted)} of {', '.join(models)} on {device} here"
     return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(jobs), slots=slots,
                     basis=basis)
 
@@ -123,7 +129,7 @@ def measured_runs(store) -> list[RunRecord]:
         if m and m.step and m.elapsed_s and train.get("batch_size"):
             train_s = m.elapsed_s
             s_per_sample = m.elapsed_s / (m.step * train["batch_size"] * (train.get("grad_accum") or 1))
-        eval_s, s_per_question = _eval_rate(job.output_dir) if evaluate else (None, None)
+        eval_s, s_per_question = eval_rate(job.output_dir) if evaluate else (None, None)
         if s_per_sample is None and s_per_question is None:
             continue
         overhead = None
@@ -134,7 +140,7 @@ def measured_runs(store) -> list[RunRecord]:
     return out
 
 
-def _eval_rate(folder) -> tuple[float | None, float | None]:
+def eval_rate(folder) -> tuple[float | None, float | None]:
     """(evaluation seconds, seconds per question) of the run folder's last readable evaluation."""
     from toolkit import runs
     from toolkit.errors import InputError
@@ -172,7 +178,7 @@ def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
         model = (doc.get("base_model") or {}).get("id")
         samples = (result.get("steps") or 0) * (training.get("batch_size") or 0) * (training.get("grad_accum") or 1)
         per_sample = result["train_time_s"] / samples if samples and result.get("train_time_s") else None
-        per_question = _eval_rate(sub)[1]
+        per_question = eval_rate(sub)[1]
         if model and (per_sample or per_question):
             out.append(RunRecord(model=model, gpu=result.get("device", "cpu") != "cpu", s_per_sample=per_sample,
                                  s_per_question=per_question))
@@ -195,8 +201,9 @@ def plan_jobs(plan) -> list[JobCost]:
 
 def measured_here(store, adapters=None) -> list[RunRecord]:
     """Every measurement on this machine: the store's succeeded jobs, then the adapters of the store `adapters`
-    (default: the adapter store) that no job trained."""
+    (default: the adapter store) that no job trained, then the probes saved in the job store's folder."""
+    from toolkit.jobs import probe
     from toolkit.paths import adapters_dir
 
     skip = [j.output_dir for j in store.list() if j.output_dir]
-    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip)
+    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip) + probe.saved(store.folder)

@@ -64,7 +64,7 @@ BUSY_BACKOFF_MAX_S = 30.0
 """longest wait between two tries while another process holds the store's write lock"""
 
 __all__ = ["LEASE_S", "Worker", "WorkerConfig", "detect_gpus", "ensure_worker", "live_workers", "parse_gpus",
-           "run_worker", "worker_alive"]
+           "run_worker", "slots_here", "worker_alive"]
 
 
 def detect_gpus() -> list[str]:
@@ -155,6 +155,12 @@ class WorkerConfig:
             threads = self.threads_per_job or min(4, cpus)
             slots = max(1, cpus // threads)
         return gpus, slots, threads
+
+
+def slots_here() -> int:
+    """Jobs run at once here: the live worker's slots, else those `ensure_worker` would start with."""
+    workers = live_workers()
+    return workers[0]["slots"] if workers else WorkerConfig().resources()[1]
 
 
 class Worker:
