@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
 def quiet_libraries() -> None:
     """Silence import-time chatter that is not the user's concern (bitsandbytes' optional CPU kernels, a
-    deprecation inside PEFT), so logs show the training."""
+    deprecation inside PEFT, the `kernels` package's "Skipping publisher trust check" on every offline load), so
+    logs show the training."""
     import logging
     import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
