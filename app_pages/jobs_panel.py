@@ -50,6 +50,21 @@ def cached_estimate(plan) -> str | None:
     return _estimate(plan.sweep_id, slots_here(), (str(jobs_dir()), str(adapters_dir())), plan)
 
 
+@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
+def _history(stores: tuple[str, str]) -> list:
+    return estimate.measured_here(JobStore())
+
+
+def _time_left(jobs, slots: int) -> str | None:
+    """The selected sweep's time left (toolkit.jobs.estimate.time_left) as a caption; the rates measured here are
+    read again at most every 30 s, the running jobs' own metrics at every refresh."""
+    if all(j.state.finished for j in jobs):
+        return None
+    left = estimate.time_left(jobs, _history((str(jobs_dir()), str(adapters_dir()))), slots=slots)
+    return (f"Time left: {left.left_text()}" if left else
+            "Time left: not known yet (no measured rate of this model here); each job's ETA shows from its first steps")
+
+
 def measure_speed(plan) -> None:
     """The 'Measure speed here' button under an absent estimate: a probe (toolkit.jobs.probe) of the sweep's first
     job, its output shown as it runs; the estimate is read again afterwards."""
@@ -71,6 +86,7 @@ def measure_speed(plan) -> None:
         probe.save(measured, JobStore().folder)
         box.update(label=f"Speed {measured.text()}", state="complete", expanded=False)
     _estimate.clear()
+    _history.clear()
     st.rerun()
 
 
@@ -168,6 +184,8 @@ def jobs_panel():
     jobs = store.list(sweep=sweep)
     study_ui.search_panel(store, sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
+    if left := _time_left(jobs, workers[0]["slots"] if workers else slots_here()):
+        st.caption(left)
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),
         "reason": st.column_config.TextColumn(width="large")})

@@ -3,6 +3,7 @@ smoothing and sweep-level cancel / retry (toolkit/jobs/actions.py), without trai
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -129,3 +130,47 @@ def test_adapters_trained_without_a_job_count_as_measurements(env, tmp_path):  #
     write_adapter(env.adapters, "by-hand", accs=pattern(200), training={"batch_size": 4, "grad_accum": 2})
     [record] = measured_here(env.store)  # cmba.json: 10 steps in 12.5 s; results: 400 questions in 3.0 s
     assert record == RunRecord(model="demo", gpu=False, s_per_sample=12.5 / (10 * 4 * 2), s_per_question=3.0 / 400)
+
+
+def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_structure, run_cli):  # noqa: F811
+    import dataclasses
+    from pathlib import Path
+
+    from toolkit import runs
+    from toolkit.jobs.estimate import plan_jobs, time_left
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, train={"max_steps": 100, "batch_size": 4},
+                                eval_limit=50), structure=demo_structure)
+    jobs = submit_sweep(plan, preflight=False).jobs
+    first, second, reference = jobs
+    history = [RunRecord(model="demo", gpu=False, s_per_sample=0.01, s_per_question=0.1, overhead_s=5.0)]
+    # nothing started: what the launch form estimated (training 100 x 4 x 0.01 + 50 answers x 0.1 + 5 s each)
+    left = time_left(jobs, history, slots=1)
+    assert left.low_s == left.high_s == pytest.approx(14 + 14 + 10)
+    assert (left.low_s, left.high_s) == pytest.approx(
+        (lambda e: (e.low_s, e.high_s))(estimate_sweep(plan_jobs(plan), history, slots=1)))
+    assert left.left_text() == "about 0.6 min left for 3 unfinished job(s) on 1 slot(s)"
+    # the first job trains (step 50 of 100, 4 s so far, its own ETA 2 s): its ETA and its answers are left; its
+    # own rate (0.02 s a sample) widens what the queued job may take
+    running = dataclasses.replace(first, state=JobState.RUNNING, step_index=0)
+    Path(first.output_dir).mkdir(parents=True)
+    runs.append_metric(first.output_dir, runs.MetricLine(step=50, max_steps=100, elapsed_s=4.0, eta_s=2.0))
+    left = time_left([running, second, reference], history, slots=2)
+    assert (left.low_s, left.high_s) == pytest.approx((7 + 10, 5 + 100 * 4 * 0.02 + 5))  # ref follows the first job
+    # in its evaluate step: its answers alone are left
+    evaluating = dataclasses.replace(running, step_index=1)
+    assert time_left([evaluating], history, slots=1).low_s == pytest.approx(5)
+    # no measured answer rate: it cannot be told
+    assert time_left(jobs, [dataclasses.replace(history[0], s_per_question=None)], slots=1) is None
+    done = [dataclasses.replace(j, state=JobState.SUCCEEDED) for j in jobs]
+    assert time_left(done, history, slots=1).left_text() == "every job has ended"
+    # `jobs list --sweep` ends with it, from what was measured here (nothing, then a probe)
+    code, out, _ = run_cli("jobs", "list", "--sweep", plan.short_id)
+    assert code == 0 and out.splitlines()[-1].startswith("time left: not known yet (no measured rate of this model")
+    from toolkit.jobs import probe
+
+    probe.save(probe.Probe(record=history[0], steps=6, batch_size=4, questions=32, device="cpu", wall_s=9.0,
+                           created=0.0), env.jobs)
+    code, out, _ = run_cli("jobs", "list", "--sweep", plan.short_id)
+    assert code == 0 and re.fullmatch(r"time left: about [\d.]+ min left for 3 unfinished job\(s\) on \d+ slot\(s\)",
+                                      out.splitlines()[-1]), out

@@ -233,6 +233,13 @@ def cmd_jobs_list(args) -> int:
     for p in progress:
         phase = p["phase"] if p["state"] == "running" else ""
         _out(f"{p['id']:<12} {p['state']:<10} {phase:<9} {p['name']:<36} {_progress_text(p):<28} {p['reason'] or ''}")
+    if sweep and any(not j.state.finished for j in jobs):
+        from toolkit.jobs import estimate
+        from toolkit.jobs.worker import slots_here
+
+        left = estimate.time_left(jobs, estimate.measured_here(store), slots=slots_here())
+        _out(f"time left: {left.left_text()}" if left else
+             "time left: not known yet (no measured rate of this model here; each job's ETA shows from its first steps)")
     return 0
 
 

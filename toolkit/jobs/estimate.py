@@ -60,10 +60,18 @@ class Estimate:
     basis: str
     """which measurements it rests on, for the user"""
 
-    def text(self) -> str:
+    def span(self) -> str:
+        """'5.1–6.0' (minutes), or one number when both ends round alike."""
         lo, hi = _minutes(self.low_s), _minutes(self.high_s)
-        span = lo if lo == hi else f"{lo}–{hi}"
-        return (f"about {span} min for {self.jobs} job(s) on {self.slots} slot(s) ({self.basis})")
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    def text(self) -> str:
+        return f"about {self.span()} min for {self.jobs} job(s) on {self.slots} slot(s) ({self.basis})"
+
+    def left_text(self) -> str:
+        """What `time_left` found, for the jobs panel and `jobs list`."""
+        return (f"about {self.span()} min left for {self.jobs} unfinished job(s) on {self.slots} slot(s)"
+                if self.jobs else "every job has ended")
 
 
 def _minutes(seconds: float) -> str:
@@ -185,18 +193,73 @@ def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
     return out
 
 
+def job_cost(settings: dict, *, model: str, gpu: bool) -> JobCost:
+    """The JobCost of a job's settings ({"train": ..., "evaluate": ...}, as planned and as stored)."""
+    train, evaluate = settings.get("train"), settings.get("evaluate")
+    steps = (train or {}).get("max_steps") or 0
+    if train and not steps:
+        steps = math.inf  # epochs: the dataset's size decides; no estimate
+    return JobCost(model=model, gpu=gpu, steps=steps,
+                   batch_size=((train or {}).get("batch_size") or 0) * ((train or {}).get("grad_accum") or 1),
+                   questions=(evaluate or {}).get("limit") or (math.inf if evaluate else 0))
+
+
 def plan_jobs(plan) -> list[JobCost]:
     """The JobCost of every job of a SweepPlan (toolkit.jobs.sweep)."""
-    out = []
-    for j in plan.jobs:
-        train, evaluate = j.settings.get("train"), j.settings.get("evaluate")
-        steps = (train or {}).get("max_steps") or 0
-        if train and not steps:
-            steps = math.inf  # epochs: the dataset's size decides; no estimate
-        out.append(JobCost(model=plan.spec.model, gpu=plan.spec.gpus_per_job > 0, steps=steps,
-                           batch_size=((train or {}).get("batch_size") or 0) * ((train or {}).get("grad_accum") or 1),
-                           questions=(evaluate or {}).get("limit") or (math.inf if evaluate else 0)))
-    return out
+    return [job_cost(j.settings, model=plan.spec.model, gpu=plan.spec.gpus_per_job > 0) for j in plan.jobs]
+
+
+def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
+    """How long the unfinished ones of `jobs` (store Jobs of one sweep) still take, or None when that cannot be
+    told (a job trained for epochs, jobs without settings, or no measured rate for a part still to run).
+
+    A queued job costs what `estimate_sweep` counts. A running job in training has its own ETA (from its metrics)
+    and then its evaluation; one in a later step has its evaluation left (counted whole: steps report no
+    progress); a running job's loading is behind it. Running jobs hold the slots first. The running jobs' own
+    steps are rates too, so the answer exists from a sweep's first steps when its evaluation rate is known."""
+    from toolkit import runs
+    from toolkit.jobs.progress import step_name
+
+    waiting = sorted((j for j in jobs if not j.state.finished), key=lambda j: j.state.value != "running")
+    if not waiting:
+        return Estimate(low_s=0.0, high_s=0.0, jobs=0, slots=slots, basis="every job has ended")
+    if not all(_model(j) for j in waiting):
+        return None  # jobs queued without settings (older stores): their work is not known here
+    costs = {j.id: job_cost(j.settings, model=_model(j), gpu=j.gpus > 0) for j in waiting}
+    metrics = {j.id: runs.last_metric(j.output_dir) for j in waiting if j.state.value == "running"}
+    live = [RunRecord(model=costs[i].model, gpu=costs[i].gpu, source="live",
+                      s_per_sample=m.elapsed_s / (m.step * costs[i].batch_size))
+            for i, m in metrics.items() if m and m.step >= 2 and m.elapsed_s and costs[i].batch_size]
+    history = [*history, *live]
+    low, high = [], []
+    for j in waiting:
+        cost, m = costs[j.id], metrics.get(j.id)
+        if math.isinf(cost.steps) or math.isinf(cost.questions):
+            return None
+        same = [r for r in history if r.model == cost.model and r.gpu == cost.gpu]
+        train = [r.s_per_sample for r in same if r.s_per_sample]
+        evals = [r.s_per_question for r in same if r.s_per_question]
+        fixed = [r.overhead_s for r in same if r.overhead_s is not None]
+        lo = hi = 0.0 if j.id in metrics else (statistics.median(fixed) if fixed else 0.0)
+        phase = step_name(j.steps[min(j.step_index, len(j.steps) - 1)]) if j.steps else "train"
+        if cost.steps and phase == "train" and m and m.eta_s is not None:
+            lo, hi = lo + m.eta_s, hi + m.eta_s
+        elif cost.steps and phase == "train":
+            if not train:
+                return None
+            lo, hi = lo + cost.steps * cost.batch_size * min(train), hi + cost.steps * cost.batch_size * max(train)
+        if cost.questions:
+            if not evals:
+                return None
+            lo, hi = lo + cost.questions * min(evals), hi + cost.questions * max(evals)
+        low.append(lo)
+        high.append(hi)
+    return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(waiting), slots=slots,
+                    basis="from the rates measured here and the running jobs' own steps")
+
+
+def _model(job) -> str | None:
+    return (job.settings.get("train") or {}).get("model") or (job.settings.get("evaluate") or {}).get("base")
 
 
 def measured_here(store, adapters=None) -> list[RunRecord]:
