@@ -297,6 +297,34 @@ def test_three_one_gpu_jobs_on_two_gpus_and_cancel_queued_and_running(senv):
 
 
 @pytest.mark.slow
+@pytest.mark.training
+@needs_cluster
+def test_a_halving_search_runs_its_rungs_on_slurm(senv):
+    """The controller queues the survivors of a Slurm sweep as Slurm jobs that resume from the rung's checkpoint."""
+    from toolkit.jobs import halving
+
+    r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", "synthetic:shapes?n=64",
+                        "--ratios", "1:1:1,1:4:1,4:1:1", "--budget-rank", "8", "--max-steps", "8", "--batch-size", "4",
+                        "--lr", "5e-3", "--eval-limit", "12", "--search", "halving", "--rungs", "4,8", "--eta", "1.5",
+                        "--no-confirm", "--no-reference", "--executor", "slurm", "--gpus-per-node", "0", "--time", "10",
+                        "--no-worker", "--json"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(),
+                       timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)["sweep"]
+    assert senv.worker("--once").wait(PATIENCE) == 0
+    jobs = senv.store.list(sweep=sweep)
+    assert {j.state for j in jobs} == {JobState.SUCCEEDED}, [(j.name, j.state.value, j.message) for j in jobs]
+    assert {j.executor for j in jobs} == {"slurm"} and all(j.engine_id for j in jobs)  # rung 2 went to Slurm too
+    assert [e["rung"] for e in halving.status(senv.store, sweep)["rungs"]] == [1, 2]
+    second = [j for j in jobs if j.meta["rung"] == 2]
+    assert 2 <= len(second) <= 3
+    for j in second:  # resumed in the same run folder from the rung-1 checkpoint: one metrics file, steps 1..8
+        steps = [json.loads(line)["step"] for line in open(Path(j.output_dir) / "metrics.jsonl")]
+        assert steps == list(range(1, 9)) and j.resources == jobs[0].resources
+        assert json.loads((Path(j.output_dir) / "cmba.json").read_text())["result"]["steps"] == 8
+
+
+@pytest.mark.slow
 @needs_cluster
 def test_preemption_signal_resumes_real_training_from_its_checkpoint(senv):
     steps = 20
