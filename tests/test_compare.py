@@ -191,6 +191,15 @@ def test_group_ci_and_single_seed(tmp_path):
     assert compare.group_table(a).set_index("ratio").loc["2:4:1", "95% CI"] == "n/a (1 seed)"
 
 
+def test_a_ratio_interval_stays_within_what_an_accuracy_can_be(tmp_path):
+    """Two seeds far apart give a t interval wider than [0, 100]; the mean of accuracies cannot lie outside it."""
+    write_adapter(tmp_path, "a0", ratio=(1, 1, 1), seed=0, accs=pattern(N * 9 // 10))
+    write_adapter(tmp_path, "a1", ratio=(1, 1, 1), seed=1, accs=pattern(N // 10))
+    [g] = compare.analyze(compare.scan(tmp_path).rows).groups
+    assert g.mean == pytest.approx(50.0) and (g.ci_low, g.ci_high) == (0.0, 100.0)
+    assert compare.mean_ci(g.accuracies)[2] > 50  # the unclipped half-width (t with 1 degree of freedom) is far wider
+
+
 def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):
     write_adapter(tmp_path, "a", accs=pattern(200))
     write_adapter(tmp_path, "b", base_model="llava-1.5-7b", ratio=(1, 4, 1), accs=pattern(210))

@@ -307,8 +307,8 @@ def _groups(adapters: list[dict]) -> tuple[list[Group], dict[tuple, str]]:
         types = sorted({t for r in members for t in r["per_answer_type"]})
         groups.append(Group(
             ratio=label, adapters=[r["name"] for r in members], seeds=[r["seed"] for r in members],
-            accuracies=accs, mean=mean, std=sd, ci_low=None if half is None else mean - half,
-            ci_high=None if half is None else mean + half,
+            accuracies=accs, mean=mean, std=sd,  # clipped to [0, 100]: an accuracy's mean cannot lie outside
+            ci_low=None if half is None else max(0.0, mean - half), ci_high=None if half is None else min(100.0, mean + half),
             trainable_params=sum(r["trainable_params"] for r in members) / len(members), ranks=members[0]["ranks"],
             per_answer_type={t: float(np.mean([r["per_answer_type"][t] for r in members if t in r["per_answer_type"]]))
                              for t in types}))
