@@ -22,6 +22,7 @@ from pathlib import Path
 
 from toolkit import runs
 from toolkit.errors import InputError
+from toolkit.hub.studycard import study_section
 
 COMPONENTS = ("vision", "projector", "language")
 
@@ -263,7 +264,8 @@ def build_card(adapter_dir: str | Path, *, repo_id: str | None = None, license: 
             f"A LoRA adapter for {base_text}, trained with CMBA Toolkit's cross-modal budget "
             f"allocation: the LoRA parameter budget is split vision : projector : language = {ratio}.",
             f"License: `{license}`." if license else "License: not specified by the publisher.", "",
-            *_allocation_section(alloc), *_eval_section(results), *_retrieval_section(adapter_dir),
+            *_allocation_section(alloc), *_eval_section(results), *study_section(adapter_dir),
+            *_retrieval_section(adapter_dir),
             *_training_section(meta),
             *_load_section(repo_id, hub_id, base_text), *_provenance_section(meta, base_text)]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
