@@ -150,6 +150,8 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     assert (left.low_s, left.high_s) == pytest.approx(
         (lambda e: (e.low_s, e.high_s))(estimate_sweep(plan_jobs(plan), history, slots=1)))
     assert left.left_text() == "about 0.6 min left for 3 unfinished job(s) on 1 slot(s)"
+    assert left.left_text(search=True).endswith("on 1 slot(s) queued so far (the search queues each next rung when "
+                                                "the current one ends)")
     # the first job trains (step 50 of 100, 4 s so far, its own ETA 2 s): its ETA and its answers are left; its
     # own rate (0.02 s a sample) widens what the queued job may take
     running = dataclasses.replace(first, state=JobState.RUNNING, step_index=0)

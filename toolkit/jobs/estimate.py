@@ -68,10 +68,13 @@ class Estimate:
     def text(self) -> str:
         return f"about {self.span()} min for {self.jobs} job(s) on {self.slots} slot(s) ({self.basis})"
 
-    def left_text(self) -> str:
-        """What `time_left` found, for the jobs panel and `jobs list`."""
+    def left_text(self, *, search: bool = False) -> str:
+        """What `time_left` found, for the jobs panel and `jobs list`; `search`: the sweep is a halving search,
+        whose next rungs are not queued yet."""
+        if not self.jobs:
+            return "every job has ended"
         return (f"about {self.span()} min left for {self.jobs} unfinished job(s) on {self.slots} slot(s)"
-                if self.jobs else "every job has ended")
+                + (" queued so far (the search queues each next rung when the current one ends)" if search else ""))
 
 
 def _minutes(seconds: float) -> str:
