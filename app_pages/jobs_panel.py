@@ -55,12 +55,12 @@ def _history(stores: tuple[str, str]) -> list:
     return estimate.measured_here(JobStore())
 
 
-def _time_left(jobs, slots: int, *, search: bool) -> str | None:
+def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
     """The selected sweep's time left (toolkit.jobs.estimate.time_left) as a caption; the rates measured here are
     read again at most every 30 s, the running jobs' own metrics at every refresh."""
     if all(j.state.finished for j in jobs):
         return None
-    left = estimate.time_left(jobs, _history((str(jobs_dir()), str(adapters_dir()))), slots=slots)
+    left = estimate.time_left(jobs, _history((str(jobs_dir()), str(adapters_dir()))), slots=slots_here(workers))
     return (f"Time left: {left.left_text(search=search)}" if left else
             "Time left: not known yet (no measured rate of this model here); each job's ETA shows from its first steps")
 
@@ -184,8 +184,7 @@ def jobs_panel():
     jobs = store.list(sweep=sweep)
     study_ui.search_panel(store, sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
-    if left := _time_left(jobs, workers[0]["slots"] if workers else slots_here(),
-                          search=bool(by_id[sweep]["spec"].get("search"))):
+    if left := _time_left(jobs, workers, search=bool(by_id[sweep]["spec"].get("search"))):
         st.caption(left)
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),

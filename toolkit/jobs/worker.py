@@ -32,6 +32,7 @@ Starting a worker from the app and telling live workers from dead ones is toolki
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -157,10 +158,16 @@ class WorkerConfig:
         return gpus, slots, threads
 
 
-def slots_here() -> int:
-    """Jobs run at once here: the live worker's slots, else those `ensure_worker` would start with."""
-    workers = live_workers()
-    return workers[0]["slots"] if workers else WorkerConfig().resources()[1]
+def slots_here(workers: list[dict] | None = None) -> int:
+    """Jobs run at once here: the live worker's slots (`workers`: live_workers() already read), else those
+    `ensure_worker` would start with (GPUs detected once per process: the 2-s jobs panel asks often)."""
+    workers = live_workers() if workers is None else workers
+    return workers[0]["slots"] if workers else _default_slots()
+
+
+@functools.cache
+def _default_slots() -> int:
+    return WorkerConfig().resources()[1]
 
 
 class Worker:
