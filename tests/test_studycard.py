@@ -25,10 +25,11 @@ def test_the_best_run_of_a_study_says_so_and_gives_its_ratio_and_the_verdict(tmp
     assert "| 1:1:1 | 3 |" in section and "| baseline |" in section
     assert "**Verdict: positive.** 1:4:1 beats the baseline 1:1:1 by +10.00 points" in section
     assert f"its ratio's mean over 3 seed(s) is {groups['1:4:1'].mean:.2f}%." in section
-    assert "It is the best of the 9 runs on these same questions, so its own figure is optimistic" in section
+    assert ("It is the study's best adapter (the best seed of the ratio with the highest mean), picked on these same "
+            "questions, so its own figure is optimistic") in section
     # another seed of the same ratio: the same study, without the warning about being picked
     other = next(n for n in groups["1:4:1"].adapters if n != best)
-    assert "It is the best of" not in render_card(tmp_path / other)
+    assert "best adapter" not in render_card(tmp_path / other)
 
 
 def test_an_inconclusive_study_is_said_to_be_so_on_its_best_runs_card(tmp_path):

@@ -7,7 +7,7 @@ Its own accuracy alone overstates what its ratio does. The card therefore also g
 adapter's store (the folder holding it), restricted to its base model, eval set, budget and settings fingerprint,
 the same numbers as `compare` prints: each ratio's mean over its seeds with a 95% interval, the two-level bootstrap
 against uniform 1:1:1 (Holm-adjusted), the verdict, this run's place among them, and a warning when it is the
-best of those runs picked on the same questions. A store where the adapter has no peers (or whose runs cannot be
+study's best adapter picked on the same questions. A store where the adapter has no peers (or whose runs cannot be
 compared: no common settings, budgets that differ) adds nothing.
 """
 
@@ -66,8 +66,9 @@ def study_section(adapter_dir: Path, *, baseline: str = "1:1:1") -> list[str]:
             + (f"; the base model alone scores {a.base_reference:.2f}% on the same questions." if
                a.base_reference is not None else ".")]
     if a.best and a.best["name"] == me["name"] and a.selection.get("same_questions"):
-        out.append(f"It is the best of the {len(a.rows)} runs on these same questions, so its own figure is "
-                   "optimistic: the ratio's mean, and the verdict, are the fairer figures.")
+        out.append("It is the study's best adapter (the best seed of the ratio with the highest mean), picked on "
+                   "these same questions, so its own figure is optimistic: the ratio's mean, and the verdict, are the "
+                   "fairer figures.")
     if a.below_base:
         out.append(f"Every run of this study scores below the base model alone ({a.base_reference:.2f}%).")
     return [*out, ""]
