@@ -73,6 +73,9 @@ def measure_speed(plan) -> None:
     st.button("Measure speed here", key="jobs_measure", on_click=lambda: s.update(jobs_measure_requested=True),
               help=f"Trains {probe.PROBE_STEPS} steps of the first job and answers one batch of questions on this "
                    "machine (its own processes, deleted afterwards), so the estimate has a measured speed")
+    store = JobStore()
+    if note := probe.busy_note(store):
+        st.caption(f"Note: {note}.")
     if not s.pop("jobs_measure_requested", False):
         return
     with st.status("Measuring: a few training steps of the first job, then one batch of questions", expanded=True) as box:
@@ -83,7 +86,7 @@ def measure_speed(plan) -> None:
             box.update(label="Measuring failed", state="error")
             st.error(str(exc))
             return
-        probe.save(measured, JobStore().folder)
+        probe.save(measured, store.folder)
         box.update(label=f"Speed {measured.text()}", state="complete", expanded=False)
     _estimate.clear()
     _history.clear()

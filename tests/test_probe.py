@@ -96,3 +96,17 @@ def test_sweep_measure_trains_a_few_steps_here_and_the_estimate_rests_on_them(en
     assert est["low_s"] >= 300 * 8 * measured["s_per_sample"] * 4 / est["slots"]
     assert rows_written(env.jobs) == 0 and not list(env.adapters.glob("*"))  # a dry run queued and kept nothing
     assert [r.source for r in measured_here(env.store)] == ["probe"]
+
+
+def test_a_probe_beside_running_jobs_is_said_to_measure_a_busy_machine(env):  # noqa: F811
+    import os
+
+    from toolkit.jobs.store import WorkerInfo
+
+    assert probe.busy_note(env.store) is None
+    env.job("a")
+    env.job("b")
+    assert probe.busy_note(env.store) is None  # queued jobs do not load the machine
+    env.store.claim(WorkerInfo(id="w", pid=os.getpid(), start_time=None, host="h"))
+    assert probe.busy_note(env.store) == ("1 job(s) are running here: the probe shares the machine with them, so "
+                                          "the speed it measures is that of a busy machine")

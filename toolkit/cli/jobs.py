@@ -126,8 +126,11 @@ def cmd_sweep(args) -> int:
         from toolkit.jobs import probe
         from toolkit.jobs.store import JobStore
 
+        store = JobStore()
+        if note := probe.busy_note(store):
+            print(f"warning: {note}", file=sys.stderr, flush=True)
         measured = probe.measure(plan, log=lambda line: print(line, file=sys.stderr, flush=True))
-        probe.save(measured, JobStore().folder)
+        probe.save(measured, store.folder)
         print(f"probe: {measured.text()}", file=sys.stderr, flush=True)
     estimate = _estimate(plan)
     result = None

@@ -150,6 +150,16 @@ def measure(plan, *, log=print, scratch: str | Path | None = None) -> Probe:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def busy_note(store) -> str | None:
+    """A warning when jobs of `store` run on this machine now: the probe shares it with them and measures less
+    than an idle machine's speed (the jobs it estimates will share it too, or not)."""
+    running = [j for j in store.list(states=["running"]) if j.executor == "local"]
+    if not running:
+        return None
+    return (f"{len(running)} job(s) are running here: the probe shares the machine with them, so the speed it "
+            "measures is that of a busy machine")
+
+
 def save(probe: Probe, folder: str | Path) -> Path:
     """Append the probe to the job store `folder`'s measured.jsonl (one line, flushed)."""
     path = Path(folder) / FILE
