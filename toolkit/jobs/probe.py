@@ -107,8 +107,8 @@ def run_step(argv: list[str], *, name: str, log) -> float:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if proc.returncode != 0:
-        raise CmbaError(f"measure: `{name}` of the probe exited {proc.returncode}: "
-                            + (tail[-1] if tail else "no output"))
+        last = tail[-1] if tail else "no output"
+        raise CmbaError(f"measure: `{name}` of the probe exited {proc.returncode}: {last}")
     return time.perf_counter() - t0
 
 
