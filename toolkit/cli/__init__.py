@@ -2,7 +2,8 @@
 
     python -m toolkit allocate --model llava-1.5-7b --ratio 1:4:1 --budget-rank 8     # toolkit/cli/allocate.py
     python -m toolkit train --model demo --dataset synthetic:shapes --ratio 1:4:1      # toolkit/cli/train.py
-    python -m toolkit sweep ... | jobs ... | worker                                    # toolkit/cli/jobs.py
+    python -m toolkit sweep ...                                                        # toolkit/cli/sweep.py
+    python -m toolkit jobs ... | worker                                                # toolkit/cli/jobs.py
     python -m toolkit evaluate ... | score ... | compare ... | push ...
 
 Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`. Nothing escapes as a
@@ -24,7 +25,7 @@ from toolkit.outcomes import ExitCode
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
-COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.jobs",
+COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.sweep", "toolkit.cli.jobs",
                             "toolkit.cli.study"]
 
 

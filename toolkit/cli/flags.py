@@ -18,6 +18,16 @@ from dataclasses import MISSING, fields
 from toolkit.training.settings import GROUP_ORDER, _kind, field_docs, flag_name
 
 
+def number(kind):
+    """An argparse `type` for int or float flags whose error names the value: "'x' is not a whole number"."""
+    def parse(text):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {'whole number' if kind is int else 'number'}") from None
+    return parse
+
+
 def _default_text(f) -> str:
     default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
     text = f.metadata.get("text")
