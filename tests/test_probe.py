@@ -110,3 +110,15 @@ def test_a_probe_beside_running_jobs_is_said_to_measure_a_busy_machine(env):  # 
     env.store.claim(WorkerInfo(id="w", pid=os.getpid(), start_time=None, host="h"))
     assert probe.busy_note(env.store) == ("1 job(s) are running here: the probe shares the machine with them, so "
                                           "the speed it measures is that of a busy machine")
+
+
+def test_a_sweep_that_would_fail_is_not_probed(env, monkeypatch, tmp_path):  # noqa: F811
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    plan = plan_sweep(demo_spec(model="llava-1.5-7b", ratios="1:1:1", seeds=1))
+    with pytest.raises(InputError, match=r"^measure: nothing to measure, the sweep would fail: model: the preset "
+                                         r"'llava-1.5-7b' is the config of llava-hf/llava-1.5-7b-hf"):
+        probe.measure(plan, log=pytest.fail, scratch=tmp_path)  # refused before any process starts
+    assert not list(tmp_path.glob("cmba-probe-*"))

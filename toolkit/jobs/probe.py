@@ -116,7 +116,10 @@ def measure(plan, *, log=print, scratch: str | Path | None = None) -> Probe:
     """Run the probe of `plan` (a SweepPlan) here; InputError when it cannot, CmbaError when a step fails."""
     from toolkit import runs
     from toolkit.jobs import estimate
+    from toolkit.jobs.preflight import preflight
 
+    if plan.spec.executor == "local" and (problems := preflight(plan.spec)):  # what would fail every job fails this
+        raise InputError(f"measure: nothing to measure, the sweep would fail: {problems[0]}")
     folder = Path(tempfile.mkdtemp(prefix="cmba-probe-", dir=scratch))
     try:
         name, train, evaluate = probe_settings(plan, folder)
