@@ -19,28 +19,26 @@ UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 
 
-def cancel_sweep(store: JobStore, sweep: str) -> list[str]:
-    """Cancel the sweep's queued jobs and ask its running ones to stop; the ids acted on."""
+def _each(store: JobStore, sweep: str, states, act) -> list[str]:
+    """`act(job id)` on the sweep's jobs in `states`; the ids acted on (one that changed state meanwhile is skipped)."""
     done = []
-    for job in store.list(sweep=store.resolve_sweep(sweep), states=UNFINISHED):
+    for job in store.list(sweep=store.resolve_sweep(sweep), states=states):
         try:
-            store.request_cancel(job.id)
-        except InputError:  # finished meanwhile
+            act(job.id)
+        except InputError:  # finished, or retried, meanwhile
             continue
         done.append(job.id)
     return done
+
+
+def cancel_sweep(store: JobStore, sweep: str) -> list[str]:
+    """Cancel the sweep's queued jobs and ask its running ones to stop; the ids acted on."""
+    return _each(store, sweep, UNFINISHED, store.request_cancel)
 
 
 def retry_sweep(store: JobStore, sweep: str) -> list[str]:
     """Queue the sweep's failed and cancelled jobs again (fresh attempt counts); the ids acted on."""
-    done = []
-    for job in store.list(sweep=store.resolve_sweep(sweep), states=RETRYABLE):
-        try:
-            store.retry(job.id)
-        except InputError:  # retried meanwhile
-            continue
-        done.append(job.id)
-    return done
+    return _each(store, sweep, RETRYABLE, store.retry)
 
 
 def wait_sweep(store: JobStore, sweep: str, *, poll_s: float = 2.0, log=None, enabled: bool = True) -> dict[str, int]:
