@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -90,27 +90,44 @@ def _makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
+def _same(cost: JobCost, history: list[RunRecord]) -> list[RunRecord]:
+    """The measurements of `cost`'s model on its kind of device."""
+    return [r for r in history if r.model == cost.model and r.gpu == cost.gpu]
+
+
+def _job_range(cost: JobCost, same: list[RunRecord], *, loaded: bool = False,
+               train_left_s: float | None = None) -> tuple[float, float] | None:
+    """(fastest, slowest) seconds of one job at the rates of `same`, or None when a part it still has to do has no
+    measured rate. `loaded`: its loading is behind it (no fixed cost); `train_left_s`: its training's own ETA."""
+    train = [r.s_per_sample for r in same if r.s_per_sample]
+    evals = [r.s_per_question for r in same if r.s_per_question]
+    fixed = [r.overhead_s for r in same if r.overhead_s is not None]
+    lo = hi = 0.0 if loaded else (statistics.median(fixed) if fixed else 0.0)
+    if train_left_s is not None:
+        lo, hi = lo + train_left_s, hi + train_left_s
+    elif cost.steps:
+        if not train:
+            return None
+        lo, hi = lo + cost.steps * cost.batch_size * min(train), hi + cost.steps * cost.batch_size * max(train)
+    if cost.questions:
+        if not evals:
+            return None
+        lo, hi = lo + cost.questions * min(evals), hi + cost.questions * max(evals)
+    return lo, hi
+
+
 def estimate_sweep(jobs: list[JobCost], history: list[RunRecord], *, slots: int) -> Estimate | None:
     """The sweep's wall time range from `history`, or None when no earlier run matches its model and device."""
     if not jobs or any(math.isinf(j.steps) or math.isinf(j.questions) for j in jobs):
         return None  # trained for epochs, or evaluated on a whole split: their size is not known here
     low, high, used = [], [], set()
     for job in jobs:
-        same = [r for r in history if r.model == job.model and r.gpu == job.gpu]
-        train = [r.s_per_sample for r in same if r.s_per_sample]
-        evals = [r.s_per_question for r in same if r.s_per_question]
-        fixed = [r.overhead_s for r in same if r.overhead_s is not None]
-        if (job.steps and not train) or (job.questions and not evals) or not same:
+        same = _same(job, history)
+        span = _job_range(job, same) if same else None
+        if span is None:
             return None
-        parts_low = parts_high = statistics.median(fixed) if fixed else 0.0
-        if job.steps:
-            parts_low += job.steps * job.batch_size * min(train)
-            parts_high += job.steps * job.batch_size * max(train)
-        if job.questions:
-            parts_low += job.questions * min(evals)
-            parts_high += job.questions * max(evals)
-        low.append(parts_low)
-        high.append(parts_high)
+        low.append(span[0])
+        high.append(span[1])
         used.update(id(r) for r in same)
     models = sorted({j.model for j in jobs})
     device = "GPU" if any(j.gpu for j in jobs) else "CPU"
@@ -132,7 +149,7 @@ def measured_runs(store) -> list[RunRecord]:
     out = []
     for job in store.list(states=["succeeded"]):
         train, evaluate = job.settings.get("train"), job.settings.get("evaluate")
-        model = (train or {}).get("model") or (evaluate or {}).get("base") or job.meta.get("model")
+        model = _model(job) or job.meta.get("model")
         if not model or not job.output_dir:
             continue
         s_per_sample = train_s = None
@@ -239,24 +256,15 @@ def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
         cost, m = costs[j.id], metrics.get(j.id)
         if math.isinf(cost.steps) or math.isinf(cost.questions):
             return None
-        same = [r for r in history if r.model == cost.model and r.gpu == cost.gpu]
-        train = [r.s_per_sample for r in same if r.s_per_sample]
-        evals = [r.s_per_question for r in same if r.s_per_question]
-        fixed = [r.overhead_s for r in same if r.overhead_s is not None]
-        lo = hi = 0.0 if j.id in metrics else (statistics.median(fixed) if fixed else 0.0)
         phase = step_name(j.steps[min(j.step_index, len(j.steps) - 1)]) if j.steps else "train"
-        if cost.steps and phase == "train" and m and m.eta_s is not None:
-            lo, hi = lo + m.eta_s, hi + m.eta_s
-        elif cost.steps and phase == "train":
-            if not train:
-                return None
-            lo, hi = lo + cost.steps * cost.batch_size * min(train), hi + cost.steps * cost.batch_size * max(train)
-        if cost.questions:
-            if not evals:
-                return None
-            lo, hi = lo + cost.questions * min(evals), hi + cost.questions * max(evals)
-        low.append(lo)
-        high.append(hi)
+        if phase != "train":
+            cost = replace(cost, steps=0)  # its training is behind it
+        eta = m.eta_s if cost.steps and m and m.eta_s is not None else None
+        span = _job_range(cost, _same(cost, history), loaded=j.id in metrics, train_left_s=eta)
+        if span is None:
+            return None
+        low.append(span[0])
+        high.append(span[1])
     return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(waiting), slots=slots,
                     basis="from the rates measured here and the running jobs' own steps")
 
