@@ -38,21 +38,20 @@ def cached_preflight(spec) -> list[str]:
                                   "stores": [str(jobs_dir()), str(adapters_dir())]}, sort_keys=True, default=str), spec)
 
 
-@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
-def _estimate(sweep_id: str, slots: int, stores: tuple[str, str], _plan) -> str | None:
-    est = estimate.estimate_sweep(estimate.plan_jobs(_plan), estimate.measured_here(JobStore()), slots=slots)
-    return est.text() if est else None
+@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
+def _history(stores: tuple[str, str]) -> list:
+    """What was measured here (toolkit.jobs.estimate.measured_here), read again at most every 30 s."""
+    return estimate.measured_here(JobStore())
+
+
+def _measured() -> list:
+    return _history((str(jobs_dir()), str(adapters_dir())))
 
 
 def cached_estimate(plan) -> str | None:
-    """The sweep's time estimate as text, from the runs measured here (None when none matches); the store and
-    the adapters are read again at most every 30 s."""
-    return _estimate(plan.sweep_id, slots_here(), (str(jobs_dir()), str(adapters_dir())), plan)
-
-
-@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
-def _history(stores: tuple[str, str]) -> list:
-    return estimate.measured_here(JobStore())
+    """The sweep's time estimate as text, from the runs measured here (None when none matches)."""
+    est = estimate.estimate_sweep(estimate.plan_jobs(plan), _measured(), slots=slots_here())
+    return est.text() if est else None
 
 
 def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
@@ -60,7 +59,7 @@ def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
     read again at most every 30 s, the running jobs' own metrics at every refresh."""
     if all(j.state.finished for j in jobs):
         return None
-    left = estimate.time_left(jobs, _history((str(jobs_dir()), str(adapters_dir()))), slots=slots_here(workers))
+    left = estimate.time_left(jobs, _measured(), slots=slots_here(workers))
     return (f"Time left: {left.left_text(search=search)}" if left else
             "Time left: not known yet (no measured rate of this model here); each job's ETA shows from its first steps")
 
@@ -88,7 +87,6 @@ def measure_speed(plan) -> None:
             return
         probe.save(measured, store.folder)
         box.update(label=f"Speed {measured.text()}", state="complete", expanded=False)
-    _estimate.clear()
     _history.clear()
     st.rerun()
 
