@@ -7,7 +7,7 @@ from streamlit.errors import StreamlitAPIException
 from app_pages import study_ui
 from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
-from toolkit.evaluation import charts, compare, surface
+from toolkit.evaluation import charts, compare, recommendation
 from toolkit.jobs.store import JobStore
 
 VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "inconclusive": st.warning}
@@ -19,9 +19,9 @@ def cached_analysis(rows: list[dict], baseline: str, dataset: str, settings, sel
     return compare.analyze(rows, baseline=baseline, report_on=dataset, settings=settings, select_on=select_on)
 
 
-@st.cache_data(max_entries=16, show_spinner="Fitting the response surface (bootstrap over seeds and questions)...")
+@st.cache_data(max_entries=16, show_spinner="The study's recommendation (selection-adjusted intervals)...")
 def cached_recommendation(rows: list[dict], eval_tag: str):
-    return surface.recommend(rows, eval_tag=eval_tag)
+    return recommendation.recommend(rows, eval_tag=eval_tag)
 
 
 st.title("Compare adapters")
@@ -104,7 +104,7 @@ d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cm
 study_ui.retrieval_panel(a.rows + ([a.base_row] if a.base_row else []))
 rec = cached_recommendation([r for r in by_budget if r["base_model"] == a.base_model], a.eval_tag)
 if rec is not None:
-    st.subheader("Recommended ratio")
+    st.subheader("The study's answer")
     study_ui.recommendation_panel(rec, [w for w in JobStore().sweeps() if w["spec"].get("design") or w["spec"].get("search")])
 
 acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(

@@ -48,29 +48,54 @@ def search_panel(store: JobStore, sweep_id: str) -> None:
     else:
         st.caption("Rung 1 is running: no decision yet.")
     rec, conf = status.get("recommendation"), status.get("confirmation")
-    if rec:
-        st.success(f"Recommended ratio **{rec['ratio']}**: {rec['gain']:+.2f} points over 1:1:1 "
-                   f"(95% CI {rec['gain_ci'][0]:+.2f} to {rec['gain_ci'][1]:+.2f})")
+    if rec and "outcome" in rec:
+        OUTCOME_BOX[rec["outcome"]](f"**{rec['headline']}**: {rec['reason']}")
     if conf:
-        (st.error if "error" in conf else st.info)(
-            f"Confirmation: {conf['error']}" if "error" in conf else
-            f"Confirmation queued as sweep {conf['sweep'][:8]}: {', '.join(conf['ratios'])}, seeds "
-            f"{', '.join(map(str, conf['seeds']))}, evaluated on '{conf['split']}'")
+        outcome = conf.get("outcome") or {}
+        if "error" in conf:
+            st.error(f"Confirmation: {conf['error']}")
+        elif "skipped" in conf:
+            st.info(f"Confirmation: {conf['skipped']}")
+        else:
+            box = {"confirmed": st.success, "not confirmed": st.warning}.get(outcome.get("state"), st.info)
+            box(f"Confirmation (sweep {conf['sweep'][:8]}: {', '.join(conf['ratios'])}, seeds "
+                f"{', '.join(map(str, conf['seeds']))}, evaluated on '{conf['split']}'): "
+                + (outcome.get("text") or "queued"))
+
+
+OUTCOME_BOX = {"use": st.success, "candidate": st.info, "none": st.warning}
 
 
 def recommendation_panel(rec, sweeps: list[dict]) -> None:
-    """The fitted recommendation (toolkit.evaluation.surface.Recommendation), its ternary plot, and one click
-    to queue its confirmation for one of the designed sweeps."""
+    """The study's answer (toolkit.evaluation.recommendation.Recommendation): its outcome and reason, the
+    confirmation's outcome where it ran, the ternary plot when the design supports a surface, and one click to
+    queue the confirmation of a candidate for one of the designed sweeps."""
     from toolkit.evaluation import charts
 
+    conf = rec.confirmation or {}
+    if conf.get("state") == "confirmed":
+        st.success(f"**{conf['text']}**")
+    elif conf.get("state") == "not confirmed":
+        st.warning(f"**{conf['text']}**")
+    OUTCOME_BOX[rec.outcome](f"**{rec.headline}**" + (" (the study's data; the confirmation above is the final "
+                                                        "answer)" if conf.get("state") in ("confirmed", "not confirmed")
+                                                        else "") + f": {rec.reason}")
+    if conf.get("state") == "pending":
+        st.info(conf["text"])
     left, right = st.columns([3, 2])
-    left.altair_chart(charts.ternary_chart(rec))
-    right.metric("Recommended ratio", rec.ratio, f"{rec.gain:+.2f} points vs 1:1:1")
-    right.caption(f"95% CI of the gain {rec.gain_ci[0]:+.2f} to {rec.gain_ci[1]:+.2f} · optimum "
-                  + ":".join(f"{x:.2f}" for x in rec.optimum) + f" · {rec.model}, R² {rec.r2:.2f}, "
-                  f"{rec.n_runs} runs over {rec.n_ratios} ratios, {rec.n_boot} bootstrap refits over seeds and questions")
-    right.caption(f"Confirmation {'needed' if rec.confirm else 'not needed'}: {rec.confirm_reason}")
-    if not sweeps:
+    if rec.method == "surface":
+        left.altair_chart(charts.ternary_chart(rec))
+    else:
+        left.dataframe(readable_arms(rec), hide_index=True, width="stretch")
+    if rec.ratio:
+        right.metric("Recommended ratio" if rec.outcome == "use" else "Candidate ratio", rec.ratio,
+                     f"{rec.gain:+.2f} points vs 1:1:1 ({rec.gain_source})")
+        right.caption(f"95% interval of the gain {rec.gain_ci[0]:+.2f} to {rec.gain_ci[1]:+.2f}, adjusted for "
+                      f"choosing it among {rec.n_arms - 1} ratios" + (" and the surface's points" if rec.method ==
+                                                                       "surface" else ""))
+    right.caption(f"{rec.model} · {rec.n_runs} runs over {rec.n_arms} ratios"
+                  + (f" · lack-of-fit p {rec.lack_of_fit_p:.3f}" if rec.lack_of_fit_p is not None else ""))
+    if not rec.confirm or not sweeps or conf:
         return
     sweep = right.selectbox("Study sweep", [s["id"] for s in sweeps], key="cmp_confirm_sweep",
                             format_func=lambda i: f"{i[:8]} · {next(s['spec'].get('design') or 'ratios' for s in sweeps if s['id'] == i)}")
@@ -79,13 +104,20 @@ def recommendation_panel(rec, sweeps: list[dict]) -> None:
         from toolkit.jobs.worker import ensure_worker
 
         try:
-            plan, result = queue_confirmation(JobStore(), sweep, ratio=rec.ratio)
+            plan, result = queue_confirmation(JobStore(), sweep, ratio=rec.ratio)  # a candidate: its gain is > 0
             ensure_worker()
             right.success(f"{'Queued' if result.created else 'Already queued'}: sweep {plan.short_id}, "
                           f"{', '.join(plan.spec.ratios)} × seeds {', '.join(map(str, plan.spec.seeds))} on "
                           f"'{plan.spec.eval_split}'")
         except CmbaError as exc:
             right.error(str(exc))
+
+
+def readable_arms(rec) -> pd.DataFrame:
+    """Each last-rung ratio against 1:1:1 with its selection-adjusted interval."""
+    return pd.DataFrame([{"ratio": a["ratio"], "seeds": a["seeds"], "accuracy (%)": round(a["accuracy"], 2),
+                          "Δ vs 1:1:1": round(a["gain"], 2),
+                          "adjusted 95% CI": f"{a['ci'][0]:+.2f} to {a['ci'][1]:+.2f}"} for a in rec.arms])
 
 
 def retrieval_panel(rows: list[dict]) -> None:

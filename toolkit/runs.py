@@ -396,6 +396,8 @@ class EvalResult(_Record):
 class Prediction(_Record):
     """One line of eval/<tag>/predictions.jsonl: a question, the model's answer, the humans' and the score."""
 
+    _optional = ("image_id",)
+
     question_id: str
     prediction: str | None = None
     answers: list = field(default_factory=list)
@@ -407,6 +409,8 @@ class Prediction(_Record):
     """the official normalisation of `prediction`, for display only (the score uses `prediction`)"""
     answer_type: str | None = None
     question_type: str | None = None
+    image_id: str | None = None
+    """the question's image (questions on one image are resampled together); absent in older files"""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

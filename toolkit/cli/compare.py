@@ -82,10 +82,10 @@ def cmd_compare(args) -> int:
                         settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
         compare.to_csv(a.rows, args.csv)
-    from toolkit.evaluation import retrieval, surface
+    from toolkit.evaluation import recommendation, retrieval
 
-    rec = surface.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
-                            eval_tag=a.eval_tag)  # a designed study's fitted optimum (None: < 3 ratios)
+    rec = recommendation.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
+                                   eval_tag=a.eval_tag)  # the study's answer (None: < 3 ratios)
     if args.json:
         doc = compare.to_dict(a)
         doc["recommendation"] = None if rec is None else rec.to_dict()

@@ -23,16 +23,24 @@ def _store(args):
     return store, store.resolve_sweep(args.sweep)
 
 
-def print_recommendation(rec: dict) -> None:
-    lo, hi = rec["gain_ci"]
-    print(f"recommended ratio {rec['ratio']} (optimum v:p:l = "
-          f"{':'.join(f'{x:.2f}' for x in rec['optimum'])}; 95% region "
-          + ", ".join(f"{c} {a:.2f}-{b:.2f}" for c, (a, b) in rec["proportion_ci"].items()) + ")")
-    print(f"fitted {rec['predicted']:.2f}% vs uniform {rec['uniform']:.2f}%; gain over 1:1:1 "
-          f"({rec.get('gain_source', 'surface')}) {rec['gain']:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] "
-          f"({rec['model']}, R² {rec['r2']:.2f}, largest arm misfit {rec.get('lack_of_fit', 0):.2f} points, "
-          f"{rec['n_runs']} runs, {rec['n_ratios']} ratios, {rec['n_boot']} bootstrap refits)")
-    print(f"confirmation {'needed' if rec['confirm'] else 'not needed'}: {rec['confirm_reason']}")
+def print_recommendation(rec: dict, confirmation: dict | None = None) -> None:
+    """The study's answer: its outcome and reason, how it was reached, and the confirmation's outcome."""
+    if "outcome" not in rec:  # a search recorded before the three outcomes
+        print(f"recommended ratio {rec.get('ratio')} (recorded by an earlier version; `compare` gives today's answer)")
+        return
+    print(f"recommendation: {rec['headline']}")
+    print(f"  why: {rec['reason']}")
+    if rec.get("optimum"):
+        print(f"  fitted optimum v:p:l = {':'.join(f'{x:.2f}' for x in rec['optimum'])}; region the data cannot "
+              "tell from it: " + ", ".join(f"{c} {a:.2f}-{b:.2f}" for c, (a, b) in rec["proportion_ci"].items()))
+    print(f"  method: {rec['model']} ({rec['method']}), {rec['n_runs']} runs, {rec['n_arms']} ratios tried"
+          + (f", lack-of-fit p {rec['lack_of_fit_p']:.3f}" if rec.get("lack_of_fit_p") is not None else "")
+          + f"; interval multiplier {rec['critical']:.2f} (selection-adjusted)")
+    conf = confirmation or rec.get("confirmation")
+    if conf:
+        print(f"  {conf['text']}")
+    elif rec["confirm"]:
+        print(f"  confirmation: not run yet ({rec['confirm_reason']}); `python -m toolkit confirm --sweep ID` queues it")
 
 
 def cmd_search(args) -> int:
@@ -55,16 +63,17 @@ def cmd_search(args) -> int:
     for arm, text in sorted(st["arms"].items()):
         print(f"  {arm:<10} {text}")
     if st.get("recommendation"):
-        print_recommendation(st["recommendation"])
+        print_recommendation(st["recommendation"], (st.get("confirmation") or {}).get("outcome"))
     for c in st.get("controls") or []:
         verdict = {None: "not evaluated yet", True: "survives", False: "does not survive"}[c["survives"]]
         delta = "" if c["delta"] is None else f": Δ {c['delta']:+.2f}, 95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]"
         print(f"control {c['control']} (sweep {c['sweep'][:8]}): the advantage {verdict}{delta}")
     if st.get("confirmation"):
         c = st["confirmation"]
-        print(f"confirmation: {c['error']}" if "error" in c else
-              f"confirmation queued: sweep {c['sweep'][:8]}, {', '.join(c['ratios'])} × seeds "
-              f"{', '.join(map(str, c['seeds']))} on split {c['split']}")
+        outcome = (c.get("outcome") or {}).get("state")
+        print(f"confirmation: {c['error']}" if "error" in c else f"confirmation: {c['skipped']}" if "skipped" in c else
+              f"confirmation sweep {c['sweep'][:8]}, {', '.join(c['ratios'])} × seeds "
+              f"{', '.join(map(str, c['seeds']))} on split {c['split']}: {outcome or 'queued'}")
     return 0
 
 
@@ -73,9 +82,9 @@ def cmd_confirm(args) -> int:
 
     store, sweep_id = _store(args)
     from toolkit.calculator.spec import Ratio
-    from toolkit.jobs.confirm import queue_controls, sweep_recommendation
+    from toolkit.jobs.confirm import queue_controls, ratio_to_confirm, sweep_recommendation
 
-    ratio = str(Ratio.parse(args.ratio)) if args.ratio else sweep_recommendation(store, sweep_id).ratio
+    ratio = str(Ratio.parse(args.ratio)) if args.ratio else ratio_to_confirm(sweep_recommendation(store, sweep_id))
     plan, result = queue_confirmation(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
     controls = {}
     if args.controls and ratio != "1:1:1":

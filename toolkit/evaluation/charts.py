@@ -118,10 +118,11 @@ def _ternary_xy(df: pd.DataFrame) -> pd.DataFrame:
 
 def ternary_chart(rec) -> alt.LayerChart:
     """Accuracy over the vision : projector : language simplex (a toolkit.evaluation.surface.Recommendation):
-    the fitted surface as coloured cells, the observed arms (mean over seeds, per rung) as circles, the
-    optimum's 95% bootstrap region as small crosses and the recommended ratio as a star."""
+    the fitted surface as coloured cells (when the design supports one), the observed arms (mean over seeds, per
+    rung) as circles, the region whose gain the band cannot tell from the optimum's as small crosses and the
+    recommended ratio as a triangle (none when no ratio beats 1:1:1)."""
     axis = dict(axis=None, scale=alt.Scale(domain=[-0.08, 1.08]))
-    surface = _ternary_xy(pd.DataFrame(rec.surface))
+    surface = _ternary_xy(pd.DataFrame(rec.surface, columns=["vision", "projector", "language", "accuracy"]))
     cells = alt.Chart(surface).mark_square(size=170, opacity=0.85).encode(
         x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis),
         color=alt.Color("accuracy:Q", title="fitted accuracy (%)", scale=alt.Scale(scheme="viridis")),
@@ -136,10 +137,10 @@ def ternary_chart(rec) -> alt.LayerChart:
         x="x:Q", y="y:Q", color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="viridis")),
         tooltip=["ratio", "block", "seeds", alt.Tooltip("accuracy:Q", format=".2f")])
     names = ("vision", "projector", "language")
-    region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in rec.region]))).mark_point(
+    region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in rec.region], columns=list(names)))).mark_point(
         shape="cross", size=30, color="red", opacity=0.4).encode(x="x:Q", y="y:Q")
     best = pd.DataFrame([{**dict(zip(names, (float(w) for w in rec.ratio.split(":")))), "recommended": rec.ratio,
-                          "gain": rec.gain}])
+                          "gain": rec.gain}] if rec.ratio else [], columns=[*names, "recommended", "gain"])
     star = alt.Chart(_ternary_xy(best)).mark_point(shape="triangle-up", size=300, color="red", filled=True).encode(
         x="x:Q", y="y:Q", tooltip=["recommended", alt.Tooltip("gain:Q", format="+.2f")])
     return alt.layer(cells, outline, corner, region, observed, star).properties(width=420, height=380)

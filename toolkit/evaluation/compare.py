@@ -232,6 +232,13 @@ def _per_question(row: dict) -> dict[str, float] | None:
             for p in preds}
 
 
+def image_ids(row: dict) -> dict[str, str]:
+    """{question id: image id} of a row's predictions.jsonl (questions without one are left out: each is then
+    its own cluster)."""
+    return {str(p.question_id): str(p.image_id) for p in runs.read_predictions(row["path"], row["eval_tag"]) or []
+            if p.image_id is not None}
+
+
 SINGLE = (("base_model", "base model", "--model"), ("eval_tag", "eval set", "--dataset"), ("budget", "budget", "--budget"))
 """what one comparison holds exactly one of: (row key, name, the flag that picks it)"""
 
@@ -338,6 +345,7 @@ def _comparisons(adapters: list[dict], groups: list[Group], baseline: str, notes
     if not base_tables:
         return {}
     base_common = set(base_tables[0]).intersection(*base_tables[1:])
+    images = image_ids(members[baseline][0])
     tests = {}
     for g in groups:
         if g.ratio == baseline:
@@ -362,7 +370,9 @@ def _comparisons(adapters: list[dict], groups: list[Group], baseline: str, notes
         order_b = sorted(range(len(base_seeds)), key=lambda i: str(base_seeds[i]))
         a = 100.0 * np.array([[tables[i][q] for q in common] for i in order_a])
         b = 100.0 * np.array([[base_tables[i][q] for q in common] for i in order_b])
-        tests[g.ratio] = (two_level_bootstrap(ratio=a, baseline=b, paired_seeds=paired, n_boot=n_boot, seed=seed),
+        clusters = [images.get(q) for q in common] if images else None  # questions on one image resampled together
+        tests[g.ratio] = (two_level_bootstrap(ratio=a, baseline=b, paired_seeds=paired, clusters=clusters,
+                                              n_boot=n_boot, seed=seed),
                           len(common), len(mine) - len(common), len(base_common) - len(common), len(seeds),
                           len(base_seeds))
     adjusted = dict(zip(tests, holm([t[0].p_value for t in tests.values()])))
@@ -371,7 +381,8 @@ def _comparisons(adapters: list[dict], groups: list[Group], baseline: str, notes
         ratio=ratio, baseline=baseline, delta=t.delta, ci_low=t.ci_low, ci_high=t.ci_high, p_value=t.p_value,
         p_adjusted=adjusted[ratio], n_questions=n, n_only_ratio=only_r, n_only_baseline=only_b, seeds=s_r,
         baseline_seeds=s_b, paired_seeds=t.paired_seeds, df=t.df, se=t.se, seed_var=t.seed_var,
-        question_var=t.question_var, ci_simultaneous=t.ci(level))
+        question_var=t.question_var, ci_simultaneous=t.ci(level), question_var_fixed=t.question_var_fixed,
+        n_clusters=t.n_clusters)
         for ratio, (t, n, only_r, only_b, s_r, s_b) in tests.items()}
 
 

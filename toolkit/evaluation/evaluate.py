@@ -182,7 +182,8 @@ def score_answers(*, records, raw: list[str]) -> tuple[dict, list[dict]]:
     scores.pop("skipped", None)
     predictions = [{"question_id": r.question_id, "question": r.question, "prediction": a,
                     "normalized_prediction": normalize_answer(a), "raw_prediction": raw_a, "answers": r.answers,
-                    "answer_type": r.answer_type, "question_type": r.question_type, "accuracy": per_q[r.question_id]}
+                    "answer_type": r.answer_type, "question_type": r.question_type, "accuracy": per_q[r.question_id],
+                    "image_id": None if r.image_id is None else str(r.image_id)}
                    for r, a, raw_a in zip(records, stripped, raw)]
     return scores, predictions
 

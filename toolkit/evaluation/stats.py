@@ -1,11 +1,11 @@
-"""Statistics of the comparison, numpy only: Student's t (from the regularized incomplete beta function, as
-scipy is not a dependency), mean ± t-interval over seeds, the two-level bootstrap of a ratio against the
-baseline, Holm's adjustment, and the seeds needed to decide.
+"""Statistics of the comparison: Student's t (scipy.stats), mean ± t-interval over seeds, the two-level bootstrap
+of a ratio against the baseline (questions resampled by image when they share images), Holm's adjustment, the
+variance components of a comparison and the seeds needed to decide (a noncentral-t power calculation).
 
     >>> round(t_quantile(0.975, 2), 4)
     4.3027
     >>> mean_ci([50.0, 52.0, 54.0])                      # (mean, sd, 95% CI half-width) over seeds
-    >>> t = two_level_bootstrap(ratio=a, baseline=b)     # a, b: (seeds, questions) accuracies, shared questions
+    >>> t = two_level_bootstrap(ratio=a, baseline=b, clusters=image_ids)   # a, b: (seeds, questions) accuracies
     >>> t.delta, t.ci_low, t.ci_high, t.p_value, t.df
     >>> holm([0.01, 0.04, 0.30])                         # [0.03, 0.08, 0.30]
     >>> seeds_needed(seed_var=2.9, question_var=0.1, effect=1.0, alpha=0.05 / 3)
@@ -14,14 +14,23 @@ Method of `two_level_bootstrap` (a crossed design: every run of both arms answer
 replicate resamples seeds with replacement (once for both arms, by seed index, when both arms have the same
 seeds, which share the data order: the pairing removes their common seed effect; otherwise each arm on its
 own) and then questions with replacement (the same questions for both arms: pairing by question), and takes
-Δ* = mean over resampled seeds and questions of ratio − baseline. Replicates are sums of seed counts ×
-accuracy matrix × question counts, vectorised with numpy. The bootstrap variance of a mean of S seeds is
-(S-1)/S of the unbiased one, which matters with 3 seeds, so the bootstrap standard error is scaled by
+Δ* = mean over resampled seeds and questions of ratio − baseline. When `clusters` gives each question's image,
+whole images are resampled instead: VQAv2 asks several questions about one image, and their answers are not
+independent (resampling them one by one understates the question-level variance). Replicates are sums of seed
+counts × accuracy matrix × question weights, vectorised with numpy. The bootstrap variance of a mean of S seeds
+is (S-1)/S of the unbiased one, which matters with 3 seeds, so the bootstrap standard error is scaled by
 sqrt(S/(S-1)); the 95% interval and the two-sided p-value then come from Student's t with Satterthwaite's
-degrees of freedom over the seed level (S-1, or Welch's for unpaired seeds) and the question level (Q-1). With
-few seeds that is close to a t-test over seeds: a percentile interval from 3 seeds is far too narrow (a null
-study of 4 ratios, 3 seeds, then reaches p < 0.05 in ~16% of cases). One seed per arm leaves the seed level
-unestimated: the test then covers question sampling only, and the verdict never rests on it.
+degrees of freedom over the seed level (S-1, or Welch's for unpaired seeds) and the question level (images or
+questions - 1). With few seeds that is close to a t-test over seeds: a percentile interval from 3 seeds is far
+too narrow (a null study of 4 ratios, 3 seeds, then reaches p < 0.05 in ~16% of cases). One seed per arm leaves
+the seed level unestimated: the test then covers question sampling only, and the verdict never rests on it.
+
+Variance components (for the seeds needed): Var(Δ) = seed_var / S + question_var_fixed, where seed_var is the
+variance of one run's difference (it holds the run × question noise averaged over the questions, which more
+seeds do reduce) and question_var_fixed the arm × question interaction over the evaluated questions (which more
+seeds do not reduce: only more questions do). The question-level variance of Δ measured from S seeds holds both
+the interaction and the run × question noise / S; the latter is estimated from the two-way residual mean square
+and taken out.
 """
 
 from __future__ import annotations
@@ -30,63 +39,22 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as _sp
 
 N_BOOT = 10_000
 BOOT_SEED = 0
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz, Numerical Recipes 6.4)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for aa in (m * (b - m) * x / ((a - 1 + 2 * m) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1 + 2 * m))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+    """P(T <= t) for Student's t with `df` degrees of freedom (the normal for df = inf)."""
+    return float(_sp.norm.cdf(t) if not math.isfinite(df) else _sp.t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Quantile of Student's t (bisection on `t_cdf`); t_quantile(0.975, 2) = 4.3027."""
+    """Quantile of Student's t; t_quantile(0.975, 2) = 4.3027 (the normal's for df = inf)."""
     if not 0.0 < p < 1.0 or not df > 0:
         raise ValueError(f"t_quantile: need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, 2.0 * hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-        if hi - lo < 1e-12 * hi:
-            break
-    return 0.5 * (lo + hi)
+    return float(_sp.norm.ppf(p) if not math.isfinite(df) else _sp.t.ppf(p, df))
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
@@ -143,6 +111,13 @@ class BootstrapTest:
     question_var: float
     """variance of delta from question sampling alone (already divided by the number of questions)"""
     n_boot: int
+    question_var_fixed: float | None = None
+    """the part of `question_var` that more seeds would not reduce (arm × question interaction); None with one
+    seed per arm, where it cannot be told from run × question noise"""
+    n_clusters: int | None = None
+    """independent units of the question level: images when questions were clustered, else questions"""
+    seed_df: float = math.inf
+    """degrees of freedom of the seed level (S-1 paired, Welch's otherwise)"""
 
     def __post_init__(self):
         if self.n_boot < 1:
@@ -155,7 +130,7 @@ class BootstrapTest:
 
 
 def _t_crit(p: float, df: float) -> float:
-    return t_quantile(p, df) if math.isfinite(df) else t_quantile(p, 1e7)
+    return t_quantile(p, df)
 
 
 def _counts(rng, n: int, reps: int) -> np.ndarray:
@@ -164,15 +139,23 @@ def _counts(rng, n: int, reps: int) -> np.ndarray:
     return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n).astype(float)
 
 
-def _boot_deltas(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int, rng) -> np.ndarray:
+def _question_weights(rng, k: int, cluster_of: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(k, Q) weights of one replicate's questions, rows summing to 1: clusters drawn with replacement, each
+    question weighted by how often its cluster was drawn (every question its own cluster: the plain bootstrap)."""
+    w = _counts(rng, n_clusters, k)[:, cluster_of]
+    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+
+
+def _boot_deltas(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int, rng, cluster_of: np.ndarray,
+                 n_clusters: int) -> np.ndarray:
     s_a, q = a.shape
     s_b = b.shape[0]
     out = np.empty(n_boot)
-    chunk = max(1, 4_000_000 // (q * 2))  # bounds the (chunk, q) count arrays to a few tens of MB
+    chunk = max(1, 4_000_000 // (q * 2))  # bounds the (chunk, q) weight arrays to a few tens of MB
     diff = a - b if paired else None
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
-        cq = _counts(rng, q, k) / q                               # (k, Q) question weights, rows sum to 1
+        cq = _question_weights(rng, k, cluster_of, n_clusters)    # (k, Q) question weights, rows sum to 1
         if paired:
             cs = _counts(rng, s_a, k) / s_a                       # (k, S) seed weights
             out[start:start + k] = np.einsum("ks,sq,kq->k", cs, diff, cq)
@@ -182,11 +165,44 @@ def _boot_deltas(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int, rng) -
     return out
 
 
-def two_level_bootstrap(*, ratio, baseline, paired_seeds: bool | None = None, n_boot: int = N_BOOT,
+def cluster_index(clusters, q: int) -> tuple[np.ndarray, int]:
+    """(cluster number of each of q questions, number of clusters); None: every question its own cluster."""
+    if clusters is None:
+        return np.arange(q), q
+    labels = list(clusters)
+    if len(labels) != q:
+        raise ValueError(f"clusters: need one label per question ({q}), got {len(labels)}")
+    index: dict = {}
+    return np.array([index.setdefault(c if c is not None else ("question", i), len(index))
+                     for i, c in enumerate(labels)]), len(index)
+
+
+def mean_variance(values: np.ndarray, cluster_of: np.ndarray, n_clusters: int) -> float:
+    """Variance of the mean of `values` (one per question) under cluster sampling (the ratio estimator's):
+    G/(G-1) · Σ_g (T_g - n_g·mean)² / Q²; with every question its own cluster, var(values, ddof=1) / Q."""
+    q = len(values)
+    if n_clusters < 2 or q < 2:
+        return 0.0
+    mean = float(values.mean())
+    totals = np.bincount(cluster_of, weights=values - mean, minlength=n_clusters)
+    return float(n_clusters / (n_clusters - 1) * np.sum(totals ** 2) / q ** 2)
+
+
+def _residual_ms(m: np.ndarray) -> float | None:
+    """Two-way (seed × question) residual mean square of a (S, Q) matrix; None with one seed or question."""
+    s, q = m.shape
+    if s < 2 or q < 2:
+        return None
+    r = m - m.mean(axis=1, keepdims=True) - m.mean(axis=0, keepdims=True) + m.mean()
+    return float(np.sum(r ** 2) / ((s - 1) * (q - 1)))
+
+
+def two_level_bootstrap(*, ratio, baseline, paired_seeds: bool | None = None, clusters=None, n_boot: int = N_BOOT,
                         seed: int = BOOT_SEED) -> BootstrapTest:
     """Two-level bootstrap of `ratio` − `baseline`: arrays (seeds, questions) of per-question accuracy on the
     same questions (columns aligned). `paired_seeds` defaults to "both arms have as many seeds" (the caller
-    aligns rows by seed); see the module docstring for the method.
+    aligns rows by seed); `clusters` (one label per question column, e.g. its image id) resamples whole clusters;
+    see the module docstring for the method.
 
         >>> two_level_bootstrap(ratio=100 * np.ones((3, 50)), baseline=np.zeros((3, 50))).delta
         100.0
@@ -201,33 +217,41 @@ def two_level_bootstrap(*, ratio, baseline, paired_seeds: bool | None = None, n_
     paired = (s_a == s_b) if paired_seeds is None else bool(paired_seeds)
     if paired and s_a != s_b:
         raise ValueError(f"paired_seeds: both arms need the same seeds, got {s_a} and {s_b}")
+    cluster_of, n_clusters = cluster_index(clusters, q)
     delta = float(a.mean() - b.mean())
-    boot = _boot_deltas(a, b, paired, n_boot, np.random.default_rng(seed))
+    boot = _boot_deltas(a, b, paired, n_boot, np.random.default_rng(seed), cluster_of, n_clusters)
     # the two levels' variances of delta, by moments, for the small-sample correction and the degrees of freedom
-    question_var = float(np.var(a.mean(axis=0) - b.mean(axis=0), ddof=1) / q) if q > 1 else 0.0
+    question_var = mean_variance(a.mean(axis=0) - b.mean(axis=0), cluster_of, n_clusters)
     if paired and s_a > 1:
         seed_var = float(np.var(a.mean(axis=1) - b.mean(axis=1), ddof=1))
         v_seed, df_seed = seed_var / s_a, float(s_a - 1)
+        noise = _residual_ms(a - b)
+        noise = None if noise is None else noise / (s_a * q)
     elif not paired and s_a > 1 and s_b > 1:
         va, vb = float(np.var(a.mean(axis=1), ddof=1)), float(np.var(b.mean(axis=1), ddof=1))
         seed_var, v_seed = va + vb, va / s_a + vb / s_b
         den = (va / s_a) ** 2 / (s_a - 1) + (vb / s_b) ** 2 / (s_b - 1)
         df_seed = v_seed ** 2 / den if den > 0 else math.inf
+        ma, mb = _residual_ms(a), _residual_ms(b)
+        noise = None if ma is None or mb is None else (ma / s_a + mb / s_b) / q
     else:
-        seed_var, v_seed, df_seed = None, 0.0, math.inf
+        seed_var, v_seed, df_seed, noise = None, 0.0, math.inf, None
+    fixed = None if noise is None else max(0.0, question_var - noise)
     s_min = min(s_a, s_b)
     correction = s_min / (s_min - 1) if s_min > 1 else 1.0
     var = float(np.var(boot)) * correction if n_boot > 1 else v_seed + question_var
-    den = (v_seed ** 2 / df_seed if math.isfinite(df_seed) else 0.0) + (question_var ** 2 / (q - 1) if q > 1 else 0.0)
+    df_q = n_clusters - 1
+    den = (v_seed ** 2 / df_seed if math.isfinite(df_seed) else 0.0) + (question_var ** 2 / df_q if df_q > 0 else 0.0)
     df = (v_seed + question_var) ** 2 / den if den > 0 else math.inf
     se = math.sqrt(max(var, 0.0))
+    extra = {"question_var_fixed": fixed, "n_clusters": n_clusters, "seed_df": df_seed}
     if se <= 1e-12 * max(1.0, abs(delta)):
         p = 1.0 if abs(delta) <= 1e-12 else 0.0
-        return BootstrapTest(delta, 0.0, delta, delta, p, df, paired, seed_var, question_var, n_boot)
+        return BootstrapTest(delta, 0.0, delta, delta, p, df, paired, seed_var, question_var, n_boot, **extra)
     t = abs(delta) / se
-    p = min(1.0, 2.0 * (1.0 - t_cdf(t, df if math.isfinite(df) else 1e7)))
+    p = min(1.0, 2.0 * (1.0 - t_cdf(t, df)))
     half = _t_crit(0.975, df) * se
-    return BootstrapTest(delta, se, delta - half, delta + half, p, df, paired, seed_var, question_var, n_boot)
+    return BootstrapTest(delta, se, delta - half, delta + half, p, df, paired, seed_var, question_var, n_boot, **extra)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -246,21 +270,36 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
-def seeds_needed(*, seed_var: float, question_var: float, effect: float, alpha: float, power: float = 0.8,
-                 max_seeds: int = 1000) -> int | None:
-    """Smallest number of seeds per arm for which a two-sided t-test at `alpha` detects `effect` with `power`,
-    given the per-seed variance of a difference and the question-sampling variance of delta (which more
-    seeds do not reduce). None when even `max_seeds` is not enough (more questions are needed).
+def power(*, seeds: int, seed_var: float, question_var: float, effect: float, alpha: float,
+          paired: bool = True) -> float:
+    """Power of the two-sided t-test at `alpha` to detect `effect` with `seeds` seeds per arm: noncentral t with
+    S-1 degrees of freedom (paired seeds; 2(S-1) unpaired) and noncentrality effect / sqrt(seed_var/S +
+    question_var), `question_var` being the part more seeds do not reduce."""
+    if seeds < 2:
+        return 0.0
+    df = seeds - 1 if paired else 2 * (seeds - 1)
+    sd = math.sqrt(max(seed_var / seeds + question_var, 1e-300))
+    crit = _sp.t.ppf(1 - alpha / 2, df)
+    ncp = effect / sd
+    return float(_sp.nct.sf(crit, df, ncp) + _sp.nct.cdf(-crit, df, ncp))
+
+
+def seeds_needed(*, seed_var: float, question_var: float, effect: float, alpha: float, power_target: float = 0.8,
+                 paired: bool = True, max_seeds: int = 1000) -> int | None:
+    """Smallest number of seeds per arm whose t-test at `alpha` detects `effect` with `power_target` (`power`),
+    given the per-seed variance of a difference and the question-level variance that more seeds do not reduce.
+    None when even `max_seeds` is not enough (more questions are needed).
 
         >>> seeds_needed(seed_var=2.88, question_var=0.0, effect=1.0, alpha=0.05)
         25
     """
     def enough(s: int) -> bool:
-        return (_t_crit(1 - alpha / 2, s - 1) + _t_crit(power, s - 1)) ** 2 * (seed_var / s + question_var) <= effect ** 2
+        return power(seeds=s, seed_var=seed_var, question_var=question_var, effect=effect, alpha=alpha,
+                     paired=paired) >= power_target
 
     if not enough(max_seeds):
         return None
-    lo, hi = 1, max_seeds  # enough() is monotone in s: bisection, ~10 t quantiles
+    lo, hi = 1, max_seeds  # power is monotone in s: bisection
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid, hi)
@@ -269,8 +308,8 @@ def seeds_needed(*, seed_var: float, question_var: float, effect: float, alpha: 
 
 def questions_needed(*, question_var: float, n_questions: int, seed_var: float, seeds: int, effect: float,
                      alpha: float, power: float = 0.8) -> int | None:
-    """Questions for which the question-sampling variance leaves room to detect `effect` at `seeds` seeds (the
-    normal approximation); None when the seed variance alone forbids it."""
+    """Questions for which the question-level variance (the part seeds do not reduce) leaves room to detect
+    `effect` at `seeds` seeds (the normal approximation); None when the seed variance alone forbids it."""
     z = _t_crit(1 - alpha / 2, math.inf) + _t_crit(power, math.inf)
     room = (effect / z) ** 2 - seed_var / seeds
     if room <= 0:

@@ -107,6 +107,10 @@ class Comparison:
     question_var: float
     ci_simultaneous: tuple[float, float]
     """Bonferroni-adjusted interval (level 1 - 0.05/(K-1)): what the negative verdict reads"""
+    question_var_fixed: float | None = None
+    """the part of question_var that more seeds would not reduce (toolkit.evaluation.stats)"""
+    n_clusters: int | None = None
+    """images resampled at the question level (questions when no image ids were recorded)"""
 
     def __post_init__(self):
         if not 0.0 <= self.p_value <= 1.0 or not 0.0 <= self.p_adjusted <= 1.0:
@@ -146,27 +150,42 @@ def _stats(c: Comparison) -> str:
             f"Holm-adjusted p = {c.p_adjusted:.4f}; {c.seeds} vs {c.baseline_seeds} seeds, {c.n_questions} questions)")
 
 
-def _inconclusive(why: str, comparisons: dict[str, Comparison], **kw) -> Verdict:
-    """An inconclusive verdict with the seeds (and questions) needed to decide, from the observed variances."""
-    known = [c for c in comparisons.values() if c.seed_var is not None]
+def pooled_variances(comparisons) -> tuple[float, float, int, bool] | None:
+    """(per-seed variance of a difference, question-level variance more seeds do not reduce, pooled degrees of
+    freedom, paired) over the comparisons with at least 2 seeds: each estimate weighted by its degrees of
+    freedom (the largest of several one-degree-of-freedom estimates is biased far upward), or None."""
+    known = [c for c in comparisons if c.seed_var is not None]
     if not known:
+        return None
+    weights = [max(1, min(c.seeds, c.baseline_seeds) - 1) for c in known]
+    seed_var = sum(w * c.seed_var for w, c in zip(weights, known)) / sum(weights)
+    fixed = [c.question_var_fixed if c.question_var_fixed is not None else c.question_var for c in known]
+    return seed_var, float(sum(fixed) / len(fixed)), sum(weights), all(c.paired_seeds for c in known)
+
+
+def _inconclusive(why: str, comparisons: dict[str, Comparison], **kw) -> Verdict:
+    """An inconclusive verdict with the seeds (and questions) needed to decide, from the pooled variances."""
+    pooled = pooled_variances(comparisons.values())
+    if pooled is None:
         return Verdict("inconclusive", f"{why}; the seed-to-seed variance needs at least 2 seeds per ratio "
                        "(paired by seed with the baseline) before the seeds needed can be estimated", **kw)
-    c = max(known, key=lambda c: c.seed_var + c.question_var)  # the noisiest comparison decides
+    seed_var, fixed, df, paired = pooled
     alpha = ALPHA / max(1, len(comparisons))  # Holm's first step, the strictest
-    seeds = seeds_needed(seed_var=c.seed_var, question_var=c.question_var, effect=MIN_EFFECT, alpha=alpha)
+    seeds = seeds_needed(seed_var=seed_var, question_var=fixed, effect=MIN_EFFECT, alpha=alpha, paired=paired)
     questions = None
     if seeds is None or seeds > 50:
         s_at = min(50, seeds or 50)
-        questions = questions_needed(question_var=c.question_var, n_questions=c.n_questions, seed_var=c.seed_var,
+        n_questions = max(c.n_questions for c in comparisons.values())
+        questions = questions_needed(question_var=fixed, n_questions=n_questions, seed_var=seed_var,
                                      seeds=s_at, effect=MIN_EFFECT, alpha=alpha)
-        if questions is not None and questions <= c.n_questions:
+        if questions is not None and questions <= n_questions:
             questions = None
     need = (f"about {seeds} seeds per ratio" if seeds is not None else "more seeds than is practical") + (
         f" and {questions:,} questions" if questions is not None else "")
     return Verdict("inconclusive", f"{why}; deciding a {MIN_EFFECT:g}-point difference at 80% power needs {need} "
-                   f"(from the observed variances: {c.seed_var:.2f} points² per seed, {c.question_var:.3f} from "
-                   f"question sampling, α = {alpha:.4f})", seeds_needed=seeds, questions_needed=questions, **kw)
+                   f"(from the variances pooled over {len(comparisons)} comparison(s), {df} degrees of freedom: "
+                   f"{seed_var:.2f} points² per seed, {fixed:.3f} from question sampling that seeds do not reduce, "
+                   f"α = {alpha:.4f})", seeds_needed=seeds, questions_needed=questions, **kw)
 
 
 def verdict(groups: list[Group], comparisons: dict[str, Comparison], baseline: str) -> Verdict:
@@ -204,8 +223,10 @@ def verdict(groups: list[Group], comparisons: dict[str, Comparison], baseline: s
                        f"{best.ci_simultaneous[1]:+.2f}); {best.ratio}: {_stats(best)}",
                        best.ratio, best.delta, best.p_value, best.p_adjusted)
     top = max(comparisons.values(), key=lambda c: c.delta)
+    which = (f"highest: {top.ratio}, {_stats(top)}" if top.delta > 0 else
+             f"no ratio measured above {baseline}; closest: {top.ratio}, {_stats(top)}")
     return _inconclusive(f"no ratio is significantly better than {baseline} after Holm's adjustment, and a gain of "
-                         f"{MIN_EFFECT:g} point is not ruled out (best: {top.ratio}, {_stats(top)})", comparisons,
+                         f"{MIN_EFFECT:g} point is not ruled out ({which})", comparisons,
                          ratio=top.ratio, delta=top.delta, p_value=top.p_value, p_adjusted=top.p_adjusted)
 
 

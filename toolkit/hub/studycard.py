@@ -71,4 +71,10 @@ def study_section(adapter_dir: Path, *, baseline: str = "1:1:1") -> list[str]:
                    "fairer figures.")
     if a.below_base:
         out.append(f"Every run of this study scores below the base model alone ({a.base_reference:.2f}%).")
+    from toolkit.evaluation import recommendation
+
+    rec = recommendation.recommend([r for r in store.rows if r["base_model"] == me["base_model"]
+                                    and r["budget"] == me["budget"]], eval_tag=me["eval_tag"], n_boot=2000)
+    if rec is not None:  # the recommendation, and the confirmation's outcome on fresh seeds once it ran
+        out += ["", f"**The study's answer: {rec.final}.** {rec.reason[:1].upper() + rec.reason[1:]}."]
     return [*out, ""]

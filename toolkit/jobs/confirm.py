@@ -2,7 +2,7 @@
 evaluated on the report split, queued as one ordinary sweep (so `compare` and its verdict rules decide).
 
     python -m toolkit confirm --sweep 90f53911 [--ratio 2:4:1] [--seeds 3] [--report-split test] [--json]
-    rec = sweep_recommendation(store, sweep_id)        # the fitted recommendation from the sweep's evaluations
+    rec = sweep_recommendation(store, sweep_id)        # the study's recommendation from the sweep's evaluations
     plan, result = queue_confirmation(store, sweep_id)  # idempotent: the same confirmation is queued once
 
 The confirmation sweep copies every setting of the study's sweep (model, data, budget, training) except the
@@ -42,16 +42,26 @@ def sweep_rows(store: JobStore, sweep_id: str) -> list[dict]:
 
 
 def sweep_recommendation(store: JobStore, sweep_id: str, *, n_boot: int | None = None):
-    """The study's Recommendation from the sweep's own evaluations, or InputError when it cannot be fitted."""
-    from toolkit.evaluation import surface
+    """The study's Recommendation from the sweep's own evaluations (toolkit.evaluation.recommendation), or
+    InputError when there is none yet."""
+    from toolkit.evaluation import recommendation
 
     rows = sweep_rows(store, sweep_id)
     kwargs = {} if n_boot is None else {"n_boot": n_boot}
-    rec = surface.recommend(rows, **kwargs)
+    rec = recommendation.recommend(rows, **kwargs)
     if rec is None:
-        raise InputError(f"recommendation: sweep {sweep_id[:8]} has fewer than 3 evaluated ratios; wait for its "
-                         "evaluations or give --ratio")
+        raise InputError(f"recommendation: sweep {sweep_id[:8]} has fewer than 3 evaluated ratios (with 1:1:1 at the "
+                         "last rung); wait for its evaluations or give --ratio")
     return rec
+
+
+def ratio_to_confirm(rec) -> str:
+    """The recommended (or candidate) ratio, or InputError when the study found none worth confirming (a ratio
+    measured below 1:1:1 is never confirmed)."""
+    if not rec.confirm or rec.ratio is None:
+        raise InputError(f"confirm: nothing to confirm: {rec.headline} ({rec.reason}); give --ratio to confirm a "
+                         "ratio of your choice anyway")
+    return rec.ratio
 
 
 def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None):
@@ -81,9 +91,31 @@ def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = No
     sweep_id = store.resolve_sweep(sweep_id)
     stored = stored_spec(store, sweep_id)
     if ratio is None:
-        ratio = sweep_recommendation(store, sweep_id).ratio
+        ratio = ratio_to_confirm(sweep_recommendation(store, sweep_id))
     plan = plan_sweep(confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split))
     return plan, submit_sweep(plan, store=store)
+
+
+def confirmation_state(store: JobStore, study: str, confirmation: str) -> dict | None:
+    """The confirmation's outcome (toolkit.evaluation.recommendation.confirmation_outcome) from the study's and the
+    confirmation's evaluations; "pending" while any job of the confirmation sweep is unfinished."""
+    from toolkit.evaluation import recommendation
+    from toolkit.evaluation.surface import points_from_rows
+
+    rows = sweep_rows(store, study)
+    rec = recommendation.recommend(rows, n_boot=1000)
+    if rec is None:
+        return None
+    _, info = points_from_rows(rows, eval_tag=None)
+    jobs = store.list(sweep=confirmation)
+    unfinished = sum(1 for j in jobs if not j.state.finished)
+    out = recommendation.confirmation_outcome(rows + sweep_rows(store, confirmation), rec, info,
+                                              pending=unfinished > 0)
+    if out is None:
+        return {"state": "pending", "text": f"confirmation running: {unfinished} of {len(jobs)} job(s) unfinished"}
+    if unfinished:
+        out = {**out, "state": "pending", "text": f"{out['text']} ({unfinished} of {len(jobs)} job(s) unfinished)"}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ controls

@@ -121,13 +121,14 @@ def _se(accuracies: list[float], question_se: float | None) -> float:
 
 
 def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEFAULT,
-           question_se: dict[str, float] | None = None) -> list[Decision]:
+           question_se: dict[str, float] | None = None, reference: str | None = "1:1:1") -> list[Decision]:
     """Keep/drop each arm from its per-seed accuracies (%), best first.
 
     The top ceil(n / eta) arms by mean are kept; another arm is dropped only when the weakest kept arm's mean
     exceeds its own by more than `z`·sqrt(se_arm² + se_cut²), else it is kept as within noise. `question_se`
     ({arm: standard error of its mean over questions}) bounds each standard error from below, so two seeds
-    that happen to agree do not make an arm look certain.
+    that happen to agree do not make an arm look certain. The `reference` arm (1:1:1) is always kept: every
+    ratio is compared with it at the last rung.
     """
     if not scores:
         return []
@@ -142,6 +143,9 @@ def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEF
         mean, se, n = stats[arm]
         if i < n_keep:
             out.append(Decision(arm, mean, se, n, True, f"in the top {n_keep} of {len(order)}"))
+            continue
+        if arm == reference:
+            out.append(Decision(arm, mean, se, n, True, "the reference every ratio is compared with (always kept)"))
             continue
         gap, noise = cut_mean - mean, z * math.sqrt(se ** 2 + cut_se ** 2)
         if gap > noise:
@@ -258,8 +262,12 @@ def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
 
     try:
         rec = sweep_recommendation(store, sweep_id)
-        plan, result = queue_confirmation(store, sweep_id, ratio=rec.ratio)
         record["recommendation"] = {k: v for k, v in rec.to_dict().items() if k not in ("surface", "region")}
+        if not rec.confirm or rec.ratio is None:  # never confirm a ratio measured below 1:1:1
+            record["confirmation"] = {"skipped": f"nothing to confirm: {rec.headline}"}
+            runs.write_json(path, record)
+            return
+        plan, result = queue_confirmation(store, sweep_id, ratio=rec.ratio)
         record["confirmation"] = {"sweep": plan.sweep_id, "ratio": rec.ratio, "ratios": list(plan.spec.ratios),
                                   "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split,
                                   "jobs": len(result.jobs)}
@@ -303,6 +311,10 @@ def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | 
     out = {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
            "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
     conf = record.get("confirmation") or {}
+    if conf.get("sweep") and record.get("recommendation"):
+        from toolkit.jobs.confirm import confirmation_state
+
+        out["confirmation"] = {**conf, "outcome": confirmation_state(store, sweep_id, conf["sweep"])}
     if controls and record.get("controls") and conf.get("sweep"):
         from toolkit.jobs.confirm import controls_report
 
