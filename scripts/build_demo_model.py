@@ -2,11 +2,22 @@
 
     .venv/bin/python scripts/build_demo_model.py                 # the shipped settings (CPU, ~15 min)
     .venv/bin/python scripts/build_demo_model.py --steps 50 --output /tmp/demo   # a quick try
+    .venv/bin/python scripts/build_demo_model.py --plant projector               # the preset `demo-projector`
 
 A tiny LLaVA is initialised from toolkit/presets/demo.json with a fixed seed and fully trained on the colour,
 shape and existence questions of `synthetic:shapes` (see toolkit/demo.py for what it is and is not). The
 tokenizer and processor are built from code, so nothing is downloaded. The same seed and torch version give
 the same weights on CPU. `pretraining.json` next to the weights records the settings and the final loss.
+
+`--plant projector` does not train: it takes the shipped demo weights and plants a deficiency in the projector
+(the positive control of an allocation study, preset `demo-projector`): the k principal directions of the
+projector's input (the vision features, measured on 512 training images) are removed from
+`multi_modal_projector.linear_1`: W1' = W1 (I - Q Q^T), Q the top-k eigenvectors of the features' covariance.
+The image information the decoder gets through them is gone (the base falls to chance level on the image
+questions), the weight differs from the clean one by exactly a rank-k matrix, so a rank-k LoRA on linear_1
+restores it exactly, while LoRA on the decoder cannot bring back what never reaches it and LoRA on the vision
+tower would have to re-encode the image into the directions the projector still reads. Only the planted tensor
+and the recipe ship (toolkit/training/demo_projector/); the full folder is made on first use (toolkit/training/demo.py).
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ from toolkit.training.demo import DEMO_DIR, PRESET_CONFIG, PRETRAIN_TYPES, build
 from toolkit.training.engine import lr_factor  # noqa: E402
 
 SHIPPED = {"steps": 4000, "seed": 0, "batch_size": 32, "lr": 5e-4}
+PLANT = {"projector": {"module": "multi_modal_projector.linear_1", "rank": 8, "images": 512, "data_seed": 7}}
+"""what `--plant C` removes: the top-`rank` principal directions of `module`'s input, measured on `images`
+training images of synthetic:shapes?seed=`data_seed` (an image seed no split of the default dataset uses)"""
 
 
 def pretrain(output_dir: str | Path, *, steps: int = 3000, seed: int = 0, batch_size: int = 32, lr: float = 2e-3,
@@ -71,6 +85,56 @@ def pretrain(output_dir: str | Path, *, steps: int = 3000, seed: int = 0, batch_
     return out
 
 
+def plant(component: str, *, rank: int | None = None, log=print) -> Path:
+    """Write toolkit/training/demo_<component>/{planted.safetensors, recipe.json} from the shipped demo weights."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import LlavaForConditionalGeneration
+
+    from toolkit.training.demo import VARIANTS, plant_dir
+
+    recipe = dict(PLANT[component], rank=rank or PLANT[component]["rank"])
+    name = next(n for n, c in VARIANTS.items() if c == component)
+    module = recipe["module"]
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration.from_pretrained(DEMO_DIR).eval()
+    fmt = VQAFormatter(build_processor(), "llava")
+    data = SyntheticShapes(n=recipe["images"], seed=recipe["data_seed"], split="train")
+    layer = model.get_submodule(module.replace("multi_modal_projector", "model.multi_modal_projector"))
+    feats = []
+    hook = layer.register_forward_pre_hook(lambda m, a: feats.append(a[0].detach().reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        for start in range(0, recipe["images"], 64):
+            rows = [data.record(i) for i in range(start, min(start + 64, recipe["images"]))]
+            model(**fmt.train_batch([VQARecord(r["question_id"], r["image"], r["question"], r["answers"]) for r in rows]))
+    hook.remove()
+    x = torch.cat(feats).double()
+    x = x - x.mean(0)
+    evals, evecs = torch.linalg.eigh(x.T @ x / len(x))
+    order = evals.argsort(descending=True)
+    evals, evecs = evals[order], evecs[:, order]
+    q = evecs[:, :recipe["rank"]]
+    state = load_file(DEMO_DIR / "model.safetensors")
+    clean = state[f"{module}.weight"].double()
+    planted = (clean - clean @ q @ q.T).float().contiguous()
+    out = plant_dir(name)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({f"{module}.weight": planted}, str(out / "planted.safetensors"), metadata={"format": "pt"})
+    share = float(evals[:recipe["rank"]].sum() / evals.sum())
+    recipe.update(preset=name, component=component, tensor=f"{module}.weight",
+                  method="W' = W (I - Q Q^T), Q: top-k eigenvectors of the covariance of the module's input "
+                         "(image features); the difference W - W' = W Q Q^T has rank k",
+                  explained_variance=round(share, 4),
+                  base_sha256=hashlib.sha256((DEMO_DIR / "model.safetensors").read_bytes()).hexdigest(),
+                  torch=torch.__version__)
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    log(f"{name}: removed the top {recipe['rank']} directions of {module}'s input ({share:.1%} of its variance); "
+        f"written to {out}")
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=SHIPPED["steps"])
@@ -78,7 +142,12 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=SHIPPED["batch_size"])
     p.add_argument("--lr", type=float, default=SHIPPED["lr"])
     p.add_argument("--output", default=str(DEMO_DIR))
+    p.add_argument("--plant", choices=sorted(PLANT), help="plant a deficiency in the shipped demo instead of training")
+    p.add_argument("--plant-rank", type=int, default=None, help="directions removed (default: the preset's)")
     args = p.parse_args()
+    if args.plant:
+        plant(args.plant, rank=args.plant_rank)
+        return 0
     t0 = time.time()
     losses = []
 

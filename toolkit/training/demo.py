@@ -94,9 +94,118 @@ def build_processor():
     )
 
 
-def demo_model_dir() -> Path:
-    """The shipped, pretrained demo model folder (config, weights, tokenizer, processor)."""
+def demo_model_dir(name: str = "demo") -> Path:
+    """The folder of a demo preset (config, weights, tokenizer, processor): the shipped demo model for `demo`,
+    the materialised planted variant (`variant_dir`) for a name of `VARIANTS`."""
+    if name != "demo":
+        return variant_dir(name)
     if not (DEMO_DIR / "model.safetensors").exists():
         raise ModelLoadError(f"model: the demo model is missing from {DEMO_DIR}; rebuild it with "
                              f"`python scripts/build_demo_model.py` (CPU, a few minutes)")
     return DEMO_DIR
+
+
+# ----------------------------------------------------------------------------------- planted variants
+#
+# A positive control for allocation studies: the shipped demo model with a deficiency planted in one component,
+# which a low-rank update of that component repairs exactly. What ships is the planted tensor(s) and the recipe
+# (`toolkit/training/demo_<component>/`: planted.safetensors, recipe.json; tens of KB), written by
+# `scripts/build_demo_model.py --plant <component>`. The full model folder is materialised on first use into a
+# cache folder keyed by the digests of the base weights and the planted tensors (`variant_dir`), so a rebuilt
+# demo or plant never reads a stale copy, and no 4.8 MB copy per variant lives in the repository.
+
+VARIANTS = {"demo-projector": "projector"}
+"""planted variant preset -> the component whose deficiency it carries"""
+DEMO_PRESETS = ("demo", *VARIANTS)
+"""every preset whose weights ship with the repository (usable offline everywhere `demo` is)"""
+
+
+def is_demo_preset(name: str) -> bool:
+    return str(name).strip() in DEMO_PRESETS
+
+
+def plant_dir(name: str) -> Path:
+    """`toolkit/training/demo_<component>/`: where the variant's planted tensors and recipe ship."""
+    return Path(__file__).parent / f"demo_{VARIANTS[name]}"
+
+
+def cache_root() -> Path:
+    """`$CMBA_CACHE_DIR`, else `$XDG_CACHE_HOME/cmba-toolkit`, else `~/.cache/cmba-toolkit`."""
+    import os
+
+    if os.environ.get("CMBA_CACHE_DIR"):
+        return Path(os.environ["CMBA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmba-toolkit"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_recipe(name: str) -> dict:
+    """The variant's recipe.json (what was planted, how, and the measured effect), checked against its files."""
+    if name not in VARIANTS:
+        raise ModelLoadError(f"model: '{name}' is not a planted demo variant (known: {', '.join(VARIANTS)})")
+    folder = plant_dir(name)
+    if not (folder / "recipe.json").is_file() or not (folder / "planted.safetensors").is_file():
+        raise ModelLoadError(f"model: the planted variant '{name}' is missing from {folder}; rebuild it with "
+                             f"`python scripts/build_demo_model.py --plant {VARIANTS[name]}`")
+    recipe = json.loads((folder / "recipe.json").read_text())
+    base = demo_model_dir()
+    if recipe.get("base_sha256") != _sha256(base / "model.safetensors"):
+        raise ModelLoadError(f"model: the planted variant '{name}' was built from other demo weights than "
+                             f"{base}; rebuild it with `python scripts/build_demo_model.py --plant {VARIANTS[name]}`")
+    return recipe
+
+
+def planted_state(name: str) -> dict:
+    """The variant's full state dict: the demo's weights with the planted tensors in place (CPU tensors)."""
+    from safetensors.torch import load_file
+
+    read_recipe(name)
+    state = load_file(demo_model_dir() / "model.safetensors")
+    planted = load_file(plant_dir(name) / "planted.safetensors")
+    unknown = sorted(set(planted) - set(state))
+    if unknown:
+        raise ModelLoadError(f"model: the planted variant '{name}' names tensors the demo model lacks: {unknown[:3]}")
+    state.update(planted)
+    return state
+
+
+def variant_dir(name: str) -> Path:
+    """The materialised model folder of a planted variant, built on first use (atomically: a folder is written
+    next to it and renamed into place, so concurrent first uses by several jobs are safe)."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    recipe = read_recipe(name)
+    key = hashlib.sha256((recipe["base_sha256"] + _sha256(plant_dir(name) / "planted.safetensors")).encode())
+    target = cache_root() / "demo-variants" / f"{name}-{key.hexdigest()[:12]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        for f in DEMO_DIR.iterdir():
+            if f.is_file() and f.name not in ("model.safetensors", "pretraining.json"):
+                shutil.copy2(f, tmp / f.name)
+        save_file({k: v.contiguous() for k, v in planted_state(name).items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        (tmp / "planted.json").write_text(json.dumps({"preset": name, **recipe}, indent=2) + "\n")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process got there first: theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        raise ModelLoadError(f"model: cannot write the planted variant '{name}' to {target.parent} ({exc.strerror or exc}); "
+                             f"set CMBA_CACHE_DIR to a writable folder") from None
+    return target

@@ -88,10 +88,10 @@ def check_bitsandbytes(device) -> None:
 
 def model_source(structure) -> tuple[str, str | None]:
     """Where the weights come from: (path or Hub id, Hub id or None)."""
-    from toolkit.training.demo import demo_model_dir
+    from toolkit.training.demo import demo_model_dir, is_demo_preset
 
-    if structure.source == "preset" and structure.model_id == "demo":
-        return str(demo_model_dir()), None
+    if structure.source == "preset" and is_demo_preset(structure.model_id):  # `demo` and its planted variants
+        return str(demo_model_dir(structure.model_id)), None
     if structure.source == "preset":
         if not structure.hub_id:
             raise InputError(f"model: preset '{structure.model_id}' has no weights to train (configs only)")
