@@ -255,7 +255,10 @@ class _Model:
     kind: str
     """surface | arms"""
     contrast: object
-    """x -> row vector over the cells: the estimated gain of proportions x over 1:1:1 at the last rung"""
+    """xs -> rows over the cells: the gain of proportions x over 1:1:1 at the last rung as weights on the cell
+    means (exact for arms, linearised for a surface): what its variance is computed from"""
+    estimate: object
+    """xs -> the estimated gains of proportions xs over 1:1:1 at the last rung"""
     fitted: object | None = None
     """x -> fitted accuracy at the last rung (surface)"""
     r2: float | None = None
@@ -295,12 +298,18 @@ def _surface(cells: _Cells, cov: np.ndarray, df: float) -> _Model:
         scale[others] = np.exp(best.x)
     d = design(scale)
     wd = d * w[:, None]
-    h = np.linalg.pinv(d.T @ wd) @ wd.T                                     # (terms, cells): beta = h @ means
+    beta = np.linalg.pinv(d.T @ wd) @ wd.T @ cells.means
     u = terms([UNIFORM])[0]
-    resid = cells.means - d @ (h @ cells.means)
-    proj = np.eye(len(resid)) - d @ h
+    resid = cells.means - d @ beta
+    # the fit linearised in every parameter, the earlier rungs' (log) scales included, so that their estimation
+    # error reaches the gain's variance: jac = d model / d (terms, offsets, log scales) at the optimum
+    shape = t @ beta[:6]
+    jac = np.hstack([d] + [((b_of == i) * scale[i] * shape)[:, None] for i in others])
+    wj = jac * w[:, None]
+    h = np.linalg.pinv(jac.T @ wj, rcond=1e-10) @ wj.T                     # (parameters, cells), linearised
+    proj = np.eye(len(resid)) - jac @ h
     rcov = proj @ cov @ proj.T
-    df_lof = len(resid) - np.linalg.matrix_rank(d) - len(others)  # the earlier rungs' scales are fitted too
+    df_lof = len(resid) - np.linalg.matrix_rank(jac)
     lof_p = None
     if df_lof > 0 and np.trace(rcov) > 0:
         stat = float(resid @ np.linalg.pinv(rcov, rcond=1e-10) @ resid)
@@ -308,14 +317,17 @@ def _surface(cells: _Cells, cov: np.ndarray, df: float) -> _Model:
     total = float(np.sum(w * (cells.means - np.average(cells.means, weights=w)) ** 2))
     r2 = 1 - float(np.sum(w * resid ** 2)) / total if total > 0 else 1.0
     def fitted(xs):  # the last rung: scale 1, and its offset is in the Scheffé terms (they sum to 1)
-        return terms(xs) @ (h[:6] @ cells.means)
+        return terms(xs) @ beta[:6]
 
-    def contrast(xs):
+    def contrast(xs):  # the gain over 1:1:1 at the last rung, as weights on the cell means (linearised)
         return (terms(xs) - u) @ h[:6]
 
     model = "Scheffé quadratic" + (f", shape shared by {len(blocks)} rungs (offset and scale each)"
                                    if len(blocks) > 1 else "")
-    return _Model("surface", contrast, fitted, r2, lof_p, float(np.max(np.abs(resid))), model)
+    def estimate(xs):
+        return fitted(np.asarray(xs)) - fitted(np.array([UNIFORM]))[0]
+
+    return _Model("surface", contrast, estimate, fitted, r2, lof_p, float(np.max(np.abs(resid))), model)
 
 
 def _arms(cells: _Cells) -> _Model:
@@ -330,7 +342,7 @@ def _arms(cells: _Cells) -> _Model:
             rows[r, u] -= 1.0
         return rows
 
-    return _Model("arms", contrast, note="best measured arm at the last rung")
+    return _Model("arms", contrast, lambda xs: contrast(xs) @ cells.means, note="best measured arm at the last rung")
 
 
 # ------------------------------------------------------------------------------------------ the band
@@ -420,10 +432,10 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     if multi:  # finalists were chosen on earlier rungs of the same seeds: at least Bonferroni over every arm
         row_x = model.contrast(rx[None, :])[0]
         crit = max(crit, t_quantile(1 - ALPHA / (2 * (len(arms_all) - 1)), max(_satterthwaite(row_x, cells), 1.0)))
-    gains = rows @ cells.means
+    gains = model.estimate(band_x)
     ses = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", rows, cov, rows), 0.0))
     row = model.contrast(rx[None, :])[0]
-    gain, se = float(row @ cells.means), float(math.sqrt(max(row @ cov @ row, 0.0)))
+    gain, se = float(model.estimate(rx[None, :])[0]), float(math.sqrt(max(row @ cov @ row, 0.0)))
     lo, hi = gain - crit * se, gain + crit * se
     rkey = _key(rx)
     measured = float(final_mean[rkey] - final_mean[_key(UNIFORM)]) if rkey in final_mean else None
@@ -491,7 +503,7 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     if model.kind == "surface":
         coarse = simplex_grid(20)
         region_rows = model.contrast(band_x[:-1])
-        near = (region_rows @ cells.means + crit * np.sqrt(np.maximum(
+        near = (model.estimate(band_x[:-1]) + crit * np.sqrt(np.maximum(
             np.einsum("ij,jk,ik->i", region_rows, cov, region_rows), 0))) >= gain
         region = band_x[:-1][near]
         out.optimum = tuple(float(v) for v in opt)
