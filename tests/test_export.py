@@ -1,0 +1,189 @@
+"""`export`: an adapter merged into its base loads as the family's own class and computes what base + adapter do.
+
+Every family is a tiny real checkpoint (tests/tiny_checkpoints.py); its adapter is a real PEFT folder made from
+the calculator's allocation with non-zero LoRA weights (a merge of zero B matrices would prove nothing), plus the
+cmba.json that makes it a complete CMBA adapter. The reference is the adapter unmerged (PeftModel over the base
+loaded as `evaluate` loads it), on a real batch of the family's processor.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_checkpoints import build_checkpoint
+
+from toolkit import runs
+from toolkit.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("llava", "llava_next", "blip-2", "blip-2+flan-t5", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm",
+            "paligemma", "llava_onevision", "internvl", "gemma3")
+"""every tiny checkpoint tests/tiny_checkpoints.py builds"""
+MAX_DIFF: dict[str, float] = {}
+"""family -> max |logit difference| (fp32 export vs unmerged), printed at the end of the session with -s"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-checkpoints")
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            built[key] = build_checkpoint(key, root / key.replace("+", "-"))
+        return built[key]
+
+    return get
+
+
+def _base(folder: Path):
+    from toolkit.calculator.structure import load_structure
+    from toolkit.training.modeling import load_model
+
+    return load_model(load_structure(str(folder)), precision="fp32", quantize=None, device=torch.device("cpu"))
+
+
+def make_adapter(base_dir: Path, out: Path, *, ratio: str = "1:2:1", quantize: str | None = None) -> Path:
+    """A complete CMBA adapter of `base_dir`: the allocation's LoraConfig, random non-zero A and B, cmba.json."""
+    from peft import LoraConfig, get_peft_model
+
+    from toolkit.calculator.allocation import allocate
+    from toolkit.calculator.spec import AllocationSpec, Budget, Ratio
+    from toolkit.calculator.structure import load_structure
+
+    structure = load_structure(str(base_dir))
+    allocation = allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=Budget("rank", 4)))
+    model, _ = _base(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(**allocation.lora_config_dict()))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    peft_model.save_pretrained(out)
+    runs.write_adapter_doc(out, runs.AdapterDoc(
+        name=out.name, base_model={"id": str(base_dir), "model_type": structure.model_type},
+        allocation=allocation.to_dict(), training={"seed": 0, "quantize": quantize}))
+    return out
+
+
+def _batch(processor, model):
+    from toolkit.data.prompting import VQAFormatter
+    from toolkit.data.sources import load_vqa
+
+    records = list(load_vqa("synthetic:shapes?n=4&seed=3"))
+    return VQAFormatter.for_model(processor, model).train_batch(records)  # labels: T5's decoder inputs
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits.float()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", FAMILIES)
+def test_export_loads_as_the_family_class_with_the_same_logits(checkpoint, key, tmp_path):
+    import transformers
+    from peft import PeftModel
+
+    from toolkit.interop.export import export_merged
+    from toolkit.training.processors import load_processor
+
+    base_dir = checkpoint(key)
+    adapter = make_adapter(base_dir, tmp_path / "adapter", ratio="1:0:1" if key == "gemma3" else "1:2:1")
+    result = export_merged(adapter, tmp_path / "merged", dtype="fp32")
+
+    base, processor = _base(base_dir)
+    family_class = type(base)
+    reference = PeftModel.from_pretrained(base, str(adapter)).eval()  # unmerged
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["architectures"] == [family_class.__name__] and result.architecture == family_class.__name__
+    assert "quantization_config" not in config
+    merged = getattr(transformers, config["architectures"][0]).from_pretrained(tmp_path / "merged").eval()
+    assert type(merged) is family_class
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    files = set(result.files)
+    assert "model.safetensors" in files and "README.md" in files and not any(f.endswith(".bin") for f in files)
+    # AutoProcessor, without the video part where torchvision is missing here (as the base's was loaded)
+    exported_processor = load_processor(str(tmp_path / "merged"), revision=None, model_id=key)
+    assert type(exported_processor).__name__ == type(processor).__name__
+
+    batch = _batch(exported_processor, merged)
+    want, got = _logits(reference, batch), _logits(merged, batch)
+    with reference.disable_adapter():
+        base_only = _logits(reference, batch)
+    diff = (want - got).abs().max().item()
+    MAX_DIFF[key] = diff
+    scale = want.abs().max().item()
+    print(f"\n{key}: max |logits(export) - logits(base + adapter, unmerged)| = {diff:.2e} (max |logit| {scale:.3g})")
+    assert diff <= 5e-5 * max(scale, 10.0), (diff, scale)  # fp32 rounding of the merged weights, relative
+    assert (want - base_only).abs().max().item() > 100 * max(diff, 1e-6)  # the adapter changes the logits
+
+
+@pytest.mark.slow
+def test_bf16_export_is_within_bf16_rounding(checkpoint, tmp_path):
+    """The default 16-bit export: the same model up to bf16 rounding of the weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from toolkit.interop.export import export_merged
+
+    base_dir = checkpoint("llava")
+    adapter = make_adapter(base_dir, tmp_path / "adapter")
+    result = export_merged(adapter, tmp_path / "merged")
+    assert result.dtype == "bf16" and result.lmms_eval_model == "llava_hf"
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged")
+    assert merged.dtype == torch.bfloat16
+    base, _ = _base(base_dir)
+    reference = PeftModel.from_pretrained(base, str(adapter)).eval()
+    batch = _batch(AutoProcessor.from_pretrained(tmp_path / "merged"), merged)
+    want, got = _logits(reference, batch), _logits(merged.float(), batch)
+    assert (want - got).abs().max().item() < 0.05 * want.abs().max().item()
+    readme = (tmp_path / "merged" / "README.md").read_text()
+    assert f"python -m lmms_eval --model llava_hf --model_args pretrained={result.path} --tasks vqav2_val" in readme
+    assert "--log_samples" in readme and "import-eval" in readme
+
+
+def test_bad_input_is_one_line(tmp_path):
+    """Refused before anything is loaded: one line naming the field, exit 2."""
+    from toolkit.interop.export import export_merged
+
+    with pytest.raises(InputError, match="^adapter: .* is not a folder"):
+        export_merged(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "not-an-adapter").mkdir()
+    with pytest.raises(InputError, match="^adapter: .* has no cmba.json"):
+        export_merged(tmp_path / "not-an-adapter", tmp_path / "out")
+    with pytest.raises(InputError, match="^dtype: 'int8' is not one of bf16, fp16, fp32"):
+        export_merged(tmp_path / "not-an-adapter", tmp_path / "out", dtype="int8")
+    cli = [sys.executable, "-m", "toolkit", "export"]
+    for args, field in ((["--adapter", str(tmp_path / "missing"), "--merged", str(tmp_path / "o")], "adapter"),
+                        (["--adapter", str(tmp_path), "--merged", str(tmp_path / "o"), "--dtype", "q4"], "export"),
+                        (["--merged", str(tmp_path / "o")], "export")):
+        r = subprocess.run([*cli, *args], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(f"error: {field}:"), r.stderr
+    r = subprocess.run([*cli, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "--merged" in r.stdout
+
+
+@pytest.mark.slow
+def test_output_folder_rules(checkpoint, tmp_path):
+    from toolkit.interop.export import export_merged
+
+    adapter = make_adapter(checkpoint("llava"), tmp_path / "adapter")
+    with pytest.raises(InputError, match="^merged: .* is the adapter folder or inside it"):
+        export_merged(adapter, adapter / "merged")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="^merged: .* is not empty"):
+        export_merged(adapter, busy)
+    assert (busy / "keep.txt").exists()
+    export_merged(adapter, busy, overwrite=True)
+    assert not (busy / "keep.txt").exists() and (busy / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".*tmp-export"))  # nothing left behind
