@@ -224,8 +224,8 @@ def test_one_source_of_defaults_for_the_cli_and_the_app(capsys):
         s = TrainSettings(**{**BASE, "model": model})
         assert s.lr == model_defaults(model)["lr"] == float(suggested_settings(model)["lr"])
         assert "lr" not in s.changed()  # the model's default is not a change: sweep ids do not depend on it
-    assert TrainSettings(**BASE).lr == 5e-3 and TrainSettings(**{**BASE, "model": "qwen2-vl-2b"}).lr == 2e-4
+    assert TrainSettings(**BASE).lr == 2e-3 and TrainSettings(**{**BASE, "model": "qwen2-vl-2b"}).lr == 2e-4
     assert TrainSettings(**BASE, lr="1e-3").changed()["lr"] == 1e-3
     with pytest.raises(SystemExit):  # every help text renders (a '%' in a doc string once broke `train --help`)
         cli.main(["train", "--help"])
-    assert "learning rate (default: 5e-3 for the demo model" in " ".join(capsys.readouterr().out.split())
+    assert "learning rate (default: 2e-3 for the demo models" in " ".join(capsys.readouterr().out.split())
