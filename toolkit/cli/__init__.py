@@ -26,7 +26,7 @@ from toolkit.outcomes import ExitCode
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
 COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.sweep", "toolkit.cli.jobs",
-                            "toolkit.cli.study", "toolkit.cli.export"]
+                            "toolkit.cli.study", "toolkit.cli.export", "toolkit.cli.import_eval"]
 
 
 class _Parser(argparse.ArgumentParser):
