@@ -6,10 +6,11 @@
     >>> rec.confirmation                                # the confirmation's outcome on fresh seeds, once it ran
 
 Three outcomes, each with its reason in plain words:
-- **use X:Y:Z**: its gain over 1:1:1 is above the study's +1 point (toolkit.evaluation.verdict.MIN_EFFECT) and
-  the *selection-adjusted* 95% interval excludes 0;
+- **use X:Y:Z**: X:Y:Z was trained (to the last rung), its gain over 1:1:1 is above the study's +1 point
+  (toolkit.evaluation.verdict.MIN_EFFECT) and the *selection-adjusted* 95% interval excludes 0;
 - **candidate X:Y:Z, confirm it**: the best ratio's gain is positive (measured, where it was trained) but not
-  established; a confirmation on fresh seeds decides;
+  established, or X:Y:Z is a fitted optimum no run trained (a fitted gain is a screening value); a confirmation on
+  fresh seeds decides;
 - **no ratio beats 1:1:1 detectably**: the best gain is not positive, or every ratio's adjusted upper bound is
   below +1 point; with the equivalence bound the data give ("every ratio is within ±d points of 1:1:1").
 A ratio measured below 1:1:1 is never recommended, confirmed or called best.
@@ -466,13 +467,18 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     elif np.all(gains + crit * ses < MIN_EFFECT):
         why = f"every ratio's adjusted upper bound is below +{MIN_EFFECT:g} point (best {text}: {what}, {adjusted})"
         outcome = "none"
-    elif lo > 0 and gain > MIN_EFFECT and not no_seed_level:
+    elif lo > 0 and gain > MIN_EFFECT and not no_seed_level and measured is not None:
         why = f"{text}: {what}, {adjusted}: above +{MIN_EFFECT:g} point and established"
         outcome = "use"
     else:
-        why = (f"{text}: {what}, {adjusted}"
-               + ("; one seed per ratio leaves run-to-run variation unestimated" if no_seed_level else
-                  f"; not established (the interval {'includes 0' if lo <= 0 else f'but the gain is not above +{MIN_EFFECT:g}'})"))
+        if no_seed_level:
+            why_not = "one seed per ratio leaves run-to-run variation unestimated"
+        elif measured is None:
+            why_not = ("no run trained it to the last rung: a fitted gain is a screening value until the "
+                       "confirmation measures it" + ("" if lo > 0 else " (and its interval includes 0)"))
+        else:
+            why_not = f"not established (the interval {'includes 0' if lo <= 0 else f'is above 0 but the gain is not above +{MIN_EFFECT:g}'})"
+        why = f"{text}: {what}, {adjusted}; {why_not}"
         outcome = "candidate"
     if outcome == "none":
         eq = (f"every ratio tried is within ±{equivalence:.2f} points of 1:1:1 (simultaneous 95%)"
