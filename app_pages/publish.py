@@ -9,6 +9,7 @@ from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.hub.modelcard import HUB_LICENSES, split_card
 from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
+from toolkit.interop.export import DTYPES, default_output, export_merged
 from toolkit.paths import adapters_dir
 
 
@@ -64,6 +65,27 @@ if st.button("Push to the Hub", type="primary", disabled=repo_id is None):
                     f"{result.commit[:10]}, verified)")
         with st.expander("Verification"):
             st.write("\n".join(f"- {line}" for line in result.checks))
+
+with st.expander("Export for lmms-eval / VLMEvalKit"):
+    st.caption("Their model wrappers load one model path and no adapter: this merges the adapter into its base "
+               "(PEFT's merge_and_unload) and writes a plain transformers folder with the harness commands in its "
+               "README.md. Bring lmms-eval's samples back with `python -m toolkit import-eval`.")
+    f, g = st.columns([3, 1], vertical_alignment="bottom")
+    out = f.text_input("Output folder", value=str(default_output(adapter)), key="export_out")
+    dtype = g.selectbox("Weights", DTYPES, key="export_dtype")
+    overwrite = st.checkbox("Replace the folder if it is not empty", key="export_overwrite")
+    if st.button("Export merged model", key="export_button"):
+        try:
+            with st.spinner("Loading the base model and merging the adapter"):
+                exported = export_merged(adapter, out, dtype=dtype, overwrite=overwrite)
+        except CmbaError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Exported {exported.architecture} ({exported.dtype}) to {exported.path}")
+            for w in exported.warnings:
+                st.warning(w)
+            st.code(exported.lmms_eval_command() or f"lmms-eval has no wrapper for {exported.model_type} models "
+                    "(see README.md in the folder)", language="bash", wrap_lines=True)
 
 metadata, body = split_card(plan.card)
 card_tab, meta_tab, files_tab = st.tabs(["Model card", "Card metadata", f"Files ({len(plan.files)})"])

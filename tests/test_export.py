@@ -48,7 +48,8 @@ def _base(folder: Path):
     return load_model(load_structure(str(folder)), precision="fp32", quantize=None, device=torch.device("cpu"))
 
 
-def make_adapter(base_dir: Path, out: Path, *, ratio: str = "1:2:1", quantize: str | None = None) -> Path:
+def make_adapter(base_dir: Path, out: Path, *, ratio: str = "1:2:1", quantize: str | None = None,
+                 base_id: str | None = None) -> Path:
     """A complete CMBA adapter of `base_dir`: the allocation's LoraConfig, random non-zero A and B, cmba.json."""
     from peft import LoraConfig, get_peft_model
 
@@ -56,7 +57,7 @@ def make_adapter(base_dir: Path, out: Path, *, ratio: str = "1:2:1", quantize: s
     from toolkit.calculator.spec import AllocationSpec, Budget, Ratio
     from toolkit.calculator.structure import load_structure
 
-    structure = load_structure(str(base_dir))
+    structure = load_structure(base_id or str(base_dir))
     allocation = allocate(structure, AllocationSpec(ratio=Ratio.parse(ratio), budget=Budget("rank", 4)))
     model, _ = _base(base_dir)
     peft_model = get_peft_model(model, LoraConfig(**allocation.lora_config_dict()))
@@ -67,7 +68,7 @@ def make_adapter(base_dir: Path, out: Path, *, ratio: str = "1:2:1", quantize: s
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
     peft_model.save_pretrained(out)
     runs.write_adapter_doc(out, runs.AdapterDoc(
-        name=out.name, base_model={"id": str(base_dir), "model_type": structure.model_type},
+        name=out.name, base_model={"id": base_id or str(base_dir), "model_type": structure.model_type},
         allocation=allocation.to_dict(), training={"seed": 0, "quantize": quantize}))
     return out
 
@@ -187,3 +188,39 @@ def test_output_folder_rules(checkpoint, tmp_path):
     export_merged(adapter, busy, overwrite=True)
     assert not (busy / "keep.txt").exists() and (busy / "model.safetensors").is_file()
     assert not list(tmp_path.glob(".*tmp-export"))  # nothing left behind
+
+
+def _demo_adapter(store: Path) -> Path:
+    """A complete adapter of the offline `demo` model (the preset the app trains by default)."""
+    from toolkit.calculator.structure import load_structure
+    from toolkit.training.modeling import model_source
+
+    return make_adapter(Path(model_source(load_structure("demo"))[0]), store / "demo-1-2-1-s0",
+                        base_id="demo")
+
+
+@pytest.mark.slow
+def test_publish_page_exports_for_lmms_eval(tmp_path, monkeypatch):
+    """The Publish page's "Export merged model": the folder loads as LlavaForConditionalGeneration, and the page
+    shows lmms-eval's command for it; a second export into the same folder is refused in one line."""
+    from streamlit.testing.v1 import AppTest
+    from transformers import LlavaForConditionalGeneration
+
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    adapter = _demo_adapter(tmp_path / "adapters")
+    at = AppTest.from_file(str(ROOT / "app_pages" / "publish.py"), default_timeout=120)
+    at.session_state["publish_adapter"] = str(adapter)
+    at.run()
+    assert not at.exception
+    box = at.text_input(key="export_out")
+    assert box.value == str(tmp_path / "exports" / adapter.name)  # default: next to the store, not in it
+    at.button(key="export_button").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    out = tmp_path / "exports" / adapter.name
+    assert at.success[0].value == f"Exported LlavaForConditionalGeneration (bf16) to {out}"
+    assert [c.value for c in at.code if "lmms_eval" in c.value] == [
+        f"python -m lmms_eval --model llava_hf --model_args pretrained={out} --tasks vqav2_val --batch_size 1 "
+        f"--log_samples --output_path lmms-eval-out"]
+    assert type(LlavaForConditionalGeneration.from_pretrained(out)).__name__ == "LlavaForConditionalGeneration"
+    at.button(key="export_button").click().run()
+    assert at.error[0].value.startswith(f"merged: '{out}' is not empty")

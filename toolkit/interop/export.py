@@ -92,6 +92,14 @@ class ExportResult:
                 "vlmevalkit_class": self.vlmevalkit_class}
 
 
+def default_output(adapter: str | Path) -> Path:
+    """Where an export goes unless told otherwise: `exports/<adapter name>` next to the adapter store (an export
+    is not a run, so it stays out of the store that `compare` scans)."""
+    from toolkit.paths import adapters_dir
+
+    return adapters_dir().parent / "exports" / Path(adapter).name
+
+
 def check_output(out: str | Path, adapter: Path, *, overwrite: bool) -> Path:
     """The output folder: new or empty (or replaced with `overwrite`), never the adapter or inside it."""
     if not str(out).strip():
