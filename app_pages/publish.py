@@ -9,7 +9,9 @@ from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.hub.modelcard import HUB_LICENSES, split_card
 from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
-from toolkit.interop.export import DTYPES, default_output, export_merged
+from toolkit.interop.export import DTYPES, default_output, export_notes, latest_export, queue_export
+from toolkit.jobs.store import JobState
+from toolkit.jobs.worker import ensure_worker
 from toolkit.paths import adapters_dir
 
 
@@ -17,6 +19,35 @@ from toolkit.paths import adapters_dir
 def cached_plan(adapter: str, repo_id: str | None, license: str | None, stamp: tuple):
     """The dry run (card + file hashes), recomputed only when the folder's files change."""
     return dry_run(adapter, repo_id=repo_id, license=license)
+
+
+def export_status(out: str, polling: bool) -> None:
+    """The latest export job into `out`: its state, then the lmms-eval command once it has succeeded."""
+    job = latest_export(out)
+    if job is None:
+        return
+    if polling and job.state.finished:
+        st.rerun()  # the full page again: the fragment stops polling
+    export = job.settings["export"]
+    what = f"Export job {job.id} ({export['dtype']})"
+    if job.state is JobState.QUEUED:
+        st.info(f"{what} queued: it starts when the background worker has a free slot")
+    elif job.state is JobState.RUNNING:
+        st.info(f"{what} running: loading the base model and merging the adapter "
+                f"(`python -m toolkit jobs logs {job.id}` shows its log)")
+    elif job.state is not JobState.SUCCEEDED:
+        st.error(f"{what} {job.state.value}: " + ": ".join(x for x in (job.reason, job.message) if x))
+    else:
+        try:
+            command, warnings = export_notes(export["merged"])
+        except CmbaError as exc:
+            st.error(str(exc))
+            return
+        st.success(f"{what} succeeded: the merged model is in {export['merged']}")
+        for w in warnings:
+            st.warning(w)
+        st.code(command or "lmms-eval has no wrapper for this model family (see README.md in the folder)",
+                language="bash", wrap_lines=True)
 
 
 st.title("Publish to the Hub")
@@ -66,26 +97,28 @@ if st.button("Push to the Hub", type="primary", disabled=repo_id is None):
         with st.expander("Verification"):
             st.write("\n".join(f"- {line}" for line in result.checks))
 
+
 with st.expander("Export for lmms-eval / VLMEvalKit"):
     st.caption("Their model wrappers load one model path and no adapter: this merges the adapter into its base "
                "(PEFT's merge_and_unload) and writes a plain transformers folder with the harness commands in its "
-               "README.md. Bring lmms-eval's samples back with `python -m toolkit import-eval`.")
+               "README.md, as a background job. Bring lmms-eval's samples back with `python -m toolkit import-eval`.")
     f, g = st.columns([3, 1], vertical_alignment="bottom")
     out = f.text_input("Output folder", value=str(default_output(adapter)), key="export_out")
     dtype = g.selectbox("Weights", DTYPES, key="export_dtype")
     overwrite = st.checkbox("Replace the folder if it is not empty", key="export_overwrite")
     if st.button("Export merged model", key="export_button"):
         try:
-            with st.spinner("Loading the base model and merging the adapter"):
-                exported = export_merged(adapter, out, dtype=dtype, overwrite=overwrite)
+            queue_export(adapter=adapter, output=out, dtype=dtype, overwrite=overwrite)
+            ensure_worker()
         except CmbaError as exc:
             st.error(str(exc))
-        else:
-            st.success(f"Exported {exported.architecture} ({exported.dtype}) to {exported.path}")
-            for w in exported.warnings:
-                st.warning(w)
-            st.code(exported.lmms_eval_command() or f"lmms-eval has no wrapper for {exported.model_type} models "
-                    "(see README.md in the folder)", language="bash", wrap_lines=True)
+    try:
+        latest = latest_export(out)
+    except CmbaError as exc:
+        st.error(str(exc))
+    else:
+        polling = latest is not None and not latest.state.finished
+        st.fragment(export_status, run_every=2 if polling else None)(out, polling)
 
 metadata, body = split_card(plan.card)
 card_tab, meta_tab, files_tab = st.tabs(["Model card", "Card metadata", f"Files ({len(plan.files)})"])

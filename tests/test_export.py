@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from jobhelpers import PATIENCE
 from tiny_checkpoints import build_checkpoint
 
 from toolkit import runs
@@ -199,28 +200,132 @@ def _demo_adapter(store: Path) -> Path:
                         base_id="demo")
 
 
+# ------------------------------------------------------------------- as a background job (the Publish page's way)
+
+@pytest.fixture(scope="module")
+def demo_adapter(tmp_path_factory) -> Path:
+    return _demo_adapter(tmp_path_factory.mktemp("export-store"))
+
+
+def _run_worker() -> None:
+    """The real worker, in its own process, until the queue is empty (CMBA_JOBS_DIR says which queue)."""
+    r = subprocess.run([sys.executable, "-m", "toolkit", "worker", "--once", "--slots", "1", "--poll", "0.1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+
+
+def test_queue_export_refuses_what_the_cli_refuses_and_queues_nothing(demo_adapter, tmp_path):
+    from toolkit.interop.export import export_merged, queue_export
+    from toolkit.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    (tmp_path / "not-an-adapter").mkdir()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    for adapter, out, dtype, match in (
+            (tmp_path / "missing", tmp_path / "out", "bf16", "^adapter: .* is not a folder"),
+            (tmp_path / "not-an-adapter", tmp_path / "out", "bf16", "^adapter: .* has no cmba.json"),
+            (demo_adapter, tmp_path / "out", "int8", "^dtype: 'int8' is not one of bf16, fp16, fp32"),
+            (demo_adapter, demo_adapter / "merged", "bf16", "^merged: .* is the adapter folder or inside it"),
+            (demo_adapter, busy, "bf16", "^merged: .* is not empty"),
+            (demo_adapter, "  ", "bf16", "^merged: required")):
+        with pytest.raises(InputError, match=match) as queued:
+            queue_export(adapter=adapter, output=out, dtype=dtype, store=store)
+        with pytest.raises(InputError) as direct:  # the same line the CLI prints, before any model is loaded
+            export_merged(adapter, out, dtype=dtype)
+        assert str(queued.value) == str(direct.value) and "\n" not in str(queued.value)
+    assert store.list() == [] and (busy / "keep.txt").exists()
+
+
+def test_queueing_the_same_export_twice_gives_one_job(demo_adapter, tmp_path):
+    from toolkit.interop.export import latest_export, queue_export
+    from toolkit.jobs.executor import PYTHON
+    from toolkit.jobs.store import JobState, JobStore
+
+    store = JobStore(tmp_path / "jobs")
+    out = tmp_path / "exports" / "m"
+    assert latest_export(out, store=store) is None
+    first = queue_export(adapter=demo_adapter, output=out, store=store)
+    again = queue_export(adapter=str(demo_adapter), output=str(out), dtype="bf16", overwrite=False, store=store)
+    assert again.id == first.id and [j.id for j in store.list()] == [first.id] and first.state is JobState.QUEUED
+    assert first.steps == ((PYTHON, "-m", "toolkit", "export", "--adapter", str(demo_adapter.resolve()),
+                            "--merged", str(out.resolve()), "--dtype", "bf16"),)
+    assert first.meta["kind"] == "export" and latest_export(out, store=store).id == first.id
+    with pytest.raises(InputError, match=f"^merged: job {first.id} \\(queued\\) is already exporting"):
+        queue_export(adapter=demo_adapter, output=out, dtype="fp16", store=store)  # both would write the folder
+    assert len(store.list()) == 1 and not out.exists()  # queueing writes nothing there
+    store.request_cancel(first.id)  # finished: the same export asked again is a new job
+    second = queue_export(adapter=demo_adapter, output=out, overwrite=True, store=store)
+    assert second.id != first.id and second.steps[0][-1] == "--overwrite"
+    assert latest_export(out, store=store).id == second.id and len(store.list()) == 2
+
+
 @pytest.mark.slow
-def test_publish_page_exports_for_lmms_eval(tmp_path, monkeypatch):
-    """The Publish page's "Export merged model": the folder loads as LlavaForConditionalGeneration, and the page
-    shows lmms-eval's command for it; a second export into the same folder is refused in one line."""
-    from streamlit.testing.v1 import AppTest
+@pytest.mark.training
+def test_queued_export_runs_in_the_worker_and_loads_as_llava(tmp_path, monkeypatch):
     from transformers import LlavaForConditionalGeneration
 
+    from toolkit.interop.export import export_notes, latest_export, queue_export
+    from toolkit.jobs.store import JobState, JobStore
+
+    monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
     adapter = _demo_adapter(tmp_path / "adapters")
-    at = AppTest.from_file(str(ROOT / "app_pages" / "publish.py"), default_timeout=120)
+    out = tmp_path / "exports" / adapter.name
+    job = queue_export(adapter=adapter, output=out, dtype="fp32")
+    _run_worker()
+    job = JobStore().get(job.id)
+    assert job.state is JobState.SUCCEEDED, (job.reason, job.message)
+    assert latest_export(out).id == job.id
+    merged = LlavaForConditionalGeneration.from_pretrained(out)
+    assert type(merged) is LlavaForConditionalGeneration and merged.dtype == torch.float32
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert export_notes(out) == (
+        f"python -m lmms_eval --model llava_hf --model_args pretrained={out} --tasks vqav2_val --batch_size 1 "
+        "--log_samples --output_path lmms-eval-out", [])
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_publish_page_queues_the_export_as_a_job(tmp_path, monkeypatch):
+    """The Publish page's "Export merged model" queues a job and starts the worker (the page loads no model);
+    the expander follows the job, and shows lmms-eval's command once the worker has run it; a second export into
+    the now full folder is refused in one line, nothing queued."""
+    from streamlit.testing.v1 import AppTest
+
+    import toolkit.jobs.worker
+    from toolkit.interop.export import latest_export
+    from toolkit.jobs.store import JobState, JobStore
+
+    monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    started = []  # the detached worker is this test's to run (below), not the page's
+    monkeypatch.setattr(toolkit.jobs.worker, "ensure_worker", lambda **kw: started.append(kw) or {"started": True})
+    adapter = _demo_adapter(tmp_path / "adapters")
+    at = AppTest.from_file(str(ROOT / "app_pages" / "publish.py"), default_timeout=PATIENCE)
     at.session_state["publish_adapter"] = str(adapter)
     at.run()
     assert not at.exception
-    box = at.text_input(key="export_out")
-    assert box.value == str(tmp_path / "exports" / adapter.name)  # default: next to the store, not in it
+    out = tmp_path / "exports" / adapter.name
+    assert at.text_input(key="export_out").value == str(out)  # default: next to the store, not in it
+    assert not (tmp_path / "jobs").exists()  # showing the page creates no job store
+
     at.button(key="export_button").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    out = tmp_path / "exports" / adapter.name
-    assert at.success[0].value == f"Exported LlavaForConditionalGeneration (bf16) to {out}"
+    job = latest_export(out)
+    assert job.state is JobState.QUEUED and started == [{}] and not out.exists()
+    assert [i.value for i in at.info] == [f"Export job {job.id} (bf16) queued: it starts when the background worker "
+                                          "has a free slot"]
+    at.button(key="export_button").click().run()  # clicked again while queued: the same job
+    assert not at.error and [j.id for j in JobStore().list()] == [job.id]
+
+    _run_worker()
+    at.run()
+    assert not at.exception and not at.error and JobStore().get(job.id).state is JobState.SUCCEEDED
+    assert at.success[0].value == f"Export job {job.id} (bf16) succeeded: the merged model is in {out}"
     assert [c.value for c in at.code if "lmms_eval" in c.value] == [
         f"python -m lmms_eval --model llava_hf --model_args pretrained={out} --tasks vqav2_val --batch_size 1 "
         f"--log_samples --output_path lmms-eval-out"]
-    assert type(LlavaForConditionalGeneration.from_pretrained(out)).__name__ == "LlavaForConditionalGeneration"
     at.button(key="export_button").click().run()
-    assert at.error[0].value.startswith(f"merged: '{out}' is not empty")
+    assert at.error[0].value.startswith(f"merged: '{out}' is not empty") and len(JobStore().list()) == 1

@@ -13,18 +13,27 @@ toolkit.evaluation.evaluate.load_adapter), PEFT's own `merge_and_unload` folds e
 the result is saved with `save_pretrained` (safetensors only) in 16-bit (`--dtype bf16|fp16`; fp32 for checks),
 with the base's processor files and a README.md holding the exact lmms-eval and VLMEvalKit command lines.
 
+Loading and merging a 7B model takes minutes and tens of GB, so the app never calls `export_merged`: it calls
+`queue_export`, which checks the input as the CLI does and queues the CLI command as one job of the job store
+(toolkit.jobs.store), run by the detached worker; `latest_export` and `export_notes` read back its state and result.
+
 An adapter trained on a 4-bit base (QLoRA) is merged into that base dequantized (the weights it was trained
 against, not the original 16-bit ones), with a warning: the export is a 16-bit model, the size of the base.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.errors import InputError
+
+if TYPE_CHECKING:
+    from toolkit.jobs.store import Job, JobStore
 
 DTYPES = ("bf16", "fp16", "fp32")
 """what the merged weights are saved as (bf16: what lmms-eval's wrappers load by default)"""
@@ -50,6 +59,8 @@ VLMEVALKIT_CLASSES: dict[str, str] = {
 README = "README.md"
 VIDEO_CONFIG = "video_preprocessor_config.json"
 VLMEVALKIT_CONFIG = "vlmevalkit.json"
+WARNING = "**Warning**: "
+"""how README.md starts a warning line (export_notes reads them back)"""
 
 
 @dataclass(frozen=True)
@@ -79,10 +90,7 @@ class ExportResult:
 
     def lmms_eval_command(self, task: str = "vqav2_val", output: str = "lmms-eval-out") -> str | None:
         """The lmms-eval command line that scores this export on `task`, logging every sample."""
-        if not self.lmms_eval_model:
-            return None
-        return (f"python -m lmms_eval --model {self.lmms_eval_model} --model_args pretrained={self.path} "
-                f"--tasks {task} --batch_size 1 --log_samples --output_path {output}")
+        return lmms_eval_command(self.model_type, self.path, task=task, output=output)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "adapter": self.adapter, "base_model": self.base_model,
@@ -90,6 +98,16 @@ class ExportResult:
                 "dequantized": self.dequantized, "files": self.files, "warnings": self.warnings,
                 "lmms_eval_model": self.lmms_eval_model, "lmms_eval_command": self.lmms_eval_command(),
                 "vlmevalkit_class": self.vlmevalkit_class}
+
+
+def lmms_eval_command(model_type: str, path: str | Path, *, task: str = "vqav2_val",
+                      output: str = "lmms-eval-out") -> str | None:
+    """lmms-eval's command line for an export of a `model_type` model at `path`; None when no wrapper loads it."""
+    model = LMMS_EVAL_MODELS.get(model_type)
+    if not model:
+        return None
+    return (f"python -m lmms_eval --model {model} --model_args pretrained={path} "
+            f"--tasks {task} --batch_size 1 --log_samples --output_path {output}")
 
 
 def default_output(adapter: str | Path) -> Path:
@@ -115,6 +133,21 @@ def check_output(out: str | Path, adapter: Path, *, overwrite: bool) -> Path:
     return out
 
 
+def check_export(adapter: str | Path, out: str | Path, *, dtype: str, overwrite: bool) -> tuple[Path, dict, Path]:
+    """(adapter folder, its cmba.json, output folder), or the one-line InputError `export_merged` would raise
+    before loading anything (what the CLI and `queue_export` refuse up front)."""
+    from toolkit.evaluation.evaluate import check_adapter_files, read_adapter
+
+    if dtype not in DTYPES:
+        raise InputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
+    folder = Path(adapter)
+    cmba = read_adapter(folder)
+    if cmba.get("kind") == "base":
+        raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter: nothing to merge")
+    check_adapter_files(folder)
+    return folder, cmba, check_output(out, folder, overwrite=overwrite)
+
+
 def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", overwrite: bool = False,
                   log=lambda m: None) -> ExportResult:
     """Merge `adapter` into its base and save the result, its processor and a README.md to `out`.
@@ -126,7 +159,7 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
     import torch
 
     from toolkit.calculator.structure import load_structure
-    from toolkit.evaluation.evaluate import check_adapter_files, load_adapter, read_adapter
+    from toolkit.evaluation.evaluate import load_adapter
     from toolkit.training.modeling import (
         check_bitsandbytes,
         default_device,
@@ -135,14 +168,7 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
         quiet_libraries,
     )
 
-    if dtype not in DTYPES:
-        raise InputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
-    folder = Path(adapter)
-    cmba = read_adapter(folder)
-    if cmba.get("kind") == "base":
-        raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter: nothing to merge")
-    check_adapter_files(folder)
-    out = check_output(out, folder, overwrite=overwrite)
+    folder, cmba, out = check_export(adapter, out, dtype=dtype, overwrite=overwrite)
     quiet_libraries()
     base = cmba["base_model"]
     structure = load_structure(base["id"], revision=base.get("revision"))
@@ -196,6 +222,83 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
     return ExportResult(**{**result.__dict__, "files": files})
 
 
+# ------------------------------------------------------------------------------------------ as a background job
+
+def queue_export(*, adapter: str | Path, output: str | Path, dtype: str = "bf16", overwrite: bool = False,
+                 store: JobStore | None = None) -> Job:
+    """Queue `python -m toolkit export` as one job of the job store (a worker runs it, never the caller); the job.
+
+    Refused up front, with the CLI's one line and nothing queued: what `check_export` refuses, and an export with
+    other settings into the same folder that is still queued or running (both would write it). Asking for the same
+    export while its job is queued or running returns that job; once it has finished, asking again queues a new one.
+
+        >>> job = queue_export(adapter="adapters/demo-1-4-1-rank8-s0", output="exports/demo-1-4-1")
+        >>> ensure_worker()                                    # toolkit.jobs.worker: a detached worker runs it
+        >>> latest_export("exports/demo-1-4-1").state          # JobState.QUEUED, RUNNING, SUCCEEDED, FAILED, ...
+    """
+    from toolkit.jobs.executor import PYTHON
+    from toolkit.jobs.store import JobStore, NewJob
+    from toolkit.jobs.worker import detect_gpus
+
+    folder, _, out = check_export(adapter, output, dtype=dtype, overwrite=overwrite)
+    folder, out = folder.resolve(), out.resolve()  # the worker runs steps from the project root
+    settings = {"export": {"adapter": str(folder), "merged": str(out), "dtype": dtype, "overwrite": bool(overwrite)}}
+    store = store or JobStore()
+    jobs = _export_jobs(out, store)
+    for job in jobs:
+        if not job.state.finished:
+            return _same_export(job, settings)
+    step = [PYTHON, "-m", "toolkit", "export", "--adapter", str(folder), "--merged", str(out), "--dtype", dtype]
+    # the id numbers the folder's exports: a second identical request racing this one inserts nothing, gets this job
+    job = store.submit(NewJob(id=f"{_job_prefix(out)}{len(jobs) + 1}", name=f"export {folder.name}",
+                              steps=[step + (["--overwrite"] if overwrite else [])], output_dir=str(out),
+                              gpus=1 if detect_gpus() else 0, settings=settings,
+                              meta={"kind": "export", "adapter": folder.name, "dtype": dtype}))
+    return _same_export(job, settings)
+
+
+def latest_export(output: str | Path, *, store: JobStore | None = None) -> Job | None:
+    """The newest export job writing `output` (any state); None when there is none."""
+    from toolkit.jobs.store import JobStore
+    from toolkit.paths import jobs_dir
+
+    if store is None and not jobs_dir().is_dir():  # no job has been queued here: read nothing, create nothing
+        return None
+    jobs = _export_jobs(Path(output).expanduser().resolve(), store or JobStore())
+    return jobs[-1] if jobs else None
+
+
+def _job_prefix(out: Path) -> str:
+    return f"export-{hashlib.sha256(str(out).encode()).hexdigest()[:10]}-"
+
+
+def _export_jobs(out: Path, store: JobStore) -> list[Job]:
+    prefix = _job_prefix(out)
+    return [j for j in store.list() if j.id.startswith(prefix)]
+
+
+def _same_export(job: Job, settings: dict) -> Job:
+    if job.settings != settings:
+        other = job.settings.get("export", {})
+        raise InputError(f"merged: job {job.id} ({job.state.value}) is already exporting {other.get('adapter')} "
+                         f"({other.get('dtype')}) to '{other.get('merged')}'; wait for it or cancel it "
+                         f"(python -m toolkit jobs cancel {job.id})")
+    return job
+
+
+def export_notes(folder: str | Path) -> tuple[str | None, list[str]]:
+    """(lmms-eval's command line or None, the warnings) of a finished export, read back from what `export_merged`
+    wrote there (config.json's model_type, README.md's warnings): what the Publish page shows after the job."""
+    folder = Path(folder)
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+        text = (folder / README).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        raise InputError(f"merged: '{folder}' no longer holds a complete export (config.json, {README})") from None
+    warnings = [line.removeprefix(WARNING).removesuffix(".") for line in text.splitlines() if line.startswith(WARNING)]
+    return lmms_eval_command(model_type, str(folder)), warnings
+
+
 def save_processor(processor, folder: Path, *, source: str, revision: str | None = None) -> None:
     """`save_pretrained`; a processor built without its video part (no torchvision here) is saved part by part,
     with the processor's own settings and the base's video processor config copied, so that
@@ -236,7 +339,7 @@ def readme(result: ExportResult, cmba: dict) -> str:
              f"merged into `{result.base_model}` with PEFT's `merge_and_unload`, saved as {result.dtype} safetensors. "
              f"It loads as the base family's own class, `{result.architecture}.from_pretrained(\"{result.path}\")`, "
              "with the base's processor (AutoProcessor).", ""]
-    lines += [f"**Warning**: {w}." for w in result.warnings] + ([""] if result.warnings else [])
+    lines += [f"{WARNING}{w}." for w in result.warnings] + ([""] if result.warnings else [])
     lines += ["## lmms-eval (0.7.x)", ""]
     if result.lmms_eval_model:
         lines += ["```bash", result.lmms_eval_command("vqav2_val"), "```", "",
