@@ -350,8 +350,8 @@ def _arms(cells: _Cells) -> _Model:
 
 
 def _critical(rows: np.ndarray, cells: _Cells, *, n_sim: int, seed: int) -> float:
-    """The 95% quantile of max |row · Z| / se(row) over the candidate rows, Z the cell means' error: the seed
-    part Gaussian scaled by sqrt(df / chi2_df) (its variance is estimated), the question part Gaussian."""
+    """The 95% quantile of max |row · Z| / se(row) over the candidate rows, Z the cell means' error: Gaussian
+    with the estimated covariance, scaled by sqrt(df / chi2_df) of the seed level (a multivariate t)."""
     se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", rows, cells.cov_seed + cells.cov_q, rows), 1e-300))
     rng = np.random.default_rng(seed)
     n = len(cells.keys)
@@ -360,10 +360,12 @@ def _critical(rows: np.ndarray, cells: _Cells, *, n_sim: int, seed: int) -> floa
         w, v = np.linalg.eigh(_psd(cov))
         return (v * np.sqrt(np.clip(w, 0, None))) @ rng.standard_normal((n, n_sim))
 
-    z_seed, z_q = draw(cells.cov_seed), draw(cells.cov_q)
-    if cells.df_seed > 0:
-        z_seed = z_seed * np.sqrt(cells.df_seed / rng.chisquare(cells.df_seed, n_sim))
-    t = np.abs(rows @ (z_seed + z_q)) / se[:, None]
+    z = draw(cells.cov_seed) + draw(cells.cov_q)
+    if cells.df_seed > 0:  # both levels scaled by the seed level's chi-square: the question level's estimate also
+        # leans on the seeds (its run x question noise is taken out with the seeds' residuals), so the band treats
+        # the whole covariance as known to the seed level's degrees of freedom (conservative)
+        z = z * np.sqrt(cells.df_seed / rng.chisquare(cells.df_seed, n_sim))
+    t = np.abs(rows @ z) / se[:, None]
     return float(np.quantile(t.max(axis=0), 1 - ALPHA))
 
 
