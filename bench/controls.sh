@@ -3,8 +3,9 @@
 #   positive: the demo with a planted projector bottleneck (preset demo-projector): projector-heavy ratios must win
 #   negative: the same study on the clean demo: it must not come out positive
 # For each: 4 canonical ratios x SEEDS seeds at a rank-2 budget (1:1:1 gives the projector rank 2, 1:4:1 about 7;
-# repairing the plant needs about 4), the model's default lr, evaluated on the whole validation split (2,000
-# questions), then `compare --baseline 1:1:1 --json`; with CONFIRM=1 the best ratio (or the recommendation's, when
+# repairing the plant needs about 4), the model's default lr, on the question families the demo was pretrained on
+# (colour, shape, existence: the ones the plant breaks; counting and positions, which the demo never learnt, only
+# add seed noise to this question), evaluated on the whole validation split (2,000 questions), then `compare --baseline 1:1:1 --json`; with CONFIRM=1 the best ratio (or the recommendation's, when
 # the study names one) is confirmed against 1:1:1 with fresh seeds on the test split (`confirm --sweep`).
 #
 #     bash bench/controls.sh                          # both controls, 3 seeds (about 30-40 min on 2 CPU cores)
@@ -21,6 +22,7 @@ STEPS=${STEPS:-300}
 BUDGET=${BUDGET:-2}
 CONTROLS=${CONTROLS:-positive negative}
 CONFIRM=${CONFIRM:-0}
+DATASET=${DATASET:-synthetic:shapes?types=color,shape,exist}
 ROOT=${OUT:-$(mktemp -d /tmp/cmba-controls.XXXX)}
 mkdir -p "$ROOT"
 
@@ -34,7 +36,7 @@ for control in $CONTROLS; do
     export CMBA_JOBS_DIR="$out/jobs" CMBA_ADAPTERS_DIR="$out/adapters"
     mkdir -p "$CMBA_JOBS_DIR" "$CMBA_ADAPTERS_DIR"
     start=$(date +%s)
-    $PY -m toolkit sweep --model "$model" --dataset synthetic:shapes --ratios 1:1:1,1:4:1,4:1:1,1:1:4 \
+    $PY -m toolkit sweep --model "$model" --dataset "$DATASET" --ratios 1:1:1,1:4:1,4:1:1,1:1:4 \
         --seeds "$SEEDS" --budget-rank "$BUDGET" --max-steps "$STEPS" --batch-size 16 --eval-limit 2000 \
         --no-worker --json > "$out/plan.json"
     $PY -m toolkit worker --slots 2 --threads 1 --once

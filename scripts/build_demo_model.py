@@ -10,13 +10,14 @@ tokenizer and processor are built from code, so nothing is downloaded. The same 
 the same weights on CPU. `pretraining.json` next to the weights records the settings and the final loss.
 
 `--plant projector` does not train: it takes the shipped demo weights and plants a deficiency in the projector
-(the positive control of an allocation study, preset `demo-projector`): the k principal directions of the
-projector's input (the vision features, measured on 512 training images) are removed from
-`multi_modal_projector.linear_1`: W1' = W1 (I - Q Q^T), Q the top-k eigenvectors of the features' covariance.
-The image information the decoder gets through them is gone (the base falls to chance level on the image
-questions), the weight differs from the clean one by exactly a rank-k matrix, so a rank-k LoRA on linear_1
-restores it exactly, while LoRA on the decoder cannot bring back what never reaches it and LoRA on the vision
-tower would have to re-encode the image into the directions the projector still reads. Only the planted tensor
+(the positive control of an allocation study, preset `demo-projector`): the k principal directions of the output
+of `multi_modal_projector.linear_1` (its pre-activation, measured on the image tokens of 512 training images)
+are removed: W1' = (I - U U^T) W1, U the top-k eigenvectors of that output's covariance (99.9 % of its variance
+lies in the top 4). The image information goes before the projector's non-linearity, so the base falls to
+chance level on the image questions; the weight differs from the clean one by exactly a rank-k matrix (U U^T W1),
+so a LoRA on linear_1 restores it (its B learns the directions U from the gradient; its random A already sees
+the few input directions that vary), while LoRA on the decoder cannot bring back what never reaches it and LoRA
+on the vision tower would have to re-encode the image into directions the projector still passes. Only the planted tensor
 and the recipe ship (toolkit/training/demo_projector/); the full folder is made on first use (toolkit/training/demo.py).
 """
 
@@ -38,7 +39,7 @@ from toolkit.training.engine import lr_factor  # noqa: E402
 
 SHIPPED = {"steps": 4000, "seed": 0, "batch_size": 32, "lr": 5e-4}
 PLANT = {"projector": {"module": "multi_modal_projector.linear_1", "rank": 8, "images": 512, "data_seed": 7}}
-"""what `--plant C` removes: the top-`rank` principal directions of `module`'s input, measured on `images`
+"""what `--plant C` removes: the top-`rank` principal directions of `module`'s output, measured on `images`
 training images of synthetic:shapes?seed=`data_seed` (an image seed no split of the default dataset uses)"""
 
 
@@ -103,8 +104,8 @@ def plant(component: str, *, rank: int | None = None, log=print) -> Path:
     fmt = VQAFormatter(build_processor(), "llava")
     data = SyntheticShapes(n=recipe["images"], seed=recipe["data_seed"], split="train")
     layer = model.get_submodule(module.replace("multi_modal_projector", "model.multi_modal_projector"))
-    feats = []
-    hook = layer.register_forward_pre_hook(lambda m, a: feats.append(a[0].detach().reshape(-1, a[0].shape[-1])))
+    feats = []  # the module's output (pre-activation) on image tokens
+    hook = layer.register_forward_hook(lambda m, a, o: feats.append(o.detach().reshape(-1, o.shape[-1])))
     with torch.no_grad():
         for start in range(0, recipe["images"], 64):
             rows = [data.record(i) for i in range(start, min(start + 64, recipe["images"]))]
@@ -115,22 +116,22 @@ def plant(component: str, *, rank: int | None = None, log=print) -> Path:
     evals, evecs = torch.linalg.eigh(x.T @ x / len(x))
     order = evals.argsort(descending=True)
     evals, evecs = evals[order], evecs[:, order]
-    q = evecs[:, :recipe["rank"]]
+    u = evecs[:, :recipe["rank"]]
     state = load_file(DEMO_DIR / "model.safetensors")
     clean = state[f"{module}.weight"].double()
-    planted = (clean - clean @ q @ q.T).float().contiguous()
+    planted = (clean - u @ u.T @ clean).float().contiguous()
     out = plant_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     save_file({f"{module}.weight": planted}, str(out / "planted.safetensors"), metadata={"format": "pt"})
     share = float(evals[:recipe["rank"]].sum() / evals.sum())
     recipe.update(preset=name, component=component, tensor=f"{module}.weight",
-                  method="W' = W (I - Q Q^T), Q: top-k eigenvectors of the covariance of the module's input "
-                         "(image features); the difference W - W' = W Q Q^T has rank k",
+                  method="W' = (I - U U^T) W, U: top-k eigenvectors of the covariance of the module's output "
+                         "(pre-activation, image tokens); the difference W - W' = U U^T W has rank k",
                   explained_variance=round(share, 4),
                   base_sha256=hashlib.sha256((DEMO_DIR / "model.safetensors").read_bytes()).hexdigest(),
                   torch=torch.__version__)
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    log(f"{name}: removed the top {recipe['rank']} directions of {module}'s input ({share:.1%} of its variance); "
+    log(f"{name}: removed the top {recipe['rank']} directions of {module}'s output ({share:.1%} of its variance); "
         f"written to {out}")
     return out
 

@@ -38,10 +38,10 @@ def test_planted_weight_differs_by_exactly_rank_k():
     k = recipe["rank"]
     assert k == 8 and s[k - 1] > 1e-3 * s[0]  # k directions really removed ...
     assert s[k] < 1e-5 * s[0]  # ... and not one more: a rank-k LoRA on linear_1 repairs it exactly
-    # the removed directions are input directions (W' = W (I - QQ^T)): the planted weight maps them to zero
-    _, _, vh = torch.linalg.svd(diff)
-    q = vh[:k].T
-    assert torch.allclose(planted[recipe["tensor"]].double() @ q, torch.zeros(128, k, dtype=torch.float64), atol=1e-5)
+    # the removed directions are output directions (W' = (I - UU^T) W): the planted weight writes nothing there
+    u, _, _ = torch.linalg.svd(diff)
+    assert torch.allclose(u[:, :k].T @ planted[recipe["tensor"]].double(), torch.zeros(k, 64, dtype=torch.float64),
+                          atol=1e-5)
 
 
 def test_preset_resolves_like_demo(cache):
@@ -67,6 +67,38 @@ def test_planted_base_loses_accuracy(cache):
 
     clean = evaluate_base("demo", "synthetic:shapes", split="validation", limit=300, batch_size=64)
     planted = evaluate_base(PRESET, "synthetic:shapes", split="validation", limit=300, batch_size=64)
-    # measured on 1,000 questions: 45.4 % against 26.0 %; colour and shape questions fall to chance
+    # measured on 1,000 questions: 45.4 % against 28.1 %; colour and shape questions fall to chance
     assert planted["scores"]["overall"] < clean["scores"]["overall"] - 12
     assert planted["scores"]["per_question_type"]["what color is the"] < 40
+
+
+STEPS, LR, EVAL_N = 100, 5e-3, 500
+DATA = "synthetic:shapes?types=color,shape,exist"  # the question families the plant breaks (bench/controls.sh)
+"""the reduced positive control: 100 steps at a higher lr than the demo default (300 steps at 2e-3), so four runs
+fit in about two minutes on two cores; the full control is bench/controls.sh"""
+
+
+def _accuracy(tmp_path, ratio: str, seed: int) -> float:
+    from toolkit.evaluation.evaluate import evaluate_adapter
+    from toolkit.training.engine import train
+    from toolkit.training.settings import TrainSettings
+
+    out = tmp_path / f"r{ratio.replace(':', '-')}-s{seed}"
+    settings = TrainSettings(model=PRESET, dataset=DATA, ratio=ratio, budget_rank=2, seed=seed,
+                             max_steps=STEPS, batch_size=16, lr=LR, output=str(out), progress=False)
+    train(settings, log=lambda m: None)
+    return evaluate_adapter(out, DATA, split="validation", limit=EVAL_N, batch_size=64)["scores"]["overall"]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_reduced_positive_control_finds_the_projector(cache, tmp_path):
+    """1:4:1 (projector rank ~7, enough to undo the rank-8 plant's informative part) against 1:1:1 (projector
+    rank 2) at the same rank-2 budget, two seeds each, through real training: the projector-heavy arm wins on
+    every seed pair and by a clear margin on average."""
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    uniform = [_accuracy(tmp_path, "1:1:1", seed) for seed in (0, 1)]
+    heavy = [_accuracy(tmp_path, "1:4:1", seed) for seed in (0, 1)]
+    gap = sum(heavy) / 2 - sum(uniform) / 2
+    assert min(heavy) > max(uniform), (heavy, uniform)
+    assert gap > 3, (heavy, uniform)
