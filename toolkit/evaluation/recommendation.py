@@ -22,7 +22,10 @@ Method. The data are cell means (one cell per ratio and halving rung) of the run
   last rung has few arms, the candidate is the best *measured* arm and no surface is shown.
 - Halving rungs are never pooled with additive offsets: the surface's shape is shared by the rungs and each
   rung has its own offset and scale (arm differences may grow or shrink with training; the last rung's scale
-  is 1, so the gain is the last rung's). Arms are compared at the last rung only, where 1:1:1 is always kept.
+  is 1, so the gain is the last rung's). The gain's variance comes from the whole fit linearised by central
+  differences (the scales re-estimated each time). No lack-of-fit test across rungs: the finalists were chosen
+  on their own luck, so their cells deviate from any shared shape. Arms are compared at the last rung only,
+  where 1:1:1 is always kept.
 - Covariance of the cell means: the seed level is the run-to-run variance pooled over the ratios (each ratio's
   seeds give S-1 degrees of freedom), per rung, and between rungs for the runs a search continued (one run at
   two rungs is correlated with itself); the question level is the
@@ -67,6 +70,8 @@ BAND_GRID = 30
 MIN_SURFACE_RATIOS = 7
 """a quadratic surface (6 terms) needs one more distinct ratio to test its fit"""
 LOF_ALPHA = 0.01
+LOG_SCALE_BOUND = math.log(10.0)
+"""an earlier rung's scale of the shared shape stays within [1/10, 10] of the last rung's"""
 """the lack-of-fit test rejects a surface only on strong evidence (a cliff, a bend the quadratic cannot follow):
 with 2 seeds its covariance is a rough estimate, and at 0.05 it rejected a correct model in ~30% of searches"""
 NAMES = ("vision", "projector", "language")
@@ -270,7 +275,7 @@ class _Model:
 
 def _surface(cells: _Cells, cov: np.ndarray, df: float) -> _Model:
     """Scheffé quadratic shape shared by the rungs, an offset and a scale per rung (last rung: offset free,
-    scale 1), weighted least squares on the cell means; the scales by alternating least squares."""
+    scale 1), weighted least squares on the cell means; the scales by Nelder-Mead (variable projection)."""
     x = np.array([k[0] for k in cells.keys])
     blocks = sorted({k[1] for k in cells.keys})
     b_of = np.array([blocks.index(k[1]) for k in cells.keys])
@@ -283,36 +288,59 @@ def _surface(cells: _Cells, cov: np.ndarray, df: float) -> _Model:
         cols = [t * scale[b_of][:, None]] + [(b_of == i).astype(float)[:, None] for i in others]
         return np.hstack(cols)
 
-    def sse(log_scale):  # variable projection: the terms and offsets by weighted least squares for given scales
+    def fit(means, starts):
+        """(scales, [terms, offsets]) of the weighted least-squares fit of `means`: the scales by Nelder-Mead on
+        the variable-projection residual (terms and offsets solved exactly for given scales)."""
+        def solve(full):
+            d = design(full)
+            return d, np.linalg.lstsq(d * np.sqrt(w)[:, None], means * np.sqrt(w), rcond=None)[0]
+
+        def sse(log_scale):  # scales kept within [1/10, 10]: beyond, the last rung's shape degenerates to flat
+            full = np.ones(len(blocks))
+            full[others] = np.exp(np.clip(log_scale, -LOG_SCALE_BOUND, LOG_SCALE_BOUND))
+            d, beta = solve(full)
+            return float(np.sum(w * (means - d @ beta) ** 2))
+
         full = np.ones(len(blocks))
-        full[others] = np.exp(log_scale)
-        d = design(full)
-        beta = np.linalg.lstsq(d * np.sqrt(w)[:, None], cells.means * np.sqrt(w), rcond=None)[0]
-        return float(np.sum(w * (cells.means - d @ beta) ** 2))
+        if others:
+            from scipy.optimize import minimize
 
-    if others:
-        from scipy.optimize import minimize
+            best = min((minimize(sse, np.log(s0), method="Nelder-Mead",
+                                 options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 4000}) for s0 in starts),
+                       key=lambda r: r.fun)
+            full[others] = np.exp(np.clip(best.x, -LOG_SCALE_BOUND, LOG_SCALE_BOUND))
+        return full, solve(full)[1]
 
-        best = min((minimize(sse, np.full(len(others), np.log(s0)), method="Nelder-Mead",
-                             options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 2000}) for s0 in (0.5, 1.0, 2.0)),
-                   key=lambda r: r.fun)
-        scale[others] = np.exp(best.x)
+    scale, beta = fit(cells.means, [np.full(len(others), v) for v in (0.5, 1.0, 2.0)])
     d = design(scale)
-    wd = d * w[:, None]
-    beta = np.linalg.pinv(d.T @ wd) @ wd.T @ cells.means
     u = terms([UNIFORM])[0]
     resid = cells.means - d @ beta
-    # the fit linearised in every parameter, the earlier rungs' (log) scales included, so that their estimation
-    # error reaches the gain's variance: jac = d model / d (terms, offsets, log scales) at the optimum
-    shape = t @ beta[:6]
-    jac = np.hstack([d] + [((b_of == i) * scale[i] * shape)[:, None] for i in others])
-    wj = jac * w[:, None]
-    h = np.linalg.pinv(jac.T @ wj, rcond=1e-10) @ wj.T                     # (parameters, cells), linearised
-    proj = np.eye(len(resid)) - jac @ h
+    if others:
+        # the estimator linearised by central differences of the whole fit (the rungs' scales re-estimated each
+        # time), so that the scales' estimation error reaches the gain's variance; Gauss-Newton's linearisation
+        # missed it (a 30x too small standard error where the last rung has few arms)
+        eps = 0.05
+        h_terms, h_fit = np.zeros((6, len(resid))), np.zeros((len(resid), len(resid)))
+        for c in range(len(resid)):
+            outs = []
+            for sign in (1, -1):
+                m = cells.means.copy()
+                m[c] += sign * eps
+                sc, b = fit(m, [scale[others]])
+                outs.append((b[:6], design(sc) @ b))
+            h_terms[:, c] = (outs[0][0] - outs[1][0]) / (2 * eps)
+            h_fit[:, c] = (outs[0][1] - outs[1][1]) / (2 * eps)
+        n_params = np.linalg.matrix_rank(d) + len(others)
+    else:
+        wd = d * w[:, None]
+        h = np.linalg.pinv(d.T @ wd) @ wd.T
+        h_terms, h_fit, n_params = h[:6], d @ h, np.linalg.matrix_rank(d)
+    proj = np.eye(len(resid)) - h_fit
     rcov = proj @ cov @ proj.T
-    df_lof = len(resid) - np.linalg.matrix_rank(jac)
+    df_lof = len(resid) - n_params
     lof_p = None
-    if df_lof > 0 and np.trace(rcov) > 0:
+    if df_lof > 0 and np.trace(rcov) > 0 and not others:  # across rungs the finalists were selected on their own
+        # luck, so cells deviate from any shared shape; the test rejected a correct model in 25% of searches
         stat = float(resid @ np.linalg.pinv(rcov, rcond=1e-10) @ resid)
         lof_p = float(_sp.f.sf(stat / df_lof, df_lof, df if math.isfinite(df) and df > 0 else 1e6))
     total = float(np.sum(w * (cells.means - np.average(cells.means, weights=w)) ** 2))
@@ -321,7 +349,7 @@ def _surface(cells: _Cells, cov: np.ndarray, df: float) -> _Model:
         return terms(xs) @ beta[:6]
 
     def contrast(xs):  # the gain over 1:1:1 at the last rung, as weights on the cell means (linearised)
-        return (terms(xs) - u) @ h[:6]
+        return (terms(xs) - u) @ h_terms
 
     model = "Scheffé quadratic" + (f", shape shared by {len(blocks)} rungs (offset and scale each)"
                                    if len(blocks) > 1 else "")
