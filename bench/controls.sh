@@ -8,7 +8,7 @@
 # add seed noise to this question), evaluated on the whole validation split (2,000 questions), then `compare --baseline 1:1:1 --json`; with CONFIRM=1 the best ratio (or the recommendation's, when
 # the study names one) is confirmed against 1:1:1 with fresh seeds on the test split (`confirm --sweep`).
 #
-#     bash bench/controls.sh                          # both controls, 3 seeds (about 30-40 min on 2 CPU cores)
+#     bash bench/controls.sh                          # both controls, 5 seeds (about 15-30 min each on 2 CPU cores)
 #     CONTROLS=positive SEEDS=2 bash bench/controls.sh
 #     CONFIRM=1 bash bench/controls.sh
 #
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SEEDS=${SEEDS:-3}
+SEEDS=${SEEDS:-5}
 STEPS=${STEPS:-300}
 BUDGET=${BUDGET:-2}
 CONTROLS=${CONTROLS:-positive negative}
