@@ -36,9 +36,10 @@ def test_a_planted_optimum_is_located_and_its_gain_covered():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trend", ["grow", "shrink"])
-def test_after_a_halving_search_the_gain_is_covered(trend):
+def test_after_a_halving_search_the_optimum_is_located_and_its_gain_covered(trend):
+    # arm differences that grow or shrink with training: the rungs share the shape with a scale each
     r = rates(Scenario(seeds=2, planted=3.0, rungs=(75, 150, 300), trend=trend), studies=20, seed=13, n_boot=1000)
-    assert r["covered"] >= 0.85  # bench/RESULTS.md: 87.5-95% over 40 searches (the issue asks 90%)
+    assert r["covered"] >= 0.9 and r["located"] >= 0.85
 
 
 def test_seeds_needed_agrees_with_a_power_simulation():

@@ -6,8 +6,8 @@
     >>> rec.confirmation                                # the confirmation's outcome on fresh seeds, once it ran
 
 Three outcomes, each with its reason in plain words:
-- **use X:Y:Z**: X:Y:Z was trained (to the last rung), its gain over 1:1:1 is above the study's +1 point
-  (toolkit.evaluation.verdict.MIN_EFFECT) and the *selection-adjusted* 95% interval excludes 0;
+- **use X:Y:Z**: X:Y:Z was trained (to the last rung), its measured gain over 1:1:1 is above the study's +1 point
+  (toolkit.evaluation.verdict.MIN_EFFECT) and its *selection-adjusted* 95% interval excludes 0;
 - **candidate X:Y:Z, confirm it**: the best ratio's gain is positive (measured, where it was trained) but not
   established, or X:Y:Z is a fitted optimum no run trained (a fitted gain is a screening value); a confirmation on
   fresh seeds decides;
@@ -37,8 +37,10 @@ Method. The data are cell means (one cell per ratio and halving rung) of the run
   chi-square, i.e. a multivariate t), so choosing the best of many noisy ratios does not make its interval
   optimistic. After a halving search the band is at least Bonferroni's over every arm the search started with
   (the finalists were chosen on earlier rungs of the same seeds).
-- The gain reported is the fitted one at the rounded ratio (surface) or the measured one (arms); a fitted
-  gain is a screening value: the confirmation's fresh-seed estimate is the study's final answer.
+- The gain reported is the measured one where the chosen ratio was trained (with the arms' own band: max-|t|
+  over the last rung's arms, at least Bonferroni's over every arm after a search), else the fitted one at the
+  rounded ratio with the surface's band; a fitted gain is a screening value: the confirmation's fresh-seed
+  estimate is the study's final answer.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class Recommendation:
     """fitted | measured"""
     measured_gain: float | None
     """the measured gain of `ratio` when it was trained to the last rung"""
+    fitted_gain: float | None
+    """the surface's gain at `ratio` (a screening value; `gain` is the measured one where `ratio` was trained)"""
     equivalence: float | None
     """every candidate ratio is within ±equivalence points of 1:1:1 (simultaneous 95%)"""
     seeds_needed: int | None
@@ -472,12 +476,20 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     measured = float(final_mean[rkey] - final_mean[_key(UNIFORM)]) if rkey in final_mean else None
     equivalence = float(np.max(np.maximum(np.abs(gains - crit * ses), np.abs(gains + crit * ses))))
     text = _text(ratio)
-    arms_rows = []
+    # each last-rung arm against 1:1:1, measured, with its own band over the arms (at least Bonferroni's over
+    # every arm after a search): what "use" also needs when the surface chose a trained ratio
+    arms_rows, measured_ci = [], None
     arm_rows = _arms(cells).contrast(np.array(final_arms)) if final_arms else np.zeros((0, len(cells.keys)))
+    arm_crit = crit if model.kind == "arms" else (_critical(arm_rows, cells, n_sim=n_boot, seed=seed + 1)
+                                                  if len(arm_rows) else crit)
+    if model.kind != "arms" and multi and len(arm_rows):
+        arm_crit = max(arm_crit, t_quantile(1 - ALPHA / (2 * (len(arms_all) - 1)), max(cells.df_seed, 1.0)))
     for a, r in zip(final_arms, arm_rows):
         g, s = float(r @ cells.means), float(math.sqrt(max(r @ cov @ r, 0.0)))
         arms_rows.append({"ratio": label(a), "accuracy": round(float(final_mean[a]), 4), "seeds": final_seeds[a],
-                          "gain": round(g, 4), "ci": [round(g - crit * s, 4), round(g + crit * s, 4)]})
+                          "gain": round(g, 4), "ci": [round(g - arm_crit * s, 4), round(g + arm_crit * s, 4)]})
+        if a == rkey:
+            measured_ci = (g - arm_crit * s, g + arm_crit * s)
     best_arm = max(final_arms, key=lambda a: final_mean[a]) if final_arms else None
     best_label = label(best_arm) if best_arm is not None and final_mean[best_arm] > final_mean[_key(UNIFORM)] else None
     # seeds needed: the pooled run variance of a difference, at the Bonferroni level over the candidates
@@ -487,9 +499,13 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
                             effect=MIN_EFFECT, alpha=ALPHA / max(1, len(arms_all) - 1), paired=False)
     no_seed_level = cells.df_seed == 0
     source = "fitted" if model.kind == "surface" else "measured"
-    what = f"{'fitted' if source == 'fitted' else 'measured'} gain {gain:+.2f} points"
+    fitted_gain = gain if model.kind == "surface" else None
+    if model.kind == "surface" and measured is not None and measured_ci is not None:
+        # the surface chose a ratio that was trained: its runs measure the gain, with the arms' own band
+        gain, (lo, hi), source = measured, measured_ci, "measured"
+    what = f"{source} gain {gain:+.2f} points"
     adjusted = (f"95% interval [{lo:+.2f}, {hi:+.2f}], adjusted for choosing it among "
-                + ("the surface's ratios" if model.kind == "surface" else f"{len(arms_all) - 1} ratios"))
+                + ("the surface's ratios" if source == "fitted" else f"{len(arms_all) - 1} ratios"))
     if gain <= 0 or (measured is not None and measured <= 0):
         why = (f"the best {'fitted ratio' if model.kind == 'surface' else 'ratio'}, {text}, is not above 1:1:1 "
                + (f"(measured {measured:+.2f} points)" if measured is not None and measured <= 0 else f"({what})"))
@@ -530,7 +546,7 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
                  "accuracy": float(m)} for k, m, n in zip(cells.keys, cells.means, cells.sizes)]
     out = Recommendation(
         outcome=outcome, headline=headline, reason=why, ratio=rec_ratio, best=best_label, method=model.kind,
-        gain=gain, gain_ci=(lo, hi), gain_source=source, measured_gain=measured,
+        gain=gain, gain_ci=(lo, hi), gain_source=source, measured_gain=measured, fitted_gain=fitted_gain,
         equivalence=equivalence if math.isfinite(equivalence) else None, seeds_needed=need, confirm=confirm,
         confirm_reason=confirm_why, critical=crit, df=cells.df_seed, model=model.note, r2=model.r2,
         lack_of_fit_p=model.lof_p, n_runs=cells.runs, n_ratios=len({p.proportions for p in final}),
