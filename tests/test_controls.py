@@ -72,7 +72,10 @@ def test_planted_base_loses_accuracy(cache):
     assert planted["scores"]["per_question_type"]["what color is the"] < 40
 
 
-STEPS, LR, EVAL_N = 100, 5e-3, 500
+STEPS, LR, EVAL_N = 300, 2e-3, 2000
+"""the control's own settings (bench/controls.sh, seeds 0 and 1 of 5): there 1:4:1 scored 80.18 / 80.40 % and 1:1:1
+77.49 / 74.71 %. A shorter run does not do: 100 steps at lr 5e-3 gave 1:4:1 63.22 / 72.02 % against 1:1:1
+66.24 / 66.96 % (the repair is not reliable yet). Four 300-step runs take about 7 minutes on two shared cores."""
 DATA = "synthetic:shapes?types=color,shape,exist"  # the question families the plant breaks (bench/controls.sh)
 """the reduced positive control: 100 steps at a higher lr than the demo default (300 steps at 2e-3), so four runs
 fit in about two minutes on two cores; the full control is bench/controls.sh"""
