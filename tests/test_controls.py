@@ -3,7 +3,7 @@
 Fast: the planted weight differs from the shipped demo's by exactly a rank-k matrix (k from its recipe), only in
 that tensor; the preset resolves like `demo` (calculator, weights folder built on first use into the cache); its
 base accuracy is far below the clean demo's on the same questions.
-Slow (real training): a reduced positive control, 1:1:1 against 1:4:1 at a rank-2 budget with two seeds each,
+Slow (real training, ~7 min): a reduced positive control, 1:1:1 against 1:4:1 at a rank-2 budget, two seeds each,
 where the projector-heavy arm must beat uniform by a clear margin on every seed pair.
 """
 
@@ -77,8 +77,6 @@ STEPS, LR, EVAL_N = 300, 2e-3, 2000
 77.49 / 74.71 %. A shorter run does not do: 100 steps at lr 5e-3 gave 1:4:1 63.22 / 72.02 % against 1:1:1
 66.24 / 66.96 % (the repair is not reliable yet). Four 300-step runs take about 7 minutes on two shared cores."""
 DATA = "synthetic:shapes?types=color,shape,exist"  # the question families the plant breaks (bench/controls.sh)
-"""the reduced positive control: 100 steps at a higher lr than the demo default (300 steps at 2e-3), so four runs
-fit in about two minutes on two cores; the full control is bench/controls.sh"""
 
 
 def _accuracy(tmp_path, ratio: str, seed: int) -> float:
