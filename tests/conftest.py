@@ -308,6 +308,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, family: str) -> Pat
 
 
 @pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """key -> tiny real checkpoint folder (tests/tiny_checkpoints.py), built on first use, shared by the session."""
+    from tiny_checkpoints import build_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            built[key] = build_checkpoint(key, root / key.replace("+", "-"))
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """family or variant -> folder with its tiny config.json, written once per session (treat as read-only)."""
     return {key: tiny_model_dir(tmp_path_factory, key) for key in MODELS}

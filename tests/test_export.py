@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from jobhelpers import PATIENCE
-from tiny_checkpoints import build_checkpoint
 
 from toolkit import runs
 from toolkit.errors import InputError
@@ -27,19 +26,6 @@ FAMILIES = ("llava", "llava_next", "blip-2", "blip-2+flan-t5", "qwen2_vl", "qwen
 """every tiny checkpoint tests/tiny_checkpoints.py builds"""
 MAX_DIFF: dict[str, float] = {}
 """family -> max |logit difference| (fp32 export vs unmerged), printed at the end of the session with -s"""
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export-checkpoints")
-    built: dict[str, Path] = {}
-
-    def get(key: str) -> Path:
-        if key not in built:
-            built[key] = build_checkpoint(key, root / key.replace("+", "-"))
-        return built[key]
-
-    return get
 
 
 def _base(folder: Path):
@@ -89,14 +75,14 @@ def _logits(model, batch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", FAMILIES)
-def test_export_loads_as_the_family_class_with_the_same_logits(checkpoint, key, tmp_path):
+def test_export_loads_as_the_family_class_with_the_same_logits(checkpoints, key, tmp_path):
     import transformers
     from peft import PeftModel
 
     from toolkit.interop.export import export_merged
     from toolkit.training.processors import load_processor
 
-    base_dir = checkpoint(key)
+    base_dir = checkpoints(key)
     adapter = make_adapter(base_dir, tmp_path / "adapter", ratio="1:0:1" if key == "gemma3" else "1:2:1")
     result = export_merged(adapter, tmp_path / "merged", dtype="fp32")
 
@@ -128,14 +114,14 @@ def test_export_loads_as_the_family_class_with_the_same_logits(checkpoint, key, 
 
 
 @pytest.mark.slow
-def test_bf16_export_is_within_bf16_rounding(checkpoint, tmp_path):
+def test_bf16_export_is_within_bf16_rounding(checkpoints, tmp_path):
     """The default 16-bit export: the same model up to bf16 rounding of the weights."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from toolkit.interop.export import export_merged
 
-    base_dir = checkpoint("llava")
+    base_dir = checkpoints("llava")
     adapter = make_adapter(base_dir, tmp_path / "adapter")
     result = export_merged(adapter, tmp_path / "merged")
     assert result.dtype == "bf16" and result.lmms_eval_model == "llava_hf"
@@ -174,10 +160,10 @@ def test_bad_input_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_output_folder_rules(checkpoint, tmp_path):
+def test_output_folder_rules(checkpoints, tmp_path):
     from toolkit.interop.export import export_merged
 
-    adapter = make_adapter(checkpoint("llava"), tmp_path / "adapter")
+    adapter = make_adapter(checkpoints("llava"), tmp_path / "adapter")
     with pytest.raises(InputError, match="^merged: .* is the adapter folder or inside it"):
         export_merged(adapter, adapter / "merged")
     busy = tmp_path / "busy"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_checkpoints import build_checkpoint
 
 from toolkit.data.sources import load_vqa
 from toolkit.errors import ModelLoadError
@@ -42,20 +41,6 @@ DATA = "synthetic:shapes?n=16&types=exist"
 """yes/no questions: 20 steps teach every tiny model the answer format"""
 LEARNING_RATE = {"paligemma": "3e-2"}
 """the tiny random Gemma (embeddings tied to its output layer, which LoRA does not adapt) needs larger steps"""
-
-
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
-    """key -> tiny checkpoint folder, built on first use."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    built: dict[str, Path] = {}
-
-    def get(key: str) -> Path:
-        if key not in built:
-            built[key] = build_checkpoint(key, root / key.replace("+", "-"))
-        return built[key]
-
-    return get
 
 
 def _load(folder: Path):

@@ -582,9 +582,7 @@ def recommend(rows: list[dict], *, eval_tag: str | None = None, n_boot: int = N_
         return None
     if any(p.questions is None for p in points):  # the question level only where every run has its answers
         points = [Point(p.proportions, p.accuracy, p.seed, p.block) for p in points]
-    clusters = {}
-    for r in info["rows"][:1]:
-        clusters = image_ids(r)
+    clusters = image_ids(info["rows"][0])  # the runs answer the same questions: one file names their images
     try:
         rec = recommend_points(points, clusters=clusters or None, n_boot=n_boot, seed=seed)
     except ValueError:
@@ -596,11 +594,11 @@ def recommend(rows: list[dict], *, eval_tag: str | None = None, n_boot: int = N_
 # ------------------------------------------------------------------------------------------ confirmation
 
 
-def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict, *, pending: bool = False) -> dict | None:
+def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict) -> dict | None:
     """The confirmation of `rec` in `rows`: runs of the same settings (but steps) on another eval set, with
     seeds the study did not use, of the recommended ratio and 1:1:1; compared by compare's verdict rules (one
     comparison, nothing chosen on these data). {state: confirmed | not confirmed | pending, ratio, delta, ci,
-    seeds, eval_tag, text}, or None when no such runs exist. `pending`: the job system still runs some of them."""
+    seeds, eval_tag, text}, or None when no such runs exist (the job system marks it pending while it runs)."""
     from toolkit.evaluation import compare
     from toolkit.evaluation.verdict import fingerprint
 
@@ -638,14 +636,11 @@ def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict, *, p
     if c is None:
         return {**base, "state": "pending", "text": f"confirmation on {tag}: no per-question results to compare"}
     state = "confirmed" if a.verdict.label == "positive" else "not confirmed"
-    if pending and state == "not confirmed":
-        state = "pending"
     what = (f"{c.delta:+.2f} points [{c.ci_low:+.2f}, {c.ci_high:+.2f}] over 1:1:1 on fresh seeds "
             f"({c.seeds} vs {c.baseline_seeds}, eval set {tag})")
     text = {"confirmed": f"confirmed: use {ratio}, {what}",
             "not confirmed": f"not confirmed: {ratio} {what}; "
                              + ("significant but not above +1 point" if a.verdict.label == "weak positive"
-                                else "no ratio beats 1:1:1 detectably"),
-            "pending": f"confirmation running: {what} so far"}[state]
+                                else "no ratio beats 1:1:1 detectably")}[state]
     return {**base, "state": state, "delta": c.delta, "ci": [c.ci_low, c.ci_high], "p_value": c.p_value,
             "verdict": a.verdict.label, "text": text}

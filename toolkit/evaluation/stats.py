@@ -125,12 +125,8 @@ class BootstrapTest:
 
     def ci(self, level: float) -> tuple[float, float]:
         """delta ± t(df) · se at another level (e.g. a simultaneous, Bonferroni-adjusted one)."""
-        half = _t_crit(0.5 + level / 2, self.df) * self.se
+        half = t_quantile(0.5 + level / 2, self.df) * self.se
         return self.delta - half, self.delta + half
-
-
-def _t_crit(p: float, df: float) -> float:
-    return t_quantile(p, df)
 
 
 def _counts(rng, n: int, reps: int) -> np.ndarray:
@@ -250,7 +246,7 @@ def two_level_bootstrap(*, ratio, baseline, paired_seeds: bool | None = None, cl
         return BootstrapTest(delta, 0.0, delta, delta, p, df, paired, seed_var, question_var, n_boot, **extra)
     t = abs(delta) / se
     p = min(1.0, 2.0 * (1.0 - t_cdf(t, df)))
-    half = _t_crit(0.975, df) * se
+    half = t_quantile(0.975, df) * se
     return BootstrapTest(delta, se, delta - half, delta + half, p, df, paired, seed_var, question_var, n_boot, **extra)
 
 
@@ -310,7 +306,7 @@ def questions_needed(*, question_var: float, n_questions: int, seed_var: float, 
                      alpha: float, power: float = 0.8) -> int | None:
     """Questions for which the question-level variance (the part seeds do not reduce) leaves room to detect
     `effect` at `seeds` seeds (the normal approximation); None when the seed variance alone forbids it."""
-    z = _t_crit(1 - alpha / 2, math.inf) + _t_crit(power, math.inf)
+    z = t_quantile(1 - alpha / 2, math.inf) + t_quantile(power, math.inf)
     room = (effect / z) ** 2 - seed_var / seeds
     if room <= 0:
         return None

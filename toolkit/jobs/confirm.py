@@ -100,17 +100,14 @@ def confirmation_state(store: JobStore, study: str, confirmation: str) -> dict |
     """The confirmation's outcome (toolkit.evaluation.recommendation.confirmation_outcome) from the study's and the
     confirmation's evaluations; "pending" while any job of the confirmation sweep is unfinished."""
     from toolkit.evaluation import recommendation
-    from toolkit.evaluation.surface import points_from_rows
 
-    rows = sweep_rows(store, study)
-    rec = recommendation.recommend(rows, n_boot=1000)
+    # the study's evaluations and the confirmation's (another eval set, fresh seeds): recommend() finds both
+    rec = recommendation.recommend(sweep_rows(store, study) + sweep_rows(store, confirmation), n_boot=1000)
     if rec is None:
         return None
-    _, info = points_from_rows(rows, eval_tag=None)
     jobs = store.list(sweep=confirmation)
     unfinished = sum(1 for j in jobs if not j.state.finished)
-    out = recommendation.confirmation_outcome(rows + sweep_rows(store, confirmation), rec, info,
-                                              pending=unfinished > 0)
+    out = rec.confirmation
     if out is None:
         return {"state": "pending", "text": f"confirmation running: {unfinished} of {len(jobs)} job(s) unfinished"}
     if unfinished:

@@ -290,8 +290,8 @@ def advance_all(store: JobStore) -> None:
 
 def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | None:
     """{"search", "rungs": [{rung, steps, final, decisions, failed}], "arms": {arm: state text}} or None; with
-    `controls`, also "controls": whether the advantage survives them (scans the adapter store: the CLI's report,
-    not the app's 2-s panel)."""
+    `controls`, also the confirmation's outcome and "controls": whether the advantage survives them (both scan the
+    adapter store: the CLI's report, not the app's 2-s panel, whose Compare page shows the outcome)."""
     spec = store.sweep_spec(sweep_id)
     if not spec or not spec.get("search"):
         return None
@@ -311,7 +311,7 @@ def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | 
     out = {"search": spec["search"], "rungs": record["rungs"], "arms": arms,
            "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
     conf = record.get("confirmation") or {}
-    if conf.get("sweep") and record.get("recommendation"):
+    if controls and conf.get("sweep") and record.get("recommendation"):  # scans the store: not for the 2-s panel
         from toolkit.jobs.confirm import confirmation_state
 
         out["confirmation"] = {**conf, "outcome": confirmation_state(store, sweep_id, conf["sweep"])}
