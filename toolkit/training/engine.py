@@ -173,15 +173,13 @@ class Setup:
     """toolkit.training.order.DataOrder: record of sample k of the run"""
 
 
-def setup(settings: TrainSettings, *, ctx, log) -> Setup:
-    """Settings -> structure, allocation, data, output folder (created or cleared by the main process), model
-    with its LoRA, optimizer. A folder that already holds the finished run stops here (`complete`)."""
-    import torch
-
+def plan(settings: TrainSettings, *, ctx, log) -> Setup:
+    """Settings -> structure, allocation, data, output folder (created or cleared by the main process): everything
+    but the model, which `setup` loads and a pack (toolkit.training.pack) loads once for all its arms. A folder
+    that already holds the finished run stops here (`complete`)."""
     from toolkit.calculator.allocation import allocate, audit
     from toolkit.calculator.architectures import ComponentPatterns
     from toolkit.calculator.structure import load_structure
-    from toolkit.data.prompting import VQAFormatter
     from toolkit.data.sources import load_vqa
     from toolkit.paths import adapters_dir
 
@@ -218,22 +216,33 @@ def setup(settings: TrainSettings, *, ctx, log) -> Setup:
     if runs.is_complete(out):  # --resume of a finished run: nothing to do
         log(f"{out} is already complete")
         run.complete = runs.read_adapter_doc(out).to_dict()
-        return run
+    return run
 
+
+def setup(settings: TrainSettings, *, ctx, log) -> Setup:
+    """`plan`, then the model with its LoRA, the batch builder, the data order and the optimizer."""
+    import torch
+
+    from toolkit.data.prompting import VQAFormatter
+
+    run = plan(settings, ctx=ctx, log=log)
+    if run.complete is not None:
+        return run
     torch.manual_seed(settings.seed)
-    model, run.processor = load_model(structure, precision=precision, quantize=settings.quantize, device=device,
-                                      revision=settings.revision)
-    run.model = apply_lora(model, allocation, lora_dropout=settings.lora_dropout,
+    model, run.processor = load_model(run.structure, precision=run.precision, quantize=settings.quantize,
+                                      device=run.device, revision=settings.revision)
+    run.model = apply_lora(model, run.allocation, lora_dropout=settings.lora_dropout,
                            quantized=settings.quantize == "4bit", gradient_checkpointing=settings.gradient_checkpointing)
-    if precision == "fp32":  # no autocast: the dropout's mask is kept as bytes and its dropped copy recomputed
+    if run.precision == "fp32":  # no autocast: the dropout's mask is kept as bytes and its dropped copy recomputed
         compact_lora_dropout(run.model)
-    skipped = skip_frozen_backward(run.model, structure, allocation)
+    skipped = skip_frozen_backward(run.model, run.structure, run.allocation)
     if skipped:
         log(f"no autograd through {', '.join(skipped)} (no LoRA there)")
     run.fmt = VQAFormatter.for_model(run.processor, model)
-    run.order = DataOrder(n=n, seed=settings.seed, per_step=per_step,
-                          lengths=token_lengths(run.fmt, data) if settings.group_by_length and per_step > 1 else None)
-    run.groups = param_groups(run.model, allocation, settings)
+    run.order = DataOrder(n=run.n, seed=settings.seed, per_step=run.per_step,
+                          lengths=token_lengths(run.fmt, run.data) if settings.group_by_length and run.per_step > 1
+                          else None)
+    run.groups = param_groups(run.model, run.allocation, settings)
     run.optimizer = torch.optim.AdamW(run.groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     return run
 
