@@ -7,8 +7,9 @@ from streamlit.errors import StreamlitAPIException
 from app_pages import study_ui
 from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
-from toolkit.evaluation import charts, compare, recommendation
-from toolkit.jobs.store import JobStore
+from toolkit.evaluation import charts, compare, recommendation, tables
+from toolkit.evaluation.verdict import fingerprint
+from toolkit.queue.store import JobStore
 
 VERDICT_BOX = {"positive": st.success, "weak positive": st.warning, "negative": st.info, "inconclusive": st.warning}
 SAME = "(the same eval set)"
@@ -48,7 +49,7 @@ budget = c3.selectbox("Budget", compare.choices(rows, "budget"), key="cmp_budget
                       format_func=lambda b: f"{b:,} params" if isinstance(b, int) else str(b))
 by_budget = compare.filter_rows(store.rows, model=model, budget=budget)
 chosen = compare.filter_rows(by_budget, dataset=dataset)
-prints = compare.choices([{**r, "fp": compare.fingerprint(r.get("settings") or {})} for r in chosen], "fp")
+prints = compare.choices([{**r, "fp": fingerprint(r.get("settings") or {})} for r in chosen], "fp")
 settings = st.selectbox("Training settings (runs are pooled as seeds only with identical settings)", prints,
                         key="cmp_settings") if len(prints) > 1 else None
 ratios = compare.choices(chosen, "ratio")
@@ -65,7 +66,7 @@ except CmbaError as exc:
 
 st.caption(store.summary())
 VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
-st.dataframe(readable(compare.group_table(a), formats={"p": "{:.4f}", "p (Holm)": "{:.4f}"}), hide_index=True,
+st.dataframe(readable(tables.group_table(a), formats={"p": "{:.4f}", "p (Holm)": "{:.4f}"}), hide_index=True,
              width="stretch")
 if a.best:
     right = st.container(border=True)
@@ -90,15 +91,15 @@ for note in a.notes:
     st.caption(f"note: {note}")
 
 # what differs between the compared adapters (model, eval set and budget are one each; the CSV has every column)
-adapters = compare.table(a.rows)
+adapters = tables.table(a.rows)
 adapters["peak GiB"] = adapters["peak_memory_bytes"] / 2**30
 adapters = adapters.drop(columns=["budget", "base_model", "dataset", "split", "eval_tag", "kind", "path", "n", "ranks",
                                   "peak_memory_bytes"]).rename(columns={"trainable_params": "params",
                                                                         "train_time_s": "train s"})
 st.dataframe(readable(adapters), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
-d1.download_button("Download table (CSV)", compare.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
-d2.download_button("Download analysis (JSON)", compare.to_json(a), file_name="cmba_compare.json",
+d1.download_button("Download table (CSV)", tables.to_csv(a.rows), file_name="cmba_compare.csv", mime="text/csv")
+d2.download_button("Download analysis (JSON)", tables.to_json(a), file_name="cmba_compare.json",
                    mime="application/json")
 
 study_ui.retrieval_panel(a.rows + ([a.base_row] if a.base_row else []))

@@ -14,10 +14,10 @@ from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, 
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
-from toolkit.jobs import sweep as sw
-from toolkit.jobs.slurm.executor import slurm_problem
-from toolkit.jobs.store import JobStore
-from toolkit.jobs.worker import ensure_worker
+from toolkit.queue.lifecycle import ensure_worker
+from toolkit.queue.slurm.cluster import slurm_problem
+from toolkit.queue.store import JobStore
+from toolkit.study import sweep as sw
 from toolkit.training.settings import TrainSettings, field_docs, setting_choices
 
 s = st.session_state

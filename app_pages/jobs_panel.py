@@ -1,7 +1,7 @@
 """The live jobs panel of the Train & jobs page (a 2-s fragment) and the launch form's cached checks.
 
-Reads the job store and the run folders (toolkit.jobs.progress); acts through toolkit.jobs.store and
-toolkit.jobs.actions (sweep-level cancel and retry). Nothing here trains.
+Reads the job store and the run folders (toolkit.study.progress); acts through toolkit.queue.store and
+toolkit.queue.actions (sweep-level cancel and retry). Nothing here trains.
 """
 
 import json
@@ -13,13 +13,14 @@ from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
 from toolkit.errors import CmbaError
-from toolkit.jobs import actions, estimate, preflight
-from toolkit.jobs import progress as progress_of
-from toolkit.jobs.executor import tail_lines
-from toolkit.jobs.lifecycle import revive_worker
-from toolkit.jobs.store import JobStore
-from toolkit.jobs.worker import ensure_worker, live_workers, slots_here
 from toolkit.paths import adapters_dir, jobs_dir
+from toolkit.queue import actions
+from toolkit.queue.executor import tail_lines
+from toolkit.queue.lifecycle import ensure_worker, live_workers, revive_worker
+from toolkit.queue.store import JobStore
+from toolkit.queue.worker import slots_here
+from toolkit.study import estimate, preflight
+from toolkit.study import progress as progress_of
 
 s = st.session_state
 # A rerun of the 2-s panel marks its elements stale (Streamlit fades them) until it ends; on a busy machine that
@@ -33,14 +34,14 @@ def _preflight(spec_json: str, _spec) -> list[str]:
 
 
 def cached_preflight(spec) -> list[str]:
-    """The sweep's pre-flight problems (toolkit.jobs.preflight), re-checked at most every 30 s."""
+    """The sweep's pre-flight problems (toolkit.study.preflight), re-checked at most every 30 s."""
     return _preflight(json.dumps({**spec.normalised(), "executor": spec.executor, "gpus": spec.gpus_per_job,
                                   "stores": [str(jobs_dir()), str(adapters_dir())]}, sort_keys=True, default=str), spec)
 
 
 @st.cache_data(ttl=30, max_entries=4, show_spinner=False)
 def _history(stores: tuple[str, str]) -> list:
-    """What was measured here (toolkit.jobs.estimate.measured_here), read again at most every 30 s."""
+    """What was measured here (toolkit.study.estimate.measured_here), read again at most every 30 s."""
     return estimate.measured_here(JobStore())
 
 
@@ -55,7 +56,7 @@ def cached_estimate(plan) -> str | None:
 
 
 def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
-    """The selected sweep's time left (toolkit.jobs.estimate.time_left) as a caption; the rates measured here are
+    """The selected sweep's time left (toolkit.study.estimate.time_left) as a caption; the rates measured here are
     read again at most every 30 s, the running jobs' own metrics at every refresh."""
     if all(j.state.finished for j in jobs):
         return None
@@ -65,9 +66,9 @@ def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
 
 
 def measure_speed(plan) -> None:
-    """The 'Measure speed here' button under an absent estimate: a probe (toolkit.jobs.probe) of the sweep's first
+    """The 'Measure speed here' button under an absent estimate: a probe (toolkit.study.probe) of the sweep's first
     job, its output shown as it runs; the estimate is read again afterwards."""
-    from toolkit.jobs import probe
+    from toolkit.study import probe
 
     st.button("Measure speed here", key="jobs_measure", on_click=lambda: s.update(jobs_measure_requested=True),
               help=f"Trains {probe.PROBE_STEPS} steps of the first job and answers one batch of questions on this "

@@ -10,9 +10,9 @@ from toolkit.errors import CmbaError
 from toolkit.hub.modelcard import HUB_LICENSES, split_card
 from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
 from toolkit.interop.export import DTYPES, default_output, export_notes, latest_export, queue_export
-from toolkit.jobs.store import JobState
-from toolkit.jobs.worker import ensure_worker
 from toolkit.paths import adapters_dir
+from toolkit.queue.lifecycle import ensure_worker
+from toolkit.queue.states import JobState
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

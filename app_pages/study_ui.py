@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from toolkit.errors import CmbaError
-from toolkit.jobs import halving
-from toolkit.jobs.store import JobStore
+from toolkit.queue.store import JobStore
+from toolkit.study import halving
 
 
 def design_inputs(max_steps: int) -> tuple[str | None, dict | None]:
@@ -100,8 +100,8 @@ def recommendation_panel(rec, sweeps: list[dict]) -> None:
     sweep = right.selectbox("Study sweep", [s["id"] for s in sweeps], key="cmp_confirm_sweep",
                             format_func=lambda i: f"{i[:8]} · {next(s['spec'].get('design') or 'ratios' for s in sweeps if s['id'] == i)}")
     if right.button("Queue confirmation", key="cmp_confirm"):
-        from toolkit.jobs.confirm import queue_confirmation
-        from toolkit.jobs.worker import ensure_worker
+        from toolkit.queue.lifecycle import ensure_worker
+        from toolkit.study.confirm import queue_confirmation
 
         try:
             plan, result = queue_confirmation(JobStore(), sweep, ratio=rec.ratio)  # a candidate: its gain is > 0

@@ -34,7 +34,7 @@ def main() -> int:
 
     import torch
 
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "CMBA_JOBS_DIR": f"{tmp}/jobs", "CMBA_ADAPTERS_DIR": f"{tmp}/adapters",

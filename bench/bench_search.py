@@ -39,9 +39,9 @@ def span(store, sweep_id: str, pred=lambda j: True) -> float:
 def figures_of(folder: Path, name: str, args) -> dict:
     """The figures of one finished run (search or grid) from its job store and adapters."""
     from toolkit.evaluation import surface
-    from toolkit.jobs import halving
-    from toolkit.jobs.confirm import sweep_rows
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
+    from toolkit.study import halving
+    from toolkit.study.confirm import sweep_rows
 
     os.environ.update({"CMBA_JOBS_DIR": str(folder / "jobs"), "CMBA_ADAPTERS_DIR": str(folder / "adapters")})
     store = JobStore(folder / "jobs")

@@ -125,7 +125,7 @@ def job_steps(output: str | Path, *extra: str, steps: int = 10, step_time: float
 # ------------------------------------------------------------------- run in forked test processes
 
 def submit_many(folder: str, prefix: str, n: int) -> None:
-    from toolkit.jobs.store import JobStore, NewJob
+    from toolkit.queue.store import JobStore, NewJob
 
     store = JobStore(folder)
     for i in range(n):
@@ -133,7 +133,7 @@ def submit_many(folder: str, prefix: str, n: int) -> None:
 
 
 def claim_all(folder: str, out_file: str) -> None:
-    from toolkit.jobs.store import JobStore, WorkerInfo
+    from toolkit.queue.store import JobStore, WorkerInfo
 
     store = JobStore(folder)
     me = WorkerInfo(id=f"claimer-{os.getpid()}", pid=os.getpid(), start_time=None, host="test")
@@ -144,8 +144,8 @@ def claim_all(folder: str, out_file: str) -> None:
 
 
 def submit_plan(folder: str, plan) -> None:
-    from toolkit.jobs.store import JobStore
-    from toolkit.jobs.sweep import submit_sweep
+    from toolkit.queue.store import JobStore
+    from toolkit.study.sweep import submit_sweep
 
     submit_sweep(plan, store=JobStore(folder))
 

@@ -178,9 +178,9 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
     from jobhelpers import job_steps, wait_for
     from test_jobs import demo_spec
 
-    from toolkit.jobs.store import NewJob
-    from toolkit.jobs.sweep import plan_sweep
-    from toolkit.jobs.worker import live_workers
+    from toolkit.queue.lifecycle import live_workers
+    from toolkit.queue.store import NewJob
+    from toolkit.study.sweep import plan_sweep
 
     # an earlier run on this machine (the stand-in script, 6 steps): the estimate's measured rate
     old = plan_sweep(demo_spec(ratios="1:1:1", seeds=1, evaluate=False), structure=demo_structure)

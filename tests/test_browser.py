@@ -110,8 +110,8 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from toolkit.jobs.store import JobStore
-    from toolkit.jobs.worker import live_workers
+    from toolkit.queue.lifecycle import live_workers
+    from toolkit.queue.store import JobStore
 
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -201,7 +201,7 @@ def test_cli_allocate_llava_1_1_2_is_within_half_a_percent():
 
 
 def _sweep(monkeypatch, tmp_path, model, ratios, mode="rank"):
-    from toolkit.jobs.sweep import SweepSpec
+    from toolkit.study.sweep import SweepSpec
 
     monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
@@ -210,7 +210,7 @@ def _sweep(monkeypatch, tmp_path, model, ratios, mode="rank"):
 
 
 def test_sweep_refuses_budget_errors_over_tolerance_unless_allowed(monkeypatch, tmp_path):
-    from toolkit.jobs.sweep import plan_sweep
+    from toolkit.study.sweep import plan_sweep
 
     s = structure("llava-1.5-7b")
     spec = _sweep(monkeypatch, tmp_path, "llava-1.5-7b", "1:1:1,1:4:1")
@@ -225,7 +225,7 @@ def test_sweep_refuses_budget_errors_over_tolerance_unless_allowed(monkeypatch, 
 
 
 def test_sweep_queues_arms_made_identical_by_caps_once(monkeypatch, tmp_path):
-    from toolkit.jobs.sweep import plan_sweep
+    from toolkit.study.sweep import plan_sweep
 
     spec = _sweep(monkeypatch, tmp_path, "paligemma-3b", "1:1:1,1:2:1,1:4:1,2:1:1", mode="share")
     plan = plan_sweep(spec, structure=structure("paligemma-3b"))

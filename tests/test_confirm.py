@@ -1,4 +1,4 @@
-"""Confirmation and controls of a designed study (toolkit.jobs.confirm), and one whole halving search on the real
+"""Confirmation and controls of a designed study (toolkit.study.confirm), and one whole halving search on the real
 demo model through a real worker: rungs continue runs from their checkpoints, the recommendation is fitted and
 the confirmation is queued by the worker itself."""
 
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.jobs import halving
-from toolkit.jobs.confirm import confirmation_spec, control_specs
-from toolkit.jobs.store import JobState, JobStore
-from toolkit.jobs.sweep import SweepSpec
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore
+from toolkit.study import halving
+from toolkit.study.confirm import confirmation_spec, control_specs
+from toolkit.study.sweep import SweepSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,8 +93,8 @@ def test_halving_search_end_to_end_on_the_demo_model(env):
 def test_controls_report_says_whether_the_advantage_survives(env):
     from test_compare import pattern, write_adapter
 
-    from toolkit.jobs.confirm import controls_report, queue_confirmation, queue_controls
-    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+    from toolkit.study.confirm import controls_report, queue_confirmation, queue_controls
+    from toolkit.study.sweep import plan_sweep, submit_sweep
 
     store = JobStore()
     study_id = submit_sweep(plan_sweep(SweepSpec.build(

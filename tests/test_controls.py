@@ -47,7 +47,7 @@ def test_planted_weight_differs_by_exactly_rank_k():
 
 def test_preset_resolves_like_demo(cache):
     from toolkit.calculator.structure import load_structure
-    from toolkit.jobs.preflight import weights_problem
+    from toolkit.study.preflight import weights_problem
     from toolkit.training.modeling import model_source
 
     a, b = load_structure("demo"), load_structure(PRESET)

@@ -1,4 +1,4 @@
-"""Study designs over the simplex (toolkit.jobs.design): point counts, 1:1:1 always in, the floor transform,
+"""Study designs over the simplex (toolkit.study.design): point counts, 1:1:1 always in, the floor transform,
 one-line errors, and every arm of a design sweep budget-matched on the real demo model."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from toolkit import cli
 from toolkit.errors import InputError
-from toolkit.jobs.design import Design, lattice_size
-from toolkit.jobs.sweep import SweepSpec, plan_sweep
+from toolkit.study.design import Design, lattice_size
+from toolkit.study.sweep import SweepSpec, plan_sweep
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6])

@@ -22,8 +22,8 @@ from test_jobs import PATIENCE, ROOT, env, wait_for  # noqa: F401  (env is a fix
 from toolkit.cli import make_parser
 from toolkit.cli.train import settings_from_args
 from toolkit.errors import InputError
-from toolkit.jobs.store import JobState
-from toolkit.jobs.sweep import SweepSpec, plan_sweep, submit_sweep
+from toolkit.queue.states import JobState
+from toolkit.study.sweep import SweepSpec, plan_sweep, submit_sweep
 from toolkit.training.distributed import (
     DistContext,
     Launch,

@@ -202,7 +202,7 @@ def _run_worker() -> None:
 
 def test_queue_export_refuses_what_the_cli_refuses_and_queues_nothing(demo_adapter, tmp_path):
     from toolkit.interop.export import export_merged, queue_export
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
 
     store = JobStore(tmp_path / "jobs")
     (tmp_path / "not-an-adapter").mkdir()
@@ -226,8 +226,9 @@ def test_queue_export_refuses_what_the_cli_refuses_and_queues_nothing(demo_adapt
 
 def test_queueing_the_same_export_twice_gives_one_job(demo_adapter, tmp_path):
     from toolkit.interop.export import latest_export, queue_export
-    from toolkit.jobs.executor import PYTHON
-    from toolkit.jobs.store import JobState, JobStore
+    from toolkit.queue.executor import PYTHON
+    from toolkit.queue.states import JobState
+    from toolkit.queue.store import JobStore
 
     store = JobStore(tmp_path / "jobs")
     out = tmp_path / "exports" / "m"
@@ -253,7 +254,8 @@ def test_queued_export_runs_in_the_worker_and_loads_as_llava(tmp_path, monkeypat
     from transformers import LlavaForConditionalGeneration
 
     from toolkit.interop.export import export_notes, latest_export, queue_export
-    from toolkit.jobs.store import JobState, JobStore
+    from toolkit.queue.states import JobState
+    from toolkit.queue.store import JobStore
 
     monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
@@ -280,14 +282,15 @@ def test_publish_page_queues_the_export_as_a_job(tmp_path, monkeypatch):
     the now full folder is refused in one line, nothing queued."""
     from streamlit.testing.v1 import AppTest
 
-    import toolkit.jobs.worker
+    import toolkit.queue.lifecycle
     from toolkit.interop.export import latest_export
-    from toolkit.jobs.store import JobState, JobStore
+    from toolkit.queue.states import JobState
+    from toolkit.queue.store import JobStore
 
     monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "adapters"))
     started = []  # the detached worker is this test's to run (below), not the page's
-    monkeypatch.setattr(toolkit.jobs.worker, "ensure_worker", lambda **kw: started.append(kw) or {"started": True})
+    monkeypatch.setattr(toolkit.queue.lifecycle, "ensure_worker", lambda **kw: started.append(kw) or {"started": True})
     adapter = _demo_adapter(tmp_path / "adapters")
     at = AppTest.from_file(str(ROOT / "app_pages" / "publish.py"), default_timeout=PATIENCE)
     at.session_state["publish_adapter"] = str(adapter)

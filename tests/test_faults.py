@@ -28,8 +28,9 @@ from jobhelpers import PATIENCE, job_steps, wait_for
 
 from toolkit.cli import main
 from toolkit.errors import InputError, TrainingDiverged
-from toolkit.jobs.executor import oom_kills, process_alive
-from toolkit.jobs.store import JobState, JobStore, NewJob
+from toolkit.queue.executor import oom_kills, process_alive
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore, NewJob
 from toolkit.training import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,7 +282,7 @@ def test_held_write_lock_is_one_line_for_the_cli_and_waited_out_by_the_worker(jo
 
 
 def test_revive_worker_when_queued_jobs_have_none(jobs, monkeypatch):
-    from toolkit.jobs.lifecycle import live_workers, revive_worker
+    from toolkit.queue.lifecycle import live_workers, revive_worker
 
     monkeypatch.setenv("CMBA_JOBS_DIR", str(jobs.folder))
     assert revive_worker(jobs.store) is None  # nothing queued: nothing to start

@@ -1,4 +1,4 @@
-"""Successive halving (toolkit.jobs.halving): noise-aware keep/drop decisions on simulated scores, and the
+"""Successive halving (toolkit.study.halving): noise-aware keep/drop decisions on simulated scores, and the
 controller in a real SQLite job store: a finished rung is decided once, its survivors' next rung is queued as
 jobs of the same sweep (continuing their runs), a clearly worse arm stops with its reason, restarts add nothing."""
 
@@ -12,10 +12,11 @@ import pytest
 
 from toolkit import cli, runs
 from toolkit.errors import InputError
-from toolkit.jobs import halving
-from toolkit.jobs.halving import Search, decide
-from toolkit.jobs.store import JobState, JobStore, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, plan_sweep, submit_sweep
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore, WorkerInfo
+from toolkit.study import halving
+from toolkit.study.halving import Search, decide
+from toolkit.study.sweep import SweepSpec, plan_sweep, submit_sweep
 
 
 def test_a_clearly_worse_arm_is_dropped():
@@ -103,7 +104,7 @@ def test_controller_queues_survivors_once_and_says_why_others_stopped(env):
     assert spec.search["rungs"] == [10, 20, 40]
     plan = plan_sweep(spec)
     first = plan.jobs[0]
-    assert "toolkit.jobs.rung" in first.steps[0] and "--until" in first.steps[0]
+    assert "toolkit.study.rung" in first.steps[0] and "--until" in first.steps[0]
     assert first.steps[0][first.steps[0].index("--until") + 1] == "10"
     store = JobStore()
     result = submit_sweep(plan, store=store)

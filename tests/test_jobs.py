@@ -1,7 +1,7 @@
 """The job system with real processes and a real SQLite store: claims, sweeps, cancel, retry, crash recovery.
 
 Jobs here run tests/jobhelpers.py (a stand-in for `train` with the same checkpoint / metrics / exit-code
-behaviour); workers are real `python -m toolkit.cli.jobs worker` processes. Every process a test starts is
+behaviour); workers are real `python -m toolkit worker` processes. Every process a test starts is
 killed in teardown, and every store passes `PRAGMA integrity_check` at the end of its test.
 """
 
@@ -23,11 +23,13 @@ from jobhelpers import PATIENCE, job_steps, wait_for  # noqa: F401  (wait_for: i
 
 from toolkit import cli
 from toolkit.errors import CmbaError, InputError
-from toolkit.jobs.executor import process_alive, process_group_members
-from toolkit.jobs.progress import job_progress
-from toolkit.jobs.store import JobState, JobStore, NewJob, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, plan_sweep, submit_sweep
-from toolkit.jobs.worker import Worker, WorkerConfig, ensure_worker, live_workers
+from toolkit.queue.executor import process_alive, process_group_members
+from toolkit.queue.lifecycle import ensure_worker, live_workers
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore, NewJob, WorkerInfo
+from toolkit.queue.worker import Worker, WorkerConfig
+from toolkit.study.progress import job_progress
+from toolkit.study.sweep import SweepSpec, plan_sweep, submit_sweep
 from toolkit.training.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ class Env:
 
     def worker(self, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.jobs", "worker", "--poll", "0.1", "--grace", "1",
+        proc = subprocess.Popen([sys.executable, "-m", "toolkit", "worker", "--poll", "0.1", "--grace", "1",
                                  *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs.append(proc)
@@ -219,14 +221,14 @@ def test_cancel_queued_then_finished_is_an_error(env):
 def test_executors_come_from_the_registry_and_the_worker_names_none(env, monkeypatch):
     import ast
 
-    from toolkit.jobs.executor import LocalExecutor, engine_names, executor_class
-    from toolkit.jobs.slurm.executor import SlurmExecutor
+    from toolkit.queue.executor import LocalExecutor, engine_names, executor_class
+    from toolkit.queue.slurm.executor import SlurmExecutor
 
     assert executor_class("local") is LocalExecutor and executor_class("slurm") is SlurmExecutor
     assert engine_names() == ["slurm"] and SlurmExecutor.engine and not LocalExecutor.engine
     with pytest.raises(InputError, match=r"executor: 'ray' is not one of local, slurm"):
         executor_class("ray")
-    tree = ast.parse((ROOT / "toolkit" / "jobs" / "worker.py").read_text())
+    tree = ast.parse((ROOT / "toolkit" / "queue" / "worker.py").read_text())
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert imported and not [m for m in imported if "slurm" in m]
     monkeypatch.setenv("PATH", str(env.jobs))  # no sbatch here: the engine is unavailable, its jobs stay queued

@@ -13,7 +13,7 @@ import sys
 import pytest
 from test_jobs import PATIENCE, ROOT, env, wait_for  # noqa: F401  (env is a fixture)
 
-from toolkit.jobs.store import JobState
+from toolkit.queue.states import JobState
 
 pytestmark = pytest.mark.training
 STEPS = 40

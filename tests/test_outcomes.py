@@ -1,7 +1,7 @@
 """The exit protocol (toolkit/outcomes.py): exit codes, how an ended run maps to a job state and reason, and
 the real processes that speak it (the CLI, the Slurm in-job runner run without Slurm).
 
-The runner tests start `python -m toolkit.jobs.slurm.runner run job.json` as a real subprocess; outside a
+The runner tests start `python -m toolkit.queue.slurm.runner run job.json` as a real subprocess; outside a
 Slurm job it runs the steps directly (no srun), which is all these tests need.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.jobs.slurm.executor import step_launch
-from toolkit.jobs.slurm.runner import legacy_step_nodes, step_nodes
-from toolkit.jobs.store import JobState
 from toolkit.outcomes import ExitCode, Reason, decide, describe_exit, is_interrupted, retryable, shell_status
+from toolkit.queue.slurm.executor import step_launch
+from toolkit.queue.slurm.runner import legacy_step_nodes, step_nodes
+from toolkit.queue.states import JobState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_job_json_without_launch_records_falls_back_to_the_command():
     assert [legacy_step_nodes(spec, k) for k in range(3)] == [2, 1, 2]
 
 
-def _run_job(folder: Path, steps: list[list[str]], *, start: int = 0, module: str = "toolkit.jobs.slurm.runner"):
+def _run_job(folder: Path, steps: list[list[str]], *, start: int = 0, module: str = "toolkit.queue.slurm.runner"):
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"job": "j1", "name": "t", "attempt": 1, "steps": steps, "start_step": start, "python": sys.executable,
             "nodes": 1, "gpus_per_node": 0, "env": {}, "cwd": str(ROOT),
@@ -151,7 +151,7 @@ def test_runner_skips_done_steps_and_marks_the_job_done(tmp_path):
     assert r.returncode == 0 and "nothing to run" in r.stdout and "second" not in r.stdout
 
 
-@pytest.mark.parametrize("module", ["toolkit.slurm", "toolkit.jobs.slurm.executor"])
+@pytest.mark.parametrize("module", ["toolkit.slurm", "toolkit.jobs.slurm.executor", "toolkit.jobs.slurm.runner"])
 def test_entry_points_of_earlier_scripts_forward_to_the_runner(tmp_path, module):
     r, progress = _run_job(tmp_path / "slurm", [["{python}", "-c", "raise SystemExit(5)"]], module=module)
     assert r.returncode == 5 and progress["returncode"] == 5 and decide(5, []).reason == "exit code 5"

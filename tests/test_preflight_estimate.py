@@ -1,5 +1,5 @@
-"""Pre-flight checks of a sweep (toolkit/jobs/preflight.py), its time estimate (toolkit/jobs/estimate.py), loss
-smoothing and sweep-level cancel / retry (toolkit/jobs/actions.py), without training anything."""
+"""Pre-flight checks of a sweep (toolkit/study/preflight.py), its time estimate (toolkit/study/estimate.py), loss
+smoothing and sweep-level cancel / retry (toolkit/queue/actions.py), without training anything."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 from test_jobs import demo_spec, demo_structure, env, rows_written, run_cli  # noqa: F401  (fixtures)
 
 from toolkit.errors import InputError
-from toolkit.jobs import actions
-from toolkit.jobs.estimate import Estimate, JobCost, RunRecord, estimate_sweep
-from toolkit.jobs.preflight import preflight
-from toolkit.jobs.progress import smooth
-from toolkit.jobs.store import JobState, NewJob
-from toolkit.jobs.sweep import plan_sweep, submit_sweep
+from toolkit.queue import actions
+from toolkit.queue.states import JobState
+from toolkit.queue.store import NewJob
+from toolkit.study.estimate import Estimate, JobCost, estimate_sweep
+from toolkit.study.measured import RunRecord
+from toolkit.study.preflight import preflight
+from toolkit.study.progress import smooth
+from toolkit.study.sweep import plan_sweep, submit_sweep
 from toolkit.training.demo import DEMO_DIR
 
 
@@ -125,7 +127,7 @@ def test_waiting_on_a_sweep_reports_finished_jobs_until_all_are(env, demo_struct
 def test_adapters_trained_without_a_job_count_as_measurements(env, tmp_path):  # noqa: F811
     from test_compare import pattern, write_adapter
 
-    from toolkit.jobs.estimate import measured_here
+    from toolkit.study.estimate import measured_here
 
     write_adapter(env.adapters, "by-hand", accs=pattern(200), training={"batch_size": 4, "grad_accum": 2})
     [record] = measured_here(env.store)  # cmba.json: 10 steps in 12.5 s; results: 400 questions in 3.0 s
@@ -137,7 +139,7 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     from pathlib import Path
 
     from toolkit import runs
-    from toolkit.jobs.estimate import plan_jobs, time_left
+    from toolkit.study.estimate import plan_jobs, time_left
 
     plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, train={"max_steps": 100, "batch_size": 4},
                                 eval_limit=50), structure=demo_structure)
@@ -169,7 +171,7 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     # `jobs list --sweep` ends with it, from what was measured here (nothing, then a probe)
     code, out, _ = run_cli("jobs", "list", "--sweep", plan.short_id)
     assert code == 0 and out.splitlines()[-1].startswith("time left: not known yet (no measured rate of this model")
-    from toolkit.jobs import probe
+    from toolkit.study import probe
 
     probe.save(probe.Probe(record=history[0], steps=6, batch_size=4, questions=32, device="cpu", wall_s=9.0,
                            created=0.0), env.jobs)

@@ -1,4 +1,4 @@
-"""The speed probe (toolkit/jobs/probe.py): a few real steps of a sweep's first job, measured on this machine
+"""The speed probe (toolkit/study/probe.py): a few real steps of a sweep's first job, measured on this machine
 before anything is queued, so the time estimate exists before the first run of a model."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 from test_jobs import demo_spec, demo_structure, env, rows_written, run_cli  # noqa: F401  (fixtures)
 
 from toolkit.errors import CmbaError, InputError
-from toolkit.jobs import probe
-from toolkit.jobs.estimate import JobCost, RunRecord, estimate_sweep, measured_here
-from toolkit.jobs.sweep import plan_sweep
+from toolkit.study import probe
+from toolkit.study.estimate import JobCost, estimate_sweep, measured_here
+from toolkit.study.measured import FILE, RunRecord, saved_probes
+from toolkit.study.sweep import plan_sweep
 from toolkit.training.settings import EvalSettings, TrainSettings
 
 
@@ -60,15 +61,15 @@ def test_saved_probes_are_read_back_and_counted_apart_from_runs(tmp_path):
                        source="probe")
     probe.save(probe.Probe(record=record, steps=6, batch_size=16, questions=32, device="cpu", wall_s=12.0,
                            created=1.0), tmp_path)
-    with open(tmp_path / probe.FILE, "a") as f:
+    with open(tmp_path / FILE, "a") as f:
         f.write("not json\n" + json.dumps({"model": "demo", "gpu": False, "s_per_sample": -1}) + "\n{\"model\": 3}\n")
-    assert probe.saved(tmp_path) == [record]  # the broken and the nonsensical lines are skipped
+    assert saved_probes(tmp_path) == [record]  # the broken and the nonsensical lines are skipped
     jobs = [JobCost(model="demo", gpu=False, steps=100, batch_size=16, questions=32)] * 2
     run = RunRecord(model="demo", gpu=False, s_per_sample=0.02, s_per_question=0.02, overhead_s=7.0)
-    assert estimate_sweep(jobs, probe.saved(tmp_path), slots=1).basis == "from 1 probe(s) of demo on CPU here"
-    assert (estimate_sweep(jobs, [run, *probe.saved(tmp_path)], slots=1).basis
+    assert estimate_sweep(jobs, saved_probes(tmp_path), slots=1).basis == "from 1 probe(s) of demo on CPU here"
+    assert (estimate_sweep(jobs, [run, *saved_probes(tmp_path)], slots=1).basis
             == "from 1 earlier run(s) and 1 probe(s) of demo on CPU here")
-    assert estimate_sweep([JobCost(model="demo", gpu=True, steps=100, batch_size=16)], probe.saved(tmp_path),
+    assert estimate_sweep([JobCost(model="demo", gpu=True, steps=100, batch_size=16)], saved_probes(tmp_path),
                           slots=1) is None  # a CPU probe says nothing of a GPU
 
 
@@ -83,7 +84,7 @@ def test_sweep_measure_trains_a_few_steps_here_and_the_estimate_rests_on_them(en
     assert code == 0, err
     doc = json.loads(out)
     assert "probe: training 6 step(s) of demo-r1-1-1-b8-s0" in err and "probe: measured on cpu in " in err
-    [line] = (env.jobs / probe.FILE).read_text().splitlines()
+    [line] = (env.jobs / FILE).read_text().splitlines()
     measured = json.loads(line)
     assert measured["steps"] == 6 and measured["batch_size"] == 8 and measured["questions"] == 32
     assert measured["s_per_sample"] > 0 and measured["s_per_question"] > 0 and measured["overhead_s"] > 0
@@ -101,7 +102,7 @@ def test_sweep_measure_trains_a_few_steps_here_and_the_estimate_rests_on_them(en
 def test_a_probe_beside_running_jobs_is_said_to_measure_a_busy_machine(env):  # noqa: F811
     import os
 
-    from toolkit.jobs.store import WorkerInfo
+    from toolkit.queue.store import WorkerInfo
 
     assert probe.busy_note(env.store) is None
     env.job("a")

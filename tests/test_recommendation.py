@@ -75,7 +75,7 @@ def test_questions_on_one_image_are_resampled_together():
 def _study(folder, *, confirm: tuple[int, int] | None):
     """A centroid study (2 seeds, peak at 1:2:1) and, with `confirm` = (1:2:1 correct, 1:1:1 correct), its
     confirmation: 3 fresh seeds of both on another eval set."""
-    from toolkit.jobs.design import Design
+    from toolkit.study.design import Design
 
     best = np.array([1, 2, 1]) / 4
     for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):

@@ -210,8 +210,8 @@ def test_completeness_of_runs_and_checkpoints(tmp_path):
 
 
 def test_slurm_resumes_only_from_a_complete_checkpoint(tmp_path):
-    from toolkit.jobs.slurm.executor import _has_checkpoint
-    from toolkit.jobs.store import JobStore, NewJob
+    from toolkit.queue.slurm.executor import _has_checkpoint
+    from toolkit.queue.store import JobStore, NewJob
 
     out = tmp_path / "run"
     job = JobStore(tmp_path / "jobs").submit(NewJob(name="j", steps=[["true"]], output_dir=str(out)))
@@ -223,8 +223,8 @@ def test_slurm_resumes_only_from_a_complete_checkpoint(tmp_path):
 
 
 def test_job_progress_reads_the_run_folder(tmp_path):
-    from toolkit.jobs.progress import job_progress, job_scores, loss_curves
-    from toolkit.jobs.store import JobStore, NewJob
+    from toolkit.queue.store import JobStore, NewJob
+    from toolkit.study.progress import job_progress, job_scores, loss_curves
 
     folder = format1_folder(tmp_path)
     (folder / "eval" / "broken").mkdir()

@@ -18,9 +18,10 @@ from test_jobs import ROOT, env, rows_written  # noqa: F401  (env is a fixture)
 
 from toolkit import cli
 from toolkit.errors import InputError
-from toolkit.jobs.executor import PYTHON
-from toolkit.jobs.store import SCHEMA_VERSION, JobState, JobStore, NewJob
-from toolkit.jobs.sweep import SweepSpec, plan_sweep
+from toolkit.queue.executor import PYTHON
+from toolkit.queue.states import JobState
+from toolkit.queue.store import SCHEMA_VERSION, JobStore, NewJob
+from toolkit.study.sweep import SweepSpec, plan_sweep
 from toolkit.training.settings import EvalSettings, TrainSettings, check_allocation, field_docs, lora_sha256
 
 BASE = {"model": "demo", "dataset": "synthetic:shapes", "ratio": "1:4:1", "budget_rank": 8}
@@ -216,7 +217,7 @@ def test_a_job_queued_in_the_old_argv_form_still_runs(env, tmp_path):  # noqa: F
 
 
 def test_one_source_of_defaults_for_the_cli_and_the_app(capsys):
-    from toolkit.jobs.sweep import suggested_settings
+    from toolkit.study.sweep import suggested_settings
     from toolkit.training.settings import model_defaults
 
     # `train` without --lr and the app's launch form start from the same learning rate, per model

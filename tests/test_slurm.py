@@ -4,7 +4,7 @@ SLURM_CONF). Without such a cluster these tests skip, saying why; the pure parts
 checks, no Slurm installed) run everywhere.
 
 Jobs are tests/jobhelpers.py (the stand-in for `train`: metrics, checkpoints, exit 143 on SIGTERM) or the real
-`train` on the demo model (preemption); workers are real `python -m toolkit.cli.jobs worker` processes whose
+`train` on the demo model (preemption); workers are real `python -m toolkit worker` processes whose
 Slurm commands go through a logging wrapper (CMBA_SLURM_PREFIX), so the tests can count the status queries.
 Every Slurm job a test submits is cancelled in teardown.
 """
@@ -26,10 +26,12 @@ from test_jobs import PATIENCE, ROOT, Env, dead_pid, rows_written, wait_for
 
 from toolkit import cli
 from toolkit.errors import InputError
-from toolkit.jobs.slurm import executor as slurm
-from toolkit.jobs.slurm.executor import SlurmResources, interpret
-from toolkit.jobs.store import JobState, NewJob, WorkerInfo
-from toolkit.jobs.sweep import SweepSpec, plan_sweep
+from toolkit.queue.slurm import cluster as slurm
+from toolkit.queue.slurm.cluster import SlurmResources
+from toolkit.queue.slurm.executor import interpret
+from toolkit.queue.states import JobState
+from toolkit.queue.store import NewJob, WorkerInfo
+from toolkit.study.sweep import SweepSpec, plan_sweep
 
 CLUSTER_VARS = ("CMBA_SLURM_NETNS", "CMBA_SLURM_PREFIX")
 
@@ -204,7 +206,7 @@ def test_slurm_flags_need_the_slurm_executor(tmp_path, monkeypatch, capsys):
 def test_a_store_of_the_previous_schema_is_migrated(tmp_path):
     import sqlite3
 
-    from toolkit.jobs.store import SCHEMA_VERSION, JobStore
+    from toolkit.queue.store import SCHEMA_VERSION, JobStore
 
     store = JobStore(tmp_path)
     old = store.submit(NewJob(name="before", steps=[["true"]]))
@@ -301,7 +303,7 @@ def test_three_one_gpu_jobs_on_two_gpus_and_cancel_queued_and_running(senv):
 @needs_cluster
 def test_a_halving_search_runs_its_rungs_on_slurm(senv):
     """The controller queues the survivors of a Slurm sweep as Slurm jobs that resume from the rung's checkpoint."""
-    from toolkit.jobs import halving
+    from toolkit.study import halving
 
     r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", "synthetic:shapes?n=64",
                         "--ratios", "1:1:1,1:4:1,4:1:1", "--budget-rank", "8", "--max-steps", "8", "--batch-size", "4",

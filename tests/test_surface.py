@@ -19,7 +19,7 @@ from toolkit.evaluation.surface import (
     points_from_rows,
     simple_ratio,
 )
-from toolkit.jobs.design import Design
+from toolkit.study.design import Design
 
 PLANTED = np.array([2, 4, 1]) / 7
 

@@ -27,12 +27,9 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING
 
 from toolkit.errors import CmbaError
-
-if TYPE_CHECKING:  # the store records reasons from here: it imports this module, not the other way round
-    from toolkit.jobs.store import JobState
+from toolkit.queue.states import JobState
 
 
 class ExitCode(IntEnum):
@@ -149,8 +146,6 @@ class Outcome:
 
     @property
     def requeue(self) -> bool:
-        from toolkit.jobs.store import JobState
-
         return self.state is JobState.QUEUED
 
 
@@ -167,8 +162,6 @@ def decide(code: int | None, tail: list[str], *, shutdown: bool = False, cancell
         >>> decide(143, []).state
         <JobState.QUEUED: 'queued'>
     """
-    from toolkit.jobs.store import JobState
-
     reason, message = describe_exit(code, tail)
     if engine_reason == Reason.OUT_OF_MEMORY:
         reason = Reason.OUT_OF_MEMORY

@@ -1,9 +1,9 @@
 """Entry point kept for sbatch scripts written before the package layout (`python -m toolkit.slurm run JOB.json`).
 
-New scripts run `python -m toolkit.jobs.slurm.runner run`; this module only forwards to it.
+New scripts run `python -m toolkit.queue.slurm.runner run`; this module only forwards to it.
 """
 
-from toolkit.jobs.slurm.runner import main
+from toolkit.queue.slurm.runner import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

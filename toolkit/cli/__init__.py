@@ -6,6 +6,18 @@
     python -m toolkit jobs ... | worker                                                # toolkit/cli/jobs.py
     python -m toolkit evaluate ... | score ... | compare ... | push ...
 
+    allocate.py     `allocate`: the calculator's allocation of a budget (and `--json`)
+    train.py        `train`: one allocation trained into an adapter folder
+    evaluate.py     `evaluate`: VQA accuracy of an adapter or of the base model on a split
+    compare.py      `score` (VQA accuracy of given predictions) and `compare` (the study's statistics and verdict)
+    push.py         `push`: publish an adapter to the Hugging Face Hub
+    sweep.py        `sweep`: plan and queue ratios x seeds x budgets (designs, halving searches)
+    jobs.py         `jobs list|show|cancel|retry|logs` and `worker`
+    study.py        `search`, `confirm` and `retrieval`: a designed study's report, its confirmation, alignment
+    export.py       `export`: an adapter merged into its base for evaluation harnesses
+    import_eval.py  `import-eval`: lmms-eval's per-sample outputs stored as an evaluation of an adapter
+    flags.py        command-line flags derived from the settings dataclasses, defined once
+
 Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`. Nothing escapes as a
 traceback: a busy job store is one line too (exit 2), and an unexpected exception is one `error: internal: ...`
 line (exit 1; `CMBA_DEBUG=1` prints its traceback).
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except sqlite3.OperationalError as exc:  # another process holds the store's write lock past every retry
-        from toolkit.jobs.store import BUSY_TIMEOUT_S, store_busy
+        from toolkit.queue.store import BUSY_TIMEOUT_S, store_busy
 
         if not store_busy(exc):
             return _internal(exc)

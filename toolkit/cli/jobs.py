@@ -5,7 +5,6 @@
     python -m toolkit jobs cancel --sweep SWEEP | retry --sweep SWEEP     # every job of a sweep
     python -m toolkit worker [--slots N] [--gpus 0,1|auto|none] [--once] [--poll S]
 
-`python -m toolkit.cli.jobs ...` runs the same commands (it is how `ensure_worker()` starts a worker).
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ def _progress_text(p: dict) -> str:
 
 
 def cmd_jobs_list(args) -> int:
-    from toolkit.jobs.progress import job_progress
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
+    from toolkit.study.progress import job_progress
 
     store = JobStore()
     sweep = store.resolve_sweep(args.sweep) if args.sweep else None
@@ -64,8 +63,8 @@ def cmd_jobs_list(args) -> int:
         phase = p["phase"] if p["state"] == "running" else ""
         _out(f"{p['id']:<12} {p['state']:<10} {phase:<9} {p['name']:<36} {_progress_text(p):<28} {p['reason'] or ''}")
     if sweep and any(not j.state.finished for j in jobs):
-        from toolkit.jobs import estimate
-        from toolkit.jobs.worker import slots_here
+        from toolkit.queue.worker import slots_here
+        from toolkit.study import estimate
 
         left = estimate.time_left(jobs, estimate.measured_here(store), slots=slots_here())
         search = bool((store.sweep_spec(sweep) or {}).get("search"))
@@ -75,8 +74,8 @@ def cmd_jobs_list(args) -> int:
 
 
 def cmd_jobs_show(args) -> int:
-    from toolkit.jobs.progress import job_progress
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
+    from toolkit.study.progress import job_progress
 
     job = JobStore().get(args.id)
     doc = {**job.to_dict(), "progress": job_progress(job, log_lines=args.tail)}
@@ -105,10 +104,10 @@ def cmd_jobs_show(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
 
     if args.sweep:
-        from toolkit.jobs.actions import cancel_sweep
+        from toolkit.queue.actions import cancel_sweep
 
         done = cancel_sweep(JobStore(), args.id)
         _out(f"sweep {args.id}: cancel requested for {len(done)} job(s)" + (f": {', '.join(done)}" if done else ""))
@@ -124,10 +123,10 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_jobs_retry(args) -> int:
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
 
     if args.sweep:
-        from toolkit.jobs.actions import retry_sweep
+        from toolkit.queue.actions import retry_sweep
 
         done = retry_sweep(JobStore(), args.id)
         _out(f"sweep {args.id}: {len(done)} job(s) queued again" + (f": {', '.join(done)}" if done else "")
@@ -137,15 +136,15 @@ def cmd_jobs_retry(args) -> int:
         _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of "
              f"{len(job.steps)})")
     if not args.no_worker:
-        from toolkit.jobs.worker import ensure_worker
+        from toolkit.queue.lifecycle import ensure_worker
 
         ensure_worker()
     return 0
 
 
 def cmd_jobs_logs(args) -> int:
-    from toolkit.jobs.executor import tail_lines
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.executor import tail_lines
+    from toolkit.queue.store import JobStore
 
     store = JobStore()
     job = store.get(args.id)
@@ -174,7 +173,7 @@ def cmd_jobs_logs(args) -> int:
 def cmd_worker(args) -> int:
     import logging
 
-    from toolkit.jobs.worker import WorkerConfig, run_worker
+    from toolkit.queue.worker import WorkerConfig, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     config = WorkerConfig(slots=args.slots, gpus=args.gpus, threads_per_job=args.threads, poll_s=args.poll,
@@ -226,16 +225,3 @@ def register(sub) -> None:
                    help="Slurm jobs kept submitted at once (default 256; Slurm queues them)")
     p.add_argument("--lock-fd", type=number(int), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m toolkit.cli.jobs ...`: the toolkit CLI with these commands registered."""
-    from toolkit import cli
-
-    if __name__ not in cli.COMMAND_MODULES and "toolkit.cli.jobs" not in cli.COMMAND_MODULES:
-        cli.COMMAND_MODULES.append("toolkit.cli.jobs")
-    return cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from toolkit.errors import InputError
 
 
 def _store(args):
-    from toolkit.jobs.store import JobStore
+    from toolkit.queue.store import JobStore
 
     store = JobStore(args.jobs_dir) if getattr(args, "jobs_dir", None) else JobStore()
     return store, store.resolve_sweep(args.sweep)
@@ -44,7 +44,7 @@ def print_recommendation(rec: dict, confirmation: dict | None = None) -> None:
 
 
 def cmd_search(args) -> int:
-    from toolkit.jobs import halving
+    from toolkit.study import halving
 
     store, sweep_id = _store(args)
     st = halving.status(store, sweep_id, controls=True)
@@ -78,11 +78,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_confirm(args) -> int:
-    from toolkit.jobs.confirm import queue_confirmation
+    from toolkit.study.confirm import queue_confirmation
 
     store, sweep_id = _store(args)
     from toolkit.calculator.spec import Ratio
-    from toolkit.jobs.confirm import queue_controls, ratio_to_confirm, sweep_recommendation
+    from toolkit.study.confirm import queue_controls, ratio_to_confirm, sweep_recommendation
 
     ratio = str(Ratio.parse(args.ratio)) if args.ratio else ratio_to_confirm(sweep_recommendation(store, sweep_id))
     plan, result = queue_confirmation(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
@@ -90,7 +90,7 @@ def cmd_confirm(args) -> int:
     if args.controls and ratio != "1:1:1":
         controls = queue_controls(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
     if not args.no_worker and not args.json:
-        from toolkit.jobs.worker import ensure_worker
+        from toolkit.queue.lifecycle import ensure_worker
 
         ensure_worker()
     doc = {"sweep": plan.sweep_id, "created": result.created, "ratio": ratio, "ratios": list(plan.spec.ratios),

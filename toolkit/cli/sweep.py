@@ -54,7 +54,7 @@ def slurm_from_args(args) -> dict | None:
 def spec_from_args(args):
     """The SweepSpec of a parsed `sweep` command line: its own flags plus every TrainSettings flag given."""
     from toolkit.cli.flags import values_from_args
-    from toolkit.jobs.sweep import SWEPT, SweepSpec
+    from toolkit.study.sweep import SWEPT, SweepSpec
     from toolkit.training.settings import TrainSettings
 
     if not args.ratios and not args.design:
@@ -81,13 +81,13 @@ def spec_from_args(args):
 
 
 def _search(args, train: dict):
-    """The --search/--rungs/--eta flags as toolkit.jobs.halving.Search (a dict), or None."""
+    """The --search/--rungs/--eta flags as toolkit.study.search.Search (a dict), or None."""
     if not args.search:
         if args.rungs or args.eta or args.report_split or args.no_confirm or args.controls:
             raise InputError("search: --rungs, --eta, --report-split, --no-confirm and --controls belong to "
                              "--search halving")
         return None
-    from toolkit.jobs.halving import Search
+    from toolkit.study.search import Search
 
     return Search.parse(args.search, max_steps=train.get("max_steps"), rungs=args.rungs,
                         eta=_float_flag(args.eta, "eta"), confirm=not args.no_confirm,
@@ -105,12 +105,12 @@ def _float_flag(value, name: str):
 
 def cmd_sweep(args) -> int:
     from toolkit.calculator.checks import budget_flag
-    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+    from toolkit.study.sweep import plan_sweep, submit_sweep
 
     plan = plan_sweep(spec_from_args(args))
     if args.measure:
-        from toolkit.jobs import probe
-        from toolkit.jobs.store import JobStore
+        from toolkit.queue.store import JobStore
+        from toolkit.study import probe
 
         store = JobStore()
         if note := probe.busy_note(store):
@@ -124,7 +124,7 @@ def cmd_sweep(args) -> int:
     if not args.dry_run:
         result = submit_sweep(plan)
         if not args.no_worker:
-            from toolkit.jobs.worker import ensure_worker
+            from toolkit.queue.lifecycle import ensure_worker
 
             worker = ensure_worker()
     if args.json:
@@ -153,7 +153,7 @@ def cmd_sweep(args) -> int:
          "steps of the first job here to get one" if plan.spec.executor == "local" else
          "estimated time: none yet (no earlier run of this model here); `jobs list` shows each job's ETA")
     if args.dry_run:
-        from toolkit.jobs.preflight import preflight
+        from toolkit.study.preflight import preflight
 
         for problem in preflight(plan.spec):
             _out(f"pre-flight: {problem} (queueing would be refused)")
@@ -169,19 +169,19 @@ def cmd_sweep(args) -> int:
 
 
 def _estimate(plan):
-    """The plan's time estimate from what was measured here (toolkit.jobs.estimate), or None."""
-    from toolkit.jobs import estimate
-    from toolkit.jobs.store import JobStore
-    from toolkit.jobs.worker import slots_here
+    """The plan's time estimate from what was measured here (toolkit.study.estimate), or None."""
+    from toolkit.queue.store import JobStore
+    from toolkit.queue.worker import slots_here
+    from toolkit.study import estimate
 
     return estimate.estimate_sweep(estimate.plan_jobs(plan), estimate.measured_here(JobStore()), slots=slots_here())
 
 
 def _wait(sweep: str, *, quiet: bool = False) -> int:
     """Wait for the sweep's jobs (the bar on stderr); `quiet`: nothing more on stdout (--json)."""
-    from toolkit.jobs.actions import wait_sweep
-    from toolkit.jobs.store import JobStore
     from toolkit.outcomes import ExitCode
+    from toolkit.queue.actions import wait_sweep
+    from toolkit.queue.store import JobStore
 
     counts = wait_sweep(JobStore(), sweep)
     if not quiet:
@@ -191,7 +191,7 @@ def _wait(sweep: str, *, quiet: bool = False) -> int:
 
 def register(sub) -> None:
     from toolkit.cli.flags import add_flags
-    from toolkit.jobs.sweep import SWEPT
+    from toolkit.study.sweep import SWEPT
     from toolkit.training.settings import TrainSettings
 
     p = sub.add_parser("sweep", help="queue a sweep of training jobs: ratios x seeds (x budgets)",

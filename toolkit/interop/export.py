@@ -15,7 +15,7 @@ with the base's processor files and a README.md holding the exact lmms-eval and 
 
 Loading and merging a 7B model takes minutes and tens of GB, so the app never calls `export_merged`: it calls
 `queue_export`, which checks the input as the CLI does and queues the CLI command as one job of the job store
-(toolkit.jobs.store), run by the detached worker; `latest_export` and `export_notes` read back its state and result.
+(toolkit.queue.store), run by the detached worker; `latest_export` and `export_notes` read back its state and result.
 
 An adapter trained on a 4-bit base (QLoRA) is merged into that base dequantized (the weights it was trained
 against, not the original 16-bit ones), with a warning: the export is a 16-bit model, the size of the base.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from toolkit.errors import InputError
 
 if TYPE_CHECKING:
-    from toolkit.jobs.store import Job, JobStore
+    from toolkit.queue.store import Job, JobStore
 
 DTYPES = ("bf16", "fp16", "fp32")
 """what the merged weights are saved as (bf16: what lmms-eval's wrappers load by default)"""
@@ -233,12 +233,12 @@ def queue_export(*, adapter: str | Path, output: str | Path, dtype: str = "bf16"
     export while its job is queued or running returns that job; once it has finished, asking again queues a new one.
 
         >>> job = queue_export(adapter="adapters/demo-1-4-1-rank8-s0", output="exports/demo-1-4-1")
-        >>> ensure_worker()                                    # toolkit.jobs.worker: a detached worker runs it
+        >>> ensure_worker()                                    # toolkit.queue.lifecycle: a detached worker runs it
         >>> latest_export("exports/demo-1-4-1").state          # JobState.QUEUED, RUNNING, SUCCEEDED, FAILED, ...
     """
-    from toolkit.jobs.executor import PYTHON
-    from toolkit.jobs.store import JobStore, NewJob
-    from toolkit.jobs.worker import detect_gpus
+    from toolkit.queue.executor import PYTHON
+    from toolkit.queue.gpus import detect_gpus
+    from toolkit.queue.store import JobStore, NewJob
 
     folder, _, out = check_export(adapter, output, dtype=dtype, overwrite=overwrite)
     folder, out = folder.resolve(), out.resolve()  # the worker runs steps from the project root
@@ -259,8 +259,8 @@ def queue_export(*, adapter: str | Path, output: str | Path, dtype: str = "bf16"
 
 def latest_export(output: str | Path, *, store: JobStore | None = None) -> Job | None:
     """The newest export job writing `output` (any state); None when there is none."""
-    from toolkit.jobs.store import JobStore
     from toolkit.paths import jobs_dir
+    from toolkit.queue.store import JobStore
 
     if store is None and not jobs_dir().is_dir():  # no job has been queued here: read nothing, create nothing
         return None

@@ -1,10 +1,10 @@
-"""The background job system: SQLite store, worker, executors (local, Slurm), sweeps.
+"""Compatibility only: the module paths that jobs queued, and sbatch scripts written, before the job system was
+split into toolkit.queue (the queue) and toolkit.study (sweeps, halving, confirmation) still name.
 
-    store.py     the SQLite job store: submit, atomic claim, heartbeats, states
-    worker.py    `python -m toolkit worker`: claims jobs and runs their steps through an executor
-    lifecycle.py starting a worker from the app (`ensure_worker`), the worker lock, which workers are alive
-    executor.py  the executor interface and the local (subprocess) executor
-    sweep.py     sweeps (ratios x seeds x budgets): plan, idempotent submission, progress
-    slurm/       the Slurm executor (executor.py) and the in-job runner (runner.py)
-How a run ends (exit codes, reasons, retry or not) is toolkit.outcomes'.
+    rung.py             `python -m toolkit.jobs.rung ...`, a queued halving job's train step -> toolkit.study.rung
+    slurm/runner.py     `python -m toolkit.jobs.slurm.runner run job.json` (sbatch scripts) -> toolkit.queue.slurm.runner
+    slurm/executor.py   `python -m toolkit.jobs.slurm.executor run job.json` (older sbatch scripts) -> the same runner
+
+Each only forwards its command line; nothing in the toolkit imports this package (a test checks it). New jobs and
+scripts name the new modules.
 """

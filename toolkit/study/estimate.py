@@ -9,7 +9,7 @@ training sample measured by earlier runs of the same model on the same kind of d
 + evaluation questions x seconds per question + the fixed cost of a job (loading, saving: its wall time less
 training and evaluation). The range spans the fastest and slowest of those runs; jobs are spread over the
 worker's slots in queue order. Without an earlier run of the model on this device there is no estimate (None)
-until a probe (toolkit.jobs.probe: a few steps of the sweep's first job, run here) has measured one; the jobs
+until a probe (toolkit.study.probe: a few steps of the sweep's first job, run here) has measured one; the jobs
 panel also shows a measured ETA as soon as the first job has trained a few steps.
 """
 
@@ -19,22 +19,7 @@ import math
 import statistics
 from dataclasses import dataclass, replace
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What one finished job took here."""
-
-    model: str
-    gpu: bool
-    """trained on a GPU (else the CPU)"""
-    s_per_sample: float | None = None
-    """training seconds per sample (train time / (steps x batch size)); None for an evaluation-only job"""
-    s_per_question: float | None = None
-    """evaluation seconds per question"""
-    overhead_s: float | None = None
-    """wall time less training and evaluation: loading the model, the data, saving"""
-    source: str = "run"
-    """run (a finished job or adapter) | probe (toolkit.jobs.probe: a few steps measured before queueing)"""
+from toolkit.study.measured import RunRecord, saved_probes
 
 
 @dataclass(frozen=True)
@@ -225,7 +210,7 @@ def job_cost(settings: dict, *, model: str, gpu: bool) -> JobCost:
 
 
 def plan_jobs(plan) -> list[JobCost]:
-    """The JobCost of every job of a SweepPlan (toolkit.jobs.sweep)."""
+    """The JobCost of every job of a SweepPlan (toolkit.study.sweep)."""
     return [job_cost(j.settings, model=plan.spec.model, gpu=plan.spec.gpus_per_job > 0) for j in plan.jobs]
 
 
@@ -238,7 +223,7 @@ def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
     progress); a running job's loading is behind it. Running jobs hold the slots first. The running jobs' own
     steps are rates too, so the answer exists from a sweep's first steps when its evaluation rate is known."""
     from toolkit import runs
-    from toolkit.jobs.progress import step_name
+    from toolkit.study.progress import step_name
 
     waiting = sorted((j for j in jobs if not j.state.finished), key=lambda j: j.state.value != "running")
     if not waiting:
@@ -276,8 +261,7 @@ def _model(job) -> str | None:
 def measured_here(store, adapters=None) -> list[RunRecord]:
     """Every measurement on this machine: the store's succeeded jobs, then the adapters of the store `adapters`
     (default: the adapter store) that no job trained, then the probes saved in the job store's folder."""
-    from toolkit.jobs import probe
     from toolkit.paths import adapters_dir
 
     skip = [j.output_dir for j in store.list() if j.output_dir]
-    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip) + probe.saved(store.folder)
+    return measured_runs(store) + measured_adapters(adapters or adapters_dir(), skip=skip) + saved_probes(store.folder)

@@ -19,15 +19,15 @@ SIGTERM from elsewhere (`ExitCode.INTERRUPTED`) -> re-queued like a lost worker;
 itself stopping (SIGTERM, Ctrl-C) re-queues its jobs without spending an attempt: they resume from their
 last checkpoint under the next worker.
 
-Executors are reached only through the `Executor` interface (toolkit.jobs.executor): a job names its
+Executors are reached only through the `Executor` interface (toolkit.queue.executor): a job names its
 executor, the registry (`executor_class`) gives its class. The local executor runs the jobs that hold this
-machine's slots; engine executors (`engine = True`, e.g. Slurm in toolkit.jobs.slurm) are created on first
+machine's slots; engine executors (`engine = True`, e.g. Slurm in toolkit.queue.slurm) are created on first
 need, when `Executor.problem()` says they can run here: the worker claims their jobs and submits them (the
 engine queues them: they stay `queued` in the store until it starts them), `refresh` reads all their
 states with one batched query per tick, and the outcome is recorded the same way. They do not die with the
 worker: a stopped or lost worker leaves them to the engine, and the next worker adopts them (`attach`).
 
-Starting a worker from the app and telling live workers from dead ones is toolkit.jobs.lifecycle's part.
+Starting a worker from the app and telling live workers from dead ones is toolkit.queue.lifecycle's part.
 """
 
 from __future__ import annotations
@@ -36,17 +36,16 @@ import functools
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
-from toolkit.jobs.executor import (
+from toolkit.outcomes import Reason, decide
+from toolkit.queue import hooks
+from toolkit.queue.executor import (
     Executor,
     LocalExecutor,
     Run,
@@ -56,53 +55,14 @@ from toolkit.jobs.executor import (
     process_alive,
     process_start_time,
 )
-from toolkit.jobs.lifecycle import LEASE_S, acquire_lock, ensure_worker, live_workers, worker_alive
-from toolkit.jobs.store import JobState, JobStore, WorkerInfo, store_busy
-from toolkit.outcomes import Reason, decide
+from toolkit.queue.gpus import detect_gpus, parse_gpus
+from toolkit.queue.lifecycle import LEASE_S, acquire_lock, live_workers, worker_alive
+from toolkit.queue.states import JobState
+from toolkit.queue.store import Job, JobStore, WorkerInfo, store_busy
 
 log = logging.getLogger("cmba.worker")
 BUSY_BACKOFF_MAX_S = 30.0
 """longest wait between two tries while another process holds the store's write lock"""
-
-__all__ = ["LEASE_S", "Worker", "WorkerConfig", "detect_gpus", "ensure_worker", "live_workers", "parse_gpus",
-           "run_worker", "slots_here", "worker_alive"]
-
-
-def detect_gpus() -> list[str]:
-    """GPU ids this machine offers: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L`, else torch."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        return [line.split(":")[0].split()[1] for line in out.splitlines() if line.startswith("GPU ")]
-    if Path("/dev/nvidia0").exists():  # a driver without nvidia-smi: ask torch (slow import, so only here)
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    return []
-
-
-def parse_gpus(text: str | None, available: list[str]) -> list[str]:
-    """`auto` (all detected), `none`, or a list like `0,1` checked against what exists."""
-    text = (text or "auto").strip().lower()
-    if text == "auto":
-        return list(available)
-    if text in ("none", "cpu", ""):
-        return []
-    wanted = [g.strip() for g in text.split(",") if g.strip()]
-    missing = [g for g in wanted if g not in available]
-    if missing:
-        have = f"GPUs {', '.join(available)}" if available else "no GPU"
-        raise InputError(f"gpus: GPU {', '.join(missing)} asked for, but this machine has {have} "
-                         "(use --gpus auto, none, or ids that exist)")
-    if len(set(wanted)) != len(wanted):
-        raise InputError(f"gpus: '{text}' names a GPU twice")
-    return wanted
 
 
 @dataclass(frozen=True)
@@ -385,18 +345,19 @@ class Worker:
                               exit_code=outcome.exit_code)
         log.info("job %s: %s%s", job.id, state.value if state else "no longer ours",
                  f" ({outcome.reason})" if outcome.reason else "")
-        if job.sweep_id and "rung" in job.meta:
-            self._advance_search(job.sweep_id)
+        if state is not None and state.finished and hooks.hook_of(job):
+            self._follow_up(self.store.get(job.id))
 
-    def _advance_search(self, sweep_id: str | None = None) -> None:
-        """A halving search decides its finished rungs and queues the next (toolkit.jobs.halving; idempotent).
-        A search that cannot advance (a damaged evaluation) is logged, never stops the worker."""
-        from toolkit.jobs import halving
-
+    def _follow_up(self, job: Job) -> None:
+        """Call the follow-up hook the job names (toolkit.queue.hooks) and mark it done. A hook that fails (a
+        damaged evaluation, a module that no longer imports) is logged, never stops the worker, and is called
+        again by the next recovery pass."""
         try:
-            halving.advance(self.store, sweep_id) if sweep_id else halving.advance_all(self.store)
-        except (CmbaError, OSError, KeyError, ValueError) as exc:
-            log.error("halving search %s: cannot advance: %s", sweep_id or "(all)", exc)
+            hooks.call(job, self.store)
+        except (CmbaError, OSError, KeyError, ValueError, TypeError) as exc:
+            log.error("job %s: follow-up %s failed: %s", job.id, hooks.hook_of(job), exc)
+            return
+        self.store.mark_followed_up(job.id)
 
     def _heartbeat(self) -> None:
         lost = self.store.heartbeat(self.info, {i: r.job.token for i, r in self.runs.items()})
@@ -464,7 +425,8 @@ class Worker:
                 self.store.remove_worker(w["id"])
         if self.store.fail_unrunnable(total_gpus=len(self.gpus)):
             log.warning("queued job(s) need more GPUs than this machine has: failed")
-        self._advance_search()  # a rung that finished while no worker was there
+        for job in self.store.pending_follow_ups():  # jobs that ended while no worker was there to follow them up
+            self._follow_up(job)
         return done
 
     def shutdown(self) -> None:

@@ -31,16 +31,14 @@ import time
 from pathlib import Path
 
 from toolkit.errors import CmbaError, InputError
-from toolkit.jobs.estimate import RunRecord
 from toolkit.paths import PROJECT_ROOT
+from toolkit.study.measured import RunRecord, append_probe
 
 PROBE_STEPS = 6
 """training steps of a probe (capped by the sweep's own steps)"""
 PROBE_BATCHES = 1
 """evaluation batches of a probe: whole batches, as a partial one answers fewer questions in the same time
 (capped by the sweep's own limit)"""
-FILE = "measured.jsonl"
-"""in the job store's folder: one probe a line"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +113,8 @@ def run_step(argv: list[str], *, name: str, log) -> float:
 def measure(plan, *, log=print, scratch: str | Path | None = None) -> Probe:
     """Run the probe of `plan` (a SweepPlan) here; InputError when it cannot, CmbaError when a step fails."""
     from toolkit import runs
-    from toolkit.jobs import estimate
-    from toolkit.jobs.preflight import preflight
+    from toolkit.study import estimate
+    from toolkit.study.preflight import preflight
 
     if plan.spec.executor == "local" and (problems := preflight(plan.spec)):  # what would fail every job fails this
         raise InputError(f"measure: nothing to measure, the sweep would fail: {problems[0]}")
@@ -164,28 +162,5 @@ def busy_note(store) -> str | None:
 
 
 def save(probe: Probe, folder: str | Path) -> Path:
-    """Append the probe to the job store `folder`'s measured.jsonl (one line, flushed)."""
-    path = Path(folder) / FILE
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(probe.to_dict(), sort_keys=True) + "\n")
-    return path
-
-
-def saved(folder: str | Path) -> list[RunRecord]:
-    """The RunRecords of the probes saved in `folder` (lines that do not read as one are skipped)."""
-    path = Path(folder) / FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    names = {f.name for f in dataclasses.fields(RunRecord)}
-    out = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-            record = RunRecord(**{**{k: v for k, v in doc.items() if k in names}, "source": "probe"})
-        except (ValueError, TypeError):
-            continue
-        if isinstance(record.model, str) and isinstance(record.s_per_sample, int | float) and record.s_per_sample > 0:
-            out.append(record)
-    return out
+    """Append the probe to the job store `folder`'s measured.jsonl (toolkit.study.measured), where estimates read it."""
+    return append_probe(probe.to_dict(), folder)

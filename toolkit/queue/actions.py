@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 
 from toolkit.errors import InputError
-from toolkit.jobs.store import JobState, JobStore
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)

@@ -5,8 +5,8 @@
     status = ex.poll(run)            # non-blocking; starts the next step itself when one ends with 0
     ex.cancel(run)                   # SIGTERM to the process group (force=True: SIGKILL)
 
-The worker (toolkit/jobs/worker.py) owns the loop and the store; an executor only starts, watches and stops
-processes, so a cluster backend (toolkit/jobs/slurm/executor.py: sbatch the remaining steps as one script,
+The worker (toolkit/queue/worker.py) owns the loop and the store; an executor only starts, watches and stops
+processes, so a cluster backend (toolkit/queue/slurm/executor.py: sbatch the remaining steps as one script,
 poll with one squeue per tick, cancel with scancel, logs in the same file) implements these methods and
 nothing in the UI changes. The worker knows executors by name only: `EXECUTORS` maps a job's `executor` to
 its class (imported on first use), `Executor.problem()` says why one cannot run on this machine. Engine executors also implement `refresh` (one batched status query for all their runs, called
@@ -36,9 +36,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.jobs.store import Job
 from toolkit.outcomes import Reason
 from toolkit.paths import PROJECT_ROOT
+from toolkit.queue.store import Job
 
 PYTHON = "{python}"
 """placeholder for the worker's Python interpreter in a job step"""
@@ -345,8 +345,8 @@ class LocalExecutor(Executor):
 # ------------------------------------------------------------------------------------ registry
 
 EXECUTORS: dict[str, str] = {
-    "local": "toolkit.jobs.executor:LocalExecutor",
-    "slurm": "toolkit.jobs.slurm.executor:SlurmExecutor",
+    "local": "toolkit.queue.executor:LocalExecutor",
+    "slurm": "toolkit.queue.slurm.executor:SlurmExecutor",
 }
 """executor name (a job's `executor`) -> its class, as `module:Class` so engines load only when used"""
 

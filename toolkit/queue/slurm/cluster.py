@@ -13,7 +13,7 @@ and its Python environment at the same paths (shared storage), or `CMBA_SLURM_PY
 
 A request (`SlurmResources`, the sweep's `--partition --nodes --gpus-per-node ...`) is validated on its own
 in `__post_init__`, then against the cluster: `sinfo` for the partitions' nodes and limits, then
-`sbatch --test-only` with the real options. The executor (toolkit.jobs.slurm.executor) submits with it.
+`sbatch --test-only` with the real options. The executor (toolkit.queue.slurm.executor) submits with it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ The uniform 1:1:1 arm, the study's baseline, is always in the design (added when
 
 Ratios are written as the smallest whole numbers with the point's proportions (2/3, 1/3, 0 -> '2:1:0'), so a
 design sweep's arms read like hand-written ones and pool with them. Every arm is allocated by the calculator
-at the sweep's budget (toolkit.jobs.sweep.plan_sweep): a point whose budget cannot be spent (a projector alone
+at the sweep's budget (toolkit.study.sweep.plan_sweep): a point whose budget cannot be spent (a projector alone
 cannot hold a whole model's budget under rank caps) is left out of the sweep with the calculator's reason.
 """
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from toolkit import runs
 from toolkit.errors import InputError
-from toolkit.jobs.executor import PYTHON, tail_lines
-from toolkit.jobs.store import Job, JobState, JobStore
+from toolkit.queue.executor import PYTHON, tail_lines
+from toolkit.queue.states import JobState
+from toolkit.queue.store import Job, JobStore
 
 
 def read_metrics(output_dir: str | Path | None) -> list[runs.MetricLine]:

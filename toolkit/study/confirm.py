@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.calculator.spec import Budget, Ratio
 from toolkit.errors import InputError
-from toolkit.jobs.store import JobStore
+from toolkit.queue.store import JobStore
 
 
 def stored_spec(store: JobStore, sweep_id: str) -> dict:
@@ -66,7 +66,7 @@ def ratio_to_confirm(rec) -> str:
 
 def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None):
     """The SweepSpec of the confirmation of `ratio` against 1:1:1 for a study stored as `stored` (normalised)."""
-    from toolkit.jobs.sweep import SweepSpec
+    from toolkit.study.sweep import SweepSpec
 
     ratio = str(Ratio.parse(ratio))
     old = list(stored.get("seeds") or [0])
@@ -86,7 +86,7 @@ def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, rep
 def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = None, seeds: int | None = None,
                        report_split: str | None = None):
     """Plan and queue the confirmation of the sweep's recommendation (or `ratio`): (plan, SubmitResult)."""
-    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+    from toolkit.study.sweep import plan_sweep, submit_sweep
 
     sweep_id = store.resolve_sweep(sweep_id)
     stored = stored_spec(store, sweep_id)
@@ -150,7 +150,7 @@ def control_specs(stored: dict, *, ratio: str, seeds: int | None = None, report_
 def queue_controls(store: JobStore, sweep_id: str, *, ratio: str, seeds: int | None = None,
                    report_split: str | None = None) -> dict[str, str]:
     """Queue every control of `control_specs` (idempotent); {label: sweep id}."""
-    from toolkit.jobs.sweep import plan_sweep, submit_sweep
+    from toolkit.study.sweep import plan_sweep, submit_sweep
 
     out = {}
     for label, spec in control_specs(stored_spec(store, sweep_id), ratio=ratio, seeds=seeds,

@@ -23,7 +23,7 @@ evaluate step re-runs only that step, and training steps resume from their last 
 Why one module of this size: it is the one owner of one file format, jobs.db. The schema, its migrations,
 the records built from its rows (`Job.from_row`) and every statement that reads or writes them change
 together, and the claim-token discipline is the same in every method; split, they would drift. The worker's
-process and heartbeat handling lives elsewhere (toolkit.jobs.worker, toolkit.jobs.lifecycle), and the
+process and heartbeat handling lives elsewhere (toolkit.queue.worker, toolkit.queue.lifecycle), and the
 reasons it records come from toolkit.outcomes.
 """
 
@@ -39,14 +39,15 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 
 from toolkit.errors import InputError
 from toolkit.outcomes import Reason
 from toolkit.paths import jobs_dir
+from toolkit.queue.hooks import LEGACY_HOOKS, ON_FINISH, with_legacy_hook
+from toolkit.queue.states import JobState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_MAX_ATTEMPTS = 3
 BUSY_TIMEOUT_S = float(os.environ.get("CMBA_STORE_BUSY_S") or 30.0)
 """how long one statement waits for another process's write lock before `database is locked`"""
@@ -55,18 +56,6 @@ BUSY_TIMEOUT_S = float(os.environ.get("CMBA_STORE_BUSY_S") or 30.0)
 def store_busy(exc: BaseException) -> bool:
     """A SQLite error that only says another process holds the lock (worth retrying, not a bug)."""
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
-
-
-class JobState(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 _SCHEMA = """
@@ -104,6 +93,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     gpu_ids TEXT,
     heartbeat REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    followed_up INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
     message TEXT,
     exit_code INTEGER,
@@ -133,6 +123,7 @@ _MIGRATIONS = {  # from version -> statements that bring a store of that version
         "ALTER TABLE jobs ADD COLUMN engine_id TEXT",
         "CREATE INDEX IF NOT EXISTS jobs_by_executor ON jobs (executor, state, seq)"],
     2: ["ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'"],  # older jobs: argv steps, no settings
+    3: ["ALTER TABLE jobs ADD COLUMN followed_up INTEGER NOT NULL DEFAULT 0"],  # older jobs: hooks run once more
 }
 EXECUTORS = ("local", "slurm")
 
@@ -158,7 +149,8 @@ class Job:
     gpus: int = 0
     """GPUs the job needs (0 = CPU)"""
     meta: dict = field(default_factory=dict)
-    """what the submitter wants shown (ratio, seed, budget, ranks, params)"""
+    """what the submitter wants shown (ratio, seed, budget, ranks, params), and `on_finish`: the follow-up hook
+    the worker calls once the job has ended (toolkit.queue.hooks)"""
     settings: dict = field(default_factory=dict)
     """what its steps run, as data: {"train": TrainSettings fields, "evaluate": EvalSettings fields} for sweep
     jobs ({} for jobs queued before schema 3, whose steps carry flags)"""
@@ -182,6 +174,8 @@ class Job:
     gpu_ids: str | None = None
     heartbeat: float | None = None
     cancel_requested: bool = False
+    followed_up: bool = False
+    """its follow-up hook (toolkit.queue.hooks) has run for its current final state"""
     reason: str | None = None
     """why it failed or was cancelled: 'out_of_memory', 'exit code 1', 'worker lost', ..."""
     message: str | None = None
@@ -198,10 +192,11 @@ class Job:
         d.pop("seq", None)
         d["state"] = JobState(d["state"])
         d["steps"] = tuple(tuple(s) for s in json.loads(d["steps"]))
-        d["meta"] = json.loads(d["meta"] or "{}")
+        d["meta"] = with_legacy_hook(json.loads(d["meta"] or "{}"), sweep_id=d.get("sweep_id"))
         d["settings"] = json.loads(d.get("settings") or "{}")
         d["resources"] = json.loads(d.get("resources") or "{}")
         d["cancel_requested"] = bool(d["cancel_requested"])
+        d["followed_up"] = bool(d.get("followed_up"))
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -441,7 +436,7 @@ class JobStore:
         with self.transaction() as db:
             row = db.execute(
                 "UPDATE jobs SET state = :state, token = :token, worker_id = :wid, worker_pid = :pid,"
-                " worker_start = :start, worker_host = :host, attempts = attempts + 1, heartbeat = :now,"
+                " worker_start = :start, worker_host = :host, attempts = attempts + 1, heartbeat = :now, followed_up = 0,"
                 " started = CASE WHEN :state = 'running' THEN :now END, updated = :now, finished = NULL, pid = NULL,"
                 " pid_start = NULL, gpu_ids = NULL, engine_id = NULL, reason = NULL, message = NULL, exit_code = NULL"
                 f" WHERE seq = (SELECT seq FROM jobs WHERE {where} ORDER BY seq LIMIT 1)"
@@ -567,6 +562,20 @@ class JobStore:
             return [Job.from_row(r) for r in db.execute(
                 "SELECT * FROM jobs WHERE state = 'running' OR (state = 'queued' AND token IS NOT NULL) ORDER BY seq")]
 
+    def pending_follow_ups(self) -> list[Job]:
+        """Ended jobs whose follow-up hook (toolkit.queue.hooks) has not yet run for their final state."""
+        legacy = " OR ".join(f"meta LIKE '%\"{key}\"%'" for key in LEGACY_HOOKS)  # jobs queued before hooks
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND followed_up = 0"
+                f" AND (meta LIKE '%\"{ON_FINISH}\"%' OR (sweep_id IS NOT NULL AND ({legacy}))) ORDER BY seq").fetchall()
+        return [job for job in map(Job.from_row, rows) if ON_FINISH in job.meta]
+
+    def mark_followed_up(self, job_id: str) -> bool:
+        """The job's hook has run for its current final state (False if it is no longer in one)."""
+        return self._update("UPDATE jobs SET followed_up = 1 WHERE id = :id AND state IN ('succeeded', 'failed',"
+                            " 'cancelled')", {"id": job_id}) == 1
+
     # ------------------------------------------------------------------------------ the user's side
 
     def request_cancel(self, job_id: str) -> Job:
@@ -589,7 +598,7 @@ class JobStore:
         job = self.get(job_id)
         with self.transaction() as db:
             if db.execute(
-                "UPDATE jobs SET state = 'queued', attempts = 0, retries = retries + 1, cancel_requested = 0,"
+                "UPDATE jobs SET state = 'queued', attempts = 0, retries = retries + 1, cancel_requested = 0, followed_up = 0,"
                 " reason = NULL, message = NULL, exit_code = NULL, finished = NULL, token = NULL, updated = ?"
                 " WHERE id = ? AND state IN ('failed', 'cancelled')", (time.time(), job.id)).rowcount == 0:
                 state = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()["state"]

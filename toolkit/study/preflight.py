@@ -3,7 +3,7 @@
     problems = preflight(spec)          # [] or one line per problem, each naming the field it is about
     check(spec)                         # InputError with those lines, joined (submit_sweep calls this)
 
-A sweep's settings are validated when it is planned (toolkit.jobs.sweep); this module checks the machine:
+A sweep's settings are validated when it is planned (toolkit.study.sweep); this module checks the machine:
 - model: the weights can be loaded here (the demo model ships with the repository; a local folder holds
   weight files; a Hub model is in the local cache or the Hub is reachable). A configs-only preset names the
   Hub model its config comes from.

@@ -9,7 +9,7 @@ One worker per jobs folder holds `jobs_dir()/worker.lock` (flock) for its whole 
 `ensure_worker()` never start two (the lock is taken by the caller and handed to the child as an inherited
 descriptor). A worker is alive when its heartbeat in the store is fresher than the lease and, on this host,
 its pid still belongs to the process that registered (pid + /proc start time, so a reused pid does not count).
-The loop itself is toolkit.jobs.worker.
+The loop itself is toolkit.queue.worker.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from toolkit.errors import InputError
-from toolkit.jobs.executor import process_alive
-from toolkit.jobs.store import JobStore
 from toolkit.paths import PROJECT_ROOT
+from toolkit.queue.executor import process_alive
+from toolkit.queue.store import JobStore
 
 LEASE_S = float(os.environ.get("CMBA_JOB_LEASE_S") or 30.0)
 """a running job whose heartbeat is older than this is considered lost (its worker stopped stamping it)"""

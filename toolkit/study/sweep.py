@@ -26,9 +26,9 @@ Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
 Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
-Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.jobs.preflight (weights, data, 4-bit);
-toolkit.jobs.estimate says how long the sweep will take from earlier runs' measured step rates.
-Progress for the UI and CLI: toolkit.jobs.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
+Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.study.preflight (weights, data, 4-bit);
+toolkit.study.estimate says how long the sweep will take from earlier runs' measured step rates.
+Progress for the UI and CLI: toolkit.study.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
 from toolkit.errors import InputError
-from toolkit.jobs.executor import PYTHON
-from toolkit.jobs.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
 from toolkit.paths import adapters_dir, jobs_dir
+from toolkit.queue.executor import PYTHON
+from toolkit.queue.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
 from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256, model_defaults
 
 if TYPE_CHECKING:
-    from toolkit.jobs.slurm.executor import SlurmResources
+    from toolkit.queue.slurm.cluster import SlurmResources
 from toolkit.calculator.checks import BUDGET_TOLERANCE, budget_problem, duplicate_arms
 from toolkit.runs import base_folder, slug
 
@@ -192,10 +192,10 @@ class SweepSpec:
     slurm: SlurmResources | None = None
     """the resources of each job when executor is slurm (a dict is read as SlurmResources)"""
     design: str | None = None
-    """the study design the ratios came from ('simplex-lattice:3', toolkit.jobs.design); arms the calculator
+    """the study design the ratios came from ('simplex-lattice:3', toolkit.study.design); arms the calculator
     cannot budget-match are then left out with a warning instead of refusing the sweep"""
     search: dict | None = None
-    """successive halving over the arms (toolkit.jobs.halving.Search.to_dict()); None = train every arm fully"""
+    """successive halving over the arms (toolkit.study.search.Search.to_dict()); None = train every arm fully"""
     retrieval: int | None = None
     """also measure image-text retrieval on this many image-caption pairs (toolkit.evaluation.retrieval)"""
     retrieval_dataset: str | None = None
@@ -225,7 +225,7 @@ class SweepSpec:
         if self.executor not in EXECUTORS:
             raise InputError(f"executor: must be one of {', '.join(EXECUTORS)}, got '{self.executor}'")
         if self.executor == "slurm":
-            from toolkit.jobs.slurm.executor import SlurmResources
+            from toolkit.queue.slurm.cluster import SlurmResources
 
             res = self.slurm if isinstance(self.slurm, SlurmResources) else SlurmResources.from_dict(self.slurm)
             object.__setattr__(self, "slurm", res)
@@ -278,10 +278,10 @@ class SweepSpec:
         `executor="slurm"`, `slurm` is a SlurmResources (or its dict); GPUs per node left open become 1 when
         the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
         is needed). `design` ('simplex-lattice:3') adds its arms to `ratios` (which may then be empty);
-        `search` ('halving' or a dict of toolkit.jobs.halving.Search fields) trains them by successive halving.
+        `search` ('halving' or a dict of toolkit.study.search.Search fields) trains them by successive halving.
         """
         if design:
-            from toolkit.jobs.design import Design
+            from toolkit.study.design import Design
 
             design_ratios = Design.parse(design)
             design = str(design_ratios)
@@ -289,7 +289,7 @@ class SweepSpec:
             extra = parse_ratios(ratios) if given else ()
             ratios = list(dict.fromkeys([*design_ratios.ratios(), *extra]))
         if search:
-            from toolkit.jobs.halving import Search
+            from toolkit.study.search import Search
 
             search = Search.parse(search, max_steps=(train or {}).get("max_steps")).to_dict()
         model, dataset = str(model or "").strip(), str(dataset or "").strip()
@@ -308,7 +308,7 @@ class SweepSpec:
                 dataset = value
         executor = str(executor or "local").strip().lower()
         if executor == "slurm":
-            from toolkit.jobs.slurm.executor import SlurmResources, resolve
+            from toolkit.queue.slurm.cluster import SlurmResources, resolve
 
             res = slurm if isinstance(slurm, SlurmResources) else SlurmResources.from_dict(slurm)
             if res.gpus_per_node is None and gpus_per_job is not None:
@@ -316,7 +316,7 @@ class SweepSpec:
             slurm = resolve(res)
             gpus_per_job = slurm.gpus
         elif gpus_per_job is None:
-            from toolkit.jobs.worker import detect_gpus
+            from toolkit.queue.gpus import detect_gpus
 
             gpus_per_job = 1 if detect_gpus() else 0
         return cls(model=model, dataset=dataset, ratios=parse_ratios(ratios), budgets=parse_budgets(budget_kind, budgets),
@@ -460,10 +460,10 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
     `allow_budget_error` defaults to the sweep's `--allow-budget-error` (a TrainSettings field, so cmba.json
     records it).
     """
-    from toolkit.jobs.worker import detect_gpus
+    from toolkit.queue.gpus import detect_gpus
 
     if spec.executor == "slurm":
-        from toolkit.jobs.slurm.executor import check_resources
+        from toolkit.queue.slurm.cluster import check_resources
 
         check_resources(spec.slurm)
     elif spec.gpus_per_job:
@@ -491,7 +491,7 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
             return spec.job_settings(ratio=ratio, budget=budget, seed=spec.seeds[0]).allocation(structure)
 
         if spec.design:  # a design's arms the calculator cannot budget-match are left out, not fatal
-            from toolkit.jobs.design import feasible
+            from toolkit.study.design import feasible
 
             kept, dropped = feasible(spec.ratios, allocate)
             warnings += [f"design arm left out at {budget}: {d}" for d in dropped]
@@ -522,13 +522,13 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                 settings = spec.job_settings(ratio=ratio, budget=budget, seed=seed, output=output, lora_hash=lora_hash)
                 evaluate = spec.eval_settings(adapter=output) if spec.eval_split else None
                 steps, meta = _steps(spec, settings, evaluate), {}
-                if spec.search:  # successive halving: every arm first trains to the first rung (toolkit.jobs.halving)
-                    from toolkit.jobs.halving import rung_steps
+                if spec.search:  # successive halving: every arm first trains to the first rung (toolkit.study.halving)
+                    from toolkit.study.search import RUNG_HOOK, rung_steps
 
                     until = spec.search["rungs"][0]
                     steps, adapter = rung_steps(settings.to_dict(), evaluate.to_dict(), until=until, python=PYTHON,
                                                 retrieval=retrieval_steps(spec, adapter=output))
-                    meta = {"rung": 1, "until": until, "adapter": adapter,
+                    meta = {"rung": 1, "until": until, "adapter": adapter, "on_finish": RUNG_HOOK,
                             **({"retrieval_steps": [list(x) for x in retrieval_steps(spec, adapter=output)]}
                                if spec.retrieval else {})}
                 jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=name, ratio=ratio, seed=seed,
@@ -559,10 +559,10 @@ class SubmitResult:
 def submit_sweep(plan: SweepPlan, *, store: JobStore | None = None, preflight: bool = True) -> SubmitResult:
     """Queue a planned sweep in one transaction (idempotent: the sweep id is the spec's hash).
 
-    First the pre-flight checks of this machine (toolkit.jobs.preflight: weights loadable, dataset splits
+    First the pre-flight checks of this machine (toolkit.study.preflight: weights loadable, dataset splits
     readable, 4-bit runnable): a sweep that would only fail in its jobs is refused with one InputError line.
     """
-    from toolkit.jobs import preflight as checks
+    from toolkit.study import preflight as checks
 
     store = store or JobStore()
     spec = plan.spec

@@ -3,12 +3,13 @@
     python -m toolkit sweep --model demo --dataset synthetic:shapes --design simplex-lattice:3 --search halving \\
         --rungs 100,200,300 --eta 2 --max-steps 300 --seeds 2 --budget-rank 8 --holdout 0.1 --eval-split train
 
-    s = Search.parse("halving", max_steps=300)      # rungs 75, 150, 300 (eta 2), noise-aware with z = 1.96
+    s = Search.parse("halving", max_steps=300)      # toolkit.study.search: rungs 75, 150, 300 (eta 2), z = 1.96
     decide({"1:1:1": [60.1, 61.0], "0:0:1": [40.2, 41.0]}, eta=2)     # -> [Decision(arm, keep, reason), ...]
-    advance(store, sweep_id)                         # the controller: idempotent, called by the worker
+    advance(store, sweep_id)                         # the controller: idempotent, called through the hook
+    on_rung_job_finished(store, job)                 # the hook every rung job names (meta["on_finish"])
     status(store, sweep_id)                          # rungs, survivors and why each arm stopped (jobs page, CLI)
 
-Every arm (with its seeds) trains to the first rung's step of the full schedule (toolkit.jobs.rung: the
+Every arm (with its seeds) trains to the first rung's step of the full schedule (toolkit.study.rung: the
 learning-rate schedule is the full run's, so stopping early and continuing is exact), and is evaluated on the
 selection split. When every job of a rung has finished, `advance` ranks the arms by mean accuracy over seeds
 and keeps the better 1/eta; the others are dropped only when they are behind the weakest kept arm by more
@@ -16,8 +17,10 @@ than z standard errors of the difference (standard error over seeds, never less 
 so arms within noise of the cut survive. Survivors continue from their checkpoints to the next rung as new
 jobs of the same sweep (ids `<sweep>-k<rung>-NN`), and so on to the last rung (= max steps).
 
-The controller is a function of the store alone: the worker calls it after recording any job of a halving
-sweep and on every recovery pass, so a restarted worker (local or Slurm) picks the search up where it was;
+The controller is a function of the store alone. Every rung job names `on_rung_job_finished` as its follow-up
+hook (toolkit.queue.hooks): the worker calls it once the job has ended, and a recovery pass calls it for jobs
+that ended with no worker to follow them up, so a restarted worker (local or Slurm) picks the search up where it
+was;
 queueing a rung twice is impossible (fixed job ids, inserted once). Its decisions are kept in
 `<jobs folder>/halving/<sweep id>.json` (written atomically), which `status` reads.
 """
@@ -32,75 +35,9 @@ import numpy as np
 
 from toolkit import runs
 from toolkit.errors import InputError
-from toolkit.jobs.store import JobState, JobStore, NewJob
-
-Z_DEFAULT = 1.96
-
-
-@dataclass(frozen=True)
-class Search:
-    """A successive-halving search: the rungs (optimizer steps of the full schedule) and how many survive."""
-
-    rungs: tuple[int, ...]
-    """increasing step counts; the last one is the runs' max steps"""
-    eta: float = 2.0
-    """keep about 1/eta of the arms at each rung (before the noise rule keeps more)"""
-    z: float = Z_DEFAULT
-    """an arm is dropped only when it is behind the weakest kept arm by more than z standard errors"""
-    kind: str = "halving"
-    confirm: bool = True
-    """after the last rung, queue the recommended ratio and 1:1:1 with fresh seeds (toolkit.jobs.confirm)"""
-    report_split: str | None = None
-    """the split the confirmation is evaluated on (None: 'test')"""
-    controls: bool = False
-    """with the confirmation, queue the learning-rate control and the alpha-rule axis (toolkit.jobs.confirm)"""
-
-    def __post_init__(self):
-        if self.kind != "halving":
-            raise InputError(f"search: only 'halving' is supported, got '{self.kind}'")
-        if len(self.rungs) < 2 or any(not isinstance(r, int) or r < 1 for r in self.rungs) \
-                or list(self.rungs) != sorted(set(self.rungs)):
-            raise InputError(f"rungs: give at least two increasing step counts, e.g. 100,200,300, got {list(self.rungs)}")
-        if not (isinstance(self.eta, int | float) and self.eta > 1):
-            raise InputError(f"eta: must be a number > 1, got {self.eta!r}")
-        if not (isinstance(self.z, int | float) and self.z >= 0):
-            raise InputError(f"z: must be a number >= 0, got {self.z!r}")
-
-    @classmethod
-    def parse(cls, value, *, max_steps=None, rungs=None, eta=None, z=None, confirm=None, report_split=None,
-              controls=None) -> Search:
-        """'halving' (or a dict of fields) for a sweep of `max_steps`; rungs default to max_steps / eta^k."""
-        d = dict(value) if isinstance(value, dict) else {"kind": str(value).strip().lower()}
-        if d.get("kind", "halving") != "halving":
-            raise InputError(f"search: only 'halving' is supported, got '{d.get('kind')}'")
-        eta = float(eta if eta is not None else d.get("eta", 2.0))
-        z = float(z if z is not None else d.get("z", Z_DEFAULT))
-        if not eta > 1:
-            raise InputError(f"eta: must be a number > 1, got {eta:g}")
-        if max_steps in (None, ""):
-            raise InputError("search: successive halving needs --max-steps (the full schedule of every run)")
-        max_steps = int(max_steps)
-        if rungs not in (None, "", []):
-            items = rungs.split(",") if isinstance(rungs, str) else list(rungs)
-            try:
-                steps = tuple(int(str(s).strip()) for s in items if str(s).strip())
-            except ValueError:
-                raise InputError(f"rungs: '{rungs}' is not a list of whole numbers, e.g. 100,200,300") from None
-        elif d.get("rungs"):
-            steps = tuple(int(s) for s in d["rungs"])
-        else:
-            steps = tuple(sorted({max(1, round(max_steps / eta ** k)) for k in range(3)}))
-        if steps and steps[-1] != max_steps:
-            raise InputError(f"rungs: the last rung must be the max steps ({max_steps}), got {steps[-1]}")
-        confirm = bool(d.get("confirm", True) if confirm is None else confirm)
-        controls = bool(d.get("controls", False) if controls is None else controls)
-        return cls(rungs=steps, eta=eta, z=z, confirm=confirm, report_split=report_split or d.get("report_split"),
-                   controls=controls)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "rungs": list(self.rungs), "eta": self.eta, "z": self.z, "confirm": self.confirm,
-                "report_split": self.report_split, "controls": self.controls}
-
+from toolkit.queue.states import JobState
+from toolkit.queue.store import JobStore, NewJob
+from toolkit.study.search import Z_DEFAULT, Search, rung_steps
 
 # ------------------------------------------------------------------------------------------ decisions
 
@@ -157,24 +94,6 @@ def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEF
 
 
 # ------------------------------------------------------------------------------------------ the job system
-
-def rung_steps(train: dict, evaluate: dict | None, *, until: int, python: str,
-               retrieval: tuple = ()) -> tuple[tuple[tuple[str, ...], ...], str]:
-    """(steps, evaluated adapter folder) of one job training `train` (TrainSettings dict) to step `until`;
-    `retrieval` (the sweep's alignment steps of the final adapter) runs after the last rung only."""
-    import json
-
-    from toolkit.jobs.rung import snapshot_dir
-
-    last = until == train["max_steps"]
-    adapter = train["output"] if last else str(snapshot_dir(train["output"], until))
-    blob = json.dumps(train, sort_keys=True, separators=(",", ":"))
-    steps = [(python, "-m", "toolkit.jobs.rung", "--settings-json", blob, "--until", str(until), "--snapshot", adapter)]
-    if evaluate is not None:
-        steps.append((python, "-m", "toolkit", "evaluate", "--settings-json",
-                      json.dumps({**evaluate, "adapter": adapter}, sort_keys=True, separators=(",", ":"))))
-    return tuple(steps) + (tuple(retrieval) if last else ()), adapter
-
 
 def record_path(store: JobStore, sweep_id: str) -> Path:
     return Path(store.folder) / "halving" / f"{sweep_id}.json"
@@ -258,7 +177,7 @@ def _queue_next(store: JobStore, sweep_id: str, search: Search, rung: int, curre
 
 def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
     """Recommend from every rung's evaluations and queue the confirmation; the outcome goes into the record."""
-    from toolkit.jobs.confirm import queue_confirmation, sweep_recommendation
+    from toolkit.study.confirm import queue_confirmation, sweep_recommendation
 
     try:
         rec = sweep_recommendation(store, sweep_id)
@@ -272,13 +191,19 @@ def _confirm(store: JobStore, sweep_id: str, record: dict, path: Path) -> None:
                                   "seeds": list(plan.spec.seeds), "split": plan.spec.eval_split,
                                   "jobs": len(result.jobs)}
         if (record.get("search") or {}).get("controls") and rec.ratio != "1:1:1":
-            from toolkit.jobs.confirm import queue_controls
+            from toolkit.study.confirm import queue_controls
 
             record["controls"] = queue_controls(store, sweep_id, ratio=rec.ratio,
                                                 report_split=record["search"].get("report_split"))
     except InputError as exc:
         record["confirmation"] = {**record.get("confirmation", {}), "error": str(exc)}
     runs.write_json(path, record)
+
+
+def on_rung_job_finished(store: JobStore, job) -> None:
+    """The follow-up hook of a rung job (named in its meta, toolkit.study.search.RUNG_HOOK): advance its search."""
+    if job.sweep_id:
+        advance(store, job.sweep_id)
 
 
 def advance_all(store: JobStore) -> None:
@@ -312,11 +237,11 @@ def status(store: JobStore, sweep_id: str, *, controls: bool = False) -> dict | 
            "recommendation": record.get("recommendation"), "confirmation": record.get("confirmation")}
     conf = record.get("confirmation") or {}
     if controls and conf.get("sweep") and record.get("recommendation"):  # scans the store: not for the 2-s panel
-        from toolkit.jobs.confirm import confirmation_state
+        from toolkit.study.confirm import confirmation_state
 
         out["confirmation"] = {**conf, "outcome": confirmation_state(store, sweep_id, conf["sweep"])}
     if controls and record.get("controls") and conf.get("sweep"):
-        from toolkit.jobs.confirm import controls_report
+        from toolkit.study.confirm import controls_report
 
         out["controls"] = controls_report(store, confirmation=conf["sweep"], controls=record["controls"],
                                           ratio=conf["ratio"])
