@@ -33,7 +33,8 @@ def main() -> int:
     from toolkit.data.prompting import VQAFormatter
     from toolkit.data.sources import load_vqa
     from toolkit.evaluation.evaluate import generate_answers
-    from toolkit.training.engine import load_model, train
+    from toolkit.training.engine import train
+    from toolkit.training.modeling import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"

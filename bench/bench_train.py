@@ -36,7 +36,8 @@ def main() -> int:
     from toolkit.cli.train import settings_from_args
     from toolkit.data.prompting import VQAFormatter
     from toolkit.data.sources import load_vqa
-    from toolkit.training.engine import load_model, train
+    from toolkit.training.engine import train
+    from toolkit.training.modeling import load_model
 
     transformers.logging.set_verbosity_error()
     data_spec = "synthetic:shapes?n=4000"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.evaluation import compare
+from toolkit.evaluation import verdict as rules
 from toolkit.evaluation.stats import holm, mean_ci, two_level_bootstrap
 
 RATIOS = ("1:1:1", "1:2:1", "1:4:1", "2:4:1")
@@ -28,14 +28,14 @@ def simulate(rng, *, seeds: int, questions: int, seed_sd: float, effects: dict[s
     return out
 
 
-def verdict(study: dict[str, np.ndarray], *, n_boot: int, seed: int = 0) -> compare.Verdict:
+def verdict(study: dict[str, np.ndarray], *, n_boot: int, seed: int = 0) -> rules.Verdict:
     """The verdict `analyze` would give on these runs (seeds paired by index, as sweeps run them)."""
     base = study["1:1:1"]
     tests = {r: two_level_bootstrap(ratio=m, baseline=base, n_boot=n_boot, seed=seed)
              for r, m in study.items() if r != "1:1:1"}
     adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
-    level = 1 - compare.ALPHA / len(tests)
-    comparisons = {r: compare.Comparison(
+    level = 1 - rules.ALPHA / len(tests)
+    comparisons = {r: rules.Comparison(
         ratio=r, baseline="1:1:1", delta=t.delta, ci_low=t.ci_low, ci_high=t.ci_high, p_value=t.p_value,
         p_adjusted=adjusted[r], n_questions=base.shape[1], n_only_ratio=0, n_only_baseline=0, seeds=m.shape[0],
         baseline_seeds=base.shape[0], paired_seeds=t.paired_seeds, df=t.df, se=t.se, seed_var=t.seed_var,
@@ -45,12 +45,12 @@ def verdict(study: dict[str, np.ndarray], *, n_boot: int, seed: int = 0) -> comp
     for r, m in study.items():
         accs = list(m.mean(axis=1))
         mean, sd, half = mean_ci(accs)
-        groups.append(compare.Group(ratio=r, adapters=[], seeds=list(range(len(accs))), accuracies=accs, mean=mean,
+        groups.append(rules.Group(ratio=r, adapters=[], seeds=list(range(len(accs))), accuracies=accs, mean=mean,
                                     std=sd, ci_low=None if half is None else mean - half,
                                     ci_high=None if half is None else mean + half, trainable_params=0, ranks="",
                                     per_answer_type={}))
     groups.sort(key=lambda g: -g.mean)
-    return compare.verdict(groups, comparisons, "1:1:1")
+    return rules.verdict(groups, comparisons, "1:1:1")
 
 
 def test_null_studies_rarely_come_out_positive():

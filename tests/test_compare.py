@@ -18,7 +18,7 @@ from jobhelpers import PATIENCE
 from streamlit.testing.v1 import AppTest
 
 from toolkit.errors import InputError
-from toolkit.evaluation import charts, compare
+from toolkit.evaluation import charts, compare, stats, tables
 
 PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "compare.py")
 TAG = "synthetic-shapes__val__n400"
@@ -93,23 +93,23 @@ def sweep(store: Path, gains: dict[str, tuple[int, int]], seeds=(0, 1, 2), **kw)
     (0.975, 1000, 1.962339),
 ])
 def test_t_quantile_matches_tables(p, df, expected):
-    assert compare.t_quantile(p, df) == pytest.approx(expected, abs=2e-6)
-    assert compare.t_quantile(1 - p, df) == pytest.approx(-expected, abs=2e-6)
+    assert stats.t_quantile(p, df) == pytest.approx(expected, abs=2e-6)
+    assert stats.t_quantile(1 - p, df) == pytest.approx(-expected, abs=2e-6)
 
 
 def test_mean_ci_is_the_t_formula_and_undefined_for_one_value():
-    mean, sd, half = compare.mean_ci([60.0, 62.0, 64.0])
+    mean, sd, half = stats.mean_ci([60.0, 62.0, 64.0])
     assert (mean, sd) == (62.0, 2.0)
     assert half == pytest.approx(4.302652729911275 * 2 / math.sqrt(3), rel=1e-9)
-    assert compare.mean_ci([61.0]) == (61.0, None, None)
+    assert stats.mean_ci([61.0]) == (61.0, None, None)
 
 
 def test_paired_bootstrap_known_cases():
-    assert compare.paired_bootstrap([0.0] * 50) == (0.0, 0.0, 0.0, 1.0)
-    delta, lo, hi, p = compare.paired_bootstrap([100.0] * 40 + [0.0] * 360, n_boot=2000)
+    assert stats.paired_bootstrap([0.0] * 50) == (0.0, 0.0, 0.0, 1.0)
+    delta, lo, hi, p = stats.paired_bootstrap([100.0] * 40 + [0.0] * 360, n_boot=2000)
     assert delta == pytest.approx(10.0) and 6 < lo < 10 < hi < 14 and p < 0.002
     # the same seed gives the same answer
-    assert compare.paired_bootstrap([1.0, -2.0, 3.0] * 20, n_boot=500) == compare.paired_bootstrap(
+    assert stats.paired_bootstrap([1.0, -2.0, 3.0] * 20, n_boot=500) == stats.paired_bootstrap(
         [1.0, -2.0, 3.0] * 20, n_boot=500)
 
 
@@ -188,7 +188,7 @@ def test_group_ci_and_single_seed(tmp_path):
     assert u.mean == 62.0 and u.ci_high - u.mean == pytest.approx(4.302652729911275 * 2 / math.sqrt(3))
     assert groups["2:8:2"].adapters == ["p0", "p1"]  # one ratio, labelled as first seen
     assert groups["2:4:1"].ci_low is None and any("single seed" in n for n in a.notes)
-    assert compare.group_table(a).set_index("ratio").loc["2:4:1", "95% CI"] == "n/a (1 seed)"
+    assert tables.group_table(a).set_index("ratio").loc["2:4:1", "95% CI"] == "n/a (1 seed)"
 
 
 def test_a_ratio_interval_stays_within_what_an_accuracy_can_be(tmp_path):
@@ -197,7 +197,7 @@ def test_a_ratio_interval_stays_within_what_an_accuracy_can_be(tmp_path):
     write_adapter(tmp_path, "a1", ratio=(1, 1, 1), seed=1, accs=pattern(N // 10))
     [g] = compare.analyze(compare.scan(tmp_path).rows).groups
     assert g.mean == pytest.approx(50.0) and (g.ci_low, g.ci_high) == (0.0, 100.0)
-    assert compare.mean_ci(g.accuracies)[2] > 50  # the unclipped half-width (t with 1 degree of freedom) is far wider
+    assert stats.mean_ci(g.accuracies)[2] > 50  # the unclipped half-width (t with 1 degree of freedom) is far wider
 
 
 def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):
@@ -256,12 +256,12 @@ def test_csv_and_json_round_trip(tmp_path):
     store = tmp_path / "store"
     sweep(store, {"1:1:1": (0, 0), "1:4:1": (40, 0)})
     a = compare.analyze(compare.scan(store).rows, n_boot=1000)
-    compare.to_csv(a.rows, tmp_path / "t.csv")
+    tables.to_csv(a.rows, tmp_path / "t.csv")
     back = pd.read_csv(tmp_path / "t.csv")
     assert list(back["name"]) == [r["name"] for r in a.rows]
     assert list(back["accuracy"]) == [r["accuracy"] for r in a.rows]
     assert list(back["ratio"]) == [r["ratio"] for r in a.rows] and "acc yes/no" in back.columns
-    doc = json.loads(compare.to_json(a))
+    doc = json.loads(tables.to_json(a))
     assert doc["verdict"]["label"] == "positive" and doc["best"]["name"] == a.best["name"]
     assert [g["ratio"] for g in doc["groups"]] == ["1:4:1", "1:1:1"]
     assert doc["comparisons"][0]["delta"] == pytest.approx(10.0) and doc["comparisons"][0]["significant"] is True
@@ -410,11 +410,11 @@ def test_holm_adjusts_the_comparisons_with_the_baseline(tmp_path):
     sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 30), "2:4:1": (40, 36), "1:2:1": (40, 38)})
     a = compare.analyze(compare.scan(tmp_path).rows, n_boot=500)
     raw = [c.p_value for c in a.comparisons]
-    assert [c.p_adjusted for c in a.comparisons] == compare.holm(raw)
+    assert [c.p_adjusted for c in a.comparisons] == stats.holm(raw)
     smallest = min(a.comparisons, key=lambda c: c.p_value)
     assert smallest.p_adjusted == pytest.approx(min(1.0, 3 * smallest.p_value))
     assert all(c.p_adjusted >= c.p_value for c in a.comparisons)
-    assert "p (Holm)" in compare.group_table(a).columns
+    assert "p (Holm)" in tables.group_table(a).columns
 
 
 def test_runs_with_other_settings_are_kept_apart(tmp_path):
@@ -424,7 +424,7 @@ def test_runs_with_other_settings_are_kept_apart(tmp_path):
     assert "lr-high" not in {r["name"] for r in a.rows} and len(a.groups[0].seeds) == 3
     (apart,) = a.kept_apart
     assert apart["adapters"] == ["lr-high"] and apart["differs"] == {"training.learning_rate": [None, 1e-3]}
-    doc = compare.to_dict(a)
+    doc = tables.to_dict(a)
     assert doc["kept_apart"][0]["differs"]["training.learning_rate"] == [None, 1e-3]
     alone = compare.analyze(compare.scan(tmp_path).rows, settings=apart["fingerprint"])
     assert [r["name"] for r in alone.rows] == ["lr-high"] and alone.verdict.label == "inconclusive"
@@ -453,7 +453,7 @@ def test_every_adapter_below_the_base_model_is_flagged(tmp_path, monkeypatch, ca
     write_adapter(tmp_path, "base--demo", kind="base", accs=pattern(390))
     a = compare.analyze(compare.scan(tmp_path).rows, n_boot=300)
     assert a.below_base and a.base_row["name"] == "base--demo" and a.base_reference == 97.5
-    assert compare.group_table(a)["ratio"].iloc[-1] == "base model (no adapter)"
+    assert tables.group_table(a)["ratio"].iloc[-1] == "base model (no adapter)"
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
     code, out, _ = run_cli(["compare", "--json"], monkeypatch, capsys)
     doc = json.loads(out)

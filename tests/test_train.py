@@ -17,7 +17,8 @@ import torch
 from toolkit.cli import make_parser
 from toolkit.cli.train import settings_from_args
 from toolkit.errors import CmbaError, InputError
-from toolkit.training.engine import Interrupted, train
+from toolkit.outcomes import Interrupted
+from toolkit.training.engine import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "synthetic:shapes?n=48&seed=1"
@@ -177,7 +178,7 @@ def test_gradient_check_finds_modules_that_get_no_gradient():
     """Budget spent on LLaVA's last vision layer (read at vision_feature_layer=-2) is wasted: the check says so."""
     from peft import LoraConfig, get_peft_model
 
-    from toolkit.training.engine import modules_without_gradient
+    from toolkit.training.modeling import modules_without_gradient
 
     last = "model.vision_tower.encoder.layers.3"
     targets = [f"{last}.self_attn.q_proj", f"{last}.mlp.fc1", "model.multi_modal_projector.linear_1",
@@ -265,7 +266,7 @@ def test_per_component_learning_rates_reach_the_optimizer(tmp_path):
     keep = {}
     train(settings(tmp_path / "lr", "--max-steps", "1", "--lr-projector", "3e-3", "--lr-vision", "1e-4"), keep=keep,
           log=lambda m: None)
-    from toolkit.training.engine import param_groups
+    from toolkit.training.modeling import param_groups
 
     groups = {g["component"]: g for g in param_groups(keep["model"], keep["allocation"], settings(tmp_path / "x",
               "--lr-projector", "3e-3", "--lr-vision", "1e-4"))}

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 
-from toolkit.calculator.spec import ROUNDINGS  # noqa: F401  (re-exported)
-
 
 def cost(modules, rank: float) -> float:
     """LoRA parameters of these modules at a (possibly fractional) component rank, caps applied."""

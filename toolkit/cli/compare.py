@@ -72,7 +72,7 @@ def _print_analysis(a, store) -> None:
 
 
 def cmd_compare(args) -> int:
-    from toolkit.evaluation import compare
+    from toolkit.evaluation import compare, tables
 
     store = compare.scan(args.adapters_dir)
     if not store.rows:
@@ -81,13 +81,13 @@ def cmd_compare(args) -> int:
     a = compare.analyze(store.rows, baseline=args.baseline, model=args.model, dataset=args.dataset, budget=args.budget,
                         settings=args.settings, select_on=args.select_on, report_on=args.report_on)
     if args.csv:
-        compare.to_csv(a.rows, args.csv)
+        tables.to_csv(a.rows, args.csv)
     from toolkit.evaluation import recommendation, retrieval
 
     rec = recommendation.recommend([r for r in store.rows if r["base_model"] == a.base_model and r["budget"] == a.budget],
                                    eval_tag=a.eval_tag)  # the study's answer (None: < 3 ratios)
     if args.json:
-        doc = compare.to_dict(a)
+        doc = tables.to_dict(a)
         doc["recommendation"] = None if rec is None else rec.to_dict()
         doc["retrieval"] = {"summary": retrieval.summary(a.rows + ([a.base_row] if a.base_row else [])),
                             "against_baseline": retrieval.against_baseline(a.rows, baseline=a.baseline)}

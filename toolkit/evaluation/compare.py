@@ -6,7 +6,7 @@ toolkit.evaluation.charts).
     >>> a.verdict.label, a.verdict.reason              # "positive" | "weak positive" | "negative" | "inconclusive"
     >>> a.kept_apart, a.base_row, a.below_base         # runs with other settings; the base model alone
     >>> analyze(store.rows, select_on="val-tag", report_on="test-tag").best   # chosen on one, reported on another
-    >>> table(a.rows), group_table(a), comparison_table(a), to_json(a), to_csv(a.rows, "adapters.csv")
+    >>> tables.group_table(a), tables.to_json(a)       # tables and exports: toolkit.evaluation.tables
 
 Runs are pooled as seeds of a ratio only when every other setting is identical (`run_settings`, a
 fingerprint over cmba.json's hyper-parameters, training data, base model, budget, mode, targets, alpha rule
@@ -35,19 +35,15 @@ from toolkit.calculator.checks import BUDGET_TOLERANCE, spend_mismatch
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.evaluation.scoring import question_accuracy
-from toolkit.evaluation.stats import (  # noqa: F401  (t_quantile, paired_bootstrap: re-exported)
+from toolkit.evaluation.stats import (
     BOOT_SEED,
     N_BOOT,
     holm,
     mean_ci,
-    paired_bootstrap,
-    t_quantile,
     two_level_bootstrap,
 )
-from toolkit.evaluation.verdict import (  # noqa: F401  (re-exported: the analysis' records and rules)
+from toolkit.evaluation.verdict import (
     ALPHA,
-    LABELS,
-    MIN_EFFECT,
     Comparison,
     Group,
     Verdict,
@@ -100,7 +96,7 @@ def ratio_label(ratio, mode: str = "rank") -> str:
     return text if mode == "rank" else f"{text} ({mode})"
 
 
-def _ratio_key(ratio, mode: str = "rank") -> tuple:
+def ratio_key(ratio, mode: str = "rank") -> tuple:
     """2:8:2 and 1:4:1 are one ratio: scale so the smallest non-zero weight is 1."""
     low = min(float(w) for w in ratio if float(w) > 0)
     return (mode, *(round(float(w) / low, 6) for w in ratio))
@@ -129,7 +125,7 @@ def _row(folder: Path, cmba: dict, tag: str, results: dict) -> dict:
         "train_time_s": result.get("train_time_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
         "eval_time_s": results.get("eval_time_s"), "created": results.get("created"),
         "settings": run_settings(cmba) if kind != "base" else {},
-        # a halving rung's snapshot: trained to a step short of its schedule (toolkit.jobs.rung)
+        # a halving rung's snapshot: trained to a step short of its schedule (toolkit.study.rung)
         "snapshot": bool(result.get("schedule_steps")) and (result.get("steps") or 0) < result["schedule_steps"],
     }
 
@@ -245,7 +241,7 @@ SINGLE = (("base_model", "base model", "--model"), ("eval_tag", "eval set", "--d
 
 def _is_ratio(label, baseline: str) -> bool:
     try:
-        return _ratio_key(Ratio.parse(str(label)).as_tuple()) == _ratio_key(Ratio.parse(baseline).as_tuple())
+        return ratio_key(Ratio.parse(str(label)).as_tuple()) == ratio_key(Ratio.parse(baseline).as_tuple())
     except InputError:
         return str(label) == baseline
 
@@ -302,7 +298,7 @@ def _groups(adapters: list[dict]) -> tuple[list[Group], dict[tuple, str]]:
     """Runs grouped by ratio, best mean first; also the label of each ratio key. Relabels rows in place."""
     by_key: dict[tuple, list[dict]] = {}
     for r in adapters:
-        by_key.setdefault(_ratio_key(r["ratio_values"], r["mode"] or "rank"), []).append(r)
+        by_key.setdefault(ratio_key(r["ratio_values"], r["mode"] or "rank"), []).append(r)
     groups, labels = [], {}
     for key, members in by_key.items():
         members.sort(key=_seed_order)
@@ -459,7 +455,7 @@ def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) 
     if any(len(g.seeds) == 1 for g in groups):
         notes.append("ratios with a single seed have no confidence interval (it needs at least 2 seeds)")
     try:  # "1:1:1" also finds 2:2:2; a label such as "1:1:1 (share)" is matched as written
-        baseline = labels.get(_ratio_key(Ratio.parse(baseline).as_tuple()), baseline)
+        baseline = labels.get(ratio_key(Ratio.parse(baseline).as_tuple()), baseline)
     except InputError as exc:  # neither a ratio nor a label here ('x:y', 'nan:1:1' used to match nothing silently)
         if baseline not in labels.values():
             raise InputError(f"baseline: {str(exc).removeprefix('ratio: ')} (ratios here: "
@@ -488,17 +484,3 @@ def loss_curves(rows: list[dict]) -> pd.DataFrame:
     out = [{"adapter": r["name"], "ratio": r["ratio"], "seed": str(r["seed"]), "step": m.step, "loss": m.loss}
            for r in rows for m in runs.read_metrics(r["path"]) if m.loss is not None]
     return pd.DataFrame(out, columns=["adapter", "ratio", "seed", "step", "loss"])
-
-
-# Tables and exports live in toolkit/evaluation/tables.py; re-exported so `compare.to_json(a)` keeps working.
-from toolkit.evaluation.tables import (  # noqa: E402
-    comparison_table,
-    group_table,
-    table,
-    to_csv,
-    to_dict,
-    to_json,
-)
-
-__all__ = ["Analysis", "analyze", "comparison_table", "group_table", "loss_curves", "scan", "table", "to_csv",
-           "to_dict", "to_json"]

@@ -606,7 +606,7 @@ def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict) -> d
     if ratio is None or info.get("fingerprint") is None:
         return None
     study_seeds = {str(r.get("seed")) for r in info["rows"]}
-    wanted = {compare._ratio_key(tuple(float(v) for v in ratio.split(":"))), compare._ratio_key((1, 1, 1))}
+    wanted = {compare.ratio_key(tuple(float(v) for v in ratio.split(":"))), compare.ratio_key((1, 1, 1))}
 
     def same(r):
         s = {k: v for k, v in (r.get("settings") or {}).items() if k != "training.max_steps"}
@@ -614,7 +614,7 @@ def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict) -> d
 
     conf = [r for r in rows if r["kind"] != "base" and r.get("ratio_values") and r["eval_tag"] != info["eval_tag"]
             and str(r.get("seed")) not in study_seeds and same(r) and not r.get("snapshot")
-            and compare._ratio_key(r["ratio_values"], r.get("mode") or "rank") in wanted]
+            and compare.ratio_key(r["ratio_values"], r.get("mode") or "rank") in wanted]
     if not conf:
         return None
     tags = [r["eval_tag"] for r in conf]
@@ -622,7 +622,7 @@ def confirmation_outcome(rows: list[dict], rec: Recommendation, info: dict) -> d
     conf = [r for r in conf if r["eval_tag"] == tag]
     by_ratio = {}
     for r in conf:
-        by_ratio.setdefault(compare._ratio_key(r["ratio_values"], r.get("mode") or "rank"), []).append(r)
+        by_ratio.setdefault(compare.ratio_key(r["ratio_values"], r.get("mode") or "rank"), []).append(r)
     seeds = sorted({str(r.get("seed")) for r in conf})
     base = {"ratio": ratio, "eval_tag": tag, "seeds": seeds, "delta": None, "ci": None}
     if len(by_ratio) < 2 or min(len(v) for v in by_ratio.values()) < 2:

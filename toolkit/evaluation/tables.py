@@ -4,8 +4,7 @@
     >>> tables.group_table(a)        # what the Compare page and `compare` print
     >>> tables.to_json(a)            # `compare --json`
 
-`toolkit.evaluation.compare` computes the `Analysis`; this module only lays it out (and re-exports through
-`compare`, so `compare.to_json(a)` keeps working).
+`toolkit.evaluation.compare` computes the `Analysis`; this module only lays it out.
 """
 
 from __future__ import annotations

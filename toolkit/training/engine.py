@@ -43,33 +43,21 @@ from pathlib import Path
 from toolkit import runs
 from toolkit.data.hygiene import trained_on
 from toolkit.errors import InputError
-from toolkit.outcomes import Interrupted, OutOfMemory
 from toolkit.training import checkpoint
 from toolkit.training.compute import compact_lora_dropout, skip_frozen_backward
-from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit, lr_factor, sample_order
+from toolkit.training.loop import Progress, _log, _peak_memory, _quiet, fit
 from toolkit.training.modeling import (
-    _device,
     apply_lora,
     check_bitsandbytes,
     load_model,
     model_source,
-    modules_without_gradient,
     param_groups,
     quantization_doc,
     quiet_libraries,
     resolve_precision,
 )
 from toolkit.training.order import DataOrder, token_lengths
-from toolkit.training.settings import PRECISIONS, TrainSettings
-
-FORMAT = runs.FORMAT
-ADAPTER_FILES = runs.ADAPTER_FILES
-
-__all__ = ["ADAPTER_FILES", "FORMAT", "PRECISIONS", "Interrupted", "OutOfMemory", "Progress", "Setup", "TrainSettings",
-           "_device", "apply_lora", "check_bitsandbytes", "default_name", "finalize", "finish",
-           "fingerprint", "fit", "load_model", "lr_factor", "model_source", "modules_without_gradient", "param_groups",
-           "prepare_output", "quiet_libraries", "resolve_precision", "resume", "sample_order", "setup", "train",
-           "versions"]
+from toolkit.training.settings import TrainSettings
 
 
 def _slug(text: str) -> str:
@@ -125,7 +113,7 @@ def prepare_output(out: Path, settings: TrainSettings) -> None:
 def versions() -> dict:
     import importlib.metadata as md
 
-    from toolkit import __version__
+    from toolkit.version import __version__
 
     out = {"python": platform.python_version(), "cmba": __version__}
     for pkg in ("torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes", "safetensors"):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from toolkit.errors import InputError
 
 if TYPE_CHECKING:
-    from toolkit.training.engine import TrainSettings
+    from toolkit.training.settings import TrainSettings
 
 
 def quiet_libraries() -> None:
