@@ -9,10 +9,11 @@ PORT ?= 8501
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	@echo "First run: installing the requirements into $(VENV) (torch, transformers, peft, streamlit, ...:"
 	@echo "about a minute with a pip cache, a few minutes without; later runs start at once)."
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .  # the toolkit itself, editable: no sys.path edits
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime

@@ -9,20 +9,18 @@ re-renders a new ratio without rebuilding the model. Figures go to bench/RESULTS
 
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 t0 = time.perf_counter()
-import torch  # noqa: E402
+import torch  # noqa: E402  (timed: the imports are part of the figure)
 import transformers  # noqa: E402
 import transformers.models.llava.modeling_llava  # noqa: E402,F401  (what transformers imports lazily on first use)
 
 from toolkit import AllocationSpec, Budget, Ratio, allocate, load_structure  # noqa: E402
 from toolkit.calculator.structure import presets  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IMPORT_S = time.perf_counter() - t0
 

@@ -9,13 +9,9 @@ the same answers, and prints questions/s and the speed-up. Figures go to bench/R
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:

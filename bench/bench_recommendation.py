@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from toolkit.evaluation.calibration import Scenario, rates  # noqa: E402
+from toolkit.evaluation.calibration import Scenario, rates
 
 
 def main() -> int:

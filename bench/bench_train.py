@@ -11,13 +11,9 @@ bench/RESULTS.md by hand. (The GPU comparison on LLaVA-1.5-7B asked for in issue
 import argparse
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:

@@ -30,9 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 DATA = "synthetic:shapes?n=2000"
 SPEC = {"ratio": "1:4:1", "budget_rank": 8}
 MID_CONFIG = {

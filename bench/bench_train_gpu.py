@@ -20,13 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def batches(config, *, steps: int, batch: int, text_tokens: int, device, dtype):

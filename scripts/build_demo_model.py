@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from toolkit.data.prompting import VQAFormatter  # noqa: E402
-from toolkit.data.sources import VQARecord  # noqa: E402
-from toolkit.data.synthetic import SyntheticShapes  # noqa: E402
-from toolkit.training.demo import DEMO_DIR, PRESET_CONFIG, PRETRAIN_TYPES, build_processor  # noqa: E402
-from toolkit.training.engine import lr_factor  # noqa: E402
+from toolkit.data.prompting import VQAFormatter
+from toolkit.data.sources import VQARecord
+from toolkit.data.synthetic import SyntheticShapes
+from toolkit.training.demo import DEMO_DIR, PRESET_CONFIG, PRETRAIN_TYPES, build_processor
+from toolkit.training.loop import lr_factor
 
 SHIPPED = {"steps": 4000, "seed": 0, "batch_size": 32, "lr": 5e-4}
 PLANT = {"projector": {"module": "multi_modal_projector.linear_1", "rank": 8, "images": 512, "data_seed": 7}}
