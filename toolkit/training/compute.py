@@ -104,6 +104,63 @@ def training_loss(model, batch: dict):
     return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE)
 
 
+def training_losses(model, batch: dict, rows: list[int]) -> list:
+    """`training_loss` of each group of consecutive rows of `batch` (the arms of a pack, toolkit.training.pack),
+    from one forward: group g's loss is the mean cross-entropy over its own labelled tokens (next-token shift), as
+    `training_loss` of its rows alone. Where `gathers_logits(model)` the LM head runs once on every group's
+    labelled positions; other decoder-only models (whose `model(**batch).loss` is transformers' shifted mean,
+    `ForCausalLMLoss`) get full logits, cut per group. Raises ValueError for an encoder-decoder model and where the
+    head is fed something not aligned with the labels."""
+    import torch
+
+    from toolkit.data.families import is_encoder_decoder
+
+    labels = batch["labels"]
+    inner = _unwrapped(model)
+    if sum(rows) != labels.shape[0]:
+        raise ValueError(f"rows {rows} do not cover the batch's {labels.shape[0]} rows")
+    if not gathers_logits(inner):
+        if is_encoder_decoder(inner.config):
+            raise ValueError("an encoder-decoder model's loss is its decoder's, not cut per labelled position here")
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits  # [B, T, V]
+        losses, row = [], 0
+        for n_rows in rows:
+            shifted = logits[row:row + n_rows, :-1].float()
+            losses.append(torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[-1]),
+                                                            labels[row:row + n_rows, 1:].reshape(-1).to(logits.device),
+                                                            ignore_index=IGNORE))
+            row += n_rows
+        return losses
+    target_mask = labels[:, 1:] != IGNORE  # [B, T-1]
+    seen: dict = {}
+
+    def gather(module, args, kwargs):
+        hidden = args[0] if args else kwargs.get("input")
+        if hidden is None or hidden.dim() != 3 or tuple(hidden.shape[:2]) != tuple(labels.shape):
+            seen["misaligned"] = None if hidden is None else tuple(hidden.shape)
+            return None
+        picked = hidden[:, :-1][target_mask.to(hidden.device)].unsqueeze(0)  # [1, N, hidden], rows in order
+        return (picked, *args[1:]), kwargs
+
+    handle = _output_head(inner).register_forward_pre_hook(gather, with_kwargs=True)
+    try:
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
+    finally:
+        handle.remove()
+    if "misaligned" in seen:
+        raise ValueError(f"the LM head sees {seen['misaligned']}, not the labels' {tuple(labels.shape)}")
+    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # [N, vocab]
+    targets = labels[:, 1:][target_mask].to(logits.device)
+    counts = [int(c) for c in target_mask.sum(dim=1).tolist()]
+    losses, row, first = [], 0, 0
+    for n_rows in rows:
+        n = sum(counts[row:row + n_rows])
+        losses.append(torch.nn.functional.cross_entropy(logits[first:first + n], targets[first:first + n],
+                                                        ignore_index=IGNORE))
+        row, first = row + n_rows, first + n
+    return losses
+
+
 # ------------------------------------------------------------------------------------- frozen components
 
 
