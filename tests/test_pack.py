@@ -184,3 +184,24 @@ class _Arm:
 
     def __init__(self, adapter: str):
         self.adapter, self.dropout = adapter, 0.0
+
+
+@pytest.mark.training
+def test_interrupted_pack_resumes_every_arm_to_its_single_run(checkpoints, tmp_path_factory):
+    """`stop_after` checkpoints every arm (its adapter, optimizer and RNG stream) and raises Interrupted; the pack
+    resumed from those checkpoints ends where the uninterrupted single runs end."""
+    from toolkit.outcomes import Interrupted
+    from toolkit.training.pack import train_pack
+
+    root = tmp_path_factory.mktemp("pack-resume")
+    solo = solo_runs(checkpoints, "llava", tmp_path_factory.mktemp("solo"))
+    with pytest.raises(Interrupted):
+        train_pack([arm_settings(checkpoints("llava"), root, "llava", arm) for arm in ARMS], stop_after=1,
+                   log=lambda m: None)
+    assert all(len(losses(root / Path(s.output).name)) == 1 for s in
+               [arm_settings(checkpoints("llava"), root, "llava", arm) for arm in ARMS])
+    result = train_pack([arm_settings(checkpoints("llava"), root, "llava", arm, resume=True) for arm in ARMS],
+                        log=lambda m: None)
+    assert result.mode == "fused"
+    for doc, solo_out in zip(result.docs, solo):
+        assert_same_run(root / doc["name"], solo_out)
