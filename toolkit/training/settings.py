@@ -324,12 +324,12 @@ class TrainSettings(DataSettings):
     seed: int = _opt(0, group=TRAINING, check=SEED)
     """training seed: initialisation, dropout, data order"""
     max_steps: int | None = _opt(None, group=TRAINING, exclusive="length", check=STEPS, metavar="N")
-    """optimizer steps (default: one epoch)"""
+    """optimizer steps (default: 300 for the demo models, else one epoch; see model_defaults)"""
     epochs: float | None = _opt(None, group=TRAINING, exclusive="length",
                                  check=(lambda v: 0 < v <= 10_000, "a number of epochs in (0, 10000]"))
     """epochs instead of --max-steps"""
-    batch_size: int = _opt(8, group=TRAINING, check=SIZE)
-    """per-step batch"""
+    batch_size: int | None = _opt(None, group=TRAINING, check=SIZE, metavar="N")
+    """per-step batch (default: 16 for the demo models, else 8; see model_defaults)"""
     grad_accum: int = _opt(1, group=TRAINING, check=SIZE)
     """gradient accumulation steps"""
     lr: float | None = _opt(None, group=TRAINING, check=LEARNING_RATE)
@@ -377,8 +377,13 @@ class TrainSettings(DataSettings):
         normalise(self)
         if not self.model:
             raise InputError("model: required: a preset name, a local folder with config.json, or a Hub id")
-        if self.lr is None:
-            object.__setattr__(self, "lr", model_defaults(self.model)["lr"])
+        # the model's defaults are resolved here, once: a TrainSettings always holds the values a run uses
+        model_default = model_defaults(self.model)
+        for key in ("lr", "batch_size"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, model_default[key])
+        if self.max_steps is None and self.epochs is None:
+            object.__setattr__(self, "max_steps", model_default["max_steps"])
         if not self.dataset:
             raise InputError("dataset: required (synthetic:shapes, a JSONL file, a dataset folder, or a Hub dataset id)")
         if self.audit is None:
@@ -390,10 +395,11 @@ class TrainSettings(DataSettings):
             raise InputError(f"name: '{self.name}' must be a plain folder name (no '/', not starting with '.')")
 
     def changed(self) -> dict:
-        """As `_Settings.changed`, with the learning rate left out when it is the model's default."""
+        """As `_Settings.changed`, with the values left out that are the model's defaults."""
         out = super().changed()
-        if out.get("lr") == model_defaults(self.model)["lr"]:
-            out.pop("lr")
+        for key, value in model_defaults(self.model).items():
+            if key in out and out[key] == value:
+                out.pop(key)
         return out
 
     # ------------------------------------------------------------------ what the engine reads
