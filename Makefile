@@ -33,7 +33,7 @@ test: $(VENV)/.dev
 FAST := not slow and not training and not browser and not slurm and not gpu
 test-fast: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "$(FAST)"
+	$(BIN)/pytest -q -m "$(FAST)" --unmarked-limit 10
 
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/bench_calculator.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway single-node Slurm for the integration tests (tests/test_slurm.py), started by .ci/run.
+# A throwaway single-node Slurm for the integration tests (tests/queue/test_slurm.py), started by .ci/run.
 #
 #   bash scripts/slurm_ci.sh start     # install if missing, start, wait until the node is idle (~15 s)
 #   source /tmp/cmba-slurm-ci/env      # SLURM_CONF + CMBA_SLURM_NETNS: how the tests and the executor reach it

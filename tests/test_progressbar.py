@@ -13,8 +13,8 @@ import termios
 from pathlib import Path
 
 import pytest
-from jobhelpers import PATIENCE
 
+from tests.helpers.jobscript import PATIENCE
 from toolkit.progressbar import Bar
 
 ROOT = Path(__file__).resolve().parents[1]

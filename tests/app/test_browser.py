@@ -1,0 +1,194 @@
+"""Real-browser runs of the app in `streamlit run`, driven by headless Chromium.
+
+1. The calculator: a new user keeps LLaVA-1.5-7B, types 1:4:1 and sees budget-matched ranks 8:32:8; then a
+   bad ratio shows a one-line error naming the field.
+2. The whole loop on the demo model: calculator -> "Train this allocation" -> a 2-job sweep queued from the
+   launch form and run by the detached background worker -> Compare (verdict, best adapter) -> "Publish this
+   adapter" -> a push to a local Hub-compatible server, with the token typed into the password field and
+   found nowhere afterwards.
+Screenshots land in test-artifacts/ for a human look.
+
+Every wait is on state (the server's port, text on the page, rows in the job store) with the one last-resort
+bound `tests.helpers.jobscript.PATIENCE`: on a loaded machine a Streamlit rerun or a demo training step takes many times
+longer than on a quiet one, and the test must still pass.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.jobscript import PATIENCE, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (make test installs it as root)"),
+]
+UI = int(min(PATIENCE, 180) * 1000)  # ms: a page slower than 3 min to show something is broken, not busy
+"""Playwright's bound (ms) for what the page should show: it polls the page, so only a hung app reaches it"""
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(folder: Path, env: dict):
+    port = _free_port()
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed by the caller's teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, f"streamlit exited with {proc.returncode}: {(folder / 'server.log').read_text()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(listening, what="the Streamlit server to listen", interval=0.3)
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    url, proc, log = _serve(tmp_path_factory.mktemp("streamlit"), {**os.environ, "HF_HUB_OFFLINE": "1"})
+    yield url
+    proc.terminate()
+    proc.wait(PATIENCE)
+    log.close()
+
+
+def test_calculator_main_flow(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page.set_default_timeout(UI)  # clicks and fills wait for the element as long as expect does
+        expect.set_options(timeout=UI)
+        page.goto(app_url)
+        expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
+        ratio = page.get_by_role("textbox", name="Ratio vision : projector : language")
+        ratio.fill("2:4:1")
+        ratio.press("Enter")
+        expect(page.get_by_text("13.8:27.6:6.91").first).to_be_visible(timeout=UI)  # mean ranks, mixed rounding
+        ratio.fill("1:4:1")
+        ratio.press("Enter")
+        expect(page.get_by_text("7.89:31.6:7.89").first).to_be_visible(timeout=UI)
+        expect(page.get_by_text("+0.01%").first).to_be_visible()  # budget-exact (uniform 8:32:8 is +1.36 %)
+        # the number inputs follow the text box
+        expect(page.get_by_role("spinbutton", name="projector", exact=True)).to_have_value("4.00")
+        page.screenshot(path=str(artifacts / "calculator.png"), full_page=True)
+        ratio.fill("1:-1:2")
+        ratio.press("Enter")
+        # Streamlit renders ">=" as "≥"; the field name and the value are what matter
+        expect(page.get_by_text("ratio: the projector weight must be a number")).to_be_visible(timeout=UI)
+        expect(page.get_by_text("got -1.0")).to_be_visible()
+        page.screenshot(path=str(artifacts / "calculator-error.png"))
+        browser.close()
+
+
+def test_whole_loop_train_compare_publish(tmp_path, hub):
+    """Calculator -> sweep of 2 real demo trainings by the background worker -> Compare -> Publish (local Hub)."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from toolkit.queue.lifecycle import live_workers
+    from toolkit.queue.store import JobStore
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    jobs, adapters = tmp_path / "jobs", tmp_path / "adapters"
+    env = {**os.environ, "CMBA_JOBS_DIR": str(jobs), "CMBA_ADAPTERS_DIR": str(adapters), "HF_ENDPOINT": hub.url,
+           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    env.pop("HF_TOKEN", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    url, proc, log = _serve(tmp_path, env)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.set_default_timeout(UI)  # clicks and fills wait for the element as long as expect does
+            expect.set_options(timeout=UI)
+            page.goto(url)
+            expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
+            page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
+            page.get_by_role("option", name=re.compile(r"^demo — ")).click()  # not demo-projector
+            expect(page.get_by_text("7.28:29:7.3").first).to_be_visible(timeout=UI)  # demo, 1:4:1 at rank 8 (mean ranks)
+            page.get_by_text("Train this allocation").click()
+
+            expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=UI)
+            for label, value in (("Seeds", "1"), ("Steps", "4"), ("Eval questions (0 = all)", "16")):
+                box = page.get_by_role("spinbutton", name=label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                expect(box).to_have_value(value, timeout=UI)
+            # 1:1:1, the calculator's 1:4:1, and the base model's reference evaluation
+            expect(page.get_by_text("3 job(s)")).to_be_visible(timeout=UI)
+            store = JobStore(jobs)
+            # One click: the page queues through the button's callback, which a rerun of the 2-s jobs panel
+            # racing the click cannot drop (a plain `if st.button(...)` lost such clicks here).
+            page.get_by_role("button", name="Queue sweep").click()
+            wait_for(lambda: len(store.list()) >= 3, what="the one click to queue the plan it showed")
+            assert [j.name for j in store.list()] == ["demo-r1-1-1-b8-s0", "demo-r1-4-1-b8-s0", "demo-base-reference"]
+            expect(page.get_by_text(re.compile("Queued 3 job"))).to_be_visible(timeout=UI)
+
+            def all_succeeded() -> bool:
+                rows = store.list()
+                assert not any(j.state.value in ("failed", "cancelled") for j in rows), [(j.name, j.message) for j in rows]
+                return all(j.state.value == "succeeded" for j in rows)
+
+            wait_for(all_succeeded, what="the background worker to run the three jobs", interval=1)
+            expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile("3 succeeded"), timeout=UI)
+            page.screenshot(path=str(artifacts / "loop-1-jobs.png"), full_page=True)
+
+            page.get_by_role("link", name="Compare").click()
+            expect(page.get_by_text(re.compile("Verdict")).first).to_be_visible(timeout=UI)
+            page.screenshot(path=str(artifacts / "loop-2-compare.png"), full_page=True)
+            page.get_by_role("button", name="Publish this adapter").click()
+
+            expect(page.get_by_role("heading", name="Publish to the Hub")).to_be_visible(timeout=UI)
+            expect(page.get_by_text("validation split, subset of 16 questions").first).to_be_visible(timeout=UI)
+            repo = page.get_by_role("textbox", name="Repo id")
+            repo.fill("alice/cmba-demo-e2e")
+            repo.press("Enter")
+            token = page.get_by_role("textbox", name="Hugging Face token")
+            assert token.get_attribute("type") == "password"
+            token.fill(hub.write_token)
+            token.press("Enter")
+            page.get_by_role("button", name="Push to the Hub").click()
+            expect(page.get_by_text(re.compile("Published .*alice/cmba-demo-e2e"))).to_be_visible(timeout=UI)
+            page.screenshot(path=str(artifacts / "loop-3-published.png"), full_page=True)
+            assert hub.write_token not in page.inner_text("body")  # (the password field itself holds it, unshown)
+            browser.close()
+        files = hub.files("alice/cmba-demo-e2e")
+        assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "cmba.json"} <= set(files)
+        for path in tmp_path.rglob("*"):  # job logs, adapters, cards, the server log: never the token
+            if path.is_file() and not path.is_relative_to(tmp_path / "hf-home"):
+                assert hub.write_token.encode() not in path.read_bytes(), path
+    finally:
+        for w in live_workers(JobStore(jobs)):
+            try:
+                os.killpg(w["pid"], 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.terminate()
+        proc.wait(PATIENCE)
+        log.close()

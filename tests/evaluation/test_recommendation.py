@@ -1,0 +1,111 @@
+"""The study's honest answer (toolkit.evaluation.recommendation, issue #22): calibration on simulated studies with a
+known truth, the seeds needed against a power simulation, questions resampled by image, and the confirmation that
+closes the loop (confirmed / not confirmed from fresh seeds on another eval set)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.helpers.adapters import pattern, write_adapter
+from toolkit.evaluation import compare, recommendation
+from toolkit.evaluation.calibration import Scenario, rates
+from toolkit.evaluation.stats import power, seeds_needed, two_level_bootstrap
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", [Scenario(seeds=2, seed_sd=1.0, questions=1000),
+                                 Scenario(design="simplex-centroid", seeds=3, seed_sd=1.5, questions=5000)],
+                         ids=["lattice3-2seeds", "centroid-3seeds"])
+def test_null_studies_make_no_false_recommendation_claims(sim):
+    r = rates(sim, studies=40, seed=11, n_boot=1000)
+    assert r["false_claim"] <= 0.05  # the gain interval excludes 0, or "use X:Y:Z", in at most 5% of null studies
+    assert r["outcomes"]["use"] <= 2
+
+
+@pytest.mark.slow
+def test_a_planted_optimum_is_located_and_its_gain_covered():
+    # the issue's targets are 90% and 90%; bench/bench_recommendation.py measures 90-92.5% located and 100%
+    # covered over 40 studies; 30 studies here leave room for that sampling error in the located rate
+    r = rates(Scenario(seeds=2, planted=3.0), studies=30, seed=12, n_boot=1000)
+    assert r["located"] >= 0.85 and r["covered"] >= 0.9
+    assert r["outcomes"]["none"] == 0  # a real +3 points is never "no ratio beats 1:1:1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trend", ["grow", "shrink"])
+def test_after_a_halving_search_the_optimum_is_located_and_its_gain_covered(trend):
+    # arm differences that grow or shrink with training: the rungs share the shape with a scale each
+    r = rates(Scenario(seeds=2, planted=3.0, rungs=(75, 150, 300), trend=trend), studies=20, seed=13, n_boot=1000)
+    assert r["covered"] >= 0.9 and r["located"] >= 0.85
+
+
+def test_seeds_needed_agrees_with_a_power_simulation():
+    seed_var, q_var, alpha = 8.5, 0.05, 0.05 / 9
+    s = seeds_needed(seed_var=seed_var, question_var=q_var, effect=1.0, alpha=alpha)
+    assert power(seeds=s, seed_var=seed_var, question_var=q_var, effect=1.0, alpha=alpha) >= 0.8
+    assert power(seeds=s - 1, seed_var=seed_var, question_var=q_var, effect=1.0, alpha=alpha) < 0.8
+    from scipy.stats import t as student
+
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(2000):  # the two-level test on s seeds paired with the baseline, a true effect of 1 point
+        d = 1.0 + rng.normal(0, math.sqrt(seed_var), s) + rng.normal(0, math.sqrt(q_var))
+        t = d.mean() / math.sqrt(d.var(ddof=1) / s + q_var)
+        hits += abs(t) > student.ppf(1 - alpha / 2, s - 1)
+    assert abs(hits / 2000 - 0.8) < 0.06  # the issue's example answered "more than practical" or 1,144,520 questions
+    assert s < 1000  # a finite answer where the old rule (the max of one-df estimates, q fixed) said "impractical"
+
+
+def test_questions_on_one_image_are_resampled_together():
+    rng = np.random.default_rng(1)
+    images = np.repeat(np.arange(100), 5)                  # 500 questions, 5 per image, answers alike per image
+    effect = rng.normal(0, 30, 100)[images]
+    a = 50 + effect[None, :] + rng.normal(0, 5, (3, 500))
+    b = 50 + rng.normal(0, 5, (3, 500))
+    plain = two_level_bootstrap(ratio=a, baseline=b, n_boot=2000)
+    clustered = two_level_bootstrap(ratio=a, baseline=b, clusters=images.tolist(), n_boot=2000)
+    assert clustered.n_clusters == 100 and plain.n_clusters == 500
+    assert clustered.question_var > 2 * plain.question_var  # the plain bootstrap understates it
+    assert (clustered.ci_high - clustered.ci_low) > (plain.ci_high - plain.ci_low)
+
+
+def _study(folder, *, confirm: tuple[int, int] | None):
+    """A centroid study (2 seeds, peak at 1:2:1) and, with `confirm` = (1:2:1 correct, 1:1:1 correct), its
+    confirmation: 3 fresh seeds of both on another eval set."""
+    from toolkit.study.design import Design
+
+    best = np.array([1, 2, 1]) / 4
+    for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
+        w = np.array([float(v) for v in r.split(":")])
+        acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
+        for s in (0, 1):
+            write_adapter(folder, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
+                          accs=pattern(round(400 * acc) + s, offset=5 * s))
+    if confirm:
+        for s in (2, 3, 4):
+            for ratio, correct in (((1, 2, 1), confirm[0]), ((1, 1, 1), confirm[1])):
+                write_adapter(folder, f"c{'-'.join(map(str, ratio))}-s{s}", ratio=ratio, seed=s, tag="shapes__test__n400",
+                              accs=pattern(correct + s, offset=3 * s))
+
+
+@pytest.mark.parametrize(("confirm", "state"), [((290, 250), "confirmed"), ((252, 250), "not confirmed")])
+def test_the_confirmation_is_the_final_answer(tmp_path, confirm, state):
+    _study(tmp_path, confirm=confirm)
+    rows = compare.scan(tmp_path).rows
+    study_tag = next(r["eval_tag"] for r in rows if r["name"].startswith("r"))
+    rec = recommendation.recommend(rows, eval_tag=study_tag, n_boot=1000)
+    assert rec.ratio == "1:2:1" and rec.n_runs == 20  # the confirmation's runs are not pooled into the study
+    conf = rec.confirmation
+    assert conf["state"] == state and conf["eval_tag"] == "shapes__test__n400" and conf["seeds"] == ["2", "3", "4"]
+    assert rec.final == conf["text"] and rec.final.startswith(state)
+    assert rec.to_dict()["final"] == rec.final
+
+
+def test_without_a_confirmation_the_answer_is_the_recommendation(tmp_path):
+    _study(tmp_path, confirm=None)
+    rec = recommendation.recommend(compare.scan(tmp_path).rows, n_boot=1000)
+    assert rec.confirmation is None and rec.final == rec.headline
+    assert rec.outcome in ("use", "candidate") and rec.headline.endswith(("1:2:1", "1:2:1: confirm it"))
