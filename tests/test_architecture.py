@@ -121,3 +121,16 @@ def test_every_package_docstring_names_each_of_its_modules(package):
     members += [f"{p.name}/" for p in sorted(folder.iterdir()) if (p / "__init__.py").exists()]
     missing = [m for m in members if m not in doc]
     assert not missing, f"the docstring of {package} does not name {', '.join(missing)} (one line each: what it does)"
+
+
+def test_no_test_module_imports_another_or_a_conftest():
+    """Shared code lives in tests/helpers/ (imported as tests.helpers.*) and fixtures in conftest.py files."""
+    bad = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            last = [n.rsplit(".", 1)[-1] for n in names]
+            if any(n.startswith("test_") or n == "conftest" for n in last):
+                bad.append(f"{path.relative_to(ROOT)}: imports {', '.join(names)}")
+    assert not bad, "\n".join(bad)
