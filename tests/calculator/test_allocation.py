@@ -27,7 +27,7 @@ from toolkit.calculator.structure import load_structure
 from toolkit.errors import BudgetError, CmbaError, InputError
 
 COMPONENTS = ("vision", "projector", "language")
-PRESETS = tuple(three_part_presets())  # Gemma 3's projector: tests/test_families.py
+PRESETS = tuple(three_part_presets())  # Gemma 3's projector: tests/training/test_families.py
 ALL_LINEARS = Targets()
 
 # DESIGN.md reference figure: LLaVA-1.5-7B, LoRA on every Linear but lm_head, per unit of rank.
@@ -58,7 +58,7 @@ def demo():
 
 
 def solve(s, ratio: str, budget: Budget | tuple = ("rank", 8), mode: str = "rank", rounding: str = "uniform", **kw):
-    """The uniform-integer rounding (one rank per component) unless told otherwise; tests/test_budget_exact.py
+    """The uniform-integer rounding (one rank per component) unless told otherwise; tests/calculator/test_budget_exact.py
     covers the default mixed rounding."""
     if isinstance(budget, tuple):
         budget = Budget(*budget)

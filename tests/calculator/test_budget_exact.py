@@ -42,7 +42,7 @@ def _pinned(a, comp) -> bool:
     return any(w.startswith(f"{comp}:") and ("raised to 1" in w or "rank cap" in w) for w in a.warnings)
 
 
-@pytest.mark.parametrize("name", three_part_presets())  # Gemma 3: tests/test_families.py
+@pytest.mark.parametrize("name", three_part_presets())  # Gemma 3: tests/training/test_families.py
 def test_canonical_grid_is_budget_exact_and_keeps_the_ratio(name):
     for rank in (4, 8, 16):
         for ratio in GRID:

@@ -197,7 +197,7 @@ def test_module_kinds_match_model_classes(tiny_dirs, family):
 
 
 @pytest.mark.slow  # real-size models on the meta device, seconds each
-@pytest.mark.parametrize("preset", three_part_presets())  # Gemma 3: tests/test_families.py
+@pytest.mark.parametrize("preset", three_part_presets())  # Gemma 3: tests/training/test_families.py
 def test_real_size_presets_peft_count_on_meta_device(preset):
     """The full-size architectures (7B included), built on `meta`: PEFT's count equals the calculator's."""
     from toolkit import AllocationSpec, Budget, Ratio, allocate, load_structure

@@ -107,7 +107,7 @@ def test_preset_loads_and_classifies(name):
 
 
 def test_every_registry_family_has_a_preset():
-    covered = {structure(n).model_type for n in presets()}  # the pilot presets: tests/test_families.py
+    covered = {structure(n).model_type for n in presets()}  # the pilot presets: tests/training/test_families.py
     for spec in REGISTRY:
         assert covered & set(spec.model_types), spec.family
 

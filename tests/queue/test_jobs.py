@@ -171,7 +171,7 @@ def test_cancel_running_leaves_no_processes(env, stubborn_leader):
 
 
 def test_killed_job_process_is_requeued_not_left_running(env):
-    """SIGKILL from outside (the OOM killer's signal) re-queues the job; tests/test_faults.py follows it to the
+    """SIGKILL from outside (the OOM killer's signal) re-queues the job; tests/training/test_faults.py follows it to the
     end (resumed from its checkpoint, failed at the attempt cap)."""
     job_id = env.job("k", steps=400, step_time=0.05, max_attempts=1)
     env.worker()

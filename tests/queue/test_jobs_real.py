@@ -1,6 +1,6 @@
 """The job system running the real engine: a demo sweep job (train -> evaluate) survives kill -9 of its worker.
 
-Slower than tests/test_jobs.py (real training of the demo model), so it is kept to one scenario."""
+Slower than tests/queue/test_jobs.py (real training of the demo model), so it is kept to one scenario."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
     >>> s = score(read_predictions("preds.jsonl"), read_annotations("annotations.jsonl"))
     >>> s["overall"], s["per_answer_type"], s["per_question"]  # percent (2 decimals) and per-question [0, 1]
 
-The official rules, reproduced one by one (tests/test_scoring.py checks each):
+The official rules, reproduced one by one (tests/evaluation/test_scoring.py checks each):
 - '\\n' and '\\t' become spaces and both the human answers and the prediction are stripped;
 - only when the human answers are NOT all identical (after that strip) are the answers and the prediction
   normalised: punctuation (`process_punctuation`), then number words, articles and contractions
