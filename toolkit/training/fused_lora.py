@@ -238,46 +238,56 @@ class FusedLora:
         finally:
             self.layout = previous
 
-    def ranges(self, size: int, component: str):
+    def ranges(self, size: int, component: str) -> list[tuple]:
         """(arm, first row, end row) of each arm at a layer whose input's first dimension is `size`."""
         counts = self.layout.cut(size, component)
-        start = 0
+        out, start = [], 0
         for arm, n in zip(self.layout.arms, counts):
-            yield arm, start, start + n
+            out.append((arm, start, start + n))
             start += n
+        return out
 
 
 def _lora_forward(layer, fused: FusedLora, component: str, peft_forward, convert_first: bool, x, *args, **kwargs):
+    import torch
+
     layout = fused.layout
     if layout is None:
         return peft_forward(x, *args, **kwargs)
     result = layer.base_layer(x, *args, **kwargs)  # the frozen weight: once, over every arm's rows
     fused.calls += 1
     dtype = result.dtype
-    if convert_first:  # as PEFT's 4-bit layer: never add in place onto the quantized layer's output
-        result = result.clone()
     trim = component == "language" and x.dim() >= 3 and x.shape[1] == layout.width
-    for (arm, a, b), length in zip(fused.ranges(x.shape[0], component), layout.text):
+    ranges = fused.ranges(x.shape[0], component)
+    # one split of the input and one cat of the deltas: in backward the arms' gradients are views of one tensor,
+    # where a slice per arm (or an in-place add per arm) would copy the whole tensor once per arm
+    chunks = x.split([b - a for _, a, b in ranges]) if len(ranges) > 1 else [x]
+    pieces, any_delta = [], False
+    for (arm, _, _), length, chunk in zip(ranges, layout.text, chunks):
         name = arm.adapter
         if name not in layer.lora_A:
+            pieces.append(None)
             continue
         if component == "language" and not trim and arm.dropout > 0 and length != layout.width:
             raise FusionError(f"a {component} layer's input {tuple(x.shape)} is not [rows, text, features]: cannot "
                               f"draw arm {name}'s dropout mask on its own positions")
-        cut = (slice(a, b), slice(0, length)) if trim else (slice(a, b),)
+        short = trim and length < layout.width
         lora_A, lora_B = layer.lora_A[name], layer.lora_B[name]
-        xs = layer._cast_input_dtype(x[cut], lora_A.weight.dtype)
+        xs = layer._cast_input_dtype(chunk[:, :length] if short else chunk, lora_A.weight.dtype)
         with arm.rng.installed() if arm.dropout > 0 else contextlib.nullcontext():
             delta = lora_B(lora_A(layer.lora_dropout[name](xs))) * layer.scaling[name]  # [rows_k, T_k, out]
-        if convert_first:
+        if convert_first:  # as PEFT's 4/8-bit layers: the delta in the output's dtype
             delta = delta.to(dtype)
-        if b - a == result.shape[0] and (not trim or length == layout.width):  # the whole output: PEFT's own sum
-            result = (result + delta).to(dtype)
-        elif delta.dtype == result.dtype:
-            result[cut] += delta
-        else:  # PEFT adds in the promoted type and casts the sum back
-            result[cut] = (result[cut] + delta).to(dtype)
-    return result
+        if short:  # zeros on the padding positions: result + 0 leaves them as they are
+            delta = torch.nn.functional.pad(delta, (0, 0, 0, layout.width - length))
+        pieces.append(delta)
+        any_delta = True
+    if not any_delta:
+        return result
+    like = next(p for p in pieces if p is not None)
+    full = pieces[0] if len(pieces) == 1 else torch.cat(
+        [p if p is not None else like.new_zeros((b - a, *like.shape[1:])) for p, (_, a, b) in zip(pieces, ranges)])
+    return (result + full).to(dtype)  # as PEFT: the sum in the promoted type, cast back to the base's
 
 
 def _full_forward(wrapper, fused: FusedLora, component: str, peft_forward, x, *args, **kwargs):

@@ -273,25 +273,39 @@ def _scaled(arm: Arm, loss):
     return arm.scaler.scale(loss) if arm.scaler else loss
 
 
-def _fused_step(arms: list[Arm], model, fused: FusedLora, *, pad_id: int, autocast) -> dict:
-    """One optimizer step's forward and backward for all arms at once; {adapter: summed micro-batch loss}."""
+def stacks(arms: list[Arm], stack_rows: int | None) -> list[list[Arm]]:
+    """The arms cut, in order, into stacks of at most `stack_rows` batch rows (an arm larger than that alone)."""
+    if stack_rows is None:
+        return [arms]
+    out: list[list[Arm]] = []
+    for a in arms:
+        rows = a.run.settings.batch_size
+        if out and sum(b.run.settings.batch_size for b in out[-1]) + rows <= stack_rows:
+            out[-1].append(a)
+        else:
+            out.append([a])
+    return out
+
+
+def _fused_step(arms: list[Arm], model, fused: FusedLora, *, pad_id: int, autocast, stack_rows: int | None) -> dict:
+    """One optimizer step's forward and backward of the arms, stacked; {adapter: summed micro-batch loss}."""
     from toolkit.training.compute import training_losses
 
     sums = {a.adapter: 0.0 for a in arms}
     device = arms[0].run.device
     for micro in range(max(a.accum for a in arms)):
-        part = [a for a in arms if micro < a.accum]
-        stacked, layout = stack_batches([_micro_batch(a, micro) for a in part], part, pad_id=pad_id,
-                                        config=model.get_base_model().config)
-        try:
-            with fused.running(layout), autocast():
-                losses = training_losses(model, _to(stacked, device), layout.rows)
-        except ValueError as exc:  # the model or the loss refused the stacked batch
-            raise FusionError(str(exc).splitlines()[0]) from None
-        losses = [loss / a.accum for a, loss in zip(part, losses)]
-        sum(_scaled(a, loss) for a, loss in zip(part, losses)).backward()
-        for a, loss in zip(part, losses):
-            sums[a.adapter] += loss.item()
+        for part in stacks([a for a in arms if micro < a.accum], stack_rows):
+            stacked, layout = stack_batches([_micro_batch(a, micro) for a in part], part, pad_id=pad_id,
+                                            config=model.get_base_model().config)
+            try:
+                with fused.running(layout), autocast():
+                    losses = training_losses(model, _to(stacked, device), layout.rows)
+            except ValueError as exc:  # the model or the loss refused the stacked batch
+                raise FusionError(str(exc).splitlines()[0]) from None
+            losses = [loss / a.accum for a, loss in zip(part, losses)]
+            sum(_scaled(a, loss) for a, loss in zip(part, losses)).backward()
+            for a, loss in zip(part, losses):
+                sums[a.adapter] += loss.item()
     return sums
 
 
@@ -329,11 +343,13 @@ def _no_gradient(peft_model, adapter: str) -> list[str]:
 # ------------------------------------------------------------------------------------- the pack
 
 
-def train_pack(settings_list: list, *, fuse: bool = True, log=_log, stop_after: int | None = None,
-               keep: dict | None = None) -> PackResult:
+def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None = None, log=_log,
+               stop_after: int | None = None, keep: dict | None = None) -> PackResult:
     """Train every arm of `settings_list` (TrainSettings sharing `SHARED`) in this process on one base model.
 
     `fuse=False` runs the arms one after another (the sequential path) even where they could be fused.
+    `stack_rows`: at most this many batch rows in one fused forward (the arms are cut into stacks run one after
+    another; None: every arm in one stack). Activation memory grows with the stack, the gain of fusion with it too.
     `stop_after`: stop after that many pack steps with a checkpoint of every unfinished arm, as a signal would.
     `keep`: receives the shared PEFT "model" (one adapter per arm), "processor" and the arms' "adapters" names.
     """
@@ -402,7 +418,8 @@ def train_pack(settings_list: list, *, fuse: bool = True, log=_log, stop_after: 
                 try:
                     if mode == "fused":
                         try:
-                            sums = _fused_step(active, peft_model, fused, pad_id=pad_id, autocast=autocast)
+                            sums = _fused_step(active, peft_model, fused, pad_id=pad_id, autocast=autocast,
+                                               stack_rows=stack_rows)
                         except FusionError as exc:  # redo this step one arm after another, from the same state
                             mode, reason = "sequential", f"a batch could not be fused: {exc}"
                             log(f"pack: sequential from step {active[0].progress.step + 1} on ({reason})")
