@@ -98,8 +98,8 @@ def test_flags_are_derived_from_the_fields():
     from toolkit.cli.train import settings_from_args
 
     s = settings_from_args(cli.make_parser().parse_args(argv))
-    assert (s.lr, s.lr_language, s.patterns, s.progress, s.batch_size) == (1e-3, 2e-3, "vision=a;projector=b;language=c",
-                                                                           False, 8)
+    assert (s.lr, s.lr_language, s.patterns, s.progress) == (1e-3, 2e-3, "vision=a;projector=b;language=c", False)
+    assert (s.batch_size, s.max_steps) == (16, 300)  # the demo's defaults (model_defaults), as the app's form has them
     again = settings_from_args(cli.make_parser().parse_args(["train", "--settings-json", s.to_json(), "--seed", "3"]))
     assert again.seed == 3 and TrainSettings.from_dict({**again.to_dict(), "seed": 0}) == s  # flags override the JSON
 
@@ -233,3 +233,18 @@ def test_one_source_of_defaults_for_the_cli_and_the_app(capsys):
     with pytest.raises(SystemExit):  # every help text renders (a '%' in a doc string once broke `train --help`)
         cli.main(["train", "--help"])
     assert "learning rate (default: 2e-3 for the demo models" in " ".join(capsys.readouterr().out.split())
+
+
+def test_model_defaults_resolve_once_in_the_settings():
+    """`train --model demo` without --batch-size/--max-steps runs what the app's form and a sweep would (issue #26:
+    the CLI trained the demo at batch 8 for one epoch while the app used 16 x 300); a real model keeps batch 8 and
+    one epoch; given values and --epochs win; the model's defaults are not 'changes' (a sweep id stays stable)."""
+    demo = TrainSettings(model="demo", dataset="synthetic:shapes", ratio="1:1:1", budget_rank=8)
+    assert (demo.lr, demo.batch_size, demo.max_steps) == (2e-3, 16, 300)
+    real = TrainSettings(model="llava-1.5-7b", dataset="synthetic:shapes", ratio="1:1:1", budget_rank=8)
+    assert (real.lr, real.batch_size, real.max_steps) == (2e-4, 8, None)
+    given = TrainSettings(model="demo", dataset="synthetic:shapes", ratio="1:1:1", budget_rank=8, batch_size=4, epochs=2)
+    assert (given.batch_size, given.max_steps, given.epochs) == (4, None, 2)
+    assert not {"lr", "batch_size", "max_steps"} & set(demo.changed())
+    assert given.changed()["batch_size"] == 4
+    assert TrainSettings.from_dict(demo.to_dict()) == demo
