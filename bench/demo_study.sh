@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo study of bench/RESULTS.md: 4 ratios x SEEDS seeds on the offline demo model, through the job system,
-# then `compare --json`. The model's default lr (2e-3 since issue #26; 5e-3 before) and the whole validation split
+# then `compare --json`. The model's training defaults (lr 2e-3, 300 steps, batch 16: `model_defaults`) and the whole validation split
 # (2,000 questions, ~10 s per evaluation: at 400 questions each run's score carried ~2.5 points of sampling noise).
 # Run from the project root:
 #
@@ -18,7 +18,7 @@ mkdir -p "$CMBA_JOBS_DIR" "$CMBA_ADAPTERS_DIR"
 
 start=$(date +%s)
 $PY -m toolkit sweep --model demo --dataset synthetic:shapes --ratios 1:1:1,1:4:1,4:1:1,1:1:4 --seeds "$SEEDS" \
-    --budget-rank 8 --max-steps 300 --batch-size 16 --eval-limit 2000 --no-worker --json > "$OUT/plan.json"
+    --budget-rank 8 --eval-limit 2000 --no-worker --json > "$OUT/plan.json"   # the demo's default lr, steps, batch
 $PY -m toolkit worker --slots 2 --threads 1 --once
 echo "study: $(( $(date +%s) - start )) s for $SEEDS seeds" >&2
 $PY -m toolkit jobs list >&2

@@ -3,9 +3,11 @@
 What it is: a real `LlavaForConditionalGeneration` (CLIP vision tower 64-wide x 4 layers, 2-layer MLP projector,
 Llama decoder 128-wide x 4 layers, ~1.2 M parameters) whose word-level tokenizer and CLIP image processor are
 built from code, so nothing is downloaded. `scripts/build_demo_model.py` pretrains it from a fixed seed on
-part of the synthetic task (`synthetic:shapes` with only colour, shape and existence questions) and writes
-`toolkit/demo_model/`, which ships with the repository. Fine-tuning it with LoRA on the full task then has to
-teach counting and positions, which the base cannot do: so on this data the allocation visibly matters.
+part of the synthetic task (`synthetic:shapes` with only colour, shape and existence questions), then briefly on
+every question family (100 steps: it has seen what a count or a position answer looks like, but gets few of them
+right), and writes `toolkit/training/demo_model/`, which ships with the repository. Fine-tuning it with LoRA on
+the full task then improves counting and positions steadily, seed after seed (a base that had never answered
+with a number left each seed to discover those answers at its own step, and seeds spread 3-5 points).
 
 What it is not: evidence about LLaVA-1.5-7B. It demonstrates the mechanics (budget-matched allocation,
 training, jobs, evaluation, statistics, publishing) on a CPU in minutes; conclusions about real models need
@@ -22,7 +24,7 @@ from toolkit.errors import ModelLoadError
 DEMO_DIR = Path(__file__).parent / "demo_model"
 PRESET_CONFIG = Path(__file__).parents[1] / "calculator" / "presets" / "demo.json"
 PRETRAIN_TYPES = ("color", "shape", "exist")
-"""question families the demo base model is pretrained on; counting and positions are left to fine-tuning"""
+"""question families of the demo's stage-1 pretraining; stage 2 (a short one) adds counting and positions"""
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<image>", "<unk>"]  # ids 0-4; <image> = config.image_token_index 3
 CHAT_TEMPLATE = (
