@@ -1,14 +1,17 @@
 """Publish: push a trained adapter to the Hugging Face Hub (card preview, dry run, one-commit verified push)."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from huggingface_hub import get_token
 
 from app_pages.format_ui import readable
 from toolkit.errors import CmbaError
 from toolkit.hub.modelcard import HUB_LICENSES, split_card
 from toolkit.hub.publish import dry_run, folder_stamp, list_adapters, push, validate_repo_id
+from toolkit.hub.studycard import below_base
 from toolkit.interop.export import DTYPES, default_output, export_notes, latest_export, queue_export
 from toolkit.paths import adapters_dir
 from toolkit.queue.lifecycle import ensure_worker
@@ -81,7 +84,13 @@ except CmbaError as exc:
     st.error(str(exc))
     st.stop()
 
-if st.button("Push to the Hub", type="primary", disabled=repo_id is None):
+warning = below_base(adapter)
+if warning:
+    st.warning(warning, icon=":material/warning:")
+has_token = bool(token or os.environ.get("HF_TOKEN") or get_token())
+if not has_token:
+    st.caption("Push needs a token with write access: paste it above, set HF_TOKEN, or run `hf auth login`.")
+if st.button("Push to the Hub", type="primary", disabled=repo_id is None or not has_token):
     bar = st.progress(0.0, text="starting")
     try:
         result = push(adapter, repo_id, token=token or None, private=private, license=plan.license,

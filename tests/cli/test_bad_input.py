@@ -174,6 +174,7 @@ CASES = [
     ("push-predictions-symlink", lambda w: ["push", "--adapter", w["predictions_link"], "--repo-id", "a/b", "--dry-run"], "symbolic link"),
     ("push-truncated-weights", lambda w: ["push", "--adapter", w["truncated_weights"], "--repo-id", "a/b", "--dry-run"], "truncated"),
     ("push-token-as-repo-id", lambda w: ["push", "--adapter", w["truncated_weights"], "--repo-id", TOKEN, "--dry-run"], "looks like an access token"),
+    ("push-repo-id-newline", lambda w: ["push", "--adapter", w["truncated_weights"], "--repo-id", "alice/x\n", "--dry-run"], "control characters"),
     ("token-as-model", lambda w: ["allocate", "--model", TOKEN, "--ratio", "1:1:1", "--budget-rank", "8"], "model"),
     ("token-in-dataset", lambda w: _train(w, dataset=TOKEN + ".jsonl"), "dataset"),
     # jobs

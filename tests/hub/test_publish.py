@@ -241,7 +241,15 @@ def test_bad_repo_ids_are_refused_before_any_request(adapter, hub, repo_id):
 
 @pytest.mark.parametrize("repo_id", ["alice/tiny", "cmba-lab/Foo-BAR_foo.bar123", "a/" + "x" * 96])
 def test_good_repo_ids_pass(repo_id):
-    assert validate_repo_id(f" {repo_id} ") == repo_id
+    assert validate_repo_id(repo_id) == repo_id
+
+
+@pytest.mark.parametrize("repo_id", ["alice/x\n", " alice/x", "alice/x ", "alice/\tx", "alice/x\x00"])
+def test_repo_ids_with_spaces_or_control_characters_are_refused_not_stripped(repo_id):
+    """A pasted newline or space is a mistake to show, not to repair behind the user's back (issue #27)."""
+    with pytest.raises(InputError, match=r"^repo-id: .* holds spaces or control characters") as info:
+        validate_repo_id(repo_id)
+    assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- push
@@ -498,3 +506,49 @@ def test_local_hub_applies_the_hub_storage_rules_to_the_real_client(hub, tmp_pat
     with pytest.raises(Exception, match="409"):
         api.create_repo("cmba-lab/rules")
     assert api.create_repo("cmba-lab/rules", exist_ok=True) == f"{hub.url}/cmba-lab/rules"
+
+
+# ---------------------------------------------------------------------------------------------- the Publish page
+
+
+def _base_reference(root: Path, overall: float) -> None:
+    """A base-model reference on the adapter's eval set, as `evaluate --base` stores it beside the adapters."""
+    base = root / "base--tiny-llava"
+    (base / "eval" / EVAL_TAG).mkdir(parents=True)
+    (base / "cmba.json").write_text(json.dumps({"format": "cmba-adapter/1", "kind": "base", "name": "base--tiny-llava",
+                                                "base_model": {"id": "/home/someone/models/tiny-llava"}}))
+    (base / "eval" / EVAL_TAG / "results.json").write_text(json.dumps(results_json(overall)))
+
+
+def test_an_adapter_below_its_base_model_is_named_before_publishing(adapter):
+    from toolkit.hub.studycard import below_base
+
+    assert below_base(adapter) is None  # no base reference: nothing to say
+    _base_reference(adapter.parent, 52.5)
+    warning = below_base(adapter)
+    assert warning and "47.25%" in warning and "52.50%" in warning and EVAL_TAG in warning and "\n" not in warning
+    shutil.rmtree(adapter.parent / "base--tiny-llava")
+    _base_reference(adapter.parent, 40.0)
+    assert below_base(adapter) is None
+
+
+@pytest.mark.slow
+def test_publish_page_warns_next_to_push_and_needs_a_token(adapter, monkeypatch, tmp_path):
+    """Issue #27: the regression warning sits by the Push button (not only deep in the card), and Push stays
+    disabled until a token is there (the field, HF_TOKEN or a saved login)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.helpers.jobscript import PATIENCE
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no saved login
+    _base_reference(adapter.parent, 52.5)
+    page = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app_pages" / "publish.py"),
+                             default_timeout=PATIENCE).run()
+    assert not page.exception
+    page.text_input[0].input(REPO).run()
+    assert any("below its base model alone" in w.value for w in page.warning)
+    push = next(b for b in page.button if b.label == "Push to the Hub")
+    assert push.disabled
+    page.text_input[1].input("hf_" + "x" * 30).run()
+    assert not next(b for b in page.button if b.label == "Push to the Hub").disabled

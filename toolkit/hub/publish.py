@@ -110,11 +110,13 @@ def validate_repo_id(repo_id: str | None) -> str:
     from huggingface_hub.utils import HFValidationError
     from huggingface_hub.utils import validate_repo_id as hf_validate
 
-    text = (repo_id or "").strip()
-    if looks_like_token(text):  # a token pasted in the wrong field: never echo it
+    text = repo_id or ""
+    if looks_like_token(text.strip()):  # a token pasted in the wrong field: never echo it
         raise InputError("repo-id: the value looks like an access token (not shown); give 'namespace/name' here "
                          "and the token in HF_TOKEN")
     allowed = "'namespace/name' with letters, digits, '-', '_', '.'; no '--' or '..'; not ending in '.git'; at most 96 characters each"
+    if any(c.isspace() or not c.isprintable() for c in text):  # 'alice/x\n' pasted with its newline: refuse, never strip
+        raise InputError(f"repo-id: {text!r} holds spaces or control characters; it must be {allowed}")
     if text.count("/") != 1:
         raise InputError(f"repo-id: '{text}' must be {allowed}")
     namespace, name = text.split("/")

@@ -24,6 +24,26 @@ def _row_of(rows: list[dict], adapter_dir: Path) -> dict | None:
     return max(mine, key=lambda r: (r["n"] or 0, r["eval_tag"])) if mine else None
 
 
+def below_base(adapter_dir: str | Path) -> str | None:
+    """A one-line warning when the adapter scores below its base model alone on the same questions (its largest
+    evaluation against a base reference of the same model and eval set in its store), else None.
+
+    The Publish page shows it next to Push: the card says it too, but deep in its tables."""
+    from toolkit.evaluation import compare
+
+    adapter_dir = Path(adapter_dir)
+    rows = compare.scan(adapter_dir.parent).rows
+    me = _row_of(rows, adapter_dir)
+    if me is None or me.get("accuracy") is None:
+        return None
+    bases = [r for r in rows if r["kind"] == "base" and r["base_model"] == me["base_model"]
+             and r["eval_tag"] == me["eval_tag"] and r.get("accuracy") is not None]
+    if not bases or me["accuracy"] >= bases[0]["accuracy"]:
+        return None
+    return (f"This adapter scores {me['accuracy']:.2f}% on {me['eval_tag']}, below its base model alone "
+            f"({bases[0]['accuracy']:.2f}% on the same questions): publishing it publishes a regression.")
+
+
 def _ci(low, high) -> str:
     return "–" if low is None else f"{low:.2f} – {high:.2f}"
 
