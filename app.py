@@ -12,15 +12,16 @@ from toolkit.calculator.structure import warm_imports
 # a rerun that lands mid-import leaves names such as AutoConfig unimportable for the whole server process.
 warm_imports()
 
-st.set_page_config(page_title="CMBA Toolkit", page_icon="🧮", layout="wide")
+# Material icons ship with Streamlit's own font; emoji need a system emoji font, which many servers lack (empty boxes)
+st.set_page_config(page_title="CMBA Toolkit", page_icon=":material/calculate:", layout="wide")
 
 st.session_state.setdefault("ratio_text", "1:4:1")
 
 pages = [
-    st.Page("app_pages/calculator.py", title="Budget calculator", icon="🧮", default=True),
-    st.Page("app_pages/jobs.py", title="Train & jobs", icon="🏃"),
-    st.Page("app_pages/compare.py", title="Compare", icon="📊"),
-    st.Page("app_pages/publish.py", title="Publish", icon="🚀"),
+    st.Page("app_pages/calculator.py", title="Budget calculator", icon=":material/calculate:", default=True),
+    st.Page("app_pages/jobs.py", title="Train & jobs", icon=":material/model_training:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/bar_chart:"),
+    st.Page("app_pages/publish.py", title="Publish", icon=":material/publish:"),
 ]
 page = st.navigation(pages)
 

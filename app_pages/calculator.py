@@ -12,10 +12,10 @@ from app_pages.calculator_ui import (
 )
 from app_pages.format_ui import compact_grid, compact_modules, excluded_markdown
 from toolkit.calculator import report
-from toolkit.calculator.allocation import allocate
 from toolkit.calculator.checks import budget_flag, budget_problem
 from toolkit.calculator.loraconfig import lora_config_json, lora_config_snippet, peft_trainable_count
-from toolkit.calculator.spec import AllocationSpec, AlphaRule, Budget, Ratio, Targets, parse_number
+from toolkit.calculator.settings import AllocationSettings
+from toolkit.calculator.spec import Budget
 from toolkit.errors import CmbaError
 
 st.title("Budget calculator")
@@ -29,11 +29,11 @@ try:
         raise CmbaError("model: choose a preset, or enter a Hub id or a local folder")
     structure = cached_structure(model, patterns)
     with left:
-        mode, targets, rule, alpha_text, rounding, full = options_ui(structure)
-    spec = AllocationSpec(ratio=Ratio.parse(ratio_text), budget=Budget.parse(kind, budget_text), mode=mode,
-                          targets=Targets(**targets), alpha=AlphaRule(rule, parse_number(alpha_text, "alpha", "a number > 0")),
-                          rounding=rounding, full_finetune=tuple(full))
-    a = allocate(structure, spec)
+        options = options_ui(structure)
+    mode = options["mode"]
+    budget = Budget.parse(kind, budget_text)  # its own messages name the kind the page asks for
+    settings = AllocationSettings(ratio=ratio_text, **{f"budget_{kind}": budget.value}, **options)
+    spec, a = settings.spec, settings.allocation(structure)
 except CmbaError as exc:
     right.error(str(exc))
     st.stop()
@@ -56,7 +56,7 @@ with right:
     # hand the allocation to the launch form (plain keys survive page switches; widget keys do not)
     st.session_state["launch"] = {"model": model, "patterns": patterns, "budget_kind": kind,
                                   "budget_value": budget_text, "ratio": ratio_text, "mode": mode}
-    st.page_link("app_pages/jobs.py", label="Train this allocation: launch a sweep", icon="🏃")
+    st.page_link("app_pages/jobs.py", label="Train this allocation: launch a sweep", icon=":material/model_training:")
     st.altair_chart(report.split_chart(a), width="stretch")
 
 # tables below, at the page's full width: they have many columns
