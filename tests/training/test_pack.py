@@ -205,3 +205,17 @@ def test_interrupted_pack_resumes_every_arm_to_its_single_run(checkpoints, tmp_p
     assert result.mode == "fused"
     for doc, solo_out in zip(result.docs, solo):
         assert_same_run(root / doc["name"], solo_out)
+
+
+@pytest.mark.training
+def test_stacks_of_at_most_stack_rows_rows_equal_single_runs(checkpoints, tmp_path_factory):
+    """`stack_rows=5` cuts the 4 + 3 + 2 rows into the stacks [4] and [3, 2]: still each arm's single run."""
+    from toolkit.training.pack import train_pack
+
+    root = tmp_path_factory.mktemp("pack-stacks")
+    solo = solo_runs(checkpoints, "llava", tmp_path_factory.mktemp("solo"))
+    result = train_pack([arm_settings(checkpoints("llava"), root, "llava", arm) for arm in ARMS], stack_rows=5,
+                        log=lambda m: None)
+    assert result.mode == "fused"
+    for doc, solo_out in zip(result.docs, solo):
+        assert_same_run(root / doc["name"], solo_out)
