@@ -19,7 +19,10 @@ pack; the others go on.
 (`fused_lora.stack_batches`), every frozen Linear runs once over it and each arm's LoRA delta is added on its own
 slice (`fused_lora.FusedLora`), the loss is computed per arm on its rows (`compute.training_losses`) and one
 backward of their sum gives every arm exactly its own gradients. An arm's loss curve and weights equal its
-single run's up to float rounding (tests/test_pack.py: within 1e-5 in fp32 on every tiny family).
+single run's up to float rounding (tests/training/test_pack.py: within 1e-5 in fp32 on every tiny family; what
+differs is the summation order of padded attention rows and larger matmuls). The stacked batch's activations
+are the sum of the arms': `stack_rows` cuts the arms into stacks of at most that many rows, run one after
+another in the step, to bound them (bench/RESULTS.md, "Packed training").
 
 **Sequential** (the fallback): the arms run one after another on the same base copy, each micro-batch exactly as
 a single run computes it, with the arm's RNG stream installed. It is chosen, with its reason logged and returned,
