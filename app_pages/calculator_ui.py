@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages.settings_ui import setting_input
 from toolkit.calculator.architectures import COMPONENTS, ComponentPatterns
-from toolkit.calculator.spec import ALPHA_RULES, KINDS, ROUNDINGS, Ratio
+from toolkit.calculator.settings import AllocationSettings
+from toolkit.calculator.spec import KINDS, Ratio, Targets
 from toolkit.calculator.structure import load_structure, presets
 from toolkit.errors import CmbaError
+from toolkit.fields import settings_field
 
 BUDGET_LABELS = {"rank": "Uniform rank equivalent", "params": "Parameters", "percent": "% of base model"}
 BUDGET_DEFAULTS = {"rank": "8", "params": "20000000", "percent": "0.3"}
@@ -74,25 +77,24 @@ def budget_ui() -> tuple[str, str]:
     return kind, value
 
 
-def options_ui(structure) -> tuple[str, dict, str, str, str, list[str]]:
-    mode = st.radio("Mode", ["rank", "share"], horizontal=True, key="mode",
-                    help="rank: ranks follow the ratio. share: parameter shares of the budget follow the ratio.")
-    rounding = st.radio("Rounding", list(ROUNDINGS), horizontal=True, key="rounding",
-                        help="mixed: each component's modules get a floor/ceil mix of ranks so the budget is met "
-                             "exactly; uniform: one integer rank per component (budget error can exceed 1%)")
-    full = st.multiselect("Fully fine-tune", list(COMPONENTS), key="full_finetune",
-                          help="train these components fully (PEFT modules_to_save) at their true cost, paid from "
-                               "the same budget (the usual LLaVA recipe trains the projector fully)")
+def options_ui(structure) -> dict:
+    """The allocation's options as {AllocationSettings field: value}: widgets generated from the fields, but the
+    targets, whose choices depend on the model (the kinds of module each component has)."""
+    out = {"mode": setting_input(AllocationSettings, "mode", label="Mode", key="mode"),
+           "rounding": setting_input(AllocationSettings, "rounding", label="Rounding", key="rounding")}
+    out["full_finetune"] = st.multiselect("Fully fine-tune", list(COMPONENTS), key="full_finetune",
+                                          help=settings_field(AllocationSettings, "full_finetune").doc)
     with st.expander("Targets and alpha"):
         targets = {}
         for col, comp in zip(st.columns(3), COMPONENTS):
             kinds = [k for k in KINDS if k in structure.kinds_available(comp)]
             targets[comp] = col.selectbox(f"{comp} modules", kinds, key=f"targets_{comp}")
+        out["targets"] = Targets(**targets)
         a, b = st.columns(2)
-        rule = a.selectbox("Alpha rule", ALPHA_RULES, key="alpha_rule",
-                           help="scaled: alpha = k x rank (equal LoRA scaling); fixed: one alpha; rslora: alpha/sqrt(r)")
-        value = b.text_input("k (scaled) or alpha (fixed, rslora)", value="2", key="alpha_value")
-    return mode, targets, rule, value, rounding, full
+        out["alpha_rule"] = setting_input(AllocationSettings, "alpha_rule", label="Alpha rule", key="alpha_rule", where=a)
+        out["alpha_value"] = setting_input(AllocationSettings, "alpha_value", label="k (scaled) or alpha (fixed, rslora)",
+                                           key="alpha_value", where=b)
+    return out
 
 
 # Parameter counts with thousands separators in every table of the page.

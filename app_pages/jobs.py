@@ -11,14 +11,16 @@ import streamlit as st
 from app_pages import study_ui
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, cached_structure
 from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, measure_speed
+from app_pages.settings_ui import setting_input
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
+from toolkit.fields import settings_field
 from toolkit.queue.lifecycle import ensure_worker
 from toolkit.queue.slurm.cluster import slurm_problem
 from toolkit.queue.store import JobStore
 from toolkit.study import sweep as sw
-from toolkit.training.settings import TrainSettings, field_docs, setting_choices
+from toolkit.training.settings import TrainSettings
 
 s = st.session_state
 
@@ -34,7 +36,7 @@ def plan_table(plan) -> pd.DataFrame:
     for row, job in zip(rows, plan.jobs, strict=True):
         row["budget error %"] = "–" if job.budget_error is None else f"{job.budget_error:+.2f}"
     return pd.DataFrame(rows)
-DOC = field_docs(TrainSettings)  # the form's help texts are the settings' own docs (also the CLI's --help)
+DOC = {name: settings_field(TrainSettings, name).doc for name in ("model", "dataset")}  # the CLI's --help texts
 
 
 def _prefill_from_calculator() -> None:
@@ -52,8 +54,8 @@ def _prefill_from_calculator() -> None:
                  jobs_ratios=list(dict.fromkeys(["1:1:1", ratio])))
         # training defaults: the demo model learns on a CPU in about a minute a run with these
         d = sw.suggested_settings(snapshot[0])
-        s.update(jobs_seeds=d["seeds"], jobs_steps=d["max_steps"], jobs_batch=d["batch_size"], jobs_lr=d["lr"],
-                 jobs_eval_limit=d["eval_limit"])
+        s.update(jobs_seeds=d["seeds"], jobs_steps=d["max_steps"], jobs_batch=d["batch_size"],
+                 jobs_lr=f"{d['lr']:g}", jobs_eval_limit=d["eval_limit"])  # the lr box shows text, e.g. 2e-3
 
 
 FORM_KEYS = ("jobs_model", "jobs_dataset", "jobs_budget_kind", "jobs_budget_value", "jobs_mode", "jobs_ratios",
@@ -97,18 +99,18 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
     kind = a.radio("Budget as", list(BUDGET_LABELS), format_func=BUDGET_LABELS.get, key="jobs_budget_kind",
                    on_change=lambda: s.update(jobs_budget_value=BUDGET_DEFAULTS[s.jobs_budget_kind]))
     budgets = b.text_input(BUDGET_LABELS[kind] + " (several: 8,16)", key="jobs_budget_value")
-    mode = c.radio("Mode", setting_choices(TrainSettings, "mode"), key="jobs_mode", horizontal=True, help=DOC["mode"])
+    mode = setting_input(TrainSettings, "mode", label="Mode", key="jobs_mode", where=c)
     options = list(dict.fromkeys([*CANONICAL_RATIOS, *s.get("jobs_ratios", [])]))
     ratios = st.multiselect("Ratios vision : projector : language", options, key="jobs_ratios",
                             accept_new_options=True, help="the canonical grid, or type your own V:P:L")
     a, b, c, d = st.columns(4)
-    seeds = a.number_input("Seeds", 1, 20, key="jobs_seeds")
-    max_steps = b.number_input("Steps", 1, 1_000_000, key="jobs_steps", help=DOC["max_steps"])
-    batch = c.number_input("Batch size", 1, 4096, key="jobs_batch", help=DOC["batch_size"])
-    lr = d.text_input("Learning rate", key="jobs_lr", help=DOC["lr"])
+    seeds = a.number_input("Seeds", 1, sw.MAX_SEEDS, key="jobs_seeds", help="training seeds of every ratio: 0..N-1")
+    max_steps = setting_input(TrainSettings, "max_steps", label="Steps", key="jobs_steps", where=b)
+    batch = setting_input(TrainSettings, "batch_size", label="Batch size", key="jobs_batch", where=c)
+    lr = setting_input(TrainSettings, "lr", label="Learning rate", key="jobs_lr", where=d)
     a, b, c = st.columns(3)
     evaluate = a.checkbox("Evaluate after training", True, key="jobs_eval")
-    eval_split = b.text_input("Eval split", "validation", key="jobs_eval_split", disabled=not evaluate)
+    eval_split = b.text_input("Eval split", sw.EVAL_SPLIT, key="jobs_eval_split", disabled=not evaluate)
     eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
                                 disabled=not evaluate)
     design, search = study_ui.design_inputs(int(max_steps))

@@ -21,6 +21,7 @@ The library behind the Streamlit app and the CLI (`python -m toolkit --help`). T
     runs.py         the one owner of the run folder (cmba.json, metrics, checkpoints, evaluations)
     outcomes.py     exit codes and reasons, and how a step's outcome maps to a job state
     errors.py       the errors a user can act on (one-line messages)
+    fields.py       the settings machinery (pydantic): fields with flags, bounds, choices, docs; one-line errors
     paths.py        where the jobs/ and adapters/ workspaces live (overridable by environment variables)
     progressbar.py  progress of long work: a tqdm bar on a terminal, plain lines otherwise
     tensorfile.py   safetensors checked without loading them, and file digests

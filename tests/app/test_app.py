@@ -241,3 +241,26 @@ def test_jobs_page_measures_the_speed_here_before_the_first_run_of_a_model(env, 
                         r"\(from 1 probe\(s\) of demo on CPU here\)", estimate), estimate
     assert "Measure speed here" not in [b.label for b in page.button]
     assert env.store.list() == [] and len((env.jobs / "measured.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_forms_bounds_choices_and_defaults_come_from_the_settings(env, offline):  # noqa: F811
+    """The launch form and the calculator draw their widgets from the settings tree (app_pages/settings_ui.py):
+    the steps and batch bounds are TrainSettings' (they were 1e6 and 4,096 against 1e8 and 65,536), the seeds'
+    the sweep's own limit, the mode and alpha rule the fields' choices, the alpha box the field's default."""
+    from toolkit.calculator.settings import AllocationSettings
+    from toolkit.fields import settings_field
+    from toolkit.study.sweep import MAX_SEEDS
+    from toolkit.training.settings import TrainSettings
+
+    page = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
+    assert not page.exception
+    for key, name in (("jobs_steps", "max_steps"), ("jobs_batch", "batch_size")):
+        box, f = page.number_input(key=key), settings_field(TrainSettings, name)
+        assert (box.min, box.max) == (f.lower, f.upper) and box.help.startswith(f.doc), key
+    assert page.number_input(key="jobs_seeds").max == MAX_SEEDS
+    assert tuple(page.radio(key="jobs_mode").options) == settings_field(TrainSettings, "mode").choices
+    assert page.text_input(key="jobs_lr").value == "0.002"  # the demo's default (model_defaults), shown as text
+    calc = AppTest.from_file(str(Path(JOBS_PAGE).parent / "calculator.py"), default_timeout=PATIENCE).run()
+    assert tuple(calc.radio(key="alpha_rule").options) == settings_field(AllocationSettings, "alpha_rule").choices
+    assert calc.text_input(key="alpha_value").value == f"{settings_field(AllocationSettings, 'alpha_value').default:g}"
+    assert tuple(calc.radio(key="rounding").options) == settings_field(AllocationSettings, "rounding").choices

@@ -188,6 +188,25 @@ def test_main_help_exits_zero(capsys):
     assert "--budget-rank" in capsys.readouterr().out
 
 
+def test_allocate_help_is_generated_from_the_settings(capsys):
+    """`allocate` has one flag per AllocateSettings field (the model and allocation groups `train` shares), each
+    with the field's doc string as its help, plus its own output options."""
+    from toolkit.calculator.settings import AllocateSettings
+    from toolkit.cli import make_parser
+    from toolkit.fields import settings_fields
+
+    sub = next(a for a in make_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    options = set(sub.choices["allocate"]._option_string_actions) - {"-h", "--help"}
+    flags = {f.flag for f in settings_fields(AllocateSettings)}
+    assert options - flags == {"--json", "--detail", "--snippet", "--output", "--verify"}
+    assert flags <= set(sub.choices["train"]._option_string_actions)  # train takes the same allocation flags
+    with pytest.raises(SystemExit):
+        main(["allocate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in settings_fields(AllocateSettings):
+        assert f.flag in text and " ".join(f.doc.split()) in text, f.name
+
+
 def test_presets_json(capsys):
     rc, out, err = call(capsys, ["presets", "--json"])
     assert rc == 0 and err == ""

@@ -39,7 +39,7 @@ def test_confirmation_is_the_ratio_and_uniform_with_fresh_seeds_on_the_report_sp
     spec = confirmation_spec(study(), ratio="2:4:1")
     assert set(spec.ratios) == {"2:4:1", "1:1:1"} and spec.seeds == (2, 3, 4)
     assert spec.eval_split == "test" and spec.search is None and spec.design is None
-    assert spec.train["max_steps"] == 40 and spec.budgets[0].value == 8
+    assert spec.base["max_steps"] == 40 and spec.budgets[0].value == 8
     assert confirmation_spec(study(), ratio="1:4:1", seeds=5, report_split="validation").seeds == (2, 3, 4, 5, 6)
 
 
@@ -50,10 +50,11 @@ def test_controls_scale_the_projector_lr_and_vary_the_alpha_rule(env):
     structure = lr.job_settings(ratio="1:1:1", budget=lr.budgets[0], seed=2).load_structure()
     alloc = {r: lr.job_settings(ratio=r, budget=lr.budgets[0], seed=2).allocation(structure) for r in ("1:4:1", "1:1:1")}
     scale = alloc["1:4:1"].components["projector"].mean_rank / alloc["1:1:1"].components["projector"].mean_rank
-    assert 3 < scale < 5 and math.isclose(lr.train["lr_projector"], 5e-3 * scale, rel_tol=1e-6)
+    assert 3 < scale < 5 and math.isclose(lr.base["lr_projector"], 5e-3 * scale, rel_tol=1e-6)
     r0 = alloc["1:1:1"].components["language"].mean_rank
-    assert specs["alpha rslora"].alpha_rule == "rslora" and math.isclose(specs["alpha rslora"].alpha, 2 * r0 ** 0.5, rel_tol=1e-3)
-    assert specs["alpha fixed"].alpha_rule == "fixed" and math.isclose(specs["alpha fixed"].alpha, 2 * r0, rel_tol=1e-3)
+    rslora, fixed = specs["alpha rslora"].settings, specs["alpha fixed"].settings
+    assert rslora.alpha_rule == "rslora" and math.isclose(rslora.alpha_value, 2 * r0 ** 0.5, rel_tol=1e-3)
+    assert fixed.alpha_rule == "fixed" and math.isclose(fixed.alpha_value, 2 * r0, rel_tol=1e-3)
     assert set(specs["alpha fixed"].ratios) == {"1:4:1", "1:1:1"}
     assert len({s.sweep_id for s in specs.values()}) == 3  # three separate sweeps, kept apart by their settings
 

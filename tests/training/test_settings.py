@@ -11,19 +11,20 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import fields
 
 import pytest
 
 from tests.helpers import ROOT
 from tests.helpers.jobs import rows_written
 from toolkit import cli
+from toolkit.calculator.settings import AllocateSettings
 from toolkit.errors import InputError
+from toolkit.fields import settings_fields
 from toolkit.queue.executor import PYTHON
 from toolkit.queue.states import JobState
 from toolkit.queue.store import SCHEMA_VERSION, JobStore, NewJob
 from toolkit.study.sweep import SweepSpec, plan_sweep
-from toolkit.training.settings import EvalSettings, TrainSettings, check_allocation, field_docs, lora_sha256
+from toolkit.training.settings import EvalSettings, TrainSettings, check_allocation, lora_sha256
 
 BASE = {"model": "demo", "dataset": "synthetic:shapes", "ratio": "1:4:1", "budget_rank": 8}
 
@@ -33,12 +34,23 @@ def _options(command: str) -> set[str]:
     return {o for o in sub.choices[command]._option_string_actions if o not in ("-h", "--help")}
 
 
-@pytest.mark.parametrize("cls", [TrainSettings, EvalSettings, SweepSpec])
+@pytest.mark.parametrize("cls", [TrainSettings, EvalSettings, AllocateSettings])
 def test_every_field_is_documented_and_typed(cls):
-    docs = field_docs(cls)
-    for f in fields(cls):
-        assert docs.get(f.name), f"{cls.__name__}.{f.name} has no doc string"
-        assert f.type not in ("object", "Any"), f"{cls.__name__}.{f.name} is typed {f.type}"
+    for f in settings_fields(cls):
+        assert f.doc, f"{cls.__name__}.{f.name} has no doc string"
+        assert f.kind in ("int", "float", "str", "bool", "choice", "value"), f"{cls.__name__}.{f.name} is {f.kind}"
+        assert f.section, f"{cls.__name__}.{f.name} belongs to no group"
+
+
+def test_every_sweep_field_is_documented():
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(SweepSpec)).body[0].body
+    names = [n.target.id for n in body if isinstance(n, ast.AnnAssign)]
+    documented = {n.target.id for n, after in zip(body, body[1:]) if isinstance(n, ast.AnnAssign)
+                  and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)}
+    assert names and set(names) <= documented
 
 
 def test_text_is_converted_and_round_trips_through_json():

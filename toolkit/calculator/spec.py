@@ -22,6 +22,8 @@ BUDGET_KINDS = ("rank", "params", "percent")
 KINDS = ("all", "attention", "mlp")
 ALPHA_RULES = ("scaled", "fixed", "rslora")
 ROUNDINGS = ("mixed", "uniform")
+DEFAULT_MODE, DEFAULT_ROUNDING, DEFAULT_ALPHA_RULE, DEFAULT_ALPHA = "rank", "mixed", "scaled", 2.0
+"""the defaults of the allocation's choices, defined here once (the settings fields, forms and flags read them)"""
 MAX_WEIGHT = 1e6
 """largest ratio weight: bigger ones overflow the normalisation (1e308:1e308:1e308 allocated rank 1 everywhere)"""
 MAX_RANK = 65536
@@ -209,8 +211,8 @@ class AlphaRule:
     - `rslora`: rank-stabilised LoRA (scaling alpha/sqrt(r)) with alpha = value for every module.
     """
 
-    rule: str = "scaled"
-    value: float = 2.0
+    rule: str = DEFAULT_ALPHA_RULE
+    value: float = DEFAULT_ALPHA
     """the multiplier k for `scaled`, alpha itself for `fixed` and `rslora`"""
 
     def __post_init__(self):
@@ -230,11 +232,11 @@ class AllocationSpec:
 
     ratio: Ratio
     budget: Budget
-    mode: str = "rank"
+    mode: str = DEFAULT_MODE
     """`rank`: ranks proportional to the ratio; `share`: parameter shares proportional to the ratio"""
     targets: Targets = field(default_factory=Targets)
     alpha: AlphaRule = field(default_factory=AlphaRule)
-    rounding: str = "mixed"
+    rounding: str = DEFAULT_ROUNDING
     """`mixed`: per-module floor/ceil mix so the budget is met exactly; `uniform`: one integer rank per component"""
     full_finetune: tuple[str, ...] = ()
     """components trained fully (PEFT `modules_to_save`) at their true cost, paid from the same budget"""

@@ -16,7 +16,7 @@
     study.py        `search`, `confirm` and `retrieval`: a designed study's report, its confirmation, alignment
     export.py       `export`: an adapter merged into its base for evaluation harnesses
     import_eval.py  `import-eval`: lmms-eval's per-sample outputs stored as an evaluation of an adapter
-    flags.py        command-line flags derived from the settings dataclasses, defined once
+    flags.py        command-line flags derived from the settings tree (toolkit/fields.py), defined once
 
 Bad input exits with status 2 and one line on stderr: `error: <field>: <what is allowed>`. Nothing escapes as a
 traceback: a busy job store is one line too (exit 2), and an unexpected exception is one `error: internal: ...`

@@ -68,12 +68,10 @@ def spec_from_args(args):
         if getattr(args, name) is not None:
             raise InputError(f"{name.replace('_', '-')}: {REFUSED[name]}")
     train = values_from_args(TrainSettings, args, exclude=SWEPT)
-    own = {k: train.pop(k) for k in ("model", "dataset", "mode", "targets", "alpha_rule", "alpha_value") if k in train}
     return SweepSpec.build(
-        model=own.get("model"), dataset=own.get("dataset"), ratios=args.ratios, budget_kind=kinds[0],
+        model=train.pop("model", None), dataset=train.pop("dataset", None), ratios=args.ratios, budget_kind=kinds[0],
         budgets=getattr(args, f"budget_{kinds[0]}"), seeds=args.seeds, seed_list=args.seed_list,
-        mode=own.get("mode", "rank"), targets=own.get("targets", ""), alpha_rule=own.get("alpha_rule", "scaled"),
-        alpha=own.get("alpha_value", 2.0), train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
+        train=train, evaluate=not args.no_eval, eval_split=args.eval_split,
         eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
         max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args),
         reference=not args.no_reference, design=args.design, search=_search(args, train), retrieval=args.retrieval,
@@ -191,7 +189,7 @@ def _wait(sweep: str, *, quiet: bool = False) -> int:
 
 def register(sub) -> None:
     from toolkit.cli.flags import add_flags
-    from toolkit.study.sweep import SWEPT
+    from toolkit.study.sweep import EVAL_SPLIT, SWEPT
     from toolkit.training.settings import TrainSettings
 
     p = sub.add_parser("sweep", help="queue a sweep of training jobs: ratios x seeds (x budgets)",
@@ -228,7 +226,7 @@ def register(sub) -> None:
         kind = {"action": "store_true", "default": None} if name == "overwrite" else {"metavar": name.upper()}
         g.add_argument("--" + name.replace("_", "-"), help=f"not in a sweep: {why}", **kind)
     g = p.add_argument_group("evaluation (a step after training)")
-    g.add_argument("--eval-split", default="validation", help="split to evaluate on (default validation)")
+    g.add_argument("--eval-split", default=EVAL_SPLIT, help=f"split to evaluate on (default {EVAL_SPLIT})")
     g.add_argument("--eval-limit", type=number(int), metavar="N", help="evaluate on at most N questions")
     g.add_argument("--no-eval", action="store_true", help="train only")
     g.add_argument("--retrieval", metavar="N", help="also measure image-text retrieval (Recall@1/5/10 both ways) "

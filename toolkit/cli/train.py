@@ -20,12 +20,6 @@ import sys
 from toolkit.outcomes import ExitCode, Interrupted, OutOfMemory
 
 
-def _int(value, field):
-    from toolkit.calculator.spec import parse_int
-
-    return parse_int(value, field)
-
-
 def settings_from_args(args):
     """The TrainSettings of a parsed `train` command line."""
     from toolkit.cli.flags import from_args

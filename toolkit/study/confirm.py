@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.calculator.spec import Budget, Ratio
+from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.queue.store import JobStore
 
@@ -74,13 +74,11 @@ def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, rep
     if n < 1 or n > 100:
         raise InputError(f"seeds: must be a whole number in 1..100, got {seeds}")
     split = report_split or (stored.get("search") or {}).get("report_split") or "test"
-    keep = {k: v for k, v in stored.items() if k in SweepSpec.__dataclass_fields__ and k not in (
-        "ratios", "budgets", "seeds", "design", "search", "eval_split", "name")}
-    train = dict(keep.pop("train", {}) or {})
     ratios = tuple(dict.fromkeys([ratio, "1:1:1"]))
-    return SweepSpec(**keep, train=train, ratios=ratios, budgets=tuple(Budget(k, v) for k, v in stored["budgets"]),
-                     seeds=tuple(range(max(old) + 1, max(old) + 1 + n)), eval_split=split,
-                     name=f"{stored.get('name') or Path(str(stored['model']).rstrip('/')).name}-confirm")
+    return SweepSpec.from_normalised(
+        {k: v for k, v in stored.items() if k not in ("design", "search")}, ratios=ratios,
+        seeds=tuple(range(max(old) + 1, max(old) + 1 + n)), eval_split=split,
+        name=f"{stored.get('name') or Path(str(stored['model']).rstrip('/')).name}-confirm")
 
 
 def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = None, seeds: int | None = None,
@@ -129,21 +127,19 @@ def control_specs(stored: dict, *, ratio: str, seeds: int | None = None, report_
     """
     from dataclasses import replace
 
-    from toolkit.training.settings import model_defaults
-
     base = confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split)
     first = base.job_settings(ratio=ratio, budget=base.budgets[0], seed=base.seeds[0])
-    structure = structure or first.load_structure()
+    structure = structure or first.structure
     rec = first.allocation(structure).components["projector"].mean_rank
     uniform = base.job_settings(ratio="1:1:1", budget=base.budgets[0], seed=base.seeds[0]).allocation(structure)
     r0 = uniform.components["language"].mean_rank
-    lr = float(base.train.get("lr") or model_defaults(base.model)["lr"])
     scale = rec / uniform.components["projector"].mean_rank
     out = {"lr control": replace(base, ratios=("1:1:1",), name=f"{base.name}-lrctl",
-                                 train={**base.train, "lr_projector": min(lr * scale, 0.5)})}
-    if base.alpha_rule == "scaled":
-        out["alpha rslora"] = replace(base, alpha_rule="rslora", alpha=round(2 * r0 ** 0.5, 4), name=f"{base.name}-rslora")
-        out["alpha fixed"] = replace(base, alpha_rule="fixed", alpha=round(2 * r0, 4), name=f"{base.name}-fixed")
+                                 base={**base.base, "lr_projector": min(first.lr * scale, 0.5)})}
+    if first.alpha_rule == "scaled":
+        for rule, alpha in (("rslora", round(2 * r0 ** 0.5, 4)), ("fixed", round(2 * r0, 4))):
+            out[f"alpha {rule}"] = replace(base, base={**base.base, "alpha_rule": rule, "alpha_value": alpha},
+                                           name=f"{base.name}-{rule}")
     return out
 
 

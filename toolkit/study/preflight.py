@@ -62,11 +62,10 @@ def dataset_problem(spec, split: str, *, part: str = "train") -> str | None:
     """Why `split` of the sweep's dataset cannot be read, or None (loads one record)."""
     from toolkit.data.sources import load_vqa
 
-    train = spec.train
+    s = spec.settings
     try:
-        load_vqa(spec.dataset, split=split, limit=1, columns=train.get("columns") or {}, image_dir=train.get("image_dir"),
-                 revision=train.get("dataset_revision"), config=train.get("dataset_config"),
-                 holdout=train.get("holdout"), part=part)
+        load_vqa(s.dataset, split=split, limit=1, columns=s.columns, image_dir=s.image_dir,
+                 revision=s.dataset_revision, config=s.dataset_config, holdout=s.holdout, part=part)
     except CmbaError as exc:
         return str(exc)
     return None
@@ -74,7 +73,7 @@ def dataset_problem(spec, split: str, *, part: str = "train") -> str | None:
 
 def quantize_problem(spec) -> str | None:
     """Why 4-bit training cannot run on the jobs' device here, or None (also None without --quantize)."""
-    if spec.train.get("quantize") != "4bit":
+    if spec.settings.quantize != "4bit":
         return None
     import torch
 
@@ -94,11 +93,11 @@ def preflight(spec, *, structure=None) -> list[str]:
     if spec.executor != "local":
         return []
     if structure is None:
-        structure = spec.job_settings(ratio=spec.ratios[0], budget=spec.budgets[0], seed=spec.seeds[0]).load_structure()
-    split = spec.train.get("split", "train")
-    problems = [weights_problem(structure, revision=spec.train.get("revision")), dataset_problem(spec, split)]
+        structure = spec.settings.structure
+    split = spec.settings.split
+    problems = [weights_problem(structure, revision=spec.settings.revision), dataset_problem(spec, split)]
     if spec.eval_split:
-        holdout = bool(spec.train.get("holdout"))
+        holdout = bool(spec.settings.holdout)
         eval_problem = dataset_problem(spec, split if holdout else spec.eval_split, part="holdout" if holdout else "train")
         if eval_problem and eval_problem not in problems:
             problems.append(f"eval split: {eval_problem}" if not eval_problem.startswith("split") else eval_problem)

@@ -16,7 +16,6 @@ Exit status as `train` (toolkit.outcomes.ExitCode): 0 done, 2 bad input, 3 out o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def train_until(settings, *, until: int, snapshot: str | Path, log=print) -> dic
     if runs.is_complete(snapshot):
         return runs.read_adapter_doc(snapshot).to_dict()
     if not settings.keep_checkpoints:  # the next rung resumes from the checkpoint at `until`
-        settings = dataclasses.replace(settings, keep_checkpoints=True)
+        settings = settings.replace(keep_checkpoints=True)
     quiet_libraries()
     ctx = distributed.context()
     ctx.plan_batches(settings.batch_size, settings.grad_accum)
@@ -80,7 +79,7 @@ def train_until(settings, *, until: int, snapshot: str | Path, log=print) -> dic
     result = {"steps": until, "schedule_steps": settings.max_steps, "train_time_s": round(progress.train_time_s, 3),
               "final_loss": progress.loss, "no_gradient_modules": progress.no_gradient_modules or [],
               "device": run.device.type, "snapshot_of": str(run.out)}
-    snap_settings = dataclasses.replace(settings, output=str(snapshot), keep_checkpoints=False)
+    snap_settings = settings.replace(output=str(snapshot), keep_checkpoints=False)
     doc = engine.finish(snapshot, run.model, snap_settings, run.structure, run.allocation,
                         {**run.data_info, "trained_on": seen.summary()}, precision=run.precision, result=result)
     log(f"snapshot at step {until}/{settings.max_steps} written to {snapshot}")

@@ -6,8 +6,9 @@
     plan.rows()                      # what each job costs: ranks v:p:l, trainable params, budget error
     result = submit_sweep(plan)      # one transaction; the same spec twice creates the sweep once
 
-`train` holds the `TrainSettings` fields every job shares (any of them: patterns, columns, image_dir, lr, ...);
-the sweep sets the per-job ones (`SWEPT`: ratio, budget, seed, output, resume, the allocation's hash). Every
+A sweep is the base settings every job shares (`base`: any `TrainSettings` field, model, dataset, patterns, columns,
+lr, ...) and its axes: the sweep sets the per-job fields (`SWEPT`: ratio, budget, seed, output, resume, the
+allocation's hash). Every
 job's settings are built (and so validated, exactly as `train` validates them) when the spec is, so a bad value
 is refused before anything is queued. A job stores its settings as data: `Job.settings` = {"train": TrainSettings
 fields, "evaluate": EvalSettings fields}, and its steps are `train --settings-json <those>` (then `evaluate
@@ -33,14 +34,14 @@ Progress for the UI and CLI: toolkit.study.progress (`job_progress(job)`, `sweep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.calculator.spec import MODES, Budget, Ratio, parse_int
+from toolkit.calculator.spec import Budget, Ratio, parse_int
 from toolkit.errors import InputError
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.queue.executor import PYTHON
@@ -53,11 +54,17 @@ from toolkit.calculator.checks import BUDGET_TOLERANCE, budget_problem, duplicat
 from toolkit.runs import base_folder, slug
 
 MAX_JOBS = 500
+EVAL_SPLIT = EvalSettings.defaults()["split"]
+"""the split a sweep's evaluate step scores unless told otherwise: the evaluation settings' own default"""
+MAX_SEEDS = 100
+"""most seeds one sweep trains (the launch form's bound too)"""
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
          "overwrite", "expect_lora_sha256")
-"""TrainSettings fields a sweep sets per job (or refuses): not part of `SweepSpec.train`"""
-OWN = ("model", "dataset", "mode", "targets", "alpha_rule", "alpha_value")
-"""TrainSettings fields that are SweepSpec fields of their own"""
+"""TrainSettings fields a sweep sets per job (its axes) or refuses: not part of `SweepSpec.base`"""
+TOP_LEVEL = {"model": "model", "dataset": "dataset", "mode": "mode", "targets": "targets", "alpha_rule": "alpha_rule",
+             "alpha_value": "alpha"}
+"""base fields a sweep's id hashes at the top level under these names, as it did before the settings tree (so a
+sweep planned again finds the one queued before)"""
 
 
 def _positive_int(value, name: str, *, zero: bool = False) -> int | None:
@@ -69,18 +76,6 @@ def _positive_int(value, name: str, *, zero: bool = False) -> int | None:
     return number
 
 
-def _positive_float(value, name: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise InputError(f"{name}: '{value}' is not a number") from None
-    if not math.isfinite(number) or number <= 0:
-        raise InputError(f"{name}: must be a number > 0, got {value}")
-    return number
-
-
 def suggested_settings(model: str) -> dict:
     """Launch-form defaults: the model's training defaults (`model_defaults`, which `train` also applies) and
     the sweep's size. For the demo model each run trains in about a minute on one CPU core and the allocation
@@ -88,7 +83,7 @@ def suggested_settings(model: str) -> dict:
     d = model_defaults(model)
     demo = model == "demo"
     return {"seeds": 2 if demo else 3, "max_steps": d["max_steps"] or 200, "batch_size": d["batch_size"],
-            "lr": f"{d['lr']:g}", "eval_limit": 400 if demo else 500}
+            "lr": d["lr"], "eval_limit": 400 if demo else 500}
 
 
 def parse_ratios(ratios) -> tuple[str, ...]:
@@ -117,8 +112,8 @@ def parse_seeds(count=None, seed_list=None) -> tuple[int, ...]:
             raise InputError(f"seeds: '{seed_list}' repeats a seed")
         return tuple(seeds)
     n = 1 if count in (None, "") else _positive_int(count, "seeds")
-    if n > 100:
-        raise InputError(f"seeds: at most 100 seeds per sweep, got {n}")
+    if n > MAX_SEEDS:
+        raise InputError(f"seeds: at most {MAX_SEEDS} seeds per sweep, got {n}")
     return tuple(range(n))
 
 
@@ -139,41 +134,31 @@ def _slug(text: str) -> str:
     return slug(Path(text.rstrip("/")).name if "/" in text else text, keep=".", lower=True)
 
 
-def _check_train_fields(train: dict) -> None:
-    known = {f.name for f in fields(TrainSettings)}
-    for key in train:
+def _check_base_fields(base: dict) -> None:
+    known = set(TrainSettings.model_fields)
+    for key in base:
         flag = "--" + str(key).replace("_", "-")
         if key not in known:
             raise InputError(f"train: '{key}' is not a training setting (fields: {', '.join(sorted(known - set(SWEPT)))})")
-        if key in SWEPT or key in OWN:
-            raise InputError(f"train: {flag} is set by the sweep itself (per job, or as a sweep setting)")
+        if key in SWEPT:
+            raise InputError(f"train: {flag} is set by the sweep itself (per job, as one of its axes)")
 
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """Everything that defines a sweep; its normalised form hashes to the sweep id."""
+    """Everything that defines a sweep: the training settings its jobs share (`base`) and its axes (ratios, budgets,
+    seeds); its normalised form hashes to the sweep id."""
 
-    model: str
-    """preset name, local folder with config.json, or Hub id"""
-    dataset: str
-    """the training dataset (every TrainSettings dataset form)"""
+    base: dict[str, Any]
+    """TrainSettings fields every job shares (model and dataset included), in `to_dict` form; those at their
+    default are left out (`settings` is them as TrainSettings, with the first arm's axes)"""
     ratios: tuple[str, ...]
     """canonical V:P:L ratios, one arm each"""
     budgets: tuple[Budget, ...]
     """budgets of one kind; every ratio is trained at each"""
     seeds: tuple[int, ...] = (0,)
     """training seeds of every arm"""
-    mode: str = "rank"
-    """rank | share (TrainSettings.mode)"""
-    targets: str = ""
-    """module kinds per component (TrainSettings.targets)"""
-    alpha_rule: str = "scaled"
-    """scaled | fixed | rslora (TrainSettings.alpha_rule)"""
-    alpha: float = 2.0
-    """k for scaled, alpha for fixed/rslora (TrainSettings --alpha)"""
-    train: dict[str, Any] = field(default_factory=dict)
-    """TrainSettings fields every job shares, normalised; those at their default are left out"""
-    eval_split: str | None = "validation"
+    eval_split: str | None = EVAL_SPLIT
     """split the evaluate step scores (None = no evaluate step)"""
     eval_limit: int | None = None
     """evaluate on at most N questions"""
@@ -202,12 +187,10 @@ class SweepSpec:
     """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
 
     def __post_init__(self):
-        if not str(self.model).strip():
+        if not str(self.base.get("model") or "").strip():
             raise InputError("model: choose a preset, a local folder with config.json, or a Hub id")
-        if not str(self.dataset).strip():
+        if not str(self.base.get("dataset") or "").strip():
             raise InputError("dataset: give a dataset, e.g. synthetic:shapes")
-        if self.mode not in MODES:
-            raise InputError(f"mode: must be one of {', '.join(MODES)}, got '{self.mode}'")
         if not self.ratios:
             raise InputError("ratios: give at least one ratio V:P:L, e.g. 1:1:1,1:4:1")
         # canonical order, so the same sweep typed in another order gets the same id and the same job ids
@@ -239,7 +222,7 @@ class SweepSpec:
             raise InputError(f"sweep: {n} jobs is more than the {MAX_JOBS} one sweep may queue")
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")):
             raise InputError(f"name: '{self.name}' must be a plain name (no '/', not starting with '.')")
-        _check_train_fields(self.train)
+        _check_base_fields(self.base)
         if self.retrieval is not None:
             if not isinstance(self.retrieval, int) or not 2 <= self.retrieval <= 5000:
                 raise InputError(f"retrieval: the number of image-caption pairs must be in 2..5000, got {self.retrieval!r}")
@@ -253,27 +236,28 @@ class SweepSpec:
         if self.search and self.gpus_per_node > 1:
             raise InputError("search: successive halving runs one process per job; use --gpus-per-job 1")
         # every job's settings validate exactly as `train` validates them: build the first one now
-        sample = self.job_settings(ratio=self.ratios[0], budget=self.budgets[0], seed=self.seeds[0]).changed()
-        object.__setattr__(self, "train", {k: sample[k] for k in sorted(self.train) if k in sample})
+        sample = self.settings.changed()
+        object.__setattr__(self, "base", {k: sample[k] for k in sorted(self.base) if k in sample})
         if self.eval_split:
             self.eval_settings(adapter=str(adapters_dir()))
-            train_split = self.train.get("split", TrainSettings.defaults()["split"])
-            if self.eval_split == train_split and not self.train.get("holdout"):
+            train_split = self.settings.split
+            if self.eval_split == train_split and not self.settings.holdout:
                 raise InputError(f"eval split: the jobs train on split '{train_split}' and would be evaluated on it "
                                  f"(their own training questions); evaluate on another split (--eval-split) or hold "
                                  f"out images of it (--holdout 0.1)")
 
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
-              mode: str = "rank", targets: str = "", alpha_rule: str = "scaled", alpha=2.0,
-              train: dict | None = None, evaluate: bool = True, eval_split: str | None = "validation",
+              mode: str | None = None, targets: str | None = None, alpha_rule: str | None = None, alpha=None,
+              train: dict | None = None, evaluate: bool = True, eval_split: str | None = EVAL_SPLIT,
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
               max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
               reference: bool = True, design: str | None = None, search=None, retrieval=None,
               retrieval_dataset: str | None = None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
-        `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"}.
+        `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"};
+        `model`, `dataset`, `mode`, `targets`, `alpha_rule` and `alpha` (--alpha) are such fields too.
         `gpus_per_job=None` means one GPU per job when the machine has any, else CPU jobs. With
         `executor="slurm"`, `slurm` is a SlurmResources (or its dict); GPUs per node left open become 1 when
         the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
@@ -293,7 +277,8 @@ class SweepSpec:
 
             search = Search.parse(search, max_steps=(train or {}).get("max_steps")).to_dict()
         model, dataset = str(model or "").strip(), str(dataset or "").strip()
-        train = {k: v for k, v in dict(train or {}).items() if v is not None}
+        train = {k: v for k, v in {**dict(train or {}), "mode": mode, "targets": targets, "alpha_rule": alpha_rule,
+                                   "alpha_value": alpha}.items() if v is not None}
         for key in ("image_dir",):  # jobs run from the project root: pin local paths
             if train.get(key) and Path(str(train[key])).expanduser().exists():
                 train[key] = str(Path(str(train[key])).expanduser().resolve())
@@ -319,10 +304,9 @@ class SweepSpec:
             from toolkit.queue.gpus import detect_gpus
 
             gpus_per_job = 1 if detect_gpus() else 0
-        return cls(model=model, dataset=dataset, ratios=parse_ratios(ratios), budgets=parse_budgets(budget_kind, budgets),
-                   seeds=parse_seeds(seeds, seed_list), mode=mode, targets=targets or "", alpha_rule=alpha_rule,
-                   alpha=_positive_float(alpha, "alpha") or 2.0, train=train,
-                   eval_split=((eval_split or "validation").strip() if evaluate else None), eval_limit=eval_limit,
+        return cls(base={**train, "model": model, "dataset": dataset}, ratios=parse_ratios(ratios),
+                   budgets=parse_budgets(budget_kind, budgets), seeds=parse_seeds(seeds, seed_list),
+                   eval_split=((eval_split or EVAL_SPLIT).strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
                    max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference),
                    design=design or None, search=search or None,
@@ -330,28 +314,54 @@ class SweepSpec:
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
-        """The TrainSettings of one job (validated)."""
+        """The TrainSettings of one job (validated): the base settings at one point of the axes."""
         return TrainSettings.from_dict({
-            **self.train, "model": self.model, "dataset": self.dataset, "ratio": ratio, "mode": self.mode,
-            f"budget_{budget.kind}": budget.value, "targets": self.targets, "alpha_rule": self.alpha_rule,
-            "alpha_value": self.alpha, "seed": seed, "output": output, "resume": True,
-            "expect_lora_sha256": lora_hash})
+            **self.base, "ratio": ratio, f"budget_{budget.kind}": budget.value, "seed": seed, "output": output,
+            "resume": True, "expect_lora_sha256": lora_hash})
+
+    @functools.cached_property
+    def settings(self) -> TrainSettings:
+        """The base settings as TrainSettings (at the first ratio, budget and seed): defaults resolved."""
+        return self.job_settings(ratio=self.ratios[0], budget=self.budgets[0], seed=self.seeds[0])
+
+    @property
+    def model(self) -> str:
+        return self.base["model"]
+
+    @property
+    def dataset(self) -> str:
+        return self.base["dataset"]
+
+    def _data(self) -> dict:
+        s = self.settings
+        return dict(dataset=s.dataset, split=self.eval_split, limit=self.eval_limit, columns=s.columns,
+                    image_dir=s.image_dir, holdout=s.holdout, images_anywhere=s.images_anywhere)
 
     def eval_settings(self, *, adapter: str) -> EvalSettings:
         """The EvalSettings of one job's evaluate step (the training data's columns and image folder)."""
-        return EvalSettings(adapter=adapter, dataset=self.dataset, split=self.eval_split, limit=self.eval_limit,
-                            columns=self.train.get("columns", {}), image_dir=self.train.get("image_dir"),
-                            holdout=self.train.get("holdout"), images_anywhere=self.train.get("images_anywhere", False))
+        return EvalSettings(adapter=adapter, **self._data())
 
     def reference_settings(self) -> EvalSettings:
         """The base model's evaluation on the jobs' questions, under the same quantization as their training."""
-        return EvalSettings(base=self.model, revision=self.train.get("revision"), dataset=self.dataset,
-                            split=self.eval_split, limit=self.eval_limit, columns=self.train.get("columns", {}),
-                            image_dir=self.train.get("image_dir"), holdout=self.train.get("holdout"),
-                            quantize=self.train.get("quantize"), images_anywhere=self.train.get("images_anywhere", False))
+        return EvalSettings(base=self.model, revision=self.settings.revision, quantize=self.settings.quantize,
+                            **self._data())
+
+    @classmethod
+    def from_normalised(cls, stored: dict, **change) -> SweepSpec:
+        """The spec of a sweep stored as `normalised()` (the store's sweeps table), with `change` applied."""
+        d = {k: v for k, v in stored.items() if k in cls.__dataclass_fields__}
+        base = {**(stored.get("train") or {}), **{name: stored[key] for name, key in TOP_LEVEL.items() if key in stored}}
+        d.update(base=base, ratios=tuple(stored["ratios"]), seeds=tuple(stored.get("seeds") or (0,)),
+                 budgets=tuple(Budget(k, v) for k, v in stored["budgets"]))
+        return cls(**{**d, **change})
 
     def normalised(self) -> dict:
         d = asdict(self)
+        defaults = TrainSettings.defaults()
+        train = dict(d.pop("base"))
+        for name, key in TOP_LEVEL.items():
+            d[key] = train.pop(name, defaults[name])
+        d["train"] = train
         d["ratios"], d["seeds"] = list(self.ratios), list(self.seeds)
         d["budgets"] = [[b.kind, b.value] for b in self.budgets]
         for key in ("max_attempts", "executor", "slurm"):  # how and where it runs does not change what it computes
@@ -478,13 +488,12 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
     except InputError:
         raise InputError(f"adapters folder: cannot write to '{root}'; set CMBA_ADAPTERS_DIR (or --output) to a "
                          "writable folder") from None
-    first = spec.job_settings(ratio=spec.ratios[0], budget=spec.budgets[0], seed=spec.seeds[0])
-    structure = structure or first.load_structure()
+    structure = structure or spec.settings.load_structure()
     sweep_id = spec.sweep_id
     model = _slug(spec.name or spec.model)
     jobs = []
     tolerance = BUDGET_TOLERANCE if budget_tolerance is None else budget_tolerance
-    allow = bool(spec.train.get("allow_budget_error")) if allow_budget_error is None else allow_budget_error
+    allow = spec.settings.allow_budget_error if allow_budget_error is None else allow_budget_error
     warnings = []
     for budget in spec.budgets:
         def allocate(ratio, budget=budget):

@@ -1,6 +1,6 @@
 """Training one allocation: settings, model loading, the engine, checkpoints, distributed launch, the demo model.
 
-    settings.py     `TrainSettings` / `EvalSettings`: one dataclass each, the model's defaults, the allocation check
+    settings.py     the settings tree of a run (`TrainSettings`) and an evaluation (`EvalSettings`); model defaults
     engine.py       `train(settings)` behind `python -m toolkit train`: plan, setup, resume, fit, finalize
     modeling.py     loading the base model (precision, 4-bit) and applying the calculator's LoraConfig
     processors.py   loading the processor with or without torchvision; one-line load errors

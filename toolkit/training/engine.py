@@ -1,6 +1,6 @@
 """Train one LoRA adapter for one allocation (the engine behind `python -m toolkit train` and the job system).
 
-    >>> settings = TrainSettings(model="demo", dataset="synthetic:shapes?n=2000", spec=AllocationSpec(...),
+    >>> settings = TrainSettings(model="demo", dataset="synthetic:shapes?n=2000", ratio="1:4:1", budget_rank=8,
     ...                          max_steps=200, output="adapters/demo-1-4-1-s0")
     >>> result = train(settings)                       # adapters/demo-1-4-1-s0/{adapter files, cmba.json}
 
@@ -30,7 +30,6 @@ the same for both.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -165,9 +164,6 @@ def plan(settings: TrainSettings, *, ctx, log) -> Setup:
     """Settings -> structure, allocation, data, output folder (created or cleared by the main process): everything
     but the model, which `setup` loads and a pack (toolkit.training.pack) loads once for all its arms. A folder
     that already holds the finished run stops here (`complete`)."""
-    from toolkit.calculator.allocation import allocate, audit
-    from toolkit.calculator.architectures import ComponentPatterns
-    from toolkit.calculator.structure import load_structure
     from toolkit.data.sources import load_vqa
     from toolkit.paths import adapters_dir
 
@@ -176,13 +172,8 @@ def plan(settings: TrainSettings, *, ctx, log) -> Setup:
     if settings.quantize == "4bit":
         check_bitsandbytes(device)
 
-    patterns = ComponentPatterns.parse(settings.patterns) if settings.patterns else None
-    structure = load_structure(settings.model, patterns=patterns, revision=settings.revision)
-    if settings.audit_ranks is not None:
-        allocation = audit(structure, settings.audit_ranks, budget=settings.audit_budget, targets=settings.targets,
-                           alpha=settings.alpha)
-    else:
-        allocation = allocate(structure, settings.spec)
+    allocation = settings.allocation()  # computed once per settings object (the CLI's check computed it already)
+    structure = settings.structure
     data = load_vqa(settings.dataset, split=settings.split, limit=settings.limit, columns=settings.columns,
                     image_dir=settings.image_dir, revision=settings.dataset_revision, config=settings.dataset_config,
                     sample_seed=settings.sample_seed, holdout=settings.holdout, part="train",
@@ -308,11 +299,7 @@ def train(settings: TrainSettings, *, log=_log, stop_after: int | None = None, k
 
 
 def _settings_doc(s: TrainSettings) -> dict:
-    doc = {}
-    for f in dataclasses.fields(s):
-        v = getattr(s, f.name)
-        doc[f.name] = v if isinstance(v, str | int | float | bool | type(None) | dict | list | tuple) else repr(v)
-    return doc
+    return s.to_dict()
 
 
 def finish(out: Path, peft_model, settings, structure, allocation, data_info, *, precision, result) -> dict:
