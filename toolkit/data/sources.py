@@ -1,29 +1,31 @@
 """VQA data from three kinds of source, as one sequence of `VQARecord`s.
 
     >>> ds = load_vqa("synthetic:shapes?n=2000&seed=0", split="train")
-    >>> ds = load_vqa("lmms-lab/VQAv2", split="validation", limit=500)        # Hub id (online)
-    >>> ds = load_vqa("/data/vqav2_parquet", split="validation", limit=500)   # local `datasets` folder
+    >>> ds = load_vqa("lmms-lab/VQAv2", split="validation", holdout=0.1)     # Hub id (online, or its cache offline)
+    >>> ds = load_vqa("/data/VQAv2", split="validation", limit=500)           # downloaded: data/<split>-*.parquet
     >>> ds = load_vqa("/data/my_vqa.jsonl", image_dir="/data/images")         # JSONL + image folder
     >>> ds[0].question, ds[0].answers, ds.info.to_dict()
 
 A record has `question_id`, `image`, `question`, `answers` (1-10 human answers), and optionally
 `answer_type` and `question_type` (DESIGN.md, Data). Column names are found automatically for the usual
-layouts (VQAv2 mirrors such as lmms-lab/VQAv2 and HuggingFaceM4/VQAv2 keep `answers` as a list of
-`{"answer", "answer_confidence", "answer_id"}`); anything else is mapped with `columns`, e.g.
-`{"question": "query", "answers": "labels"}` (CLI: `--columns question=query,answers=labels`).
+layouts (VQAv2 copies such as lmms-lab/VQAv2 keep `answers` as a list of `{"answer", "answer_confidence",
+"answer_id"}`, saved copies of HuggingFaceM4/VQAv2 as a `Sequence` of them); anything else is mapped with
+`columns`, e.g. `{"question": "query", "answers": "labels"}` (CLI: `--columns question=query,answers=labels`).
+`datasets` sources are opened by toolkit.data.hf_datasets (a missing split, a loading script, the Hub offline).
 
 `limit` takes a deterministic subset: `sample_seed` (not the training seed) picks which records, so every run
 of a sweep trains and evaluates on the same questions. `holdout=0.1` splits one split by image before `limit`
 (`part="train"` keeps about 90 % of the images, `part="holdout"` the other 10 %; toolkit.data.hygiene), so a
-study can train and evaluate on one split without sharing an image.
+study can train and evaluate on one split without sharing an image. lmms-lab/VQAv2 has validation, testdev and
+test, no train, and its test splits withhold their answers: train and evaluate on parts of validation.
 
 Every record also has an `image_id` that names its image without decoding it (synthetic: the scene; JSONL: the
 image's path relative to the dataset folder; `datasets`: the `image_id` column, else the image's path, else a
 sha1 of its bytes), and `ds.identities()` lists (question_id, image_id) of the selected records cheaply, for
 the hygiene checks (an adapter records what it trained on; evaluation refuses to overlap it).
 
-Sources are validated before anything is trained: missing columns, an empty dataset, records without answers
-and unreadable images are one-line errors (toolkit.data.rows).
+Sources are validated before anything is trained: missing columns, an empty dataset, a split without any answers
+(VQAv2's test and test-dev), records without answers and unreadable images are one-line errors (toolkit.data.rows).
 """
 
 from __future__ import annotations
@@ -159,6 +161,37 @@ def _record(row: dict, columns: dict, index: int, split: str, image_dir: Path | 
     )
 
 
+def _refuse_unanswered(answers, source: str, split: str, splits=()) -> None:
+    """Refuse, in one line, a split none of whose selected records has an answer (VQAv2's test and test-dev withhold
+    theirs): it can be neither trained on nor scored. `answers` is consumed up to the first record that has one;
+    a split where only some records lack answers is refused by toolkit.data.rows.validate_rows."""
+    from toolkit.data.hf_datasets import answered_hint
+
+    n = 0
+    for value in answers:
+        try:
+            if answers_of(value, None):
+                return
+        except InputError:  # a malformed value: validate_rows names its question
+            return
+        n += 1
+    if n:
+        raise InputError(f"split: '{split}' of {source} has no answers in any of its {n:,} records (withheld, as in "
+                         f"VQAv2's test and test-dev, which only the EvalAI server scores), so it can be neither "
+                         f"trained on nor scored; {answered_hint(split, splits)}")
+
+
+def _rows_in_chunks(table, cols: dict, indices: list[int], *, images: int):
+    """(index, row) of a `datasets.Dataset` read 1,000 rows at a time; rows after the first `images` leave the image
+    column out (validate_rows checks only that many images, and VQAv2's embedded images are most of its bytes)."""
+    light = table.select_columns(sorted({cols[f] for f in ("question_id", "question", "answers") if f in cols}))
+    for start in range(0, len(indices), 1000):
+        chunk = indices[start:start + 1000]
+        batch = (table if start < images else light)[chunk]
+        for n, i in enumerate(chunk):
+            yield i, {c: batch[c][n] for c in batch}
+
+
 # ------------------------------------------------------------------------------------------ sources
 
 
@@ -265,6 +298,7 @@ def _jsonl(path: Path, split, limit, sample_seed, columns, image_dir, holdout, p
         return [(str(question_id_of(rows[i], cols, i, split)), image_id_in(rows[i], cols, image_dir, root)) for i in indices]
 
     indices = _select(len(rows), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
+    _refuse_unanswered((rows[i][cols["answers"]] for i in indices), source, split)
     validate_rows(((i, rows[i]) for i in indices), cols, split, image_dir, source, check_images=len(indices),
                   anywhere=anywhere)
 
@@ -279,34 +313,11 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
         anywhere) -> VQADataset:
     import datasets
 
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    path = Path(spec)
-    try:
-        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split not in loaded:
-                    raise InputError(f"split: '{split}' is not a split of '{spec}' (splits: {', '.join(loaded)})")
-                loaded = loaded[split]
-            ds = loaded
-        else:
-            if not path.exists():
-                from toolkit.calculator.structure import _hub_reachable
+    from toolkit.data.hf_datasets import open_split
 
-                if not _hub_reachable():
-                    raise InputError(f"dataset: '{spec}' is not a local file or folder and the Hugging Face Hub is "
-                                     f"unreachable (offline); use synthetic:shapes, a local JSONL file, or a saved dataset folder")
-            ds = datasets.load_dataset(spec, config, split=split, revision=revision)
-    except InputError:
-        raise
-    except ValueError as exc:
-        msg = str(exc).splitlines()[0]
-        if "split" in msg.lower():
-            raise InputError(f"split: '{split}' is not available in '{spec}' ({msg})") from None
-        raise InputError(f"dataset: cannot load '{spec}' ({msg})") from None
-    except (FileNotFoundError, OSError, datasets.exceptions.DatasetNotFoundError) as exc:
-        raise InputError(f"dataset: cannot load '{spec}' ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    path = Path(spec)
+    opened = open_split(spec, split=split, config=config, revision=revision)
+    ds = opened.dataset
     source = f"'{spec}' (split {split})"
     if len(ds) == 0:
         raise InputError(f"dataset: {source} is empty (no records)")
@@ -333,8 +344,12 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
         return out
 
     indices = _select(len(ds), ids, limit=limit, sample_seed=sample_seed, holdout=holdout, part=part, source=source)
-    validate_rows(((i, raw[i]) for i in indices), cols, split, image_dir, source, check_images=VERIFY_LIMIT,
-                  anywhere=anywhere)
+    answer_view = raw.select_columns([cols["answers"]])
+    _refuse_unanswered((v for start in range(0, len(indices), 1000)
+                        for v in answer_view[indices[start:start + 1000]][cols["answers"]]),
+                       spec if not path.exists() else f"'{spec}'", split, opened.splits)
+    validate_rows(_rows_in_chunks(raw, cols, indices, images=VERIFY_LIMIT), cols, split, image_dir, source,
+                  check_images=VERIFY_LIMIT, anywhere=anywhere)
 
     get = _getter(raw, cols, split, image_dir, root, anywhere)
     text_view = raw.select_columns([cols["question"], cols["answers"]])
@@ -347,9 +362,8 @@ def _hf(spec: str, split, limit, sample_seed, columns, image_dir, revision, conf
                 out.append((str(q), VQARecord(None, None, str(q), answers_of(a, None)).answer))
         return out
 
-    revision_seen = revision or getattr(ds.info, "version", None)
     info = DatasetInfo(id=spec, split=split, size=len(indices), source_size=len(ds), limit=limit, kind="datasets",
-                       revision=str(revision_seen) if revision_seen else None, columns=cols, sample_seed=sample_seed,
+                       revision=opened.revision, columns=cols, sample_seed=sample_seed,
                        **_part_info(holdout, part))
     return VQADataset(get, indices, info, ids, texts)
 
