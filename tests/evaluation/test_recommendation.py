@@ -109,3 +109,13 @@ def test_without_a_confirmation_the_answer_is_the_recommendation(tmp_path):
     rec = recommendation.recommend(compare.scan(tmp_path).rows, n_boot=1000)
     assert rec.confirmation is None and rec.final == rec.headline
     assert rec.outcome in ("use", "candidate") and rec.headline.endswith(("1:2:1", "1:2:1: confirm it"))
+
+
+def test_seeds_needed_when_seeds_are_quiet():
+    """The demo study's pooled variances (0.49 points² per seed, 0.010 from questions): scipy's noncentral t returns
+    nan far in its tail (100+ seeds), which read as 'more seeds than is practical' although ~10 seeds do it."""
+    for s in (100, 1000):
+        assert power(seeds=s, seed_var=0.49, question_var=0.010, effect=1.0, alpha=0.0167) > 0.99
+    needed = seeds_needed(seed_var=0.49, question_var=0.010, effect=1.0, alpha=0.0167)
+    assert needed is not None and 8 <= needed <= 14
+    assert power(seeds=needed, seed_var=0.49, question_var=0.010, effect=1.0, alpha=0.0167) >= 0.8

@@ -277,7 +277,10 @@ def power(*, seeds: int, seed_var: float, question_var: float, effect: float, al
     sd = math.sqrt(max(seed_var / seeds + question_var, 1e-300))
     crit = _sp.t.ppf(1 - alpha / 2, df)
     ncp = effect / sd
-    return float(_sp.nct.sf(crit, df, ncp) + _sp.nct.cdf(-crit, df, ncp))
+    value = float(_sp.nct.sf(crit, df, ncp) + _sp.nct.cdf(-crit, df, ncp))
+    if math.isnan(value):  # scipy's noncentral t gives nan far in its tail (ncp ~10): there the normal limit holds
+        value = float(_sp.norm.sf(crit - ncp) + _sp.norm.cdf(-crit - ncp))
+    return value
 
 
 def seeds_needed(*, seed_var: float, question_var: float, effect: float, alpha: float, power_target: float = 0.8,
