@@ -11,6 +11,7 @@
 #     bash bench/controls.sh                          # both controls, 5 seeds (about 15-30 min each on 2 CPU cores)
 #     CONTROLS=positive SEEDS=2 bash bench/controls.sh
 #     CONFIRM=1 bash bench/controls.sh
+#     CONFIRM=1 SEED_LIST=10,11,12,13,14 DATA_SEED=1 bash bench/controls.sh   # a second run: other seeds, other data
 #
 # Everything goes to a throwaway folder (printed); the adapter store and job store are untouched. One summary
 # line per control (JSON) goes to $OUT/summary.jsonl and stdout.
@@ -22,7 +23,10 @@ STEPS=${STEPS:-300}
 BUDGET=${BUDGET:-2}
 CONTROLS=${CONTROLS:-positive negative}
 CONFIRM=${CONFIRM:-0}
-DATASET=${DATASET:-synthetic:shapes?types=color,shape,exist}
+DATA_SEED=${DATA_SEED:-0}
+DATASET=${DATASET:-synthetic:shapes?types=color,shape,exist&seed=$DATA_SEED}
+SEED_LIST=${SEED_LIST:-}
+if [ -n "$SEED_LIST" ]; then seed_flags=(--seed-list "$SEED_LIST"); else seed_flags=(--seeds "$SEEDS"); fi
 ROOT=${OUT:-$(mktemp -d /tmp/cmba-controls.XXXX)}
 mkdir -p "$ROOT"
 
@@ -37,11 +41,15 @@ for control in $CONTROLS; do
     mkdir -p "$CMBA_JOBS_DIR" "$CMBA_ADAPTERS_DIR"
     start=$(date +%s)
     $PY -m toolkit sweep --model "$model" --dataset "$DATASET" --ratios 1:1:1,1:4:1,4:1:1,1:1:4 \
-        --seeds "$SEEDS" --budget-rank "$BUDGET" --max-steps "$STEPS" --batch-size 16 --eval-limit 2000 \
+        "${seed_flags[@]}" --budget-rank "$BUDGET" --max-steps "$STEPS" --batch-size 16 --eval-limit 2000 \
         --no-worker --json > "$out/plan.json"
     $PY -m toolkit worker --slots 2 --threads 1 --once
     study_s=$(( $(date +%s) - start ))
     $PY -m toolkit jobs list >&2
+    study_tag=$($PY -c "
+import pathlib, sys
+tags = {p.parent.name for p in pathlib.Path(sys.argv[1]).glob('*/eval/*/results.json')}
+print(sorted(tags)[0] if len(tags) == 1 else '')" "$CMBA_ADAPTERS_DIR")
     $PY -m toolkit compare --baseline 1:1:1 --json > "$out/compare.json"
     $PY -m toolkit compare --baseline 1:1:1 >&2
     confirm_s=""
@@ -68,6 +76,9 @@ import json, pathlib, sys
 tags = {p.parent.name for p in pathlib.Path(sys.argv[1]).glob('*/eval/*/results.json') if '__test__' in p.parent.name}
 print(sorted(tags)[0] if tags else '')" "$CMBA_ADAPTERS_DIR")
             $PY -m toolkit compare --baseline 1:1:1 --dataset "$tag" --json > "$out/confirmation.json" || true
+            # the study's answer again, now with its confirmation (found from the confirmation's runs)
+            $PY -m toolkit compare --baseline 1:1:1 --dataset "$study_tag" --json > "$out/final.json" || true
+            $PY -m toolkit compare --baseline 1:1:1 --dataset "$study_tag" >&2 || true
         fi
     fi
     $PY - "$control" "$model" "$out" "$study_s" "$confirm_s" <<'EOF' | tee -a "$ROOT/summary.jsonl"
@@ -101,6 +112,10 @@ def summary(path):
 line = {"control": control, "model": model, "study_s": int(study_s), **summary(out / "compare.json")}
 if confirm_s:
     line["confirmation"] = {"wall_s": int(confirm_s), **(summary(out / "confirmation.json") or {})}
+    final = out / "final.json"
+    if final.is_file():
+        rec = json.loads(final.read_text()).get("recommendation") or {}
+        line["final"] = {k: rec.get(k) for k in ("final", "confirmation")}
 print(json.dumps(line))
 EOF
 done
