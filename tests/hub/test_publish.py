@@ -462,10 +462,11 @@ def test_page_previews_the_card_and_pushes_with_a_password_field(adapter, hub):
     repo_box.set_value("alice/bad--name").run()
     assert [e.value for e in at.error][0].startswith("repo-id: 'alice/bad--name'") and at.button[0].disabled
     repo_box.set_value(REPO).run()
-    assert not at.error and not at.button[0].disabled
+    assert not at.error and at.button[0].disabled  # no token yet (the hub fixture sets none in HF_TOKEN)
     assert any(f'from_pretrained(base, "{REPO}")' in m.value for m in at.markdown)
 
     token_box.set_value(hub.write_token).run()
+    assert not at.button[0].disabled
     at.button[0].click().run()  # the page passes no endpoint: HF_ENDPOINT, set by the hub fixture
     assert not at.exception and not at.error
     assert [s.value for s in at.success][0].startswith(f"Published {hub.url}/{REPO}")

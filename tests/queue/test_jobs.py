@@ -299,7 +299,7 @@ def test_sweep_submission_is_idempotent(env, demo_structure):
     train, evaluate = job.steps
     assert train[:5] == ("{python}", "-m", "toolkit", "train", "--settings-json")
     settings = TrainSettings.from_json(train[5])  # the job's settings are data, stored beside its steps
-    assert settings.resume and settings.ratio == "1:4:1" and settings.max_steps == 20 and settings.seed == 1
+    assert settings.resume and str(settings.ratio) == "1:4:1" and settings.max_steps == 20 and settings.seed == 1
     assert settings.to_dict() == job.settings["train"] and settings.expect_lora_sha256 == job.lora_sha256
     assert evaluate[3:5] == ("evaluate", "--settings-json") and json.loads(evaluate[5])["split"] == "validation"
     assert job.ranks[1] > job.ranks[0] and job.params > 0  # allocation shown before submitting
