@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers.adapters import pattern, write_adapter
+from tests.helpers.adapters import designed_store, pattern, write_adapter
 from toolkit.evaluation import compare, recommendation
 from toolkit.evaluation.calibration import Scenario, rates
 from toolkit.evaluation.stats import power, seeds_needed, two_level_bootstrap
@@ -75,15 +75,7 @@ def test_questions_on_one_image_are_resampled_together():
 def _study(folder, *, confirm: tuple[int, int] | None):
     """A centroid study (2 seeds, peak at 1:2:1) and, with `confirm` = (1:2:1 correct, 1:1:1 correct), its
     confirmation: 3 fresh seeds of both on another eval set."""
-    from toolkit.study.design import Design
-
-    best = np.array([1, 2, 1]) / 4
-    for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
-        w = np.array([float(v) for v in r.split(":")])
-        acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
-        for s in (0, 1):
-            write_adapter(folder, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
-                          accs=pattern(round(400 * acc) + s, offset=5 * s))
+    designed_store(folder)
     if confirm:
         for s in (2, 3, 4):
             for ratio, correct in (((1, 2, 1), confirm[0]), ((1, 1, 1), confirm[1])):

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers.adapters import designed_store
 from toolkit.evaluation.charts import ternary_chart
 from toolkit.evaluation.recommendation import recommend_points
 from toolkit.evaluation.surface import (
@@ -131,19 +132,6 @@ def test_ternary_chart_layers_the_surface_arms_region_and_star():
     assert len(spec["layer"]) == 6
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
     assert marks == ["square", "line", "text", "point", "circle", "point"]
-
-
-def designed_store(folder) -> None:
-    """Centroid arms + three interior ones, 2 seeds each, accuracies peaking at 1:2:1 (per-question 0/1)."""
-    from tests.helpers.adapters import pattern, write_adapter
-
-    best = np.array([1, 2, 1]) / 4
-    for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
-        w = np.array([float(v) for v in r.split(":")])
-        acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
-        for s in (0, 1):
-            write_adapter(folder, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
-                          accs=pattern(round(400 * acc) + s, offset=5 * s))
 
 
 def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):

@@ -70,3 +70,18 @@ def sweep(store: Path, gains: dict[str, tuple[int, int]], seeds=(0, 1, 2), **kw)
             ratio = tuple(float(x) for x in label.split(":"))
             write_adapter(store, f"r{label.replace(':', '-')}-s{s}", ratio=ratio, seed=s,
                           accs=flip(pattern(200 + 4 * s, offset=7 * s), up, down), **kw)
+
+
+def designed_store(folder: Path) -> None:
+    """Centroid arms + three interior ones, 2 seeds each, accuracies peaking at 1:2:1 (per-question 0/1)."""
+    import numpy as np
+
+    from toolkit.study.design import Design
+
+    best = np.array([1, 2, 1]) / 4
+    for r in Design.parse("simplex-centroid").ratios() + ("1:2:1", "2:1:1", "1:1:2"):
+        w = np.array([float(v) for v in r.split(":")])
+        acc = 0.7 - 0.6 * float(np.sum((w / w.sum() - best) ** 2))
+        for s in (0, 1):
+            write_adapter(folder, f"r{r.replace(':', '-')}-s{s}", ratio=tuple(w), seed=s,
+                          accs=pattern(round(400 * acc) + s, offset=5 * s))
