@@ -79,6 +79,18 @@ def training_loss(model, batch: dict):
     inner = _unwrapped(model)  # under torchrun the loop holds a DDP wrapper: the hook goes on the inner head
     if labels is None or not gathers_logits(inner):
         return model(**batch).loss
+    logits, targets, _, misaligned = _labelled_logits(model, inner, batch)
+    if misaligned is not None:  # this architecture feeds its head something else: the full computation from now on
+        _remember(inner, False)
+        return model(**batch).loss
+    return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE)
+
+
+def _labelled_logits(model, inner, batch: dict):
+    """One forward whose LM head runs on the labelled positions only: (logits [N, vocab] in fp32 like
+    ForCausalLMLoss, targets [N], target_mask [B, T-1], None), rows in order; or (None, None, None, the shape the
+    head saw) where this architecture feeds its head something not aligned with the labels."""
+    labels = batch["labels"]
     target_mask = labels[:, 1:] != IGNORE  # [B, T-1]: hidden state t predicts token t+1
     seen: dict = {}
 
@@ -92,16 +104,13 @@ def training_loss(model, batch: dict):
 
     handle = _output_head(inner).register_forward_pre_hook(gather, with_kwargs=True)
     try:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        out = model(**inputs, use_cache=False)
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
     finally:
         handle.remove()
-    if "misaligned" in seen:  # this architecture feeds its head something else: the full computation from now on
-        _remember(inner, False)
-        return model(**batch).loss
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # [N, vocab]; fp32 like ForCausalLMLoss
-    targets = labels[:, 1:][target_mask].to(logits.device)
-    return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE)
+    if "misaligned" in seen:
+        return None, None, None, seen["misaligned"] or "no input"
+    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # [N, vocab]
+    return logits, labels[:, 1:][target_mask].to(logits.device), target_mask, None
 
 
 def training_losses(model, batch: dict, rows: list[int]) -> list:
@@ -131,26 +140,9 @@ def training_losses(model, batch: dict, rows: list[int]) -> list:
                                                             ignore_index=IGNORE))
             row += n_rows
         return losses
-    target_mask = labels[:, 1:] != IGNORE  # [B, T-1]
-    seen: dict = {}
-
-    def gather(module, args, kwargs):
-        hidden = args[0] if args else kwargs.get("input")
-        if hidden is None or hidden.dim() != 3 or tuple(hidden.shape[:2]) != tuple(labels.shape):
-            seen["misaligned"] = None if hidden is None else tuple(hidden.shape)
-            return None
-        picked = hidden[:, :-1][target_mask.to(hidden.device)].unsqueeze(0)  # [1, N, hidden], rows in order
-        return (picked, *args[1:]), kwargs
-
-    handle = _output_head(inner).register_forward_pre_hook(gather, with_kwargs=True)
-    try:
-        out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
-    finally:
-        handle.remove()
-    if "misaligned" in seen:
-        raise ValueError(f"the LM head sees {seen['misaligned']}, not the labels' {tuple(labels.shape)}")
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # [N, vocab]
-    targets = labels[:, 1:][target_mask].to(logits.device)
+    logits, targets, target_mask, misaligned = _labelled_logits(model, inner, batch)
+    if misaligned is not None:
+        raise ValueError(f"the LM head sees {misaligned}, not the labels' {tuple(labels.shape)}")
     counts = [int(c) for c in target_mask.sum(dim=1).tolist()]
     losses, row, first = [], 0, 0
     for n_rows in rows:
