@@ -68,7 +68,13 @@ EOF
         if [ -n "$ratio" ] && [ "$ratio" != "1:1:1" ]; then
             start=$(date +%s)
             sweep=$($PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(d.get('sweep_id') or d.get('sweep') or d.get('id'))" "$out/plan.json")
-            $PY -m toolkit confirm --sweep "$sweep" --ratio "$ratio" --seeds "$SEEDS" --no-worker --json > "$out/confirm.json"
+            # the recommendation's own ratio is confirmed at the size its variance asks for (confirm's default);
+            # a best-measured ratio the study did not recommend at the study's seed count (CONFIRM_SEEDS overrides)
+            named=$($PY -c "import json,sys; r=json.load(open(sys.argv[1])).get('recommendation') or {}; print(r.get('ratio') or '' if isinstance(r, dict) else '')" "$out/compare.json")
+            conf_flags=(--ratio "$ratio")
+            if [ -n "${CONFIRM_SEEDS:-}" ]; then conf_flags+=(--seeds "$CONFIRM_SEEDS"); fi
+            if [ "$named" = "$ratio" ] && [ -z "${CONFIRM_SEEDS:-}" ]; then conf_flags=(); fi
+            $PY -m toolkit confirm --sweep "$sweep" "${conf_flags[@]}" --no-worker --json > "$out/confirm.json"
             $PY -m toolkit worker --slots 2 --threads 1 --once
             confirm_s=$(( $(date +%s) - start ))
             tag=$($PY -c "
@@ -111,7 +117,9 @@ def summary(path):
 
 line = {"control": control, "model": model, "study_s": int(study_s), **summary(out / "compare.json")}
 if confirm_s:
-    line["confirmation"] = {"wall_s": int(confirm_s), **(summary(out / "confirmation.json") or {})}
+    planned = json.loads((out / "confirm.json").read_text())
+    line["confirmation"] = {"wall_s": int(confirm_s), "seeds_per_ratio": len(planned.get("seeds") or []),
+                            **(summary(out / "confirmation.json") or {})}
     final = out / "final.json"
     if final.is_file():
         rec = json.loads(final.read_text()).get("recommendation") or {}

@@ -111,3 +111,40 @@ def test_seeds_needed_when_seeds_are_quiet():
     needed = seeds_needed(seed_var=0.49, question_var=0.010, effect=1.0, alpha=0.0167)
     assert needed is not None and 8 <= needed <= 14
     assert power(seeds=needed, seed_var=0.49, question_var=0.010, effect=1.0, alpha=0.0167) >= 0.8
+
+
+def _arms_study(rng, *, gain: float, sd: float, seeds: int = 5):
+    """Four canonical ratios, `seeds` runs each, 1:4:1 planted `gain` points above the others (seed SD `sd`)."""
+    from toolkit.evaluation.surface import Point
+
+    ratios = [(1, 1, 1), (1, 4, 1), (4, 1, 1), (1, 1, 4)]
+    return [Point(tuple(v / sum(r) for v in r), 60 + (gain if r == (1, 4, 1) else 0) + rng.normal(0, sd), s)
+            for r in ratios for s in range(seeds)]
+
+
+def test_the_confirmation_is_sized_to_detect_a_discounted_gain():
+    from scipy.stats import ttest_ind
+
+    from toolkit.study.confirm import MAX_PLANNED_SEEDS, confirmation_seeds
+
+    rng = np.random.default_rng(5)
+    rec = recommendation.recommend_points(_arms_study(rng, gain=4.0, sd=2.0, seeds=20), n_boot=500)
+    assert rec.ratio == "1:4:1" and rec.confirm
+    planning = max(1.0, (rec.gain + max(rec.gain_ci[0], 0.0)) / 2)
+    assert planning < rec.gain  # the winner's-curse discount: a chosen best is planned for less than it showed
+    n = rec.confirm_seeds
+    assert n is not None and 3 <= n < 20
+    # 20 seeds a ratio estimate the seed SD (2) well: the planned size detects the planning gain at about 80%
+    # (two-sided 0.05), and one seed fewer detects it less often
+    def detected(k):
+        return sum(ttest_ind(planning + rng.normal(0, 2.0, k), rng.normal(0, 2.0, k)).pvalue < 0.05
+                   for _ in range(2000)) / 2000
+    assert 0.72 <= detected(n) <= 0.92 and detected(max(n - 2, 2)) < detected(n)
+    # noisier seeds need more of them
+    noisy = recommendation.recommend_points(_arms_study(np.random.default_rng(5), gain=4.0, sd=4.0, seeds=20),
+                                            n_boot=500)
+    assert noisy.confirm_seeds is None or noisy.confirm_seeds > n
+    # the queued confirmation never uses fewer seeds than the study (nor 3), nor more than the cap
+    assert confirmation_seeds({"seeds": [0, 1, 2, 3, 4]}, 2) == 5
+    assert confirmation_seeds({"seeds": [0, 1]}, None) == 3
+    assert confirmation_seeds({"seeds": [0]}, 500) == MAX_PLANNED_SEEDS

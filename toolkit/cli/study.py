@@ -82,10 +82,11 @@ def cmd_confirm(args) -> int:
 
     store, sweep_id = _store(args)
     from toolkit.calculator.spec import Ratio
-    from toolkit.study.confirm import queue_controls, ratio_to_confirm, sweep_recommendation
+    from toolkit.study.confirm import queue_controls
 
-    ratio = str(Ratio.parse(args.ratio)) if args.ratio else ratio_to_confirm(sweep_recommendation(store, sweep_id))
+    ratio = str(Ratio.parse(args.ratio)) if args.ratio else None
     plan, result = queue_confirmation(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
+    ratio = plan.spec.ratios[0]
     controls = {}
     if args.controls and ratio != "1:1:1":
         controls = queue_controls(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
@@ -125,7 +126,8 @@ def register(sub) -> None:
     p = sub.add_parser("confirm", help="queue the recommended ratio and 1:1:1 with fresh seeds on the report split")
     p.add_argument("--sweep", required=True, help="the study's sweep id (or a prefix)")
     p.add_argument("--ratio", help="confirm this ratio instead of the fitted recommendation")
-    p.add_argument("--seeds", type=_seeds, help="fresh seeds per ratio (default: max(3, the study's))")
+    p.add_argument("--seeds", type=_seeds, help="fresh seeds per ratio (default: what the study's seed "
+                   "variance needs for 80%% power at a discounted gain, at least the study's count and 3, at most 20)")
     p.add_argument("--report-split", help="the split both are evaluated on (default: the search's, else test)")
     p.add_argument("--controls", action="store_true", help="also queue the learning-rate control and the "
                    "alpha-rule axis (rsLoRA, fixed alpha) for the same ratio")

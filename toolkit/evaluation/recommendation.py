@@ -108,6 +108,9 @@ class Recommendation:
     """seeds per ratio to detect +MIN_EFFECT at 80% power (pooled variances, Bonferroni over the candidates)"""
     confirm: bool
     """a confirmation on fresh seeds is worth queueing (the gain is positive)"""
+    confirm_seeds: int | None
+    """seeds per ratio the confirmation needs: 80% power, two-sided at 0.05, for the midpoint of `gain` and its
+    adjusted lower bound (at least +MIN_EFFECT): chosen as the best, the gain is likely an overestimate"""
     confirm_reason: str
     critical: float
     """the band's multiplier: gain ± critical · se"""
@@ -503,6 +506,11 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     if model.kind == "surface" and measured is not None and measured_ci is not None:
         # the surface chose a ratio that was trained: its runs measure the gain, with the arms' own band
         gain, (lo, hi), source = measured, measured_ci, "measured"
+    confirm_seeds = None  # the confirmation's size: sized for a discounted gain (the best of several is optimistic)
+    if cells.pooled_seed_var is not None and gain > 0:
+        planning = max(MIN_EFFECT, (gain + max(lo, 0.0)) / 2)
+        confirm_seeds = seeds_needed(seed_var=2 * cells.pooled_seed_var, question_var=float(row @ cells.cov_q @ row),
+                                     effect=planning, alpha=ALPHA, paired=False)
     what = f"{source} gain {gain:+.2f} points"
     adjusted = (f"95% interval [{lo:+.2f}, {hi:+.2f}], adjusted for choosing it among "
                 + ("the surface's ratios" if source == "fitted" else f"{len(arms_all) - 1} ratios"))
@@ -548,7 +556,8 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
         outcome=outcome, headline=headline, reason=why, ratio=rec_ratio, best=best_label, method=model.kind,
         gain=gain, gain_ci=(lo, hi), gain_source=source, measured_gain=measured, fitted_gain=fitted_gain,
         equivalence=equivalence if math.isfinite(equivalence) else None, seeds_needed=need, confirm=confirm,
-        confirm_reason=confirm_why, critical=crit, df=cells.df_seed, model=model.note, r2=model.r2,
+        confirm_seeds=confirm_seeds if confirm else None, confirm_reason=confirm_why, critical=crit,
+        df=cells.df_seed, model=model.note, r2=model.r2,
         lack_of_fit_p=model.lof_p, n_runs=cells.runs, n_ratios=len({p.proportions for p in final}),
         n_arms=len(arms_all), blocks=blocks, n_boot=n_boot, arms=arms_rows, observed=observed,
         uniform=float(final_mean[_key(UNIFORM)]))

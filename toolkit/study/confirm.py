@@ -64,13 +64,26 @@ def ratio_to_confirm(rec) -> str:
     return rec.ratio
 
 
-def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None):
-    """The SweepSpec of the confirmation of `ratio` against 1:1:1 for a study stored as `stored` (normalised)."""
+MAX_PLANNED_SEEDS = 20
+"""the most seeds per ratio a confirmation is sized to by default (more needs --seeds, said so)"""
+
+
+def confirmation_seeds(stored: dict, planned: int | None = None) -> int:
+    """Seeds per ratio of a confirmation by default: what the study's variance needs for its discounted gain
+    (Recommendation.confirm_seeds), never fewer than the study used (nor 3), at most MAX_PLANNED_SEEDS."""
+    floor = max(3, len(stored.get("seeds") or [0]))
+    return min(MAX_PLANNED_SEEDS, max(floor, planned or 0))
+
+
+def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None,
+                      planned: int | None = None):
+    """The SweepSpec of the confirmation of `ratio` against 1:1:1 for a study stored as `stored` (normalised):
+    `seeds` per ratio when given, else `confirmation_seeds(stored, planned)`."""
     from toolkit.study.sweep import SweepSpec
 
     ratio = str(Ratio.parse(ratio))
     old = list(stored.get("seeds") or [0])
-    n = int(seeds) if seeds else max(3, len(old))
+    n = int(seeds) if seeds else confirmation_seeds(stored, planned)
     if n < 1 or n > 100:
         raise InputError(f"seeds: must be a whole number in 1..100, got {seeds}")
     split = report_split or (stored.get("search") or {}).get("report_split") or "test"
@@ -88,9 +101,20 @@ def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = No
 
     sweep_id = store.resolve_sweep(sweep_id)
     stored = stored_spec(store, sweep_id)
+    rec = None
+    if ratio is None or not seeds:
+        try:
+            rec = sweep_recommendation(store, sweep_id)
+        except InputError:
+            if ratio is None:
+                raise
     if ratio is None:
-        ratio = ratio_to_confirm(sweep_recommendation(store, sweep_id))
-    plan = plan_sweep(confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split))
+        ratio = ratio_to_confirm(rec)
+    # sized by the study's own variance when confirming its recommendation; a ratio of the user's choice has no
+    # planned size (its gain was not the one estimated), so it gets the study's seed count
+    planned = rec.confirm_seeds if rec is not None and rec.ratio == str(Ratio.parse(ratio)) else None
+    plan = plan_sweep(confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split,
+                                        planned=planned))
     return plan, submit_sweep(plan, store=store)
 
 
