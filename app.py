@@ -20,6 +20,7 @@ st.session_state.setdefault("ratio_text", "1:4:1")
 pages = [
     st.Page("app_pages/calculator.py", title="Budget calculator", icon=":material/calculate:", default=True),
     st.Page("app_pages/jobs.py", title="Train & jobs", icon=":material/model_training:"),
+    st.Page("app_pages/study.py", title="Study", icon=":material/science:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/bar_chart:"),
     st.Page("app_pages/publish.py", title="Publish", icon=":material/publish:"),
 ]

@@ -117,7 +117,9 @@ curves = compare.loss_curves(a.rows)
 if curves.empty:
     loss_tab.info("No metrics.jsonl in these adapters.")
 else:
-    loss_tab.altair_chart(charts.loss_chart(curves), width="stretch")
+    each = loss_tab.toggle("Each seed", key="cmp_loss_seeds", help="every seed's own curve, faint, over the band")
+    loss_tab.altair_chart(charts.loss_band_chart(curves, seeds=each), width="stretch")
+    loss_tab.caption("Mean training loss over seeds per ratio; the band spans the lowest to the highest seed.")
 counts = charts.answer_type_counts(a)
 type_tab.altair_chart(charts.answer_type_chart(a, counts), width="stretch")
 if counts:

@@ -55,12 +55,12 @@ def cached_estimate(plan) -> str | None:
     return est.text() if est else None
 
 
-def _time_left(jobs, workers: list[dict], *, search: bool) -> str | None:
+def _time_left(store: JobStore, jobs, workers: list[dict], *, search: bool) -> str | None:
     """The selected sweep's time left (toolkit.study.estimate.time_left) as a caption; the rates measured here are
     read again at most every 30 s, the running jobs' own metrics at every refresh."""
     if all(j.state.finished for j in jobs):
         return None
-    left = estimate.time_left(jobs, _measured(), slots=slots_here(workers))
+    left = estimate.time_left(jobs, _measured(), slots=slots_here(workers), ahead=estimate.queued_ahead(store, jobs))
     return (f"Time left: {left.left_text(search=search)}" if left else
             "Time left: not known yet (no measured rate of this model here); each job's ETA shows from its first steps")
 
@@ -122,7 +122,10 @@ def _loss_chart(jobs, smoothing: float):
     curves = pd.DataFrame(progress_of.loss_curves(jobs, smoothing=smoothing))
     if curves.empty:
         return None
-    base = alt.Chart(curves).encode(x=alt.X("step:Q", title="step"), color=alt.Color("name:N", title="job"))
+    # one colour per ratio (a study has a few; it may have dozens of jobs), one line per job
+    base = alt.Chart(curves.assign(ratio=curves["ratio"].astype(str))).encode(
+        x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
+        color=alt.Color("ratio:N", title="ratio v:p:l"), detail="job:N")
     smoothed = base.mark_line().encode(y=alt.Y("smoothed:Q", title="loss", scale=alt.Scale(zero=False)),
                                        tooltip=["name", "ratio", "seed", "step", alt.Tooltip("loss:Q", format=".4f"),
                                                 alt.Tooltip("smoothed:Q", format=".4f")])
@@ -130,9 +133,10 @@ def _loss_chart(jobs, smoothing: float):
 
 
 def _sweep_actions(store: JobStore, sweep: dict) -> None:
-    """Cancel / retry the whole sweep; once it has ended with results, open it in Compare."""
+    """Cancel / retry the whole sweep; follow it on the Study page; once it has ended with results, open it in
+    Compare."""
     counts, sweep, spec = sweep["counts"], sweep["id"], sweep["spec"]
-    a, b, c = st.columns([1, 1, 3])
+    a, b, d, c = st.columns([1, 1, 1, 2])
     unfinished = counts.get("queued", 0) + counts.get("running", 0)
     retryable = counts.get("failed", 0) + counts.get("cancelled", 0)
     if a.button("Cancel sweep", disabled=not unfinished, key="jobs_cancel_sweep",
@@ -145,6 +149,13 @@ def _sweep_actions(store: JobStore, sweep: dict) -> None:
         worker = ensure_worker()
         st.toast(f"Queued {len(done)} job(s) of sweep {sweep[:8]} again"
                  + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
+    if d.button("Open study", key="jobs_open_study", help="this sweep on the Study page: its design, rungs, "
+                "recommendation, confirmation and answer (provisional while any job is unfinished)"):
+        s["study_focus"] = spec.get("confirms") or sweep
+        try:
+            st.switch_page("app_pages/study.py")
+        except StreamlitAPIException:
+            d.info("Open the Study page: it will show this sweep.")
     if counts and not unfinished and counts.get("succeeded"):
         if c.button("Open in Compare", type="primary", key="jobs_open_compare",
                     help="this sweep's model on the Compare page: statistics by ratio and the verdict"):
@@ -186,7 +197,7 @@ def jobs_panel():
     jobs = store.list(sweep=sweep)
     study_ui.search_panel(store, sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
-    if left := _time_left(jobs, workers, search=bool(by_id[sweep]["spec"].get("search"))):
+    if left := _time_left(store, jobs, workers, search=bool(by_id[sweep]["spec"].get("search"))):
         st.caption(left)
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),

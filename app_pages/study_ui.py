@@ -46,7 +46,7 @@ def search_panel(store: JobStore, sweep_id: str) -> None:
         st.dataframe(pd.DataFrame([{"arm": a, "state": t} for a, t in sorted(status["arms"].items())]),
                      hide_index=True, width="stretch")
     else:
-        st.caption("Rung 1 is running: no decision yet.")
+        st.caption("No rung decided yet: rung 1's jobs are queued or training.")
     rec, conf = status.get("recommendation"), status.get("confirmation")
     if rec and "outcome" in rec:
         OUTCOME_BOX[rec["outcome"]](f"**{rec['headline']}**: {rec['reason']}")
@@ -66,13 +66,13 @@ def search_panel(store: JobStore, sweep_id: str) -> None:
 OUTCOME_BOX = {"use": st.success, "candidate": st.info, "none": st.warning}
 
 
-def recommendation_panel(rec, sweeps: list[dict]) -> None:
+def recommendation_panel(rec, sweeps: list[dict], *, confirmation: dict | None = None) -> None:
     """The study's answer (toolkit.evaluation.recommendation.Recommendation): its outcome and reason, the
-    confirmation's outcome where it ran, the ternary plot when the design supports a surface, and one click to
-    queue the confirmation of a candidate for one of the designed sweeps."""
+    confirmation's outcome where it ran (`confirmation`, default the one `rec` found in its rows), the ternary plot
+    when the design supports a surface, and one click to queue the confirmation of a candidate for one of `sweeps`."""
     from toolkit.evaluation import charts
 
-    conf = rec.confirmation or {}
+    conf = confirmation or rec.confirmation or {}
     if conf.get("state") == "confirmed":
         st.success(f"**{conf['text']}**")
     elif conf.get("state") == "not confirmed":
@@ -85,6 +85,8 @@ def recommendation_panel(rec, sweeps: list[dict]) -> None:
     left, right = st.columns([3, 2])
     if rec.method == "surface":
         left.altair_chart(charts.ternary_chart(rec))
+        left.caption("Colour: the fitted accuracy. Circles: the arms as measured (mean over seeds, per rung); red "
+                     "crosses: ratios the data cannot tell from the optimum; red triangle: the recommended ratio.")
     else:
         left.dataframe(readable_arms(rec), hide_index=True, width="stretch")
     if rec.ratio:
@@ -98,7 +100,8 @@ def recommendation_panel(rec, sweeps: list[dict]) -> None:
     if not rec.confirm or not sweeps or conf:
         return
     sweep = right.selectbox("Study sweep", [s["id"] for s in sweeps], key="cmp_confirm_sweep",
-                            format_func=lambda i: f"{i[:8]} · {next(s['spec'].get('design') or 'ratios' for s in sweeps if s['id'] == i)}")
+                            format_func=lambda i: f"{i[:8]} · {next(s['spec'].get('design') or 'ratios' for s in sweeps if s['id'] == i)}") \
+        if len(sweeps) > 1 else sweeps[0]["id"]
     if right.button("Queue confirmation", key="cmp_confirm"):
         from toolkit.queue.lifecycle import ensure_worker
         from toolkit.study.confirm import queue_confirmation

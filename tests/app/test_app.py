@@ -264,3 +264,32 @@ def test_the_forms_bounds_choices_and_defaults_come_from_the_settings(env, offli
     assert tuple(calc.radio(key="alpha_rule").options) == settings_field(AllocationSettings, "alpha_rule").choices
     assert calc.text_input(key="alpha_value").value == f"{settings_field(AllocationSettings, 'alpha_value').default:g}"
     assert tuple(calc.radio(key="rounding").options) == settings_field(AllocationSettings, "rounding").choices
+
+
+STUDY_PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "study.py")
+
+
+@pytest.mark.slow  # the recommendation's and the confirmation's bootstraps, twice: about 20 s
+def test_study_page_is_provisional_until_the_confirmation_ends_then_shows_the_answer_and_allows_publishing(env):
+    from tests.helpers.studies import TEST_TAG, finish, queue_study
+    from toolkit.study.confirm import queue_confirmation
+
+    study = queue_study(env.store, "1:1:1,1:4:1,4:1:1")
+    finish(env.store, study)
+    plan, _ = queue_confirmation(env.store, study)
+    page = AppTest.from_file(STUDY_PAGE, default_timeout=PATIENCE).run()
+    assert not page.exception and not page.error
+    assert [b.label for b in page.selectbox] == ["Study"] and page.selectbox[0].value == study
+    [banner] = [w.value for w in page.warning if "Provisional" in w.value]
+    assert f"{len(plan.jobs)} of " in banner  # the confirmation's jobs, all queued
+    publish = next(b for b in page.button if b.label == "Publish the confirmed adapter")
+    assert publish.disabled
+
+    finish(env.store, plan.sweep_id, tag=TEST_TAG)
+    page = AppTest.from_file(STUDY_PAGE, default_timeout=PATIENCE).run()
+    assert not page.exception and not [w for w in page.warning if "Provisional" in w.value]
+    assert any(x.value.startswith("**Answer: confirmed: use 1:4:1") for x in page.success)
+    publish = next(b for b in page.button if b.label == "Publish the confirmed adapter")
+    assert not publish.disabled
+    publish.click().run()
+    assert page.session_state["publish_adapter"].endswith(tuple(f"s{s}-{plan.sweep_id[:8]}" for s in plan.spec.seeds))

@@ -150,9 +150,14 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     assert left.low_s == left.high_s == pytest.approx(14 + 14 + 10)
     assert (left.low_s, left.high_s) == pytest.approx(
         (lambda e: (e.low_s, e.high_s))(estimate_sweep(plan_jobs(plan), history, slots=1)))
-    assert left.left_text() == "about 0.6 min left for 3 unfinished job(s) on 1 slot(s)"
+    assert left.left_text() == "about 0.6 min for 3 unfinished job(s) on 1 slot(s)"
     assert left.left_text(search=True).endswith("on 1 slot(s) queued so far (the search queues each next rung when "
                                                 "the current one ends)")
+    # another sweep's two jobs queued first hold the one slot before these: their time counts, and is said
+    behind = time_left([second], history, slots=1, ahead=[first, reference])
+    assert behind.low_s == pytest.approx(14 + 14 + 10) and behind.jobs == 1 and behind.ahead == 2
+    assert behind.left_text() == "about 0.6 min for 1 unfinished job(s) on 1 slot(s), behind 2 job(s) of other " \
+                                 "sweeps queued first"
     # the first job trains (step 50 of 100, 4 s so far, its own ETA 2 s): its ETA and its answers are left; its
     # own rate (0.02 s a sample) widens what the queued job may take
     running = dataclasses.replace(first, state=JobState.RUNNING, step_index=0)
@@ -175,5 +180,5 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     probe.save(probe.Probe(record=history[0], steps=6, batch_size=4, questions=32, device="cpu", wall_s=9.0,
                            created=0.0), env.jobs)
     code, out, _ = run_cli("jobs", "list", "--sweep", plan.short_id)
-    assert code == 0 and re.fullmatch(r"time left: about [\d.]+ min left for 3 unfinished job\(s\) on \d+ slot\(s\)",
+    assert code == 0 and re.fullmatch(r"time left: about [\d.]+ min for 3 unfinished job\(s\) on \d+ slot\(s\)",
                                       out.splitlines()[-1]), out

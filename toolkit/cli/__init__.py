@@ -13,7 +13,7 @@
     push.py         `push`: publish an adapter to the Hugging Face Hub
     sweep.py        `sweep`: plan and queue ratios x seeds x budgets (designs, halving searches)
     jobs.py         `jobs list|show|cancel|retry|logs` and `worker`
-    study.py        `search`, `confirm` and `retrieval`: a designed study's report, its confirmation, alignment
+    study.py        `study`, `search`, `confirm` and `retrieval`: a study's answer, a search, its confirmation, alignment
     export.py       `export`: an adapter merged into its base for evaluation harnesses
     import_eval.py  `import-eval`: lmms-eval's per-sample outputs stored as an evaluation of an adapter
     flags.py        command-line flags derived from the settings tree (toolkit/fields.py), defined once

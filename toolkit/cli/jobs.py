@@ -66,7 +66,8 @@ def cmd_jobs_list(args) -> int:
         from toolkit.queue.worker import slots_here
         from toolkit.study import estimate
 
-        left = estimate.time_left(jobs, estimate.measured_here(store), slots=slots_here())
+        left = estimate.time_left(jobs, estimate.measured_here(store), slots=slots_here(),
+                                  ahead=estimate.queued_ahead(store, jobs))
         search = bool((store.sweep_spec(sweep) or {}).get("search"))
         _out(f"time left: {left.left_text(search=search)}" if left else
              "time left: not known yet (no measured rate of this model here; each job's ETA shows from its first steps)")

@@ -1,7 +1,8 @@
-"""CLI commands of designed studies: `search` (a halving search's rungs, survivors and recommendation) and
-`confirm` (queue the recommended ratio and 1:1:1 with fresh seeds on the report split), and `retrieval`
-(the alignment metric of one adapter or base model, toolkit.evaluation.retrieval).
+"""CLI commands of studies: `study` (one study from design to answer, toolkit.study.report), `search` (a halving
+search's rungs, survivors and recommendation), `confirm` (queue the recommended ratio and 1:1:1 with fresh seeds on
+the report split), and `retrieval` (the alignment metric of one adapter or base model, toolkit.evaluation.retrieval).
 
+    python -m toolkit study [--sweep 90f53911] [--json]          # default: the newest study
     python -m toolkit search --sweep 90f53911 [--json]
     python -m toolkit confirm --sweep 90f53911 [--ratio 2:4:1] [--seeds 3] [--report-split test] [--json]
     python -m toolkit retrieval --adapter DIR | --base demo [--dataset synthetic:shapes] [--limit 50] [--json]
@@ -14,11 +15,10 @@ from __future__ import annotations
 import json
 
 from toolkit.errors import InputError
+from toolkit.queue.store import JobStore
 
 
 def _store(args):
-    from toolkit.queue.store import JobStore
-
     store = JobStore(args.jobs_dir) if getattr(args, "jobs_dir", None) else JobStore()
     return store, store.resolve_sweep(args.sweep)
 
@@ -41,6 +41,41 @@ def print_recommendation(rec: dict, confirmation: dict | None = None) -> None:
         print(f"  {conf['text']}")
     elif rec["confirm"]:
         print(f"  confirmation: not run yet ({rec['confirm_reason']}); `python -m toolkit confirm --sweep ID` queues it")
+
+
+def cmd_study(args) -> int:
+    from toolkit.queue.worker import slots_here
+    from toolkit.study import estimate, report
+
+    store = JobStore(args.jobs_dir) if args.jobs_dir else JobStore()
+    if args.sweep:
+        sweep_id = store.resolve_sweep(args.sweep)
+    else:
+        found = report.studies(store)
+        if not found:
+            raise InputError("sweep: no study in this job store yet (queue one with `python -m toolkit sweep`)")
+        sweep_id = found[0]["id"]
+    rep = report.study_report(store, sweep_id, history=estimate.measured_here(store), slots=slots_here())
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+        return 0
+    d, p = rep["design"], rep["progress"]
+    print(f"study {sweep_id[:8]}{' (' + rep['name'] + ')' if rep['name'] else ''} · {d['model']} on {d['dataset']} "
+          f"· budget {d['budget']}")
+    print(f"  design: {d['design']}: {len(d['ratios'])} ratios ({', '.join(d['ratios'])}) × seeds "
+          f"{', '.join(map(str, d['seeds']))}" + (f", {d['max_steps']} steps" if d["max_steps"] else "")
+          + (f"; {d['search']}" if d["search"] else "") + f"; evaluated on {d['eval']}")
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(p["counts"].items()))
+    print(f"  jobs: {p['jobs']} ({counts})" + (f"; time left: {p['time_left']}" if p["time_left"] else ""))
+    for c in rep["confirmations"]:
+        print(f"  confirmation sweep: {c[:8]}")
+    search = rep["search"] or {}
+    for arm, text in sorted((search.get("arms") or {}).items()):
+        print(f"  {arm:<10} {text}")
+    if rep["recommendation"]:
+        print_recommendation(rep["recommendation"], rep["confirmation"])
+    print(f"answer: {rep['final']['text']}")
+    return 0
 
 
 def cmd_search(args) -> int:
@@ -117,6 +152,13 @@ def _seeds(text):
 
 
 def register(sub) -> None:
+    p = sub.add_parser("study", help="one study from design to answer: plan, progress, rungs, recommendation, "
+                                     "confirmation, and the answer (provisional while any job is unfinished)")
+    p.add_argument("--sweep", help="the study's sweep id or a prefix (default: the newest study)")
+    p.add_argument("--jobs-dir", metavar="DIR", help="job store folder (default jobs/ or $CMBA_JOBS_DIR)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_study)
+
     p = sub.add_parser("search", help="a halving search's rungs, survivors, recommendation and confirmation")
     p.add_argument("--sweep", required=True, help="the search's sweep id (or a prefix)")
     p.add_argument("--jobs-dir", metavar="DIR", help="job store folder (default jobs/ or $CMBA_JOBS_DIR)")

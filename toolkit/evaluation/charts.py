@@ -3,6 +3,7 @@ parameters with the Pareto front, training loss curves, accuracy per answer type
 
     >>> a = compare.analyze(compare.scan().rows)
     >>> accuracy_chart(a), pareto_chart(a.rows), loss_chart(compare.loss_curves(a.rows)), answer_type_chart(a)
+    >>> loss_band_chart(compare.loss_curves(a.rows))   # mean per ratio, band over seeds (seeds=True: each one)
 
 Each returns an Altair chart (the page renders it with `st.altair_chart`); the data travel inside the chart.
 The base model's reference accuracy, when the analysis has one, is drawn as a dashed rule.
@@ -31,6 +32,8 @@ def _scale(values) -> alt.Scale:
 
 
 ACCURACY_AXIS = alt.Axis(format=".1f")
+STEP_AXIS = alt.Axis(format="d", tickMinStep=1)
+"""optimizer steps are whole numbers: no fractional ticks on a short run"""
 
 
 def accuracy_chart(a: Analysis) -> alt.LayerChart:
@@ -74,8 +77,31 @@ def pareto_chart(rows: list[dict]) -> alt.LayerChart:
 def loss_chart(curves: pd.DataFrame) -> alt.Chart:
     """Training loss of the compared runs overlaid (`curves` from `loss_curves`), one colour per ratio."""
     return alt.Chart(curves).mark_line().encode(
-        x=alt.X("step:Q"), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="ratio:N", detail="adapter:N",
+        x=alt.X("step:Q", axis=STEP_AXIS), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="ratio:N", detail="adapter:N",
         tooltip=["adapter", "seed", "step", "loss"])
+
+
+def loss_band_chart(curves: pd.DataFrame, *, seeds: bool = False) -> alt.LayerChart:
+    """Training loss per ratio, read at a glance: the mean over seeds as one line per ratio, with a band from the
+    lowest to the highest seed at each step; `seeds` also draws every seed's own curve, faint. `curves` has
+    columns ratio, seed, step, loss (compare.loss_curves, study.progress.loss_curves)."""
+    df = curves.dropna(subset=["loss"]).assign(ratio=lambda d: d["ratio"].astype(str))
+    band = (df.groupby(["ratio", "step"])["loss"].agg(["mean", "min", "max", "count"]).reset_index()
+            .rename(columns={"count": "seeds"}))
+    x = alt.X("step:Q", title="step", axis=STEP_AXIS)
+    color = alt.Color("ratio:N", title="ratio v:p:l")
+    area = alt.Chart(band).mark_area(opacity=0.2).encode(x=x, y=alt.Y("min:Q", title="training loss",
+                                                                      scale=alt.Scale(zero=False)),
+                                                         y2="max:Q", color=color)
+    mean = alt.Chart(band).mark_line(strokeWidth=2).encode(
+        x=x, y="mean:Q", color=color,
+        tooltip=["ratio", "step", "seeds", alt.Tooltip("mean:Q", format=".4f", title="mean loss"),
+                 alt.Tooltip("min:Q", format=".4f"), alt.Tooltip("max:Q", format=".4f")])
+    layers = [area, mean]
+    if seeds:
+        layers.append(alt.Chart(df.assign(seed=df["seed"].astype(str))).mark_line(strokeWidth=0.8, opacity=0.5)
+                      .encode(x=x, y="loss:Q", color=color, detail="seed:N", tooltip=["ratio", "seed", "step", "loss"]))
+    return alt.layer(*layers)
 
 
 def answer_type_counts(a: Analysis) -> dict[str, int]:

@@ -76,7 +76,7 @@ def confirmation_seeds(stored: dict, planned: int | None = None) -> int:
 
 
 def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, report_split: str | None = None,
-                      planned: int | None = None):
+                      planned: int | None = None, confirms: str | None = None):
     """The SweepSpec of the confirmation of `ratio` against 1:1:1 for a study stored as `stored` (normalised):
     `seeds` per ratio when given, else `confirmation_seeds(stored, planned)`."""
     from toolkit.study.sweep import SweepSpec
@@ -90,7 +90,7 @@ def confirmation_spec(stored: dict, *, ratio: str, seeds: int | None = None, rep
     ratios = tuple(dict.fromkeys([ratio, "1:1:1"]))
     return SweepSpec.from_normalised(
         {k: v for k, v in stored.items() if k not in ("design", "search")}, ratios=ratios,
-        seeds=tuple(range(max(old) + 1, max(old) + 1 + n)), eval_split=split,
+        seeds=tuple(range(max(old) + 1, max(old) + 1 + n)), eval_split=split, confirms=confirms,
         name=f"{stored.get('name') or Path(str(stored['model']).rstrip('/')).name}-confirm")
 
 
@@ -114,7 +114,7 @@ def queue_confirmation(store: JobStore, sweep_id: str, *, ratio: str | None = No
     # planned size (its gain was not the one estimated), so it gets the study's seed count
     planned = rec.confirm_seeds if rec is not None and rec.ratio == str(Ratio.parse(ratio)) else None
     plan = plan_sweep(confirmation_spec(stored, ratio=ratio, seeds=seeds, report_split=report_split,
-                                        planned=planned))
+                                        planned=planned, confirms=sweep_id))
     return plan, submit_sweep(plan, store=store)
 
 

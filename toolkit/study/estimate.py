@@ -44,6 +44,8 @@ class Estimate:
     slots: int
     basis: str
     """which measurements it rests on, for the user"""
+    ahead: int = 0
+    """unfinished jobs of other sweeps the queue serves first (counted in the time)"""
 
     def span(self) -> str:
         """'5.1–6.0' (minutes), or one number when both ends round alike."""
@@ -58,7 +60,8 @@ class Estimate:
         whose next rungs are not queued yet."""
         if not self.jobs:
             return "every job has ended"
-        return (f"about {self.span()} min left for {self.jobs} unfinished job(s) on {self.slots} slot(s)"
+        return (f"about {self.span()} min for {self.jobs} unfinished job(s) on {self.slots} slot(s)"
+                + (f", behind {self.ahead} job(s) of other sweeps queued first" if self.ahead else "")
                 + (" queued so far (the search queues each next rung when the current one ends)" if search else ""))
 
 
@@ -214,9 +217,11 @@ def plan_jobs(plan) -> list[JobCost]:
     return [job_cost(j.settings, model=plan.spec.model, gpu=plan.spec.gpus_per_job > 0) for j in plan.jobs]
 
 
-def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
+def time_left(jobs, history: list[RunRecord], *, slots: int, ahead=()) -> Estimate | None:
     """How long the unfinished ones of `jobs` (store Jobs of one sweep) still take, or None when that cannot be
     told (a job trained for epochs, jobs without settings, or no measured rate for a part still to run).
+    `ahead`: unfinished jobs of other sweeps the queue serves first (it is FIFO): they hold the slots before
+    these, so they count in the time (and must be estimable too).
 
     A queued job costs what `estimate_sweep` counts. A running job in training has its own ETA (from its metrics)
     and then its evaluation; one in a later step has its evaluation left (counted whole: steps report no
@@ -225,9 +230,11 @@ def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
     from toolkit import runs
     from toolkit.study.progress import step_name
 
-    waiting = sorted((j for j in jobs if not j.state.finished), key=lambda j: j.state.value != "running")
-    if not waiting:
+    mine = [j for j in jobs if not j.state.finished]
+    if not mine:
         return Estimate(low_s=0.0, high_s=0.0, jobs=0, slots=slots, basis="every job has ended")
+    others = [j for j in ahead if not j.state.finished]
+    waiting = sorted([*others, *mine], key=lambda j: j.state.value != "running")  # stable: queue order after
     if not all(_model(j) for j in waiting):
         return None  # jobs queued without settings (older stores): their work is not known here
     costs = {j.id: job_cost(j.settings, model=_model(j), gpu=j.gpus > 0) for j in waiting}
@@ -250,8 +257,17 @@ def time_left(jobs, history: list[RunRecord], *, slots: int) -> Estimate | None:
             return None
         low.append(span[0])
         high.append(span[1])
-    return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(waiting), slots=slots,
-                    basis="from the rates measured here and the running jobs' own steps")
+    return Estimate(low_s=_makespan(low, slots), high_s=_makespan(high, slots), jobs=len(mine), slots=slots,
+                    basis="from the rates measured here and the running jobs' own steps", ahead=len(others))
+
+
+def queued_ahead(store, jobs) -> list:
+    """Unfinished jobs outside `jobs` that the queue (FIFO: toolkit.queue.store.JobStore.claim) serves before the
+    last unfinished one of `jobs`: they hold the worker's slots first."""
+    ids = {j.id for j in jobs}
+    everything = store.list()  # queue order
+    last = max((i for i, j in enumerate(everything) if j.id in ids and not j.state.finished), default=-1)
+    return [j for j in everything[:last] if j.id not in ids and not j.state.finished]
 
 
 def _model(job) -> str | None:

@@ -185,6 +185,8 @@ class SweepSpec:
     """also measure image-text retrieval on this many image-caption pairs (toolkit.evaluation.retrieval)"""
     retrieval_dataset: str | None = None
     """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
+    confirms: str | None = None
+    """the study sweep whose recommendation this sweep confirms (toolkit.study.confirm), linking the two"""
 
     def __post_init__(self):
         if not str(self.base.get("model") or "").strip():
@@ -371,7 +373,7 @@ class SweepSpec:
                 d.pop(key)
         if d["reference"]:  # the default: ids of sweeps planned before it existed stay as they were
             d.pop("reference")
-        for key in ("design", "search", "retrieval", "retrieval_dataset"):
+        for key in ("design", "search", "retrieval", "retrieval_dataset", "confirms"):
             if not d[key]:
                 d.pop(key)
         return d
