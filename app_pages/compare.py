@@ -65,6 +65,12 @@ except CmbaError as exc:
     st.stop()
 
 st.caption(store.summary())
+running = [j for j in JobStore().list(states=("queued", "running"))
+           if ((j.settings.get("train") or j.settings.get("evaluate") or {}).get("model")
+               or (j.settings.get("evaluate") or {}).get("base")) == a.base_model]
+if running:
+    st.warning(f"**Provisional**: {len(running)} job(s) of {a.base_model} are still queued or running; the figures "
+               "below can change when they finish, and publishing waits until then (the Study page follows them).")
 VERDICT_BOX[a.verdict.label](f"**Verdict: {a.verdict.label}** — {a.verdict.reason}")
 st.dataframe(readable(tables.group_table(a), formats={"p": "{:.4f}", "p (Holm)": "{:.4f}"}), hide_index=True,
              width="stretch")
@@ -78,7 +84,8 @@ if a.best:
     if a.below_base:
         right.warning(f"Every adapter scores below the base model alone ({a.base_reference:.2f}%): "
                       "none is worth publishing.")
-    if right.button("Publish this adapter", type="secondary" if a.below_base else "primary"):
+    if right.button("Publish this adapter", type="secondary" if a.below_base else "primary", disabled=bool(running),
+                    help="disabled while jobs of this model are unfinished" if running else None):
         st.session_state["publish_adapter"] = a.best["path"]
         try:
             st.switch_page("app_pages/publish.py")
