@@ -56,7 +56,7 @@ def format1_folder(root: Path, name: str = "demo-1-4-1-rank8-s0") -> Path:
 def test_format1_folder_still_reads(tmp_path):
     folder = format1_folder(tmp_path)
     doc = runs.read_adapter_doc(folder)
-    assert doc.format == "cmba-adapter/1" and doc.kind == "adapter" and doc.allocation["ratio"] == [1.0, 4.0, 1.0]
+    assert doc.format == "cmba-adapter/1" and doc.kind == "adapter" and doc.allocation.ratio == [1.0, 4.0, 1.0]
     assert doc.to_dict() == ADAPTER and list(doc.to_dict()) == list(ADAPTER)  # nothing lost, same key order
     assert runs.is_complete(folder) and [f for f, _ in runs.list_adapters(tmp_path)] == [folder]
     assert [(m.step, m.loss) for m in runs.read_metrics(folder)] == [(1, 2.0), (2, 1.0), (3, 2.0 / 3)]
@@ -84,6 +84,100 @@ def test_adapter_doc_round_trip_keeps_unknown_keys(tmp_path):
     base = runs.AdapterDoc(kind="base", name="base--demo", base_model={"id": "demo"})
     assert runs.AdapterDoc.from_dict(base.to_dict()) == base
     assert set(base.to_dict()) == {"format", "kind", "name", "base_model"}  # no empty sections written
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """cmba.json as training writes it (`engine.finish`, a stub in place of the PEFT model), for a plain run, a
+    quantized run on a held-out part under torchrun, and a halving snapshot (toolkit.study.rung's result)."""
+    from types import SimpleNamespace
+
+    from toolkit.calculator.structure import load_structure
+    from toolkit.data.sources import DatasetInfo
+    from toolkit.training import engine
+    from toolkit.training.settings import TrainSettings
+
+    class Peft:
+        peft_config = {"default": SimpleNamespace(base_model_name_or_path=None)}
+
+        def save_pretrained(self, folder, safe_serialization):
+            Path(folder).mkdir(parents=True)
+            for name in runs.ADAPTER_FILES:
+                (Path(folder) / name).write_bytes(b"{}")
+
+    root = tmp_path_factory.mktemp("trained")
+    settings = TrainSettings.from_dict({"model": "demo", "dataset": "synthetic:shapes?n=8", "max_steps": 2,
+                                        "ratio": "1:4:1", "budget_rank": 4})
+    structure = load_structure("demo")
+    allocation = settings.allocation(structure)
+    seen = {"questions": 8, "images": 8, "digest": "ab12"}
+    plain = DatasetInfo(id="synthetic:shapes?n=8", split="train", size=8, source_size=8).to_dict()
+    held = DatasetInfo(id="synthetic:shapes?n=8", split="train", size=6, source_size=8, holdout=0.25, part="train")
+    result = {"steps": 2, "train_time_s": 1.5, "samples_per_s": 10.7, "final_loss": 0.5, "peak_memory_bytes": 1 << 20,
+              "peak_memory_kind": "cpu_max_rss", "no_gradient_modules": [], "device": "cpu"}
+    variants = {
+        "plain": (settings, plain, result),
+        "4bit-holdout-torchrun": (settings.replace(quantize="4bit", allow_budget_error=True), held.to_dict(),
+                                  {**result, "distributed": {"world_size": 2, "backend": "gloo"}}),
+        "snapshot": (settings, plain, {"steps": 1, "schedule_steps": 2, "train_time_s": 0.7, "final_loss": 0.9,
+                                       "no_gradient_modules": ["x.lora"], "device": "cpu", "snapshot_of": "/r"}),
+    }
+    for name, (s, data, res) in variants.items():
+        (root / name).mkdir()
+        engine.finish(root / name, Peft(), s, structure, allocation, {**data, "trained_on": seen}, precision="fp32",
+                      result=res)
+    return root
+
+
+@pytest.mark.parametrize("name", ["plain", "4bit-holdout-torchrun", "snapshot"])
+def test_cmba_json_as_training_writes_it_round_trips_byte_for_byte(trained, tmp_path, name):
+    written = (trained / name / runs.ADAPTER_DOC).read_bytes()
+    doc = runs.read_adapter_doc(trained / name)
+    assert isinstance(doc.allocation, runs.AllocationInfo) and doc.allocation.total and doc.training.max_steps
+    optional = {"plain": [doc.dataset.trained_on],
+                "4bit-holdout-torchrun": [doc.training.quantization, doc.training.allow_budget_error,
+                                          doc.dataset.holdout, doc.dataset.part, doc.result.distributed],
+                "snapshot": [doc.result.schedule_steps, doc.result.snapshot_of]}[name]
+    assert None not in optional  # the keys written only sometimes are read into their fields
+    runs.write_adapter_doc(tmp_path, doc)
+    assert (tmp_path / runs.ADAPTER_DOC).read_bytes() == written
+    assert runs.AdapterDoc.from_dict(doc.to_dict()) == doc
+
+
+def test_sections_are_typed_and_keep_what_they_do_not_know():
+    doc = runs.AdapterDoc.from_dict({**ADAPTER, "training": {"seed": 0, "future_knob": [1], "max_steps": 3,
+                                                             "epochs": None}})
+    assert doc.base_model.hub_id is None and doc.base_model.family == "llava" and doc.dataset.size == 200
+    assert doc.allocation.components["projector"]["rank"] == 16 and doc.result.final_loss == 1.2
+    assert doc.training.extra == {"future_knob": [1]} and doc.training.learning_rate is None
+    assert list(doc.to_dict()["training"].items()) == [("seed", 0), ("future_knob", [1]), ("max_steps", 3),
+                                                       ("epochs", None)]  # order, unknown keys and nulls kept
+    base = runs.AdapterDoc(kind="base", name="base--demo")
+    assert base.base_model == runs.BaseModelInfo() and base.to_dict()["base_model"] == {}
+    built = runs.TrainingInfo(seed=1, max_steps=5)  # built in code: a field left None is not written
+    assert built.to_dict() == {"seed": 1, "max_steps": 5} and runs.TrainingInfo.from_dict(built.to_dict()) == built
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ("training", {"seed": 0, "max_steps": "10"}, 'training.max_steps: must be a whole number, got "10"'),
+    ("training", {"gradient_checkpointing": "no"}, "training.gradient_checkpointing: must be true or false"),
+    ("training", {"component_lr": {"projector": "high"}}, "training.component_lr: must be an object with numbers"),
+    ("allocation", {"ratio": [1, "4", 1]}, "allocation.ratio: must be a list of numbers"),
+    ("allocation", {"total": True}, "allocation.total: must be a whole number, got true"),
+    ("allocation", {"components": {"vision": 8}}, "allocation.components: must be an object with objects"),
+    ("base_model", {"id": 7}, "base_model.id: must be a string, got 7"),
+    ("base_model", None, "base_model: must be an object"),
+    ("dataset", {"columns": ["q", "a"]}, "dataset.columns: must be an object"),
+    ("result", {"final_loss": "low"}, 'result.final_loss: must be a number, got "low"'),
+    ("versions", ["3.12"], "versions: must be an object"),
+])
+def test_a_section_of_the_wrong_type_is_a_one_line_error_naming_the_field(tmp_path, section, value, message):
+    (tmp_path / runs.ADAPTER_DOC).write_text(json.dumps({**ADAPTER, section: value}))
+    with pytest.raises(InputError) as info:
+        runs.read_adapter_doc(tmp_path)
+    assert message in str(info.value) and "cmba.json" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(InputError, match=message.split(":")[0].replace(".", r"\.")):
+        runs.AdapterDoc(name="x", **{section: value})
 
 
 def test_run_info_round_trip(tmp_path):

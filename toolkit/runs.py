@@ -20,10 +20,12 @@ not know are kept in `extra`, so a round trip loses nothing. Formats: cmba-adapt
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
+import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -117,14 +119,14 @@ class _Record:
     _optional: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.init and f.name != "extra"}
         return {**{k: v for k, v in out.items() if v is not None or k not in self._optional}, **self.extra}
 
     @classmethod
     def from_dict(cls, doc: dict, *, source: str = ""):
         if not isinstance(doc, dict):
             raise InputError(f"{source or cls.__name__}: not a JSON object")
-        names = {f.name for f in fields(cls)} - {"extra"}
+        names = {f.name for f in fields(cls) if f.init} - {"extra"}
         missing = [f.name for f in fields(cls) if f.name not in doc and MISSING is f.default and MISSING is f.default_factory]
         if missing:
             raise InputError(f"{source or cls.__name__}: missing '{missing[0]}'")
@@ -135,31 +137,245 @@ class _Record:
             raise InputError(f"{source or cls.__name__}: {exc}") from None
 
 
+def _plain(value):
+    return value.to_dict() if isinstance(value, _Record) else value
+
+
 def _need(ok: bool, what: str) -> None:
     if not ok:
         raise InputError(what)
+
+
+_WHAT = {str: ("a string", "strings"), int: ("a whole number", "whole numbers"), float: ("a number", "numbers"),
+         bool: ("true or false", "true or false"), list: ("a list", "lists"), dict: ("an object", "objects")}
+
+
+def _is(value, kind: type) -> bool:
+    """JSON's view of `kind`: a whole number is a number, true and false are neither."""
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+@functools.cache
+def _expected(cls) -> dict[str, tuple[type, type | None]]:
+    """{field: (JSON type, type of its items or values)} of a section, from its annotations (`X | None`)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        if f.init and f.name != "extra":
+            kind = next(a for a in typing.get_args(hints[f.name]) if a is not type(None))
+            out[f.name] = (typing.get_origin(kind) or kind, (typing.get_args(kind) or (None,))[-1])
+    return out
+
+
+@dataclass(frozen=True)
+class _Section(_Record):
+    """A section of cmba.json: every field optional (None where the document leaves it out) and checked against its
+    annotation; a section read from a document keeps that document's keys, their order and its nulls, so an
+    existing cmba.json is written back byte for byte. Built in code, a field left None is not written."""
+
+    extra: dict = field(default_factory=dict)
+    """keys this version does not know, written back unchanged"""
+    _keys: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    """the keys of the document read, in order (None: built in code)"""
+
+    def __post_init__(self):
+        for name, (kind, item) in _expected(type(self)).items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+            if not _is(value, kind) or (item is not None and not all(_is(v, item) for v in items)):
+                what = _WHAT[kind][0] + ("" if item is None else f" of {_WHAT[item][1]}" if kind is list
+                                         else f" with {_WHAT[item][1]} as values")
+                _need(False, f"{name}: must be {what}, got {json.dumps(value, default=str)[:60]}")
+
+    def to_dict(self) -> dict:
+        keys = self._keys or ()
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "extra"}
+        out = {**{k: v for k, v in out.items() if v is not None or k in keys}, **self.extra}
+        return {k: out[k] for k in [*(k for k in keys if k in out), *(k for k in out if k not in keys)]}
+
+    @classmethod
+    def from_dict(cls, doc: dict, *, source: str = ""):
+        """The section `doc`; InputError '<source>.<field>: must be ...' naming the field of a wrong type."""
+        where = source or cls.__name__
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: must be an object")
+        names = set(_expected(cls))
+        try:
+            record = cls(**{k: v for k, v in doc.items() if k in names},
+                         extra={k: v for k, v in doc.items() if k not in names})
+        except InputError as exc:
+            raise InputError(f"{where}.{exc}") from None
+        object.__setattr__(record, "_keys", tuple(doc))
+        return record
 
 
 # ------------------------------------------------------------------------------------------ cmba.json
 
 
 @dataclass(frozen=True)
+class BaseModelInfo(_Section):
+    """cmba.json "base_model": the model an adapter was trained on (or a base reference evaluated)."""
+
+    id: str | None = None
+    """the model as `train --model` named it: a Hub id, a preset (demo) or a local folder"""
+    hub_id: str | None = None
+    """the Hub repository the weights came from; None for presets and local folders"""
+    revision: str | None = None
+    """the Hub revision (branch, tag or commit); None: the default branch"""
+    model_type: str | None = None
+    """transformers' config.model_type (llava, qwen2_vl, ...)"""
+    family: str | None = None
+    """the calculator's architecture family (adapters only)"""
+    weights: str | None = None
+    """where the weights were loaded from: the Hub id or the local folder (adapters only)"""
+
+
+@dataclass(frozen=True)
+class AllocationInfo(_Section):
+    """cmba.json "allocation": the calculator's `Allocation.to_dict()` (toolkit.calculator.result)."""
+
+    model: str | None = None
+    model_type: str | None = None
+    family: str | None = None
+    mode: str | None = None
+    """rank | share | audit"""
+    ratio: list[float] | None = None
+    """the requested vision : projector : language weights"""
+    budget: int | None = None
+    """the budget in trainable parameters (None in audit mode)"""
+    budget_spec: str | None = None
+    """the budget as asked for, in words ("uniform rank 8 equivalent")"""
+    total: int | None = None
+    """trainable parameters allocated"""
+    trainable_params: int | None = None
+    """= total"""
+    budget_error: float | None = None
+    """(total - budget) / budget in percent"""
+    rounding: str | None = None
+    """mixed (per-module floor/ceil mix, budget-exact) or uniform (one integer rank per component)"""
+    granularity: float | None = None
+    """the smallest |budget error| in % that the module sizes guarantee"""
+    full_finetune: list[str] | None = None
+    """components fully fine-tuned instead of LoRA"""
+    achieved_ratio: list[float] | None = None
+    """the ratio of the components' mean ranks"""
+    alpha_rule: dict | None = None
+    """{"rule", "value"}"""
+    components: dict[str, dict] | None = None
+    """{component: {rank, mean_rank, target_rank, rank_step, full, alpha, params, modules, target_kind,
+    share_of_budget, share_of_model, capped_modules}}"""
+    warnings: list[str] | None = None
+    lora_config: dict | None = None
+    """the `peft.LoraConfig` arguments"""
+    module_detail: list[dict] | None = None
+    """per-module allocations (`to_dict(with_modules=True)` only)"""
+
+
+@dataclass(frozen=True)
+class TrainingInfo(_Section):
+    """cmba.json "training": `TrainSettings.hyperparameters()` with the precision used, the steps trained and the
+    quantization (toolkit.training.engine.finish)."""
+
+    seed: int | None = None
+    max_steps: int | None = None
+    """steps trained (a halving snapshot: the step it was taken at)"""
+    epochs: float | None = None
+    """the length asked for in epochs (None when max_steps was given)"""
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    learning_rate: float | None = None
+    component_lr: dict[str, float] | None = None
+    """{component: learning rate} of the components with their own"""
+    warmup_ratio: float | None = None
+    weight_decay: float | None = None
+    lora_dropout: float | None = None
+    max_grad_norm: float | None = None
+    precision: str | None = None
+    """the precision trained in (fp32, bf16, fp16), resolved from auto"""
+    quantize: str | None = None
+    """4bit (QLoRA) or None"""
+    gradient_checkpointing: bool | None = None
+    group_by_length: bool | None = None
+    checkpoint_every: int | None = None
+    quantization: dict | None = None
+    """what was quantized, how (toolkit.training.modeling.quantization_doc); only with quantize"""
+    allow_budget_error: bool | None = None
+    """true when the allocation was accepted more than 1 % off its budget; absent otherwise"""
+
+
+@dataclass(frozen=True)
+class DatasetInfo(_Section):
+    """cmba.json "dataset": the training data (toolkit.data.sources.DatasetInfo) and what the run trained on."""
+
+    id: str | None = None
+    revision: str | None = None
+    split: str | None = None
+    size: int | None = None
+    """records used (after holdout and limit)"""
+    source_size: int | None = None
+    """records in the split before holdout and limit"""
+    limit: int | None = None
+    sample_seed: int | None = None
+    """the seed that picked the limit subset"""
+    columns: dict | None = None
+    """the column mapping of a dataset with other column names"""
+    holdout: float | None = None
+    """fraction of the split's images held out; absent for the whole split"""
+    part: str | None = None
+    """with holdout: train or holdout (the part of the split trained on)"""
+    trained_on: dict | None = None
+    """{"questions", "images", "digest"} of trained_on.json (toolkit.data.hygiene.TrainedOn.summary)"""
+
+
+@dataclass(frozen=True)
+class ResultInfo(_Section):
+    """cmba.json "result": how the training went (toolkit.training.engine.finalize, toolkit.study.rung)."""
+
+    steps: int | None = None
+    """optimizer steps trained"""
+    schedule_steps: int | None = None
+    """a halving snapshot's full schedule (its learning rate followed that); absent for a finished run"""
+    train_time_s: float | None = None
+    samples_per_s: float | None = None
+    final_loss: float | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str | None = None
+    """what peak_memory_bytes measures (cuda_max_allocated, cpu_max_rss, ...)"""
+    no_gradient_modules: list[str] | None = None
+    """modules with LoRA that received no gradient"""
+    device: str | None = None
+    """cpu, cuda, mps"""
+    distributed: dict | None = None
+    """world_size, backend, per-device batch (torchrun only)"""
+    snapshot_of: str | None = None
+    """a halving snapshot: the run folder it was taken from"""
+
+
+_SECTIONS = {"base_model": BaseModelInfo, "allocation": AllocationInfo, "training": TrainingInfo,
+             "dataset": DatasetInfo, "result": ResultInfo}
+
+
+@dataclass(frozen=True)
 class AdapterDoc(_Record):
-    """cmba.json: what an adapter (or a base-model reference) is and how it was made."""
+    """cmba.json: what an adapter (or a base-model reference) is and how it was made. Its sections are typed
+    records (a dict given for one is read as that record); `versions` stays {package: version}."""
 
     format: str = FORMAT
     kind: str = "adapter"
     """"adapter" (trained) or "base" (a base model's reference evaluations)"""
     name: str = ""
     created: str | None = None
-    base_model: dict = field(default_factory=dict)
-    """id, hub_id, revision, model_type (+ family, weights for adapters)"""
-    allocation: dict | None = None
-    """the calculator's Allocation.to_dict(): ratio, mode, budget, components, total, ..."""
-    training: dict | None = None
-    dataset: dict | None = None
-    result: dict | None = None
+    base_model: BaseModelInfo = field(default_factory=BaseModelInfo)
+    allocation: AllocationInfo | None = None
+    training: TrainingInfo | None = None
+    dataset: DatasetInfo | None = None
+    result: ResultInfo | None = None
     versions: dict | None = None
+    """{package: version} at training time"""
     extra: dict = field(default_factory=dict)
     """keys this version does not know, written back unchanged"""
 
@@ -170,8 +386,13 @@ class AdapterDoc(_Record):
         _need(self.kind in KINDS, f"kind: '{self.kind}' is not one of {', '.join(KINDS)}")
         _need(self.format in READABLE_FORMATS, f"format: '{self.format}' is not readable by this version "
                                                f"(reads {', '.join(READABLE_FORMATS)})")
-        for name in ("base_model", "allocation", "training", "dataset", "result", "versions"):
-            _need(isinstance(getattr(self, name), dict | None), f"{name}: must be an object")
+        for name, kind in _SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, kind.from_dict(value, source=name))
+            else:
+                _need(isinstance(value, kind) or (value is None and name != "base_model"), f"{name}: must be an object")
+        _need(isinstance(self.versions, dict | None), "versions: must be an object")
 
 
 @dataclass(frozen=True)
