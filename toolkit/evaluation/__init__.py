@@ -7,6 +7,7 @@ study's recommendation.
     stats.py           t-intervals (scipy.stats), the two-level bootstrap (images clustered), Holm, power, seeds needed
     verdict.py         which runs pool as seeds (the settings fingerprint), the records and rules of the verdict
     compare.py         the comparison across adapters: the store's rows, groups, tests against the baseline, verdict
+    rows.py            `ComparisonRow`: the keys of a comparison row (one evaluation of one adapter), documented
     tables.py          the comparison's tables and exports (JSON, CSV)
     charts.py          Altair charts of a comparison and of the recommendation's ternary plot
     surface.py         Scheffé mixture surfaces over the ratio's proportions, simplex grids, simple ratios

@@ -34,6 +34,7 @@ from toolkit import runs
 from toolkit.calculator.checks import BUDGET_TOLERANCE, spend_mismatch
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
+from toolkit.evaluation.rows import ComparisonRow
 from toolkit.evaluation.scoring import question_accuracy
 from toolkit.evaluation.stats import (
     BOOT_SEED,
@@ -75,7 +76,7 @@ class Store:
     """What `scan` found: one row per (adapter, evaluation) and every folder it could not use."""
 
     folder: str
-    rows: list[dict] = field(default_factory=list)
+    rows: list[ComparisonRow] = field(default_factory=list)
     no_cmba: list[str] = field(default_factory=list)
     """folders without cmba.json: still training, failed, or not adapters"""
     not_evaluated: list[str] = field(default_factory=list)
@@ -102,31 +103,28 @@ def ratio_key(ratio, mode: str = "rank") -> tuple:
     return (mode, *(round(float(w) / low, 6) for w in ratio))
 
 
-def _row(folder: Path, cmba: dict, tag: str, results: dict) -> dict:
-    base = cmba.get("base_model") or {}
-    alloc = cmba.get("allocation") or {}
-    training, result, data = cmba.get("training") or {}, cmba.get("result") or {}, results.get("dataset") or {}
-    scores = results["scores"]
-    kind = cmba.get("kind", "adapter")
-    if kind != "base" and not alloc.get("ratio"):
+def _row(folder: Path, doc: runs.AdapterDoc, tag: str, results: runs.EvalResult) -> ComparisonRow:
+    base, alloc = doc.base_model, doc.allocation or runs.AllocationInfo()
+    training, result = doc.training or runs.TrainingInfo(), doc.result or runs.ResultInfo()
+    data, scores, kind = results.dataset, results.scores, doc.kind
+    if kind != "base" and not alloc.ratio:
         raise ValueError("an adapter's cmba.json needs allocation.ratio")
-    comps = alloc.get("components") or {}
+    comps = alloc.components or {}
     return {
-        "name": cmba.get("name") or folder.name, "kind": kind, "path": str(folder), "eval_tag": tag,
-        "base_model": base.get("hub_id") or base.get("id") or results.get("base_model"),
-        "base_model_id": base.get("id") or results.get("base_model"),
+        "name": doc.name, "kind": kind, "path": str(folder), "eval_tag": tag,
+        "base_model": base.hub_id or base.id or results.base_model,
+        "base_model_id": base.id or results.base_model,
         "dataset": data.get("id"), "split": data.get("split"), "n": scores.get("n", data.get("n")),
-        "budget": alloc.get("budget"), "budget_spec": alloc.get("budget_spec"), "mode": alloc.get("mode"),
-        "ratio": ratio_label(alloc["ratio"], alloc.get("mode", "rank")) if alloc.get("ratio") else kind,
-        "ratio_values": list(alloc["ratio"]) if alloc.get("ratio") else None,
+        "budget": alloc.budget, "budget_spec": alloc.budget_spec, "mode": alloc.mode,
+        "ratio": ratio_label(alloc.ratio, alloc.mode or "rank") if alloc.ratio else kind,
+        "ratio_values": list(alloc.ratio) if alloc.ratio else None,
         "ranks": ":".join(str(comps[c]["rank"]) for c in ("vision", "projector", "language")) if comps else "",
-        "trainable_params": int(alloc.get("total") or 0), "seed": training.get("seed"),
+        "trainable_params": int(alloc.total or 0), "seed": training.seed,
         "accuracy": float(scores["overall"]), "per_answer_type": dict(scores.get("per_answer_type") or {}),
-        "train_time_s": result.get("train_time_s"), "peak_memory_bytes": result.get("peak_memory_bytes"),
-        "eval_time_s": results.get("eval_time_s"), "created": results.get("created"),
-        "settings": run_settings(cmba) if kind != "base" else {},
-        # a halving rung's snapshot: trained to a step short of its schedule (toolkit.study.rung)
-        "snapshot": bool(result.get("schedule_steps")) and (result.get("steps") or 0) < result["schedule_steps"],
+        "train_time_s": result.train_time_s, "peak_memory_bytes": result.peak_memory_bytes,
+        "eval_time_s": results.eval_time_s, "created": results.created,
+        "settings": run_settings(doc) if kind != "base" else {},
+        "snapshot": bool(result.schedule_steps) and (result.steps or 0) < result.schedule_steps,
     }
 
 
@@ -139,7 +137,7 @@ def scan(folder=None) -> Store:
             store.no_cmba.append(sub.name)
             continue
         try:
-            cmba = runs.read_adapter_doc(sub).to_dict()
+            doc = runs.read_adapter_doc(sub)
         except InputError as exc:
             store.unreadable.append(f"{sub.name}: {runs.ADAPTER_DOC} ({exc})")
             continue
@@ -148,7 +146,7 @@ def scan(folder=None) -> Store:
             store.not_evaluated.append(sub.name)
         for tag in tags:
             try:
-                store.rows.append(_row(sub, cmba, tag, runs.read_evaluation(sub, tag).to_dict()))
+                store.rows.append(_row(sub, doc, tag, runs.read_evaluation(sub, tag)))
             except (ValueError, KeyError, TypeError) as exc:  # InputError is a ValueError
                 store.unreadable.append(f"{sub.name}/{runs.EVAL}/{tag}: {runs.RESULTS} ({type(exc).__name__}: {exc})")
     return store

@@ -2,7 +2,7 @@
 (`run_settings`, `fingerprint`), the records of a ratio's runs (`Group`) and of its test against the baseline
 (`Comparison`), and the rules (`verdict`), by the study's success criterion: more than +1 point over the baseline.
 
-    >>> fingerprint(run_settings(cmba))                   # equal for runs that differ only in seed and allocation
+    >>> fingerprint(run_settings(doc))                    # equal for runs that differ only in seed and allocation
     >>> v = verdict(groups, comparisons, "1:1:1")         # comparisons: {ratio: Comparison}, Holm-adjusted
     >>> v.label, v.reason, v.seeds_needed                 # "positive" | "weak positive" | "negative" | "inconclusive"
 
@@ -19,6 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from toolkit import runs
 from toolkit.evaluation.stats import questions_needed, seeds_needed
 
 MIN_EFFECT = 1.0
@@ -34,22 +35,20 @@ _IGNORED_TRAINING = ("seed", "checkpoint_every", "gradient_checkpointing")
 """training keys that do not change what is learned (gradient checkpointing recomputes the same values)"""
 
 
-def run_settings(cmba: dict) -> dict:
+def run_settings(doc: runs.AdapterDoc) -> dict:
     """Every setting of a run that must be equal for runs to be pooled as seeds of one ratio: cmba.json's
-    training hyper-parameters (all but the seed), the training data (id, revision, split, size, limit,
-    sample seed, columns), the base model, the budget, the mode, the targets, the alpha rule and quantization
-    (a training hyper-parameter). Flat "section.key" names, JSON values."""
-    base, alloc = cmba.get("base_model") or {}, cmba.get("allocation") or {}
-    out = {f"base_model.{k}": base.get(k) for k in ("id", "hub_id", "revision")}
-    out.update({f"training.{k}": v for k, v in sorted((cmba.get("training") or {}).items())
+    training hyper-parameters (all but the seed; every key the document holds), the training data (id,
+    revision, split, size, limit, sample seed, columns), the base model, the budget, the mode, the targets, the
+    alpha rule and quantization (a training hyper-parameter). Flat "section.key" names, JSON values."""
+    base, alloc, data = doc.base_model, doc.allocation or runs.AllocationInfo(), doc.dataset or runs.DatasetInfo()
+    out = {f"base_model.{k}": getattr(base, k) for k in ("id", "hub_id", "revision")}
+    out.update({f"training.{k}": v for k, v in sorted((doc.training.to_dict() if doc.training else {}).items())
                 if k not in _IGNORED_TRAINING})
-    data = cmba.get("dataset") or {}
-    out.update({f"dataset.{k}": data.get(k) for k in ("id", "revision", "split", "size", "limit", "sample_seed",
-                                                      "columns")})
-    out.update({"allocation.budget": alloc.get("budget"), "allocation.mode": alloc.get("mode"),
-                "allocation.alpha_rule": alloc.get("alpha_rule"),
-                "allocation.targets": {c: (v or {}).get("target_kind")
-                                       for c, v in sorted((alloc.get("components") or {}).items())}})
+    out.update({f"dataset.{k}": getattr(data, k) for k in ("id", "revision", "split", "size", "limit", "sample_seed",
+                                                          "columns")})
+    out.update({"allocation.budget": alloc.budget, "allocation.mode": alloc.mode,
+                "allocation.alpha_rule": alloc.alpha_rule,
+                "allocation.targets": {c: v.get("target_kind") for c, v in sorted((alloc.components or {}).items())}})
     return out
 
 
