@@ -102,17 +102,17 @@ def check_hygiene(folder: Path, data, *, allow_contaminated: bool) -> dict:
     return {"checked": True, **found.to_dict(), "note": note}
 
 
-def read_adapter(folder) -> dict:
+def read_adapter(folder) -> runs.AdapterDoc:
     """cmba.json of a complete adapter folder, or a one-line error."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"adapter: '{folder}' is not a folder")
-    doc = runs.read_adapter_doc(folder).to_dict()
-    if doc.get("kind", "adapter") == "adapter" and not runs.has_weights(folder):
+    doc = runs.read_adapter_doc(folder)
+    if doc.kind == "adapter" and not runs.has_weights(folder):
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         extra = f" (found {', '.join(pickles)}: pickle files are not loaded)" if pickles else ""
         raise InputError(f"adapter: '{folder}' has no adapter_model.safetensors{extra}")
-    if not isinstance(doc.get("base_model", {}).get("id"), str) or not doc["base_model"]["id"]:
+    if not doc.base_model.id:
         raise InputError(f"adapter: '{folder / runs.ADAPTER_DOC}' names no base model (base_model.id)")
     return doc
 
@@ -235,7 +235,7 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     _check_settings(batch_size, max_new_tokens)
     folder = Path(adapter)
     cmba = read_adapter(folder)
-    if cmba.get("kind") == "base":
+    if cmba.kind == "base":
         raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter (use --base)")
     check_adapter_files(folder)
     check_writable(folder)
@@ -243,25 +243,22 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
                           sample_seed=sample_seed, holdout=holdout, images_anywhere=images_anywhere)
     hygiene = check_hygiene(folder, data, allow_contaminated=allow_contaminated)
     quiet_libraries()
-    base = cmba["base_model"]
-    structure = load_structure(base["id"], revision=base.get("revision"))
+    base, quantize = cmba.base_model, (cmba.training or runs.TrainingInfo()).quantize
+    structure = load_structure(base.id, revision=base.revision)
     device = default_device()
-    training = cmba.get("training", {})
     precision = resolve_precision("auto", device)
-    model, processor = load_model(structure, precision=precision, quantize=training.get("quantize"), device=device,
-                                  revision=base.get("revision"))
-    model = load_adapter(model, folder, base["id"])
+    model, processor = load_model(structure, precision=precision, quantize=quantize, device=device,
+                                  revision=base.revision)
+    model = load_adapter(model, folder, base.id)
     tag, scores, predictions, dataset_doc, settings, elapsed = _run(
         model, processor, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
         device=device, log=log)
-    settings.update(precision=precision, quantize=training.get("quantize"),
-                    quantization=quantization_doc(training.get("quantize")))
+    settings.update(precision=precision, quantize=quantize, quantization=quantization_doc(quantize))
     dataset_doc["hygiene"] = hygiene
     if hygiene.get("contaminated"):
         tag += "__contaminated"
         log(hygiene["note"])
-    return _store(folder, tag, cmba.get("name", folder.name), base["id"], dataset_doc, settings, scores, predictions,
-                  elapsed)
+    return _store(folder, tag, cmba.name, base.id, dataset_doc, settings, scores, predictions, elapsed)
 
 
 def base_folder(model: str) -> Path:

@@ -159,8 +159,8 @@ def evaluate_retrieval(*, adapter: str | None = None, base: str | None = None, d
             check_clean(overlap(TrainedOn.from_json(trained), [(f"caption:{i}", i) for i in ids]),
                         allow_contaminated=False)
         check_adapter_files(folder)
-        model_id, revision, quantize = cmba["base_model"]["id"], cmba["base_model"].get("revision"), \
-            (cmba.get("training") or {}).get("quantize")
+        model_id, revision = cmba.base_model.id, cmba.base_model.revision
+        quantize = (cmba.training or runs.TrainingInfo()).quantize
     else:
         folder, model_id, revision, quantize = base_folder(base), base, None, None
     check_writable(folder)

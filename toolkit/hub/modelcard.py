@@ -82,14 +82,14 @@ def _share(x) -> str:
     return "–" if x is None else f"{100 * float(x):.1f}%"
 
 
-def _base(meta: dict) -> tuple[str | None, str]:
+def _base(meta: runs.AdapterDoc) -> tuple[str | None, str]:
     """(Hub id or None, how to name the base model in text)."""
-    base = meta.get("base_model") or {}
-    hub_id = base.get("hub_id") or (base.get("id") if is_hub_id(base.get("id")) else None)
+    base = meta.base_model
+    hub_id = base.hub_id or (base.id if is_hub_id(base.id) else None)
     if hub_id:
-        rev = f" (revision `{base['revision']}`)" if base.get("revision") else ""
+        rev = f" (revision `{base.revision}`)" if base.revision else ""
         return hub_id, f"[`{hub_id}`](https://huggingface.co/{hub_id}){rev}"
-    ident = base.get("id") or "unknown"
+    ident = base.id or "unknown"
     if ident == "demo":
         return None, ("the CMBA Toolkit offline demo model (preset `demo`, a tiny VLM built from a bundled config; "
                       "it is not on the Hub)")
@@ -97,20 +97,20 @@ def _base(meta: dict) -> tuple[str | None, str]:
     return None, f"`{shown}` (a local model, not a Hub id: the base model is not published with this card)"
 
 
-def _allocation_section(alloc: dict) -> list[str]:
-    if not alloc:
+def _allocation_section(alloc: runs.AllocationInfo | None) -> list[str]:
+    if not alloc or not alloc.to_dict():
         return ["## Allocation", "", "No allocation recorded in cmba.json.", ""]
-    ratio = ":".join(f"{w:g}" for w in alloc.get("ratio", []))
-    achieved = ":".join(f"{w:g}" for w in alloc.get("achieved_ratio", []))
+    ratio = ":".join(f"{w:g}" for w in alloc.ratio or [])
+    achieved = ":".join(f"{w:g}" for w in alloc.achieved_ratio or [])
     lines = ["## Allocation", "",
-             f"LoRA budget split vision : projector : language = **{ratio}** ({alloc.get('mode', '?')} mode).", ""]
-    if alloc.get("budget") is not None:
-        lines.append(f"- Budget: {alloc['budget']:,} parameters ({alloc.get('budget_spec', '')}); allocated "
-                     f"{alloc.get('total', 0):,} (error {alloc.get('budget_error', 0):+.2f}%)")
+             f"LoRA budget split vision : projector : language = **{ratio}** ({alloc.mode or '?'} mode).", ""]
+    if alloc.budget is not None:
+        lines.append(f"- Budget: {alloc.budget:,} parameters ({alloc.budget_spec or ''}); allocated "
+                     f"{alloc.total or 0:,} (error {alloc.budget_error or 0:+.2f}%)")
     else:
-        lines.append(f"- Allocated: {alloc.get('total', 0):,} parameters")
-    rule = alloc.get("alpha_rule") or {}
-    rounding = alloc.get("rounding", "uniform")
+        lines.append(f"- Allocated: {alloc.total or 0:,} parameters")
+    rule = alloc.alpha_rule or {}
+    rounding = alloc.rounding or "uniform"
     lines += [f"- Achieved ratio: {achieved} (of mean ranks)", f"- Alpha rule: {rule.get('rule', '?')} ({rule.get('value', '')})",
               f"- Rounding: {rounding}" + (" (each component's modules mix two neighbouring ranks so the budget is met; "
                                            "`rank` is the larger, `mean rank` what the ratio is kept on)"
@@ -118,7 +118,7 @@ def _allocation_section(alloc: dict) -> list[str]:
               "| component | rank | mean rank | alpha | modules | LoRA params | share of budget | share of model |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in COMPONENTS:
-        x = (alloc.get("components") or {}).get(c)
+        x = (alloc.components or {}).get(c)
         if x is None:
             continue
         mean = x.get("mean_rank", x.get("rank"))
@@ -126,8 +126,8 @@ def _allocation_section(alloc: dict) -> list[str]:
                      f"{_share(x.get('share_of_budget'))} | {_share(x.get('share_of_model'))} |")
     lines += ["", "Share of model = the component's share of the base model's vision + projector + language "
               "parameters; a share of budget above it means the component gets more LoRA than its size.", ""]
-    lines += [f"- warning: {w}" for w in alloc.get("warnings", [])]
-    return lines + ([""] if alloc.get("warnings") else [])
+    lines += [f"- warning: {w}" for w in alloc.warnings or []]
+    return lines + ([""] if alloc.warnings else [])
 
 
 def _eval_section(results: list[tuple[str, dict]]) -> list[str]:
@@ -169,20 +169,21 @@ def _retrieval_section(adapter_dir) -> list[str]:
     return lines + [""]
 
 
-def _training_section(meta: dict) -> list[str]:
-    training, dataset, result = meta.get("training") or {}, meta.get("dataset") or {}, meta.get("result") or {}
+def _training_section(meta: runs.AdapterDoc) -> list[str]:
+    training = meta.training.to_dict() if meta.training else {}
+    dataset, result = meta.dataset, meta.result
     lines = ["## Training", ""]
-    if dataset:
-        where = "built-in synthetic data" if str(dataset.get("id", "")).startswith("synthetic:") else "dataset"
-        lines.append(f"- Data: {where} `{dataset.get('id')}`, split `{dataset.get('split')}`, {dataset.get('size')} "
-                     f"examples" + (f" (limit {dataset['limit']})" if dataset.get("limit") else "")
-                     + (f", revision `{dataset['revision']}`" if dataset.get("revision") else ""))
-    if result:
-        loss = result.get("final_loss")
-        lines.append(f"- Result: {result.get('steps')} steps in {float(result.get('train_time_s') or 0):.0f} s, "
+    if dataset and dataset.to_dict():
+        where = "built-in synthetic data" if str(dataset.id or "").startswith("synthetic:") else "dataset"
+        lines.append(f"- Data: {where} `{dataset.id}`, split `{dataset.split}`, {dataset.size} "
+                     f"examples" + (f" (limit {dataset.limit})" if dataset.limit else "")
+                     + (f", revision `{dataset.revision}`" if dataset.revision else ""))
+    if result and result.to_dict():
+        loss = result.final_loss
+        lines.append(f"- Result: {result.steps} steps in {float(result.train_time_s or 0):.0f} s, "
                      f"final training loss {'–' if loss is None else f'{float(loss):.4f}'}")
-        if result.get("no_gradient_modules"):
-            lines.append(f"- Modules that received no gradient: {len(result['no_gradient_modules'])}")
+        if result.no_gradient_modules:
+            lines.append(f"- Modules that received no gradient: {len(result.no_gradient_modules)}")
     if training:
         lines += ["", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(v) if isinstance(v, (dict, list)) else v}` |" for k, v in training.items()
@@ -204,10 +205,10 @@ def _load_section(repo_id: str | None, hub_id: str | None, base_text: str) -> li
             "```", ""]
 
 
-def _provenance_section(meta: dict, base_text: str) -> list[str]:
-    versions = meta.get("versions") or {}
-    lines = ["## Provenance", "", f"- Adapter `{meta.get('name')}`, created {meta.get('created')}, format "
-             f"`{meta.get('format')}`", f"- Base model: {base_text}"]
+def _provenance_section(meta: runs.AdapterDoc, base_text: str) -> list[str]:
+    versions = meta.versions or {}
+    lines = ["## Provenance", "", f"- Adapter `{meta.name}`, created {meta.created}, format "
+             f"`{meta.format}`", f"- Base model: {base_text}"]
     if versions:
         lines.append("- Package versions at training time: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     lines.append("- Files: `adapter_config.json` + `adapter_model.safetensors` (PEFT), `cmba.json` (allocation, "
@@ -236,17 +237,18 @@ def build_card(adapter_dir: str | Path, *, repo_id: str | None = None, license: 
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     adapter_dir = Path(adapter_dir)
-    meta = runs.read_adapter_doc(adapter_dir).to_dict()
+    meta = runs.read_adapter_doc(adapter_dir)
     license = validate_license(license)
-    alloc = meta.get("allocation") or {}
+    alloc = meta.allocation or runs.AllocationInfo()
     hub_id, base_text = _base(meta)
     results = eval_results(adapter_dir)
-    family = alloc.get("family") or (meta.get("base_model") or {}).get("model_type")
-    ratio_tag = "-".join(f"{w:g}" for w in alloc.get("ratio", [])).replace(".", "_")
+    family = alloc.family or meta.base_model.model_type
+    ratio_tag = "-".join(f"{w:g}" for w in alloc.ratio or []).replace(".", "_")
     tags = ["peft", "lora", "cmba", "vision-language"] + [t for t in (family, f"cmba-ratio-{ratio_tag}" if ratio_tag else None) if t]
-    datasets = sorted({d for d in [(meta.get("dataset") or {}).get("id")] + [(r.get("dataset") or {}).get("id") for _, r in results]
+    trained_on = (meta.dataset or runs.DatasetInfo()).id
+    datasets = sorted({d for d in [trained_on] + [(r.get("dataset") or {}).get("id") for _, r in results]
                        if is_hub_id(d)})
-    name = repo_id.split("/")[-1] if repo_id else meta.get("name", adapter_dir.name)
+    name = repo_id.split("/")[-1] if repo_id else meta.name
     evals = []
     for r in _largest_per_split(results):
         ds, scores = r.get("dataset") or {}, r.get("scores") or {}
@@ -259,12 +261,12 @@ def build_card(adapter_dir: str | Path, *, repo_id: str | None = None, license: 
     data = ModelCardData(base_model=hub_id, library_name="peft", pipeline_tag="image-text-to-text", license=license,
                          datasets=datasets or None, tags=tags, model_name=name if evals else None,
                          eval_results=evals or None)
-    ratio = ":".join(f"{w:g}" for w in alloc.get("ratio", [])) or "?"
+    ratio = ":".join(f"{w:g}" for w in alloc.ratio or []) or "?"
     body = [f"# {name}", "",
             f"A LoRA adapter for {base_text}, trained with CMBA Toolkit's cross-modal budget "
             f"allocation: the LoRA parameter budget is split vision : projector : language = {ratio}.",
             f"License: `{license}`." if license else "License: not specified by the publisher.", "",
-            *_allocation_section(alloc), *_eval_section(results), *study_section(adapter_dir),
+            *_allocation_section(meta.allocation), *_eval_section(results), *study_section(adapter_dir),
             *_retrieval_section(adapter_dir),
             *_training_section(meta),
             *_load_section(repo_id, hub_id, base_text), *_provenance_section(meta, base_text)]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from toolkit import runs
 from toolkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ def check_output(out: str | Path, adapter: Path, *, overwrite: bool) -> Path:
     return out
 
 
-def check_export(adapter: str | Path, out: str | Path, *, dtype: str, overwrite: bool) -> tuple[Path, dict, Path]:
+def check_export(adapter: str | Path, out: str | Path, *, dtype: str,
+                 overwrite: bool) -> tuple[Path, runs.AdapterDoc, Path]:
     """(adapter folder, its cmba.json, output folder), or the one-line InputError `export_merged` would raise
     before loading anything (what the CLI and `queue_export` refuse up front)."""
     from toolkit.evaluation.evaluate import check_adapter_files, read_adapter
@@ -142,7 +144,7 @@ def check_export(adapter: str | Path, out: str | Path, *, dtype: str, overwrite:
         raise InputError(f"dtype: '{dtype}' is not one of {', '.join(DTYPES)}")
     folder = Path(adapter)
     cmba = read_adapter(folder)
-    if cmba.get("kind") == "base":
+    if cmba.kind == "base":
         raise InputError(f"adapter: '{folder}' is a base-model reference, not an adapter: nothing to merge")
     check_adapter_files(folder)
     return folder, cmba, check_output(out, folder, overwrite=overwrite)
@@ -170,9 +172,9 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
 
     folder, cmba, out = check_export(adapter, out, dtype=dtype, overwrite=overwrite)
     quiet_libraries()
-    base = cmba["base_model"]
-    structure = load_structure(base["id"], revision=base.get("revision"))
-    quantize = (cmba.get("training") or {}).get("quantize")
+    base = cmba.base_model
+    structure = load_structure(base.id, revision=base.revision)
+    quantize = (cmba.training or runs.TrainingInfo()).quantize
     warnings: list[str] = []
     device = default_device()
     if quantize == "4bit":
@@ -183,10 +185,10 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
     # fp32 where the merge is checked, the target 16-bit type otherwise (one rounding, as a merge in fp32 then a cast)
     precision = "fp32" if dtype == "fp32" or device.type == "cpu" else dtype
     model, processor = load_model(structure, precision=precision, quantize=quantize, device=device,
-                                  revision=base.get("revision"))
+                                  revision=base.revision)
     if quantize == "4bit":
         model = model.dequantize()  # nf4 -> float: the weights the LoRA was trained against
-    peft_model = load_adapter(model, folder, base["id"])
+    peft_model = load_adapter(model, folder, base.id)
     merged = peft_model.merge_and_unload()
     bad = [n for n, p in merged.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -202,8 +204,8 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
         if getattr(merged.config, "quantization_config", None) is not None:
             del merged.config.quantization_config
         merged.save_pretrained(tmp, safe_serialization=True)
-        save_processor(processor, tmp, source=model_source(structure)[0], revision=base.get("revision"))
-        result = ExportResult(path=str(out.resolve()), adapter=str(folder.resolve()), base_model=base["id"],
+        save_processor(processor, tmp, source=model_source(structure)[0], revision=base.revision)
+        result = ExportResult(path=str(out.resolve()), adapter=str(folder.resolve()), base_model=base.id,
                               model_type=merged.config.model_type, architecture=type(merged).__name__, dtype=dtype,
                               dequantized=quantize == "4bit", warnings=warnings)
         (tmp / README).write_text(readme(result, cmba), encoding="utf-8")
@@ -329,11 +331,11 @@ def vlmevalkit_config(result: ExportResult, dataset: str = "TextVQA_VAL") -> dic
     return {"model": {name: {"class": result.vlmevalkit_class, "model_path": result.path}}, "data": {dataset: {}}}
 
 
-def readme(result: ExportResult, cmba: dict) -> str:
+def readme(result: ExportResult, cmba: runs.AdapterDoc) -> str:
     """README.md of the export: what it is and the exact command lines of both harnesses."""
-    alloc = cmba.get("allocation") or {}
-    ratio = ":".join(f"{w:g}" for w in alloc.get("ratio", [])) or "?"
-    total = f"{alloc['total']:,}" if isinstance(alloc.get("total"), int) else "?"
+    alloc = cmba.allocation or runs.AllocationInfo()
+    ratio = ":".join(f"{w:g}" for w in alloc.ratio or []) or "?"
+    total = f"{alloc.total:,}" if alloc.total is not None else "?"
     lines = [f"# {Path(result.adapter).name}, merged", "",
              f"The CMBA adapter `{result.adapter}` (ratio {ratio}, {total} trainable parameters) "
              f"merged into `{result.base_model}` with PEFT's `merge_and_unload`, saved as {result.dtype} safetensors. "

@@ -177,7 +177,7 @@ def import_samples(adapter: str | Path, samples_file: str | Path, *, task: str |
 
     folder = Path(adapter)
     cmba = read_adapter(folder)
-    if cmba.get("kind") == "base":
+    if cmba.kind == "base":
         raise InputError(f"adapter: '{folder}' is a base-model reference; import into an adapter folder")
     check_writable(folder)
     path = Path(samples_file)
@@ -236,7 +236,7 @@ def import_samples(adapter: str | Path, samples_file: str | Path, *, task: str |
     means = {k: round(sum(m[k] for m in metrics) / len(metrics), 6) for k in sorted(set().union(*metrics))
              if all(k in m for m in metrics)}
     result = runs.EvalResult(
-        adapter=cmba.get("name", folder.name), base_model=cmba["base_model"]["id"],
+        adapter=cmba.name, base_model=cmba.base_model.id,
         dataset={**source, "n": len(records), "limit": None, "hygiene": hygiene},
         settings={"harness": HARNESS, "task": task, "scored_with": scored_with, "decoding": "as lmms-eval ran it"},
         scores=scores, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

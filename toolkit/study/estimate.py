@@ -187,16 +187,16 @@ def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
         if str(sub.resolve()) in skip or not runs.is_complete(sub):
             continue
         try:
-            doc = runs.read_adapter_doc(sub).to_dict()
+            doc = runs.read_adapter_doc(sub)
         except InputError:
             continue
-        training, result = doc.get("training") or {}, doc.get("result") or {}
-        model = (doc.get("base_model") or {}).get("id")
-        samples = (result.get("steps") or 0) * (training.get("batch_size") or 0) * (training.get("grad_accum") or 1)
-        per_sample = result["train_time_s"] / samples if samples and result.get("train_time_s") else None
+        training, result = doc.training or runs.TrainingInfo(), doc.result or runs.ResultInfo()
+        model = doc.base_model.id
+        samples = (result.steps or 0) * (training.batch_size or 0) * (training.grad_accum or 1)
+        per_sample = result.train_time_s / samples if samples and result.train_time_s else None
         per_question = eval_rate(sub)[1]
         if model and (per_sample or per_question):
-            out.append(RunRecord(model=model, gpu=result.get("device", "cpu") != "cpu", s_per_sample=per_sample,
+            out.append(RunRecord(model=model, gpu=(result.device or "cpu") != "cpu", s_per_sample=per_sample,
                                  s_per_question=per_question))
     return out
 

@@ -125,14 +125,13 @@ def measure(plan, *, log=print, scratch: str | Path | None = None) -> Probe:
         log(f"probe: training {train['max_steps']} step(s) of {name}")
         wall = run_step([*base, "train", "--settings-json", json.dumps(train)], name="train", log=log)
         lines = [m for m in runs.read_metrics(train["output"]) if m.elapsed_s is not None]
-        doc = runs.read_adapter_doc(train["output"]).to_dict()
-        result = doc.get("result") or {}
+        result = runs.read_adapter_doc(train["output"]).result or runs.ResultInfo()
         samples_per_step = train["batch_size"] * (train.get("grad_accum") or 1)
         if len(lines) >= 2 and lines[-1].step > lines[0].step:
             train_s = lines[-1].elapsed_s - lines[0].elapsed_s
             per_sample = train_s / ((lines[-1].step - lines[0].step) * samples_per_step)
         else:  # one step: its warm-up stays in
-            train_s = result.get("train_time_s") or (lines[-1].elapsed_s if lines else 0.0)
+            train_s = result.train_time_s or (lines[-1].elapsed_s if lines else 0.0)
             per_sample = train_s / (max(1, train["max_steps"]) * samples_per_step)
         eval_s = per_question = None
         questions = 0
@@ -142,11 +141,11 @@ def measure(plan, *, log=print, scratch: str | Path | None = None) -> Probe:
             eval_s, per_question = estimate.eval_rate(train["output"])
             questions = round(eval_s / per_question) if eval_s and per_question else 0
         steps_s = per_sample * samples_per_step * train["max_steps"]
-        record = RunRecord(model=plan.spec.model, gpu=result.get("device", "cpu") != "cpu",
+        record = RunRecord(model=plan.spec.model, gpu=(result.device or "cpu") != "cpu",
                            s_per_sample=per_sample, s_per_question=per_question,
                            overhead_s=max(0.0, wall - steps_s - (eval_s or 0.0)), source="probe")
         return Probe(record=record, steps=train["max_steps"], batch_size=samples_per_step, questions=questions,
-                     device=result.get("device", "cpu"), wall_s=wall, created=time.time())
+                     device=result.device or "cpu", wall_s=wall, created=time.time())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
