@@ -148,6 +148,10 @@ CASES = [
     ("weight-decay-inf", lambda w: _train(w, "--weight-decay", "inf"), "weight-decay"),
     ("weight-decay-1e30", lambda w: _train(w, "--weight-decay", "1e30"), "weight-decay"),
     ("max-steps-absurd", lambda w: [*_train(w)[:-4], "--max-steps", "10000000000", "--output", w["root"] + "/o"], "max-steps"),
+    ("name-empty", lambda w: _train(w, "--name", ""), "name"),
+    ("name-blank", lambda w: _train(w, "--name", "  "), "name"),
+    ("name-newline", lambda w: _train(w, "--name", "a\nb"), "name"),
+    ("dataset-empty", lambda w: _train(w, dataset=""), "dataset"),
     ("budget-rank-huge-train", lambda w: [*_train(w)[:8], "--budget-rank", "1e308", *_train(w)[10:]], "budget-rank"),
     # train: data
     ("answers-a-number", lambda w: _train(w, dataset=w["answers5"]), "answers"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from toolkit.errors import InputError
 from toolkit.fields import Setting, settings_fields
 
 SECTIONS = ("model and allocation", "what to evaluate", "data", "training", "generation", "output")
@@ -58,9 +59,15 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, exclude=(), title: str = 
 
 
 def values_from_args(cls, args: argparse.Namespace, *, exclude=()) -> dict:
-    """{field: value} of the flags of `cls` given on the command line (None = not given)."""
-    return {f.name: getattr(args, f.name) for f in settings_fields(cls)
-            if f.name not in exclude and getattr(args, f.name, None) is not None}
+    """{field: value} of the flags of `cls` given on the command line (None = not given). A flag given with an
+    empty value (`--name ''`, an unset shell variable) is refused: in a form an empty box means the default, on a
+    command line it is more often a mistake than a wish, and leaving the flag out says the same."""
+    out = {f.name: getattr(args, f.name) for f in settings_fields(cls)
+           if f.name not in exclude and getattr(args, f.name, None) is not None}
+    for name, value in out.items():
+        if isinstance(value, str) and not value.strip():
+            raise InputError(f"{name}: empty; give a value, or leave --{name.replace('_', '-')} out for the default")
+    return out
 
 
 def add_settings_json(parser: argparse.ArgumentParser, cls) -> None:

@@ -193,8 +193,10 @@ class OutputSettings(Settings):
     """refuse to train unless the allocation's LoraConfig hashes to this (sweeps set it to the planned one)"""
 
     def check(self) -> None:
-        if self.name is not None and ("/" in self.name or self.name.startswith(".")):
-            raise InputError(f"name: '{self.name}' must be a plain folder name (no '/', not starting with '.')")
+        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name.startswith(".")
+                                      or any(ord(c) < 32 for c in self.name)):
+            raise InputError(f"name: {self.name!r} must be a plain, non-empty folder name (no '/', no control "
+                             "characters, not starting with '.'), or left out for the default")
 
 
 class TrainSettings(ModelSettings, AllocationSettings, DataSettings, HubDataSettings, OptimSettings, OutputSettings):
