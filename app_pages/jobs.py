@@ -1,4 +1,4 @@
-"""Training jobs: plan a sweep (ratios x seeds), queue it for the background worker, follow it live.
+"""Train & jobs: plan a sweep (ratios x seeds), queue it for the background worker, follow it live.
 
 The page never trains: it queues jobs in the SQLite store and starts a detached worker (`ensure_worker`)
 that outlives the app. Model, budget and ratio come prefilled from the calculator page. Jobs run on this
@@ -10,7 +10,7 @@ import streamlit as st
 
 from app_pages import study_ui
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, cached_structure
-from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, measure_speed
+from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, measure_speed, pick_sweep
 from app_pages.settings_ui import setting_input
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
@@ -86,12 +86,15 @@ def _queue(plan) -> None:
         "worker": f"Started a background worker (pid {worker['pid']})." if worker["started"] else None}
 
 
-st.title("Training jobs")
+st.title("Train & jobs")
 _restore_form()
 _prefill_from_calculator()
 s.setdefault("jobs_dataset", "synthetic:shapes")
 
-with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
+# open on a first visit with no sweeps yet; decided once per session, so queueing a sweep (or the 2-s refresh)
+# never collapses the form under the user's hands (a changed `expanded` re-creates the expander)
+s.setdefault("jobs_launch_open", not JobStore().sweeps())
+with st.expander("Launch a sweep", expanded=s["jobs_launch_open"]):
     a, b = st.columns(2)
     model = a.text_input("Model", key="jobs_model", help=DOC["model"])
     dataset = b.text_input("Dataset", key="jobs_dataset", help=DOC["dataset"])
@@ -184,4 +187,4 @@ with st.expander("Launch a sweep", expanded=not JobStore().sweeps()):
 
 
 st.subheader("Jobs")
-jobs_panel()
+jobs_panel(pick_sweep())

@@ -5,6 +5,7 @@ toolkit.queue.actions (sweep-level cancel and retry). Nothing here trains.
 """
 
 import json
+import time
 
 import altair as alt
 import pandas as pd
@@ -166,8 +167,28 @@ def _sweep_actions(store: JobStore, sweep: dict) -> None:
                 c.info("Open the Compare page: it will show this sweep's model.")
 
 
+def pick_sweep() -> str | None:
+    """The sweep the panel follows, picked outside the 2-s refresh: its options (id, model, what, when) never
+    change under the pointer, so an open dropdown is not rebuilt mid-click (with live counts in the labels it
+    closed by itself during the refresh). The form sets `jobs_sweep` when it queues one."""
+    sweeps = JobStore().sweeps()
+    if not sweeps:
+        return None
+
+    def label(w: dict) -> str:
+        spec = w["spec"]
+        what = spec.get("design") or f"{len(spec.get('ratios') or [])} ratio(s) × {len(spec.get('seeds') or [])} seed(s)"
+        return (f"{w['id'][:8]} · {spec.get('name') or spec.get('model')} · {what} · queued "
+                f"{time.strftime('%b %d %H:%M', time.localtime(w['created']))}")
+
+    labels = {w["id"]: label(w) for w in sweeps}
+    if s.get("jobs_sweep") not in labels:
+        s["jobs_sweep"] = sweeps[0]["id"]
+    return st.selectbox("Sweep", list(labels), key="jobs_sweep", format_func=labels.get)
+
+
 @st.fragment(run_every=2)
-def jobs_panel():
+def jobs_panel(sweep: str | None):
     st.markdown(NO_FADE, unsafe_allow_html=True)
     store = JobStore()
     sweeps = store.sweeps()
@@ -180,19 +201,13 @@ def jobs_panel():
                  else "No worker running (queued jobs wait until one starts).")
     if not workers and right.button("Start worker"):
         ensure_worker()
-    if not sweeps:
-        st.info("No sweeps yet: launch one above.")
-        return
     by_id = {w["id"]: w for w in sweeps}
-    labels = {w["id"]: f"{w['id'][:8]} · {w['spec'].get('model')} · "
-              + ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items())) for w in sweeps}
-    # The labels carry live counts, so the widget is new whenever they change: a plain key (set by the form
-    # on queueing, and by the user's pick) says which sweep it opens on. (With a widget key set from code the
-    # browser kept showing the label of the moment it was set: "2 queued" after both had succeeded.)
-    ids = list(labels)
-    sweep = st.selectbox("Sweep", ids, index=ids.index(s["jobs_sweep"]) if s.get("jobs_sweep") in by_id else 0,
-                         format_func=labels.get)
-    s["jobs_sweep"] = sweep
+    if sweep not in by_id:
+        st.info("No sweeps yet: launch one above." if not sweeps else
+                "A sweep was queued elsewhere: press R (rerun) to pick it.")
+        return
+    st.markdown(f"**Sweep {sweep[:8]}**: " + ", ".join(f"{n} {state}" for state, n in
+                                                        sorted(by_id[sweep]["counts"].items())))
     _sweep_actions(store, by_id[sweep])
     jobs = store.list(sweep=sweep)
     study_ui.search_panel(store, sweep)

@@ -156,7 +156,7 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
                 return all(j.state.value == "succeeded" for j in rows)
 
             wait_for(all_succeeded, what="the background worker to run the three jobs", interval=1)
-            expect(page.get_by_role("combobox", name="Sweep")).to_have_value(re.compile("3 succeeded"), timeout=UI)
+            expect(page.get_by_text(re.compile(r"Sweep [0-9a-f]{8}: 3 succeeded"))).to_be_visible(timeout=UI)
             page.screenshot(path=str(artifacts / "loop-1-jobs.png"), full_page=True)
 
             page.get_by_role("link", name="Compare").click()
