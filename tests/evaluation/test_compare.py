@@ -124,7 +124,12 @@ def test_group_ci_and_single_seed(tmp_path):
     a = compare.analyze(compare.scan(tmp_path).rows)
     groups = {g.ratio: g for g in a.groups}
     u = groups["1:1:1"]
-    assert u.mean == 62.0 and u.ci_high - u.mean == pytest.approx(4.302652729911275 * 2 / math.sqrt(3))
+    # seeds (t, sd 2, 3 seeds) and the 400 questions they share (binomial at 62 %), Welch-Satterthwaite df
+    seed_var, q_var = 2 ** 2 / 3, 1e4 * 0.62 * 0.38 / N
+    df = (seed_var + q_var) ** 2 / (seed_var ** 2 / 2)
+    assert u.mean == 62.0 and u.ci_high - u.mean == pytest.approx(
+        stats.t_quantile(0.975, df) * math.sqrt(seed_var + q_var))
+    assert u.ci_high - u.mean > 4.302652729911275 * 2 / math.sqrt(3) * 0.99  # never narrower than the seeds alone
     assert groups["2:8:2"].adapters == ["p0", "p1"]  # one ratio, labelled as first seen
     assert groups["2:4:1"].ci_low is None and any("single seed" in n for n in a.notes)
     assert tables.group_table(a).set_index("ratio").loc["2:4:1", "95% CI"] == "n/a (1 seed)"
@@ -137,6 +142,14 @@ def test_a_ratio_interval_stays_within_what_an_accuracy_can_be(tmp_path):
     [g] = compare.analyze(compare.scan(tmp_path).rows).groups
     assert g.mean == pytest.approx(50.0) and (g.ci_low, g.ci_high) == (0.0, 100.0)
     assert stats.mean_ci(g.accuracies)[2] > 50  # the unclipped half-width (t with 1 degree of freedom) is far wider
+
+
+def test_seeds_that_agree_exactly_still_leave_the_question_level(tmp_path):
+    """Deterministic runs give equal accuracies: the interval is the questions' (normal, binomial), never 0 wide."""
+    for s in (0, 1):
+        write_adapter(tmp_path, f"a{s}", ratio=(1, 1, 1), seed=s, accs=pattern(N // 2))
+    [g] = compare.analyze(compare.scan(tmp_path).rows).groups
+    assert g.std == 0 and g.ci_high - g.mean == pytest.approx(1.959964 * 100 * math.sqrt(0.25 / N), rel=1e-4)
 
 
 def test_mismatched_base_models_budgets_and_eval_sets_are_refused(tmp_path):

@@ -42,6 +42,7 @@ from toolkit.evaluation.stats import (
     holm,
     mean_ci,
     two_level_bootstrap,
+    two_level_mean_ci,
 )
 from toolkit.evaluation.verdict import (
     ALPHA,
@@ -304,7 +305,8 @@ def _groups(adapters: list[dict]) -> tuple[list[Group], dict[tuple, str]]:
         for r in members:
             r["ratio"] = label  # 2:8:2 joins 1:4:1 under the label seen first
         accs = [r["accuracy"] for r in members]
-        mean, sd, half = mean_ci(accs)
+        mean, sd, _ = mean_ci(accs)
+        half = two_level_mean_ci(accs, questions=min((r.get("n") or 0) for r in members) or None)
         types = sorted({t for r in members for t in r["per_answer_type"]})
         groups.append(Group(
             ratio=label, adapters=[r["name"] for r in members], seeds=[r["seed"] for r in members],

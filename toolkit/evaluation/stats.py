@@ -5,6 +5,7 @@ variance components of a comparison and the seeds needed to decide (a noncentral
     >>> round(t_quantile(0.975, 2), 4)
     4.3027
     >>> mean_ci([50.0, 52.0, 54.0])                      # (mean, sd, 95% CI half-width) over seeds
+    >>> two_level_mean_ci([50.0, 50.0], questions=400)   # seeds and questions: 4.90, not 0
     >>> t = two_level_bootstrap(ratio=a, baseline=b, clusters=image_ids)   # a, b: (seeds, questions) accuracies
     >>> t.delta, t.ci_low, t.ci_high, t.p_value, t.df
     >>> holm([0.01, 0.04, 0.30])                         # [0.03, 0.08, 0.30]
@@ -65,6 +66,26 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | No
         return mean, None, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return mean, sd, t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+
+
+def two_level_mean_ci(values: list[float], *, questions: int | None, level: float = 0.95) -> float | None:
+    """CI half-width of the mean accuracy (%) of seeds that answered the same `questions`: the seed level
+    (sample variance / n) plus the question level, which more seeds do not shrink (at most p(1 - p) / questions
+    for scores in [0, 1]: binomial, an upper bound for VQA's soft scores), with Welch-Satterthwaite degrees of
+    freedom. Seeds that agree exactly (deterministic runs) still leave the question level: never a zero-width
+    interval. None for one value."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = float(sum(values)) / n
+    seed = sum((v - mean) ** 2 for v in values) / (n - 1) / n
+    p = min(max(mean / 100, 0.0), 1.0)
+    question = 1e4 * p * (1 - p) / questions if questions else 0.0
+    total = seed + question
+    if total <= 0:
+        return 0.0
+    df = total ** 2 / (seed ** 2 / (n - 1)) if seed > 0 else math.inf
+    return t_quantile(0.5 + level / 2, df) * math.sqrt(total)
 
 
 def paired_bootstrap(diffs, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float, float, float]:

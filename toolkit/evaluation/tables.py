@@ -35,7 +35,7 @@ def table(rows: list[dict]) -> pd.DataFrame:
 
 
 def group_table(a: Analysis) -> pd.DataFrame:
-    """One line per ratio (mean ± 95% t-interval over seeds, Δ vs baseline, raw and Holm-adjusted p), and the
+    """One line per ratio (mean ± 95% interval over seeds and questions, Δ vs baseline, raw and Holm-adjusted p), and the
     base model without adapter as a last line when it was evaluated."""
     cmp = {c.ratio: c for c in a.comparisons}
     out = []
