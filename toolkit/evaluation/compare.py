@@ -11,7 +11,7 @@ toolkit.evaluation.charts).
 Runs are pooled as seeds of a ratio only when every other setting is identical (`run_settings`, a
 fingerprint over cmba.json's hyper-parameters, training data, base model, budget, mode, targets, alpha rule
 and quantization); runs with other settings are kept apart and listed with what differs. Each ratio: mean ±
-95% t-interval over seeds. Each ratio against the baseline: a two-level bootstrap over seeds and questions
+95% interval over seeds and questions (stats.two_level_mean_ci). Each ratio against the baseline: a two-level bootstrap over seeds and questions
 (toolkit.evaluation.stats, paired by seed when both arms ran the same seeds), Holm-adjusted over the K-1
 comparisons. The verdict follows the study's success criterion, more than +1 point over the baseline:
 *positive* Δ > 1 and significant after adjustment; *weak positive* significant, Δ ≤ 1; *negative* every

@@ -75,7 +75,7 @@ class Group:
     std: float | None
     ci_low: float | None
     ci_high: float | None
-    """mean ± 95% t-interval over seeds; None with a single seed: no interval can be estimated from one run"""
+    """mean ± 95% interval over seeds and questions; None with a single seed: no interval can be estimated from one run"""
     trainable_params: float
     ranks: str
     per_answer_type: dict[str, float]
