@@ -118,8 +118,14 @@ if rec is not None:
 acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(
     ["Accuracy by ratio", "Accuracy vs parameters", "Loss curves", "Per answer type"])
 acc_tab.altair_chart(charts.accuracy_chart(a), width="stretch")
-pareto_tab.altair_chart(charts.pareto_chart([r for r in rows if r["kind"] != "base"]), width="stretch")
-pareto_tab.caption("Every budget of this model and eval set; the dashed line is the Pareto front.")
+trained = [r for r in rows if r["kind"] != "base"]
+if len({r["budget"] for r in trained}) > 1:
+    pareto_tab.altair_chart(charts.pareto_chart(trained), width="stretch")
+    pareto_tab.caption("Every budget of this model and eval set; the dashed line is the Pareto front.")
+else:  # budget-matched arms differ by a few parameters: an accuracy-vs-parameters front would mean nothing
+    pareto_tab.info("Every adapter here has the same budget (the arms are matched within 0.5 %), so accuracy "
+                    "against parameters has nothing to show: train another budget (a budgets axis in the sweep) "
+                    "to see the trade-off.")
 curves = compare.loss_curves(a.rows)
 if curves.empty:
     loss_tab.info("No metrics.jsonl in these adapters.")
