@@ -264,6 +264,20 @@ class Executor(ABC):
         """Stop whatever still runs for a job whose worker was lost (before the job is re-queued)."""
 
 
+
+LONG_ARG = 200
+"""an argument longer than this (a step's --settings-json) is shortened in the log's step line"""
+
+
+def shown_step(step) -> str:
+    """A step as its log's first line shows it: `python` for the worker's interpreter, and a long argument (the
+    settings as JSON, often 1,500 characters) cut to its start, since `jobs show` prints the settings in full."""
+    out = []
+    for a in step:
+        a = "python" if a == PYTHON else a
+        out.append(a if len(a) <= LONG_ARG else f"{a[:60]}...<{len(a):,} characters: `jobs show` has them all>")
+    return " ".join(out)
+
 class LocalExecutor(Executor):
     """Each step is a subprocess on this machine, in its own process group, logging to the job's log."""
 
@@ -286,7 +300,7 @@ class LocalExecutor(Executor):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.cwd, env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(job.log_path, "ab") as log:
-            shown = " ".join(["python" if a == PYTHON else a for a in job.steps[run.step_index]])
+            shown = shown_step(job.steps[run.step_index])
             log.write(f"[cmba-worker {time.strftime('%Y-%m-%d %H:%M:%S')}] job {job.id} attempt {job.attempts} "
                       f"step {run.step_index + 1}/{len(job.steps)}: {shown}\n".encode())
             log.flush()
