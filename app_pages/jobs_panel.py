@@ -216,6 +216,7 @@ def jobs_panel(sweep: str | None):
         st.caption(left)
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),
+        "step": st.column_config.TextColumn(width="medium"),  # "1,300/3,000" is not clipped
         "reason": st.column_config.TextColumn(width="large")})
     smoothing = st.slider("Loss smoothing", 0.0, 0.99, 0.6, 0.01, key="jobs_smoothing",
                           help="exponential moving average, debiased as in TensorBoard; the raw loss stays faint")

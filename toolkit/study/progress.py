@@ -36,6 +36,9 @@ def step_name(step) -> str:
     for i in range(len(step) - 2):  # `python -m toolkit train`, also behind `-m toolkit.training.distributed ... --`
         if step[i:i + 2] == ["-m", "toolkit"]:
             return step[i + 2]
+    for i in range(len(step) - 1):  # `python -m toolkit.study.rung`: a module's last name ("rung")
+        if step[i] == "-m" and step[i + 1].startswith("toolkit."):
+            return "train" if step[i + 1] == "toolkit.study.rung" else step[i + 1].rsplit(".", 1)[-1]
     return Path(step[1] if step and step[0] == PYTHON and len(step) > 1 else step[0]).name if step else "?"
 
 
@@ -54,6 +57,8 @@ def job_progress(job: Job, *, log_lines: int = 20) -> dict:
     """State + progress of one job for the UI/CLI: step/max_steps, loss, ETA, current phase, log tail."""
     m = last_metrics(job.output_dir)
     step, max_steps = (m.step, m.max_steps) if m else (None, None)
+    if job.meta.get("until") and max_steps:  # a halving rung's job trains to its rung's step, not the schedule's end
+        max_steps = min(max_steps, int(job.meta["until"]))
     fraction = None
     if step is not None and max_steps:
         fraction = max(0.0, min(1.0, step / max_steps))
