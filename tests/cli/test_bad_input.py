@@ -233,3 +233,21 @@ def test_every_help_prints(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
     assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("code, fix", [("EROFS", "make that folder writable"), ("ENOSPC", "free some space")])
+def test_an_output_folder_that_cannot_be_written_is_one_line_naming_it(code, fix, capsys, monkeypatch, tmp_path):
+    """A folder that turns read-only (or full) mid-training: the user's to fix, not 'internal: ... (a bug)'."""
+    import errno
+
+    from toolkit.training import engine
+
+    where = str(tmp_path / "run" / "checkpoints")
+
+    def fails(*a, **k):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), where)
+
+    monkeypatch.setattr(engine, "train", fails)
+    rc = main(_train({"root": str(tmp_path)}))
+    line = one_line_error(rc, capsys.readouterr().err, "output")
+    assert where in line and fix in line and "internal" not in line and "retry" in line

@@ -11,7 +11,8 @@
     evaluate.py     `evaluate`: VQA accuracy of an adapter or of the base model on a split
     compare.py      `score` (VQA accuracy of given predictions) and `compare` (the study's statistics and verdict)
     push.py         `push`: publish an adapter to the Hugging Face Hub
-    sweep.py        `sweep`: plan and queue ratios x seeds x budgets (designs, halving searches)
+    sweep.py        `sweep`: plan and queue ratios x seeds x budgets (designs, halving searches, --pack)
+    pack.py         `pack`: a pack of arms trained in one process on one base, then each evaluated there
     jobs.py         `jobs list|show|cancel|retry|logs` and `worker`
     study.py        `study`, `search`, `confirm` and `retrieval`: a study's answer, a search, its confirmation, alignment
     export.py       `export`: an adapter merged into its base for evaluation harnesses
@@ -26,6 +27,7 @@ line (exit 1; `CMBA_DEBUG=1` prints its traceback).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sqlite3
@@ -38,7 +40,7 @@ from toolkit.outcomes import ExitCode
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
 # so `--help` and bad-input errors stay fast.
 COMMAND_MODULES: list[str] = ["toolkit.cli.allocate", "toolkit.cli.train", "toolkit.cli.evaluate", "toolkit.cli.compare", "toolkit.cli.push", "toolkit.cli.sweep", "toolkit.cli.jobs",
-                            "toolkit.cli.study", "toolkit.cli.export", "toolkit.cli.import_eval"]
+                            "toolkit.cli.study", "toolkit.cli.export", "toolkit.cli.import_eval", "toolkit.cli.pack"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,11 +81,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: jobs store: busy ({exc}) after waiting {BUSY_TIMEOUT_S:g} s; another process holds its write "
               "lock, try again", file=sys.stderr)
         return ExitCode.BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            return _internal(exc)
+        where = exc.filename or "a file"
+        print(f"error: output: cannot write {where}: {exc.strerror or exc} ({errno.errorcode.get(exc.errno, '')}); "
+              + ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make that folder writable")
+              + " and retry (a job resumes from its last checkpoint), or choose another --output", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     except MemoryError:
         print("error: out_of_memory: the input asks for more memory than this machine has", file=sys.stderr)
         return ExitCode.OUT_OF_MEMORY
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
         return _internal(exc)
+
+
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+"""OSErrors of a folder the run cannot write (read-only, no permission, full): the user's to fix, not a bug"""
 
 
 def _internal(exc: Exception) -> int:
