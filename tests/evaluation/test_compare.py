@@ -432,12 +432,27 @@ def test_baseline_picks_the_one_eval_set_it_can_be_compared_on(tmp_path, monkeyp
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
     code, out, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
     assert code == 0 and err == "" and f"eval set {TAG}" in out
-    assert f"note: eval set {TAG} compared: the only one with the baseline 1:1:1 and another ratio ({other} left out" in out
-    for s in (0, 1):  # now both eval sets hold both ratios: the user chooses, and is told the exact flags
+    assert f"note: eval set {TAG} compared: the one with the baseline 1:1:1 and the most other ratios ({other} left " \
+           "out" in out
+    for s in (0, 1):  # now both eval sets hold both ratios, as many adapters each: the user chooses, told the flags
         write_adapter(tmp_path, f"r1-1-1-s{s}", ratio=(1, 1, 1), seed=s, tag=other, accs=pattern(200))
     code, _, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1
     assert err.rstrip().endswith(f"compare one at a time: pass --dataset {other} or --dataset {TAG}")
+
+
+def test_a_study_is_compared_on_its_own_eval_set_beside_its_confirmation(tmp_path, monkeypatch, capsys):
+    """A study (3 ratios, validation) and its confirmation (1:4:1 and 1:1:1 on fresh seeds, test): `compare
+    --baseline 1:1:1` takes the study's eval set, says so, and names the other."""
+    sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (40, 0), "4:1:1": (0, 20)}, seeds=(0, 1))
+    other = "synthetic-shapes__test__n400"
+    for s in (2, 3):
+        for ratio, level in (((1, 4, 1), 250), ((1, 1, 1), 210)):
+            write_adapter(tmp_path, f"c{ratio[0]}{ratio[1]}-s{s}", ratio=ratio, seed=s, tag=other,
+                          accs=pattern(level + s))
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path))
+    code, out, err = run_cli(["compare", "--baseline", "1:1:1"], monkeypatch, capsys)
+    assert code == 0 and err == "" and f"note: eval set {TAG} compared" in out and f"({other} left out" in out
     assert run_cli(["compare", "--dataset", other], monkeypatch, capsys)[0] == 0
 
 

@@ -246,13 +246,20 @@ def _is_ratio(label, baseline: str) -> bool:
 
 
 def _narrow(rows: list[dict], baseline: str, notes: list[str]) -> list[dict]:
-    """One base model, eval set and budget. Of several eval sets, the only one holding the baseline and another
-    ratio is taken (said in a note); otherwise an InputError lists the exact flags that choose."""
+    """One base model, eval set and budget. Of several eval sets, the one holding the baseline and another ratio
+    is taken (said in a note): the only such one, else the one with the most ratios, then adapters (a study's
+    eval set beside its two-ratio confirmation's); on a tie an InputError lists the exact flags that choose."""
     tags = list(dict.fromkeys(str(r["eval_tag"]) for r in rows))
     fits = [t for t in tags if {_is_ratio(r["ratio"], baseline) for r in rows if str(r["eval_tag"]) == t} == {True, False}]
+    if len(fits) > 1:
+        size = {t: (len({str(r["ratio"]) for r in rows if str(r["eval_tag"]) == t}),
+                    sum(str(r["eval_tag"]) == t for r in rows)) for t in fits}
+        ranked = sorted(fits, key=lambda t: size[t], reverse=True)
+        if size[ranked[0]] > size[ranked[1]]:
+            fits = ranked[:1]
     if len(tags) > 1 and len(fits) == 1:
         rows = [r for r in rows if str(r["eval_tag"]) == fits[0]]
-        notes.append(f"eval set {fits[0]} compared: the only one with the baseline {baseline} and another ratio "
+        notes.append(f"eval set {fits[0]} compared: the one with the baseline {baseline} and the most other ratios "
                      f"({', '.join(t for t in tags if t != fits[0])} left out; --dataset chooses)")
     differing, flags = [], []
     for key, what, flag in SINGLE:
