@@ -56,6 +56,14 @@ def test_a_failing_step_is_one_line_naming_it_and_its_last_output():
     assert lines == ["loading", "error: dataset: no such split"]
 
 
+def test_the_probe_does_not_show_its_throwaway_accuracy():
+    lines = []
+    argv = [sys.executable, "-c", "print('evaluated 32/32 questions'); "
+            "print('adapter x: VQA accuracy 40.62 on 32 questions of synthetic:shapes (validation)')"]
+    probe.run_step(argv, name="evaluate", log=lines.append)
+    assert lines == ["evaluated 32/32 questions"]  # a few steps on 32 questions: not an accuracy to read
+
+
 def test_saved_probes_are_read_back_and_counted_apart_from_runs(tmp_path):
     record = RunRecord(model="demo", gpu=False, s_per_sample=0.01, s_per_question=0.02, overhead_s=5.0,
                        source="probe")

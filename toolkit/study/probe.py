@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,9 +74,10 @@ def probe_settings(plan, folder: Path) -> tuple[str, dict, dict | None]:
     if plan.spec.executor != "local":
         raise InputError(f"measure: the jobs of this sweep run on {plan.spec.executor}, not on this machine, so a "
                          "probe here would not tell their speed; queue it and read the ETA of its first job")
-    job = next((j for j in plan.jobs if j.kind == "train" and j.settings.get("train")), None)
+    job = next((j for j in plan.jobs if j.kind in ("train", "pack") and j.settings.get("train")), None)
     if job is None:
         raise InputError("measure: the sweep has no training job to measure")
+    job = job.arms[0] if job.arms else job  # a pack: its first arm alone (a pack's step costs its arms' samples)
     train = dict(job.settings["train"])
     steps = min(PROBE_STEPS, train.get("max_steps") or PROBE_STEPS)
     train.update(output=str(folder / "adapter"), max_steps=steps, epochs=None, checkpoint_every=steps + 1,
@@ -85,6 +87,10 @@ def probe_settings(plan, folder: Path) -> tuple[str, dict, dict | None]:
         evaluate = {**evaluate, "adapter": train["output"],
                     "limit": min(PROBE_BATCHES * (evaluate.get("batch_size") or 32), evaluate.get("limit") or 10**9)}
     return job.name, train, evaluate
+
+
+THROWAWAY = re.compile(r"VQA accuracy [\d.]+ on \d+ questions")
+"""the probe's evaluation line: an accuracy of a few steps on a few questions means nothing, so it is not shown"""
 
 
 def run_step(argv: list[str], *, name: str, log) -> float:
@@ -98,7 +104,8 @@ def run_step(argv: list[str], *, name: str, log) -> float:
             line = line.rstrip()
             if line:
                 tail = (tail + [line])[-5:]
-                log(line)
+                if not THROWAWAY.search(line):
+                    log(line)
         proc.wait()
     finally:  # interrupted (Ctrl-C, a Streamlit rerun): the child does not outlive the probe
         if proc.poll() is None:
