@@ -113,7 +113,7 @@ def _allocation_section(alloc: runs.AllocationInfo | None) -> list[str]:
     rounding = alloc.rounding or "uniform"
     lines += [f"- Achieved ratio: {achieved} (of mean ranks)", f"- Alpha rule: {rule.get('rule', '?')} ({rule.get('value', '')})",
               f"- Rounding: {rounding}" + (" (each component's modules mix two neighbouring ranks so the budget is met; "
-                                           "`rank` is the larger, `mean rank` what the ratio is kept on)"
+                                           "`rank` is the nearest whole rank, `mean rank` the modules' cost-weighted mean, what the ratio is kept on)"
                                            if rounding == "mixed" else " (one integer rank per component)"), "",
               "| component | rank | mean rank | alpha | modules | LoRA params | share of budget | share of model |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
