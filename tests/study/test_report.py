@@ -5,6 +5,7 @@ training: tests/helpers/adapters.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -59,5 +60,9 @@ def test_the_study_command_prints_the_answer_of_the_newest_study(store, run_cli)
     finish(store, study)
     code, out, _ = run_cli("study")
     assert code == 0 and f"study {study[:8]}" in out and "answer: use about 1:4:1" in out
+    code, out, _ = run_cli("confirm", "--sweep", study[:8], "--no-worker", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ratio"] == "1:4:1" and doc["ratios"] == ["1:1:1", "1:4:1"]
+    assert len(doc["seeds"]) >= 3 and min(doc["seeds"]) == 3  # fresh seeds after the study's 0-2, sized by power
     code, _, err = run_cli("study", "--sweep", "nope")
     assert code == 2 and err.count("\n") == 1 and "sweep" in err

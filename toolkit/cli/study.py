@@ -121,7 +121,7 @@ def cmd_confirm(args) -> int:
 
     ratio = str(Ratio.parse(args.ratio)) if args.ratio else None
     plan, result = queue_confirmation(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
-    ratio = plan.spec.ratios[0]
+    ratio = next((r for r in plan.spec.ratios if r != "1:1:1"), "1:1:1")  # the spec sorts its ratios
     controls = {}
     if args.controls and ratio != "1:1:1":
         controls = queue_controls(store, sweep_id, ratio=ratio, seeds=args.seeds, report_split=args.report_split)
