@@ -31,8 +31,9 @@ if not [r for r in store.rows if r["kind"] != "base"]:
     st.info(f"No evaluated adapters in {store.folder}: train and evaluate adapters first. Queue a sweep of ratios "
             "(several seeds each) on the Train & jobs page or from the CLI; the worker trains and then evaluates "
             "each adapter on the same eval set. An adapter trained by hand is evaluated with `evaluate`:")
-    st.code("python -m toolkit sweep --model demo --dataset synthetic:shapes --ratios 1:1:1,1:4:1,2:4:1 --seeds 3 "
-            "--budget-rank 8\npython -m toolkit evaluate --adapter adapters/<name> --dataset synthetic:shapes",
+    st.code(".venv/bin/python -m toolkit sweep --model demo --dataset synthetic:shapes --ratios 1:1:1,1:4:1,2:4:1 "
+            "--seeds 3 --budget-rank 8\n.venv/bin/python -m toolkit evaluate --adapter adapters/<name> "
+            "--dataset synthetic:shapes",
             language="bash")
     st.caption(store.summary())
     st.stop()
