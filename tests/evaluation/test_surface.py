@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.helpers.adapters import designed_store
@@ -131,7 +132,13 @@ def test_ternary_chart_layers_the_surface_arms_region_and_star():
     spec = ternary_chart(rec).to_dict()
     assert len(spec["layer"]) == 6
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
-    assert marks == ["square", "line", "text", "point", "circle", "point"]
+    assert marks == ["rect", "line", "text", "point", "circle", "point"]
+    # the surface's cells stay inside the triangle and tile each row (no gaps between neighbours)
+    cells = pd.DataFrame(spec["datasets"][spec["layer"][0]["data"]["name"]])
+    assert (cells["x1"] >= cells["y1"] / 3 ** 0.5 - 1e-9).all() and (cells["x2"] <= 1 + 1e-9).all()
+    assert (cells["y1"] >= 0).all() and (cells["y2"] <= 3 ** 0.5 / 2 + 1e-9).all() and (cells["x2"] > cells["x1"]).all()
+    row = cells[cells["y1"] == 0].sort_values("x1")
+    assert len(row) == 21 and (row["x1"].to_numpy()[1:] - row["x2"].to_numpy()[:-1]).max() < 1e-9
 
 
 def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):

@@ -142,15 +142,29 @@ def _ternary_xy(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(x=(df["language"] + df["projector"] / 2) / total, y=df["projector"] * (3 ** 0.5 / 2) / total)
 
 
+def _cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Each grid point of the fitted surface as a rectangle that tiles its row of the triangular lattice, clipped
+    to the triangle (x1, x2, y1, y2): no cell spills past the edges, and the edges' steps are half a cell."""
+    if df.empty:
+        return df.assign(x1=[], x2=[], y1=[], y2=[])
+    positive = df["vision"][df["vision"] > 1e-9]
+    n = max(1, round(1 / float(positive.min()))) if len(positive) else 1  # simplex_grid(n): proportions i/n
+    h, v, top = 1 / n, 3 ** 0.5 / 2 / n, 3 ** 0.5 / 2
+    out = df.assign(x1=(df["x"] - h / 2).clip(lower=df["y"] / 3 ** 0.5),
+                    x2=(df["x"] + h / 2).clip(upper=1 - df["y"] / 3 ** 0.5),
+                    y1=(df["y"] - v / 2).clip(lower=0), y2=(df["y"] + v / 2).clip(upper=top))
+    return out[out["x2"] > out["x1"]]  # the apex's cell has no width inside the triangle at its height
+
+
 def ternary_chart(rec) -> alt.LayerChart:
     """Accuracy over the vision : projector : language simplex (a toolkit.evaluation.surface.Recommendation):
     the fitted surface as coloured cells (when the design supports one), the observed arms (mean over seeds, per
     rung) as circles, the region whose gain the band cannot tell from the optimum's as small crosses and the
     recommended ratio as a triangle (none when no ratio beats 1:1:1)."""
     axis = dict(axis=None, scale=alt.Scale(domain=[-0.08, 1.08]))
-    surface = _ternary_xy(pd.DataFrame(rec.surface, columns=["vision", "projector", "language", "accuracy"]))
-    cells = alt.Chart(surface).mark_square(size=170, opacity=0.85).encode(
-        x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis),
+    surface = _cells(_ternary_xy(pd.DataFrame(rec.surface, columns=["vision", "projector", "language", "accuracy"])))
+    cells = alt.Chart(surface).mark_rect(opacity=0.85).encode(
+        x=alt.X("x1:Q", **axis), x2="x2:Q", y=alt.Y("y1:Q", **axis), y2="y2:Q",
         color=alt.Color("accuracy:Q", title="fitted accuracy (%)", scale=alt.Scale(scheme="viridis")),
         tooltip=["vision", "projector", "language", alt.Tooltip("accuracy:Q", format=".2f")])
     edge = pd.DataFrame([{"vision": 1, "projector": 0, "language": 0, "o": 0}, {"vision": 0, "projector": 0, "language": 1, "o": 1},

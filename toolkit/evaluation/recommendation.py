@@ -9,7 +9,7 @@ Three outcomes, each with its reason in plain words:
 - **use X:Y:Z**: X:Y:Z was trained (to the last rung), its measured gain over 1:1:1 is above the study's +1 point
   (toolkit.evaluation.verdict.MIN_EFFECT) and its *selection-adjusted* 95% interval excludes 0;
 - **candidate X:Y:Z, confirm it**: the best ratio's gain is positive (measured, where it was trained) but not
-  established, or X:Y:Z is a fitted optimum no run trained (a fitted gain is a screening value); a confirmation on
+  established, or X:Y:Z is a fitted optimum that no run trained (a fitted gain is a screening value); a confirmation on
   fresh seeds decides;
 - **no ratio beats 1:1:1 detectably**: the best gain is not positive, or every ratio's adjusted upper bound is
   below +1 point; with the equivalence bound the data give ("every ratio is within ±d points of 1:1:1").
@@ -546,7 +546,7 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
         confirm, confirm_why = True, "established on the study's data; a confirmation on fresh seeds makes it final"
     else:
         headline, rec_ratio = f"candidate {text}: confirm it", text
-        confirm, confirm_why = True, (f"{text} is a fitted optimum no run trained to the last rung" if measured is None
+        confirm, confirm_why = True, (f"{text} is a fitted optimum that no run trained to the last rung" if measured is None
                                       else f"its gain is positive but not established: {adjusted}")
     if notes:
         why += "; " + "; ".join(notes)
