@@ -32,6 +32,6 @@ with st.sidebar:
         "Cross-modal budget allocation: how should a fixed LoRA parameter budget be split between a VLM's "
         "vision encoder, projector and language decoder?"
     )
-    st.caption("Calculator → Train & jobs → Compare → Publish")
+    st.caption("Calculator → Train & jobs → Study → Compare → Publish")
 
 page.run()

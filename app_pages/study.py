@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
+from app_pages.jobs_panel import NO_FADE
 from toolkit.errors import CmbaError
 from toolkit.evaluation import charts
 from toolkit.queue.lifecycle import live_workers
@@ -65,6 +66,7 @@ def answer(sweep_id: str, state: tuple):
 
 @st.fragment(run_every=2)
 def live(sweep_id: str) -> None:
+    st.markdown(NO_FADE, unsafe_allow_html=True)  # the 2-s refresh must not grey out what the user reads
     workers = live_workers(store)
     rep = report.study_report(store, sweep_id, recommend=False, history=estimate.measured_here(store),
                               slots=slots_here(workers))
@@ -86,8 +88,7 @@ def live(sweep_id: str) -> None:
         {"": "model", "value": d["model"]}, {"": "data", "value": d["dataset"]},
         {"": "budget", "value": d["budget"]}, {"": "design", "value": d["design"]},
         {"": "ratios", "value": ", ".join(d["ratios"])}, {"": "seeds", "value": ", ".join(map(str, d["seeds"]))},
-        {"": "schedule", "value": (f"{d['max_steps']} steps" if d["max_steps"] else "the model's default")
-                                  + (f"; {d['search']}" if d["search"] else "")},
+        {"": "schedule", "value": d["schedule"] + (f"; {d['search']}" if d["search"] else "")},
         {"": "evaluated on", "value": d["eval"]},
         {"": "confirmation", "value": ", ".join(c[:8] for c in rep["confirmations"]) or "not queued"}]),
         hide_index=True, width="stretch")
@@ -102,12 +103,18 @@ def live(sweep_id: str) -> None:
         study_ui.search_panel(store, sweep_id)
 
     jobs = store.list(sweep=sweep_id)
-    curves = pd.DataFrame(progress.loss_curves(jobs))
+    smoothing = s.get("study_smoothing", 0.8)
+    curves = pd.DataFrame(progress.loss_curves(jobs, smoothing=smoothing))
     if not curves.empty:
         st.subheader("Training loss by ratio")
-        each = st.toggle("Each seed", key="study_loss_seeds")
+        a, b = st.columns([1, 3])
+        each = a.toggle("Each seed", key="study_loss_seeds")
+        b.slider("Smoothing", 0.0, 0.99, 0.8, 0.01, key="study_smoothing",
+                 help="exponential moving average of each seed's loss (debiased, as in TensorBoard) before the mean")
+        curves = curves.assign(loss=curves["smoothed"])
         st.altair_chart(charts.loss_band_chart(curves, seeds=each), width="stretch")
-        st.caption("The mean over seeds per ratio; the band spans the lowest to the highest seed at each step.")
+        st.caption("The mean over seeds per ratio of each seed's smoothed loss; the band spans the lowest to the "
+                   "highest seed at each step.")
 
     st.subheader("The answer")
     if rec is None:

@@ -63,7 +63,7 @@ def cmd_study(args) -> int:
     print(f"study {sweep_id[:8]}{' (' + rep['name'] + ')' if rep['name'] else ''} · {d['model']} on {d['dataset']} "
           f"· budget {d['budget']}")
     print(f"  design: {d['design']}: {len(d['ratios'])} ratios ({', '.join(d['ratios'])}) × seeds "
-          f"{', '.join(map(str, d['seeds']))}" + (f", {d['max_steps']} steps" if d["max_steps"] else "")
+          f"{', '.join(map(str, d['seeds']))}, {d['schedule']}"
           + (f"; {d['search']}" if d["search"] else "") + f"; evaluated on {d['eval']}")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(p["counts"].items()))
     print(f"  jobs: {p['jobs']} ({counts})" + (f"; time left: {p['time_left']}" if p["time_left"] else ""))

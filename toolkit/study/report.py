@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 from toolkit.errors import InputError
 from toolkit.queue.store import JobStore
+from toolkit.training.settings import model_defaults
 
 
 def _confirms(w: dict, sweeps: list[dict]) -> str | None:
@@ -56,15 +57,25 @@ def studies(store: JobStore, sweeps: list[dict] | None = None) -> list[dict]:
     return [w for w in sweeps if _confirms(w, sweeps) is None]
 
 
+def _schedule(spec: dict) -> str:
+    """'300 steps', '2 epochs' or 'one epoch': what every run of the sweep trains, the model's defaults resolved."""
+    train = spec.get("train") or {}
+    steps = train.get("max_steps") or (None if train.get("epochs") else
+                                       model_defaults(str(spec.get("model") or ""))["max_steps"])
+    if steps:
+        return f"{steps:,} steps"
+    epochs = train.get("epochs") or 1
+    return "one epoch" if epochs == 1 else f"{epochs:g} epochs"
+
+
 def design_summary(spec: dict) -> dict:
     """The plan of a stored sweep spec, in the words a reader wants: model, data, budget, arms, seeds, schedule."""
-    train = spec.get("train") or {}
     search = spec.get("search") or {}
     budgets = [f"{kind} {value:g}" if isinstance(value, float) else f"{kind} {value}"
                for kind, value in spec.get("budgets") or []]
     return {"model": spec.get("model"), "dataset": spec.get("dataset"), "budget": ", ".join(budgets),
             "design": spec.get("design") or "ratios as given", "ratios": list(spec.get("ratios") or []),
-            "seeds": list(spec.get("seeds") or []), "max_steps": train.get("max_steps"),
+            "seeds": list(spec.get("seeds") or []), "schedule": _schedule(spec),
             "search": (f"successive halving, rungs {', '.join(map(str, search.get('rungs') or []))} steps"
                        if search else None),
             "eval": f"split '{spec.get('eval_split')}'" + (f", first {spec['eval_limit']:,} questions"
