@@ -21,6 +21,7 @@ stored the same way in `adapters/base--<model>/` (cmba.json with "kind": "base")
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -214,24 +215,40 @@ def _run(model, processor, *, data, batch_size, max_new_tokens, device, log):
     return eval_tag(info), scores, predictions, dataset_doc, settings, elapsed
 
 
-def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
-                     columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
-                     batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
-                     allow_contaminated: bool = False, images_anywhere: bool = False, log=lambda m: None) -> dict:
-    """Evaluate a trained adapter (unmerged PEFT) and store the results next to it.
+@dataclass
+class AdapterEvaluation:
+    """An adapter's evaluation checked and ready to run (`prepare_adapter_evaluation`): nothing loaded but the data."""
 
-    Refused (InputError) before any model is loaded when the evaluated questions or images overlap what the
-    adapter trained on; with `allow_contaminated` it runs and the result is marked (its tag ends `__contaminated`).
-    """
-    from toolkit.calculator.structure import load_structure
-    from toolkit.training.modeling import (
-        default_device,
-        load_model,
-        quantization_doc,
-        quiet_libraries,
-        resolve_precision,
-    )
+    folder: Path
+    doc: runs.AdapterDoc
+    """its cmba.json"""
+    data: object
+    """the evaluated records (toolkit.data.sources)"""
+    hygiene: dict
+    tag: str
+    """where its results go: eval/<tag>/ (`__contaminated` added when it overlaps the training data)"""
+    batch_size: int
+    max_new_tokens: int
 
+    @property
+    def quantize(self) -> str | None:
+        return (self.doc.training or runs.TrainingInfo()).quantize
+
+    def done(self) -> bool:
+        """Its results are already written (results.json of its tag reads back)."""
+        try:
+            runs.read_evaluation(self.folder, self.tag)
+        except (InputError, OSError):
+            return False
+        return True
+
+
+def prepare_adapter_evaluation(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
+                               columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
+                               batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
+                               allow_contaminated: bool = False, images_anywhere: bool = False) -> AdapterEvaluation:
+    """Everything `evaluate_adapter` checks before it loads a model: the folder, its files, the questions, the
+    overlap with its training data (InputError on any problem)."""
     _check_settings(batch_size, max_new_tokens)
     folder = Path(adapter)
     cmba = read_adapter(folder)
@@ -242,23 +259,69 @@ def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit:
     data = load_eval_data(dataset, split=split, limit=limit, columns=columns, image_dir=image_dir,
                           sample_seed=sample_seed, holdout=holdout, images_anywhere=images_anywhere)
     hygiene = check_hygiene(folder, data, allow_contaminated=allow_contaminated)
+    tag = eval_tag(data.info.to_dict()) + ("__contaminated" if hygiene.get("contaminated") else "")
+    return AdapterEvaluation(folder=folder, doc=cmba, data=data, hygiene=hygiene, tag=tag, batch_size=batch_size,
+                             max_new_tokens=max_new_tokens)
+
+
+def load_base_for(prepared: AdapterEvaluation):
+    """(model, processor, precision, device): the adapter's base model loaded as `evaluate_adapter` loads it
+    (precision "auto" on this device, the quantization the adapter was trained under)."""
+    from toolkit.calculator.structure import load_structure
+    from toolkit.training.modeling import default_device, load_model, quiet_libraries, resolve_precision
+
     quiet_libraries()
-    base, quantize = cmba.base_model, (cmba.training or runs.TrainingInfo()).quantize
+    base = prepared.doc.base_model
     structure = load_structure(base.id, revision=base.revision)
     device = default_device()
     precision = resolve_precision("auto", device)
-    model, processor = load_model(structure, precision=precision, quantize=quantize, device=device,
+    model, processor = load_model(structure, precision=precision, quantize=prepared.quantize, device=device,
                                   revision=base.revision)
-    model = load_adapter(model, folder, base.id)
-    tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-        model, processor, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        device=device, log=log)
+    return model, processor, precision, device
+
+
+def evaluate_prepared(model, processor, prepared: AdapterEvaluation, *, precision: str, device,
+                      log=lambda m: None) -> dict:
+    """Evaluate a prepared adapter on an already loaded base `model` (as `load_base_for` loads it: no adapter on
+    it) and store the results; the adapter is loaded onto `model` by PEFT for the evaluation and taken off after,
+    so the same base serves the next adapter (`model` itself is left as it was given)."""
+    from toolkit.training.modeling import quantization_doc
+
+    base = prepared.doc.base_model
+    peft_model = load_adapter(model, prepared.folder, base.id)
+    try:
+        tag, scores, predictions, dataset_doc, settings, elapsed = _run(
+            peft_model, processor, data=prepared.data, batch_size=prepared.batch_size,
+            max_new_tokens=prepared.max_new_tokens, device=device, log=log)
+    finally:
+        peft_model.unload()  # the LoRA layers replaced by their base layers again: `model` is the bare base
+    quantize = prepared.quantize
     settings.update(precision=precision, quantize=quantize, quantization=quantization_doc(quantize))
-    dataset_doc["hygiene"] = hygiene
-    if hygiene.get("contaminated"):
+    dataset_doc["hygiene"] = prepared.hygiene
+    if prepared.hygiene.get("contaminated"):
         tag += "__contaminated"
-        log(hygiene["note"])
-    return _store(folder, tag, cmba.name, base.id, dataset_doc, settings, scores, predictions, elapsed)
+        log(prepared.hygiene["note"])
+    return _store(prepared.folder, tag, prepared.doc.name, base.id, dataset_doc, settings, scores, predictions,
+                  elapsed)
+
+
+def evaluate_adapter(adapter, dataset: str, *, split: str = "validation", limit: int | None = None,
+                     columns: dict | None = None, image_dir: str | None = None, sample_seed: int = 0,
+                     batch_size: int = 32, max_new_tokens: int = 10, holdout: float | None = None,
+                     allow_contaminated: bool = False, images_anywhere: bool = False, log=lambda m: None) -> dict:
+    """Evaluate a trained adapter (unmerged PEFT) and store the results next to it.
+
+    Refused (InputError) before any model is loaded when the evaluated questions or images overlap what the
+    adapter trained on; with `allow_contaminated` it runs and the result is marked (its tag ends `__contaminated`).
+    The three parts, for a caller that evaluates several adapters on one loaded base (`python -m toolkit pack`):
+    `prepare_adapter_evaluation`, `load_base_for`, `evaluate_prepared`.
+    """
+    prepared = prepare_adapter_evaluation(adapter, dataset, split=split, limit=limit, columns=columns,
+                                          image_dir=image_dir, sample_seed=sample_seed, batch_size=batch_size,
+                                          max_new_tokens=max_new_tokens, holdout=holdout,
+                                          allow_contaminated=allow_contaminated, images_anywhere=images_anywhere)
+    model, processor, precision, device = load_base_for(prepared)
+    return evaluate_prepared(model, processor, prepared, precision=precision, device=device, log=log)
 
 
 def base_folder(model: str) -> Path:
