@@ -6,6 +6,7 @@ to confirm it, and how long it will take. It submits jobs to toolkit.queue; the 
     search.py    a successive-halving search (rungs, eta, noise rule) and the steps of one rung's job
     halving.py   the halving controller: decides each finished rung, queues the next (the rung jobs' follow-up hook)
     rung.py      `python -m toolkit.study.rung`: train a run to one rung's step of its full schedule, snapshot it
+    packrun.py   a pack job's step (`python -m toolkit pack`): its arms trained in one process, then evaluated there
     confirm.py   the recommendation of a sweep, its confirmation (fresh seeds, report split) and the controls
     report.py    one study followed from design to answer (its confirmations, progress, final answer)
     preflight.py checks before queueing: weights on this machine, dataset splits readable, 4-bit runnable

@@ -1,0 +1,214 @@
+"""A pack job's step (`python -m toolkit pack`, #28): its arms trained in one process on one copy of the base
+(toolkit.training.pack), then each arm evaluated in that process too, on the base already in memory.
+
+    settings = PackSettings.from_json('{"arms": [{"train": {...}, "evaluate": {...}}, ...]}')   # or a file
+    report = run_pack(settings)          # trains (resuming), evaluates, skips what is already done
+    report.mode, report.base_loads       # "fused" / "sequential" / "single"; how many times a base was loaded
+
+The settings are {"arms": [{"train": TrainSettings fields, "evaluate": EvalSettings fields or null}, ...]}
+(optionally "fuse": false, "stack_rows": N); a packed sweep's job (toolkit.study.sweep) stores the same arms in
+`Job.settings["arms"]`. Every arm names its run folder (`train.output`); its evaluation scores that folder.
+
+**Evaluation in the same process.** When this process trained at least one arm, the trained model with its LoRA
+layers unloaded is the bare base each arm's adapter is loaded onto, exactly as `evaluate --adapter` loads it
+(PEFT, unmerged: toolkit.evaluation.evaluate.evaluate_prepared), so it writes the same eval/<tag>/results.json
+and predictions.jsonl (tests/training/test_pack_jobs.py compares them). That base is reused only where it is the
+model `evaluate` would load: the same precision (`evaluate` uses "auto" on this device), not 4-bit (preparing for
+k-bit training casts the base's norms), no gradient checkpointing, and no module that training changes (batch
+norm's running statistics). Otherwise, and when every arm was trained before, the base is loaded once, as
+`evaluate` loads it, for all the arms' evaluations (the log says why).
+
+**Resume.** Every arm resumes: an arm whose cmba.json exists is not trained again, the others continue from
+their newest valid checkpoint; an evaluation whose results.json exists is not run again. A pack job killed
+anywhere (kill -9 included) and run again ends as the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import InputError
+
+MAX_ARMS = 64
+"""the most arms one pack trains (its settings travel as one command-line argument)"""
+
+
+@dataclass(frozen=True)
+class PackArm:
+    train: object
+    """TrainSettings"""
+    evaluate: object | None
+    """EvalSettings of its evaluation (its adapter: the arm's run folder), or None"""
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """The arms of one pack and how to train them (toolkit.training.pack.train_pack's `fuse` and `stack_rows`)."""
+
+    arms: tuple[PackArm, ...]
+    fuse: bool = True
+    stack_rows: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PackSettings:
+        from toolkit.training.settings import EvalSettings, TrainSettings
+
+        if not isinstance(data, dict) or not isinstance(data.get("arms"), list) or not data["arms"]:
+            raise InputError('pack: the settings must be {"arms": [{"train": {...}, "evaluate": {...}}, ...]} with '
+                             "at least one arm")
+        unknown = sorted(set(data) - {"arms", "fuse", "stack_rows"})
+        if unknown:
+            raise InputError(f"pack: unknown setting(s) {', '.join(unknown)} (allowed: arms, fuse, stack_rows)")
+        if len(data["arms"]) > MAX_ARMS:
+            raise InputError(f"pack: at most {MAX_ARMS} arms per pack, got {len(data['arms'])}")
+        arms = []
+        for i, arm in enumerate(data["arms"], start=1):
+            if not isinstance(arm, dict) or not isinstance(arm.get("train"), dict):
+                raise InputError(f'pack: arm {i} must be {{"train": {{...}}, "evaluate": {{...}} or null}}')
+            train = TrainSettings.from_dict(arm["train"])
+            if not train.output:
+                raise InputError(f"pack: arm {i} names no run folder (train.output); each arm needs its own")
+            evaluate = arm.get("evaluate")
+            if evaluate is not None:
+                evaluate = EvalSettings.from_dict({"adapter": train.output, **evaluate})
+                if evaluate.base or not evaluate.adapter:
+                    raise InputError(f"pack: arm {i}'s evaluation must score its adapter, not a base model")
+                if Path(evaluate.adapter).resolve() != Path(train.output).resolve():
+                    raise InputError(f"pack: arm {i} evaluates '{evaluate.adapter}' but trains into "
+                                     f"'{train.output}'; an arm's evaluation scores its own run folder")
+            arms.append(PackArm(train=train, evaluate=evaluate))
+        stack_rows = data.get("stack_rows")
+        if stack_rows is not None and (not isinstance(stack_rows, int) or stack_rows < 1):
+            raise InputError(f"pack: stack_rows must be a whole number >= 1, got {stack_rows!r}")
+        return cls(arms=tuple(arms), fuse=bool(data.get("fuse", True)), stack_rows=stack_rows)
+
+    @classmethod
+    def from_json(cls, text: str) -> PackSettings:
+        """An inline JSON object, or the path of a file holding one."""
+        text = str(text).strip()
+        if not text.startswith(("{", "[")):
+            try:
+                text = Path(text).expanduser().read_text()
+            except OSError as exc:
+                raise InputError(f"settings-json: cannot read '{text}' ({exc.strerror or exc})") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"settings-json: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @staticmethod
+    def arm_dict(train: dict, evaluate: dict | None) -> dict:
+        return {"train": train, "evaluate": evaluate}
+
+    def to_dict(self) -> dict:
+        d = {"arms": [self.arm_dict(a.train.to_dict(), a.evaluate.to_dict() if a.evaluate else None)
+                      for a in self.arms]}
+        if not self.fuse:
+            d["fuse"] = False
+        if self.stack_rows is not None:
+            d["stack_rows"] = self.stack_rows
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class PackReport:
+    """What `run_pack` did."""
+
+    mode: str
+    """how the arms trained in this process: "fused", "sequential" or "single" (also when none was left)"""
+    reason: str | None
+    trained: int
+    """arms trained (or continued) in this process"""
+    base_loads: int
+    """bases loaded for evaluation after training (0: the trained one was reused, or nothing to evaluate)"""
+    evaluations: list[dict] = field(default_factory=list)
+    """per arm with an evaluation, in the arms' order: {"adapter", "tag", "ran": bool (False: its results were
+    already written), "overall" (when it ran)}"""
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "reason": self.reason, "trained": self.trained, "base_loads": self.base_loads,
+                "evaluations": self.evaluations}
+
+
+def reuse_blocker(model, train) -> str | None:
+    """Why the model a pack trained (`model`: the PEFT model, `train`: its first arm's TrainSettings) is not the
+    base `evaluate` would load (None when it is)."""
+    from toolkit.training.modeling import default_device, resolve_precision
+
+    device = default_device()
+    trained, evaluated = resolve_precision(train.precision, device), resolve_precision("auto", device)
+    if trained != evaluated:
+        return f"it was trained in {trained}; `evaluate` loads {evaluated} here"
+    if train.quantize:
+        return "4-bit training prepares the base (casts its norms) differently from evaluation"
+    if train.gradient_checkpointing:
+        return "gradient checkpointing changed the base's modules for training"
+    changed = [n for n, m in model.get_base_model().named_modules() if getattr(m, "running_mean", None) is not None]
+    if changed:
+        return f"training updated running statistics of {', '.join(changed[:3])}"
+    return None
+
+
+def run_pack(settings: PackSettings, *, log=None, stop_after: int | None = None) -> PackReport:
+    """Train the pack's arms (resuming; complete arms skipped), then evaluate each arm whose results are not
+    written yet, on the trained base where it can be reused, else on one base loaded for them all.
+
+    Raises what training raises: toolkit.outcomes.Interrupted (a signal or `stop_after`: every unfinished arm
+    checkpointed), OutOfMemory, InputError.
+    """
+    import gc
+
+    from toolkit.evaluation.evaluate import evaluate_prepared, load_base_for, prepare_adapter_evaluation
+    from toolkit.training.loop import _log
+    from toolkit.training.pack import train_pack
+    from toolkit.training.settings import check_allocation
+
+    log = log or _log
+    for arm in settings.arms:
+        check_allocation(arm.train)
+    keep: dict = {}
+    result = train_pack([a.train for a in settings.arms], fuse=settings.fuse, stack_rows=settings.stack_rows,
+                        log=log, stop_after=stop_after, keep=keep)
+    report = PackReport(mode=result.mode, reason=result.reason, trained=result.arms, base_loads=0)
+    todo = []
+    for arm in settings.arms:
+        if arm.evaluate is None:
+            continue
+        e = arm.evaluate
+        prepared = prepare_adapter_evaluation(
+            arm.train.output, e.dataset, split=e.split, limit=e.limit, columns=e.columns, image_dir=e.image_dir,
+            sample_seed=e.sample_seed, batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, holdout=e.holdout,
+            allow_contaminated=e.allow_contaminated, images_anywhere=e.images_anywhere)
+        report.evaluations.append({"adapter": str(prepared.folder), "tag": prepared.tag, "ran": False})
+        if prepared.done():
+            log(f"{prepared.folder.name}: evaluation {prepared.tag} already written; not run again")
+        else:
+            todo.append((report.evaluations[-1], prepared))
+    base = None
+    if todo and keep:
+        why = reuse_blocker(keep["model"], settings.arms[0].train)
+        if why is None:
+            from toolkit.training.modeling import default_device, resolve_precision
+
+            device = default_device()
+            base = (keep["model"].unload(), keep["processor"], resolve_precision("auto", device), device)
+            log(f"evaluating {len(todo)} arm(s) on the base model trained here (its LoRA layers unloaded)")
+        else:
+            log(f"evaluation loads the base model again: {why}")
+    keep.clear()
+    gc.collect()
+    for entry, prepared in todo:
+        if base is None:
+            base = load_base_for(prepared)
+            report.base_loads += 1
+        model, processor, precision, device = base
+        log(f"evaluating {prepared.folder.name} on {len(prepared.data)} questions")
+        doc = evaluate_prepared(model, processor, prepared, precision=precision, device=device, log=log)
+        entry.update(tag=Path(doc["path"]).name, ran=True, overall=doc["scores"]["overall"])
+    return report
