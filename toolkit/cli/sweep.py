@@ -75,7 +75,7 @@ def spec_from_args(args):
         eval_limit=args.eval_limit, output=args.output, name=args.name, gpus_per_job=args.gpus_per_job,
         max_attempts=args.max_attempts, executor=args.executor, slurm=slurm_from_args(args),
         reference=not args.no_reference, design=args.design, search=_search(args, train), retrieval=args.retrieval,
-        retrieval_dataset=args.retrieval_dataset)
+        retrieval_dataset=args.retrieval_dataset, pack=args.pack, pack_size=args.pack_size)
 
 
 def _search(args, train: dict):
@@ -140,10 +140,14 @@ def cmd_sweep(args) -> int:
     _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s){where}")
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
     for j in plan.jobs:
-        err = "-" if j.budget_error is None else f"{j.budget_error:+.2f}%"
-        flag = budget_flag(j.budget_error)
-        _out(f"{j.id:<12} {j.name:<36} {':'.join(map(str, j.ranks)):>12} {j.params:>14,} {err:>10}"
-             + (f"  !! {flag}" if flag else ""))
+        if j.arms:  # a pack: one job, its arms under it
+            _out(f"{j.id:<12} {j.name:<36} {len(j.arms):>5} arm(s) {j.params:>14,}")
+        for a in j.arms or (j,):
+            err = "-" if a.budget_error is None else f"{a.budget_error:+.2f}%"
+            flag = budget_flag(a.budget_error)
+            label = (f"  {a.ratio} s{a.seed}", "") if j.arms else (j.id, j.name)
+            _out(f"{label[0]:<12} {label[1]:<36} {':'.join(map(str, a.ranks)):>12} {a.params:>14,} {err:>10}"
+                 + (f"  !! {flag}" if flag else ""))
     for warning in plan.warnings:
         _out(f"warning: {warning}")
     _out(f"estimated time: {estimate.text()}" if estimate else
@@ -236,6 +240,11 @@ def register(sub) -> None:
     g.add_argument("--no-reference", action="store_true",
                    help="do not queue the base model's evaluation on the same questions (the comparison's reference row)")
     g = p.add_argument_group("queueing")
+    g.add_argument("--pack", action="store_true", help="one job per pack of arms of one budget instead of one per "
+                   "arm: the pack trains its arms in one process on one copy of the base (fused where it can) and "
+                   "evaluates each there (`python -m toolkit pack`)")
+    g.add_argument("--pack-size", type=number(int), metavar="N", help="at most N arms per pack (default: every arm "
+                   "of a budget on CPU; required on a GPU, where a pack that runs out of memory is not split yet)")
     g.add_argument("--gpus-per-job", type=number(int), help="default: 1 when the machine has GPUs, else 0 (CPU); "
                    "more than 1 trains with DDP (torchrun), the global batch kept")
     g.add_argument("--max-attempts", type=number(int), default=3, help="runs allowed when a worker is lost (default 3)")

@@ -29,12 +29,14 @@ def stored_spec(store: JobStore, sweep_id: str) -> dict:
 
 
 def sweep_rows(store: JobStore, sweep_id: str) -> list[dict]:
-    """compare.scan rows of the adapters this sweep trained (every rung's snapshots and final runs)."""
+    """compare.scan rows of the adapters this sweep trained (every rung's snapshots and final runs, every arm of a
+    pack job)."""
     from toolkit.evaluation import compare
 
     folders = set()
     for job in store.list(sweep=sweep_id):
-        for path in (job.meta.get("adapter"), job.output_dir):
+        arms = [a.get("output_dir") for a in job.meta.get("arms") or []]  # a pack job: every arm's run folder
+        for path in (job.meta.get("adapter"), job.output_dir, *arms):
             if path:
                 folders.add(str(Path(path).resolve()))
     roots = {str(Path(f).parent) for f in folders}

@@ -141,16 +141,17 @@ def measured_runs(store) -> list[RunRecord]:
         if not model or not job.output_dir:
             continue
         s_per_sample = train_s = None
+        arms = len(job.settings.get("arms") or []) or 1  # a pack: its steps' time is every arm's
         m = runs.last_metric(job.output_dir) if train else None
         if m and m.step and m.elapsed_s and train.get("batch_size"):
             train_s = m.elapsed_s
-            s_per_sample = m.elapsed_s / (m.step * train["batch_size"] * (train.get("grad_accum") or 1))
+            s_per_sample = m.elapsed_s / (m.step * train["batch_size"] * (train.get("grad_accum") or 1) * arms)
         eval_s, s_per_question = eval_rate(job.output_dir) if evaluate else (None, None)
         if s_per_sample is None and s_per_question is None:
             continue
         overhead = None
         if job.started and job.finished and job.retries == 0 and job.attempts <= 1:
-            overhead = max(0.0, job.finished - job.started - (train_s or 0.0) - (eval_s or 0.0))
+            overhead = max(0.0, job.finished - job.started - (train_s or 0.0) - (eval_s or 0.0) * arms)
         out.append(RunRecord(model=model, gpu=job.gpus > 0, s_per_sample=s_per_sample,
                              s_per_question=s_per_question, overhead_s=overhead))
     return out
@@ -202,7 +203,15 @@ def measured_adapters(folder, *, skip=()) -> list[RunRecord]:
 
 
 def job_cost(settings: dict, *, model: str, gpu: bool) -> JobCost:
-    """The JobCost of a job's settings ({"train": ..., "evaluate": ...}, as planned and as stored)."""
+    """The JobCost of a job's settings ({"train": ..., "evaluate": ...}, as planned and as stored); a pack job's
+    ("arms": [{"train", "evaluate"}, ...]) costs its arms' samples and questions together."""
+    if settings.get("arms"):
+        costs = [job_cost(a, model=model, gpu=gpu) for a in settings["arms"]]
+        steps = max(c.steps for c in costs)
+        samples = sum(c.steps * c.batch_size for c in costs)
+        return JobCost(model=model, gpu=gpu, steps=steps,
+                       batch_size=samples / steps if steps and not math.isinf(steps) else costs[0].batch_size,
+                       questions=sum(c.questions for c in costs))
     train, evaluate = settings.get("train"), settings.get("evaluate")
     steps = (train or {}).get("max_steps") or 0
     if train and not steps:
@@ -249,7 +258,7 @@ def time_left(jobs, history: list[RunRecord], *, slots: int, ahead=()) -> Estima
         if math.isinf(cost.steps) or math.isinf(cost.questions):
             return None
         phase = step_name(j.steps[min(j.step_index, len(j.steps) - 1)]) if j.steps else "train"
-        if phase != "train":
+        if phase not in ("train", "pack"):  # a pack's one step trains, then evaluates
             cost = replace(cost, steps=0)  # its training is behind it
         eta = m.eta_s if cost.steps and m and m.eta_s is not None else None
         span = _job_range(cost, _same(cost, history), loaded=j.id in metrics, train_left_s=eta)

@@ -97,11 +97,16 @@ def smooth(values: list[float], weight: float) -> list[float]:
 
 
 def loss_curves(jobs, *, smoothing: float = 0.0) -> list[dict]:
-    """Rows {job, name, ratio, seed, step, loss, smoothed} of every job's metrics, for one overlaid chart."""
+    """Rows {job, name, ratio, seed, step, loss, smoothed} of every job's metrics, for one overlaid chart; a pack
+    job (meta "arms") gives one curve per arm, its job `<id>.<k>`."""
     rows = []
     for job in jobs:
-        points = [m for m in read_metrics(job.output_dir) if m.loss is not None]
-        for m, smoothed in zip(points, smooth([m.loss for m in points], smoothing), strict=True):
-            rows.append({"job": job.id, "name": job.name, "ratio": job.meta.get("ratio"), "seed": job.meta.get("seed"),
-                         "step": m.step, "loss": m.loss, "smoothed": smoothed})
+        arms = job.meta.get("arms")
+        curves = ([(f"{job.id}.{k}", f"{job.name} {a.get('ratio')} s{a.get('seed')}", a) for k, a in
+                   enumerate(arms, start=1)] if arms else [(job.id, job.name, {**job.meta, "output_dir": job.output_dir})])
+        for key, name, arm in curves:
+            points = [m for m in read_metrics(arm.get("output_dir")) if m.loss is not None]
+            for m, smoothed in zip(points, smooth([m.loss for m in points], smoothing), strict=True):
+                rows.append({"job": key, "name": name, "ratio": arm.get("ratio"), "seed": arm.get("seed"),
+                             "step": m.step, "loss": m.loss, "smoothed": smoothed})
     return rows

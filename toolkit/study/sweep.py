@@ -27,6 +27,12 @@ Where jobs run: `executor="local"` (the worker's subprocesses, the default) or `
 what a sweep computes, so neither is part of its id. A job with more than one GPU (local `gpus_per_job`, or
 Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distributed` (DDP, the global batch kept).
 
+Packed (`pack=True`, `sweep --pack`): the arms of each budget are grouped into as few jobs of at most `pack_size`
+arms as hold them (`pack_jobs`), each job one `python -m toolkit pack` step (toolkit.study.packrun: the arms
+trained in one process on one copy of the base, toolkit.training.pack, then each evaluated there); the job's meta
+lists its arms ({"ratio", "seed", "output_dir", ...}), its `output_dir` is its first arm's. Local executor, one
+device, no halving search. `pack` and `pack_size` are left out of the id while unset.
+
 Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.study.preflight (weights, data, 4-bit);
 toolkit.study.estimate says how long the sweep will take from earlier runs' measured step rates.
 Progress for the UI and CLI: toolkit.study.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
@@ -37,7 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +193,11 @@ class SweepSpec:
     """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
     confirms: str | None = None
     """the study sweep whose recommendation this sweep confirms (toolkit.study.confirm), linking the two"""
+    pack: bool = False
+    """train the arms of each budget in packs, one job per pack (`python -m toolkit pack`: one process, one copy of
+    the base, each arm evaluated there too) instead of one job per arm"""
+    pack_size: int | None = None
+    """at most this many arms per pack (None: every arm of a budget, up to packrun.MAX_ARMS; CPU jobs only)"""
 
     def __post_init__(self):
         if not str(self.base.get("model") or "").strip():
@@ -237,6 +248,7 @@ class SweepSpec:
             raise InputError("search: successive halving decides on evaluations; do not combine it with --no-eval")
         if self.search and self.gpus_per_node > 1:
             raise InputError("search: successive halving runs one process per job; use --gpus-per-job 1")
+        self._check_pack()
         # every job's settings validate exactly as `train` validates them: build the first one now
         sample = self.settings.changed()
         object.__setattr__(self, "base", {k: sample[k] for k in sorted(self.base) if k in sample})
@@ -248,6 +260,26 @@ class SweepSpec:
                                  f"(their own training questions); evaluate on another split (--eval-split) or hold "
                                  f"out images of it (--holdout 0.1)")
 
+    def _check_pack(self) -> None:
+        from toolkit.study.packrun import MAX_ARMS
+
+        if not self.pack:
+            if self.pack_size is not None:
+                raise InputError("pack size: only with --pack")
+            return
+        if self.pack_size is not None and (not isinstance(self.pack_size, int) or not 1 <= self.pack_size <= MAX_ARMS):
+            raise InputError(f"pack size: must be a whole number in 1..{MAX_ARMS}, got {self.pack_size!r}")
+        if self.search:
+            raise InputError("pack: successive halving inside a pack is not done yet; drop --pack or --search")
+        if self.executor != "local":
+            raise InputError("pack: packed jobs run on the local executor only for now (one sbatch per pack is "
+                             "not done yet); drop --pack or --executor slurm")
+        if self.gpus_per_node > 1:
+            raise InputError("pack: a pack trains in one process on one device; use --gpus-per-job 0 or 1")
+        if self.gpus_per_job and self.pack_size is None:
+            raise InputError("pack size: on a GPU give --pack-size (how many arms fit in its memory: a pack that "
+                             "runs out of memory is not split yet)")
+
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
               mode: str | None = None, targets: str | None = None, alpha_rule: str | None = None, alpha=None,
@@ -255,7 +287,7 @@ class SweepSpec:
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
               max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
               reference: bool = True, design: str | None = None, search=None, retrieval=None,
-              retrieval_dataset: str | None = None) -> SweepSpec:
+              retrieval_dataset: str | None = None, pack: bool = False, pack_size=None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
 
         `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"};
@@ -265,6 +297,7 @@ class SweepSpec:
         the partition's nodes have GPUs, else 0 (this asks the cluster: no Slurm -> InputError saying what
         is needed). `design` ('simplex-lattice:3') adds its arms to `ratios` (which may then be empty);
         `search` ('halving' or a dict of toolkit.study.search.Search fields) trains them by successive halving.
+        `pack` queues one job per pack of at most `pack_size` arms of one budget instead of one per arm.
         """
         if design:
             from toolkit.study.design import Design
@@ -312,7 +345,8 @@ class SweepSpec:
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
                    max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference),
                    design=design or None, search=search or None,
-                   retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None)
+                   retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None,
+                   pack=bool(pack), pack_size=_positive_int(pack_size, "pack size"))
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
@@ -373,9 +407,11 @@ class SweepSpec:
                 d.pop(key)
         if d["reference"]:  # the default: ids of sweeps planned before it existed stay as they were
             d.pop("reference")
-        for key in ("design", "search", "retrieval", "retrieval_dataset", "confirms"):
+        for key in ("design", "search", "retrieval", "retrieval_dataset", "confirms", "pack"):
             if not d[key]:
                 d.pop(key)
+        if d["pack_size"] is None:  # unset (always, without --pack): ids of unpacked sweeps stay as they were
+            d.pop("pack_size")
         return d
 
     @property
@@ -409,11 +445,21 @@ class PlannedJob:
     lora_sha256: str = ""
     """sha256 of the planned LoraConfig; the train step refuses any other allocation"""
     kind: str = "train"
-    """train (train, then evaluate) | reference (the base model's evaluation alone)"""
+    """train (train, then evaluate) | reference (the base model's evaluation alone) | pack (its `arms` trained
+    and evaluated in one process)"""
     meta: dict = field(default_factory=dict)
-    """more for the job's meta (a halving search's rung, step and evaluated adapter)"""
+    """more for the job's meta (a halving search's rung, step and evaluated adapter; a pack's arms)"""
+    arms: tuple[PlannedJob, ...] = ()
+    """a pack's arms: each the train job it would be unpacked (its steps are the pack's)"""
 
     def row(self) -> dict:
+        if self.kind == "pack":
+            errors = [a.budget_error for a in self.arms if a.budget_error is not None]
+            return {"job": self.id, "name": self.name, "ratio": self.ratio, "seed": None, "budget": str(self.budget),
+                    "ranks v:p:l": ", ".join(dict.fromkeys(":".join(map(str, a.ranks)) for a in self.arms)),
+                    "trainable params": sum(a.params for a in self.arms), "budget params": self.budget_params,
+                    "budget error %": round(max(errors, key=abs), 3) if errors else None,
+                    "output": self.output_dir, "arms": len(self.arms)}
         return {"job": self.id, "name": self.name, "ratio": self.ratio,
                 "seed": self.seed if self.kind == "train" else None, "budget": str(self.budget),
                 "ranks v:p:l": ":".join(map(str, self.ranks)), "trainable params": self.params,
@@ -438,8 +484,13 @@ class SweepPlan:
         return [j.row() for j in self.jobs]
 
     def to_dict(self) -> dict:
-        return {"sweep": self.sweep_id, "spec": self.spec.normalised(),
-                "jobs": [{**j.row(), "lora_sha256": j.lora_sha256, "kind": j.kind} for j in self.jobs],
+        def job(j: PlannedJob) -> dict:
+            d = {**j.row(), "lora_sha256": j.lora_sha256, "kind": j.kind}
+            if j.arms:
+                d["arms"] = [job(a) for a in j.arms]
+            return d
+
+        return {"sweep": self.sweep_id, "spec": self.spec.normalised(), "jobs": [job(j) for j in self.jobs],
                 "warnings": list(self.warnings)}
 
 
@@ -525,6 +576,7 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                             f"as {same[0]}")
             for ratio in same[1:]:
                 del arms[ratio]
+        first = len(jobs)
         for ratio, a in arms.items():
             lora_hash = lora_sha256(a)
             for seed in spec.seeds:
@@ -548,6 +600,8 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                                        steps=steps, lora_sha256=lora_hash,
                                        settings={"train": settings.to_dict(),
                                                  "evaluate": evaluate.to_dict() if evaluate else None}))
+        if spec.pack:
+            jobs[first:] = pack_jobs(spec, jobs[first:], model=model, budget=budget, sweep_id=sweep_id, number=first + 1)
     if spec.eval_split and spec.reference:
         ref = spec.reference_settings()
         jobs.append(PlannedJob(id=f"{sweep_id[:8]}-{len(jobs) + 1:02d}", name=f"{model}-base-reference",
@@ -557,6 +611,48 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                                       *retrieval_steps(spec, base=spec.model)),
                                settings={"train": None, "evaluate": ref.to_dict()}, kind="reference"))
     return SweepPlan(spec=spec, sweep_id=sweep_id, jobs=tuple(jobs), warnings=tuple(warnings))
+
+
+MAX_STEP_CHARS = 120_000
+"""the longest argument a job step may carry (Linux refuses one over 128 KiB)"""
+
+
+def pack_jobs(spec: SweepSpec, arms: list[PlannedJob], *, model: str, budget: Budget, sweep_id: str,
+              number: int) -> list[PlannedJob]:
+    """The arms of one budget (train jobs) grouped into as few pack jobs of at most `spec.pack_size` arms as hold
+    them, of sizes that differ by one at most, numbered from `number`. Arms are taken seed by seed, so a pack holds
+    the ratios of a seed side by side (what a pack shares, its machine and its fate, is spread over the ratios
+    rather than falling on one). Each job is one `python -m toolkit pack` step (then the arms' retrieval steps),
+    its arms in its meta ("arms": ratio, seed, output_dir, ...) and settings ("arms": {"train", "evaluate"} each;
+    "train" and "evaluate" are its first arm's, for readers of one-arm jobs)."""
+    from toolkit.study.packrun import MAX_ARMS, PackSettings
+
+    arms = sorted(arms, key=lambda a: a.seed)  # seed-major (stable: ratios in plan order): a pack holds every ratio
+    count = -(-len(arms) // (spec.pack_size or MAX_ARMS))  # packs needed; their sizes then differ by one at most
+    cuts = [len(arms) * k // count for k in range(count + 1)]
+    groups = [arms[a:b] for a, b in zip(cuts, cuts[1:])]
+    out = []
+    for k, group in enumerate(groups, start=1):
+        packed = [PackSettings.arm_dict(a.settings["train"], a.settings["evaluate"]) for a in group]
+        text = PackSettings.from_dict({"arms": packed}).to_json()  # validated as the step will read it
+        if len(text) > MAX_STEP_CHARS:
+            raise InputError(f"pack size: {len(group)} arms' settings are {len(text):,} characters, more than one "
+                             f"command-line argument holds; give a smaller --pack-size")
+        steps = ((PYTHON, "-m", "toolkit", "pack", "--settings-json", text),
+                 *(s for a in group for s in retrieval_steps(spec, adapter=a.output_dir)))
+        job_id = f"{sweep_id[:8]}-{number + k - 1:02d}"
+        group = [replace(a, id=f"{job_id}.{i}") for i, a in enumerate(group, start=1)]
+        first = group[0]
+        meta = {"arms": [{"ratio": a.ratio, "seed": a.seed, "output_dir": a.output_dir, "ranks": list(a.ranks),
+                          "params": a.params, "budget_error": a.budget_error, "lora_sha256": a.lora_sha256}
+                         for a in group]}
+        out.append(PlannedJob(
+            id=job_id, name=f"{model}-pack-{_budget_tag(budget)}-{k}of{len(groups)}",
+            ratio=",".join(dict.fromkeys(a.ratio for a in group)), seed=None, budget=budget, ranks=first.ranks,
+            params=sum(a.params for a in group), budget_params=first.budget_params, budget_error=first.budget_error,
+            output_dir=first.output_dir, steps=steps, kind="pack", meta=meta, arms=tuple(group),
+            settings={**first.settings, "arms": packed}))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,330 @@
+"""Scheduling by pack (#28): `sweep --pack` queues one job per pack of arms, whose step `python -m toolkit pack`
+trains the arms in one process (toolkit.training.pack) and evaluates each there, on the base already loaded.
+
+Fast: the plan's grouping (sizes, names, ids, meta, settings, the id of an unpacked sweep unchanged), the CLI's
+dry run, refusals, and the readers of a pack job (sweep_rows, loss curves, the cost estimate). Training: the
+in-process evaluation writes what a separate `evaluate` of the same adapter writes; a pack run again skips what
+is done and reloads the base only when nothing was trained; a pack step killed with SIGKILL after a checkpoint
+and run again ends with the uninterrupted pack's weights; a packed sweep through a real worker ends with
+`compare` seeing every arm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+from tests.helpers.jobs import demo_spec
+from tests.helpers.jobscript import PATIENCE, wait_for
+from toolkit.errors import InputError
+
+DATA = "synthetic:shapes?n=40"
+TIMING = ("eval_time_s", "questions_per_s", "created")
+"""results.json fields that differ between two runs of the same evaluation"""
+
+
+# ------------------------------------------------------------------------------------------ the plan (fast)
+
+
+def test_pack_plan_groups_each_budgets_arms_into_even_packs(env, demo_structure):
+    from toolkit.study.packrun import PackSettings
+    from toolkit.study.sweep import plan_sweep
+
+    unpacked = plan_sweep(demo_spec(), structure=demo_structure)
+    assert "pack" not in unpacked.spec.normalised() and "pack_size" not in unpacked.spec.normalised()
+    plan = plan_sweep(demo_spec(budgets="4,8", pack=True, pack_size=4), structure=demo_structure)
+    assert plan.sweep_id != unpacked.sweep_id and plan.spec.normalised()["pack_size"] == 4
+    # 3 ratios x 2 seeds per budget = 6 arms -> 2 packs of 3 (not 4 + 2), then the reference
+    assert [j.name for j in plan.jobs] == ["demo-pack-b4-1of2", "demo-pack-b4-2of2", "demo-pack-b8-1of2",
+                                           "demo-pack-b8-2of2", "demo-base-reference"]
+    assert [j.kind for j in plan.jobs] == ["pack"] * 4 + ["reference"]
+    assert [j.id for j in plan.jobs] == [f"{plan.short_id}-{k:02d}" for k in range(1, 6)]
+    # seed by seed: each pack holds every ratio of one seed
+    assert [([a.ratio for a in j.arms], {a.seed for a in j.arms}) for j in plan.jobs[:2]] == [
+        (["1:1:1", "1:4:1", "2:4:1"], {0}), (["1:1:1", "1:4:1", "2:4:1"], {1})]
+    singles = {(str(j.budget), j.ratio, j.seed): j for j in plan_sweep(demo_spec(budgets="4,8"), structure=demo_structure).jobs
+               if j.kind == "train"}
+    seen = []
+    for job in plan.jobs[:4]:
+        assert len(job.arms) == 3 and job.output_dir == job.arms[0].output_dir
+        assert [a.id for a in job.arms] == [f"{job.id}.{k}" for k in (1, 2, 3)]
+        [step] = job.steps
+        assert step[:5] == ("{python}", "-m", "toolkit", "pack", "--settings-json")
+        packed = PackSettings.from_json(step[5])
+        assert [a.train.to_dict() for a in packed.arms] == [a["train"] for a in job.settings["arms"]]
+        assert job.settings["train"] == job.settings["arms"][0]["train"]
+        for arm, settings in zip(job.arms, packed.arms):
+            seen.append((str(job.budget), arm.ratio, arm.seed))
+            assert str(settings.train.budget_rank) == str(job.budget.value) and settings.train.resume
+            assert settings.evaluate.adapter == arm.output_dir == settings.train.output
+            # an arm trains exactly what the unpacked sweep's job of that arm would, into a folder of this sweep
+            single = singles[(str(job.budget), arm.ratio, arm.seed)]
+            assert {**settings.train.to_dict(), "output": None} == {**single.settings["train"], "output": None}
+            assert arm.lora_sha256 == single.lora_sha256 and arm.ranks == single.ranks
+    assert sorted(seen) == sorted(singles)
+    assert plan.to_dict()["jobs"][0]["arms"][0]["job"] == f"{plan.short_id}-01.1"
+
+
+def test_pack_size_default_is_every_arm_of_a_budget_and_meta_lists_the_arms(env, demo_structure):
+    from toolkit.study.sweep import plan_sweep, submit_sweep
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=2, pack=True, reference=False), structure=demo_structure)
+    [job] = plan.jobs
+    assert job.name == "demo-pack-b8-1of1" and len(job.arms) == 4
+    [stored] = submit_sweep(plan, preflight=False).jobs
+    assert stored.meta["kind"] == "pack" and stored.output_dir == job.arms[0].output_dir
+    assert [(a["ratio"], a["seed"], a["output_dir"]) for a in stored.meta["arms"]] == [
+        (a.ratio, a.seed, a.output_dir) for a in job.arms]
+    assert stored.settings["arms"] == job.settings["arms"]
+
+
+def test_cli_sweep_pack_dry_run(env, run_cli, demo_structure):
+    args = ["sweep", "--model", "demo", "--dataset", "synthetic:shapes", "--ratios", "1:1:1,1:4:1", "--seeds", "2",
+            "--budget-rank", "8", "--max-steps", "10", "--gpus-per-job", "0", "--dry-run"]
+    code, out, err = run_cli(*args, "--pack", "--pack-size", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    packs = [line for line in lines if "demo-pack-b8-" in line]
+    assert len(packs) == 2 and all("2 arm(s)" in line for line in packs)
+    assert sum(1 for line in lines if line.startswith("  1:1:1 s") or line.startswith("  1:4:1 s")) == 4
+    code, out, _ = run_cli(*args, "--pack", "--json")
+    doc = json.loads(out)
+    assert code == 0 and [j["kind"] for j in doc["jobs"]] == ["pack", "reference"]
+    assert len(doc["jobs"][0]["arms"]) == 4 and doc["spec"]["pack"] is True
+    code, _, err = run_cli(*args, "--pack-size", "2")
+    assert code == 2 and err == "error: pack size: only with --pack\n"
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"pack_size": 2}, r"pack size: only with --pack"),
+    ({"pack": True, "pack_size": 0}, r"pack size: must be >= 1"),
+    ({"pack": True, "pack_size": 65}, r"pack size: must be a whole number in 1\.\.64"),
+    ({"pack": True, "search": "halving"}, r"pack: successive halving inside a pack is not done yet"),
+    ({"pack": True, "gpus_per_job": 1}, r"pack size: on a GPU give --pack-size"),
+])
+def test_pack_refusals_are_one_line(env, overrides, match):
+    with pytest.raises(InputError, match=match) as info:
+        demo_spec(**overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_pack_settings_refuse_an_arm_without_its_own_folder_or_evaluating_another(tmp_path):
+    from toolkit.study.packrun import PackSettings
+
+    train = {"model": "demo", "dataset": DATA, "ratio": "1:1:1", "budget_rank": 4, "max_steps": 2}
+    with pytest.raises(InputError, match=r"pack: arm 1 names no run folder"):
+        PackSettings.from_dict({"arms": [{"train": train}]})
+    with pytest.raises(InputError, match=r"pack: arm 1 evaluates '.*other' but trains into"):
+        PackSettings.from_dict({"arms": [{"train": {**train, "output": str(tmp_path / "a")},
+                                          "evaluate": {"dataset": DATA, "adapter": str(tmp_path / "other")}}]})
+    with pytest.raises(InputError, match=r"pack: the settings must be"):
+        PackSettings.from_json("[]")
+    packed = PackSettings.from_dict({"arms": [{"train": {**train, "output": str(tmp_path / "a")},
+                                               "evaluate": {"dataset": DATA}}]})
+    assert packed.arms[0].evaluate.adapter == str(tmp_path / "a")  # its evaluation scores its own folder
+    assert PackSettings.from_json(packed.to_json()) == packed
+
+
+def test_readers_of_a_pack_job_see_every_arm(env, demo_structure):
+    """sweep_rows (the study's comparison rows), the loss curves and the cost estimate count each arm; the speed
+    probe measures the first arm."""
+    from tests.helpers.adapters import pattern, write_adapter
+    from toolkit.study.confirm import sweep_rows
+    from toolkit.study.estimate import job_cost
+    from toolkit.study.probe import probe_settings
+    from toolkit.study.progress import loss_curves
+    from toolkit.study.sweep import plan_sweep, submit_sweep
+
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=2, pack=True, pack_size=2, reference=False),
+                      structure=demo_structure)
+    jobs = submit_sweep(plan, preflight=False).jobs
+    for job in jobs:
+        for k, arm in enumerate(job.meta["arms"]):
+            folder = Path(arm["output_dir"])
+            ratio = tuple(int(x) for x in arm["ratio"].split(":"))
+            write_adapter(folder.parent, folder.name, ratio=ratio, seed=arm["seed"], accs=pattern(200, offset=k))
+    rows = sweep_rows(env.store, plan.sweep_id)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(Path(a.output_dir).name for j in plan.jobs
+                                                                for a in j.arms)
+    curves = loss_curves(jobs)
+    assert len({r["job"] for r in curves}) == 4 and {(r["ratio"], r["seed"]) for r in curves} == {
+        (r, s) for r in ("1:1:1", "1:4:1") for s in (0, 1)}
+    one = job_cost(plan.jobs[0].arms[0].settings, model="demo", gpu=False)
+    pack = job_cost(plan.jobs[0].settings, model="demo", gpu=False)
+    assert pack.steps == one.steps and pack.batch_size == 2 * one.batch_size and pack.questions == 2 * one.questions
+    name, train, _ = probe_settings(plan, env.tmp / "probe")  # `--measure` probes a pack's first arm alone
+    assert name == plan.jobs[0].arms[0].name and train["ratio"] == plan.jobs[0].arms[0].ratio
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def pack_settings(root: Path, *, steps: int = 4, checkpoint_every: int = 2, eval_limit: int = 24,
+                  arms=(("1:1:1", 0), ("1:4:1", 1))):
+    from toolkit.study.packrun import PackSettings
+    from toolkit.training.settings import EvalSettings, TrainSettings
+
+    out = []
+    for ratio, seed in arms:
+        folder = str(root / f"r{ratio.replace(':', '-')}-s{seed}")
+        train = TrainSettings(model="demo", dataset=DATA, ratio=ratio, budget_rank=4, seed=seed, max_steps=steps,
+                              batch_size=4, checkpoint_every=checkpoint_every, output=folder, resume=True,
+                              progress=False)
+        evaluate = EvalSettings(adapter=folder, dataset=DATA, split="validation", limit=eval_limit, batch_size=8)
+        out.append({"train": train.to_dict(), "evaluate": evaluate.to_dict()})
+    return PackSettings.from_dict({"arms": out})
+
+
+def results(folder: Path) -> tuple[dict, str]:
+    [tag] = os.listdir(folder / "eval")
+    doc = json.loads((folder / "eval" / tag / "results.json").read_text())
+    return {k: v for k, v in doc.items() if k not in TIMING}, (folder / "eval" / tag / "predictions.jsonl").read_text()
+
+
+def evaluate_copy(run_cli, folder: Path, copy: Path, settings) -> None:
+    """`evaluate` of a copy of the adapter (without its evaluations): a separate load of the base."""
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval"))
+    e = settings.evaluate
+    code, _, err = run_cli("evaluate", "--adapter", str(copy), "--dataset", e.dataset, "--split", e.split,
+                           "--limit", str(e.limit), "--batch-size", str(e.batch_size))
+    assert code == 0, err
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.training
+def test_in_process_evaluation_writes_what_evaluate_writes(tmp_path, run_cli, monkeypatch, one_thread):
+    from toolkit.study import packrun
+
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "store"))
+    settings = pack_settings(tmp_path / "pack")
+    report = packrun.run_pack(settings, log=lambda m: None)
+    assert report.mode == "fused" and report.trained == 2 and report.base_loads == 0  # the trained base, reused
+    assert [e["ran"] for e in report.evaluations] == [True, True]
+    for arm in settings.arms:
+        folder = Path(arm.train.output)
+        copy = tmp_path / "copies" / folder.name
+        evaluate_copy(run_cli, folder, copy, arm)
+        (doc, predictions), (alone, alone_predictions) = results(folder), results(copy)
+        assert doc == alone and doc["scores"]["n"] == 24
+        assert predictions == alone_predictions
+
+    # run again: nothing to train or evaluate; with one evaluation removed, the base is loaded once for it
+    again = packrun.run_pack(settings, log=lambda m: None)
+    assert again.trained == 0 and again.base_loads == 0 and [e["ran"] for e in again.evaluations] == [False, False]
+    first = Path(settings.arms[0].train.output)
+    before = results(first)
+    shutil.rmtree(first / "eval")
+    third = packrun.run_pack(settings, log=lambda m: None)
+    assert third.base_loads == 1 and [e["ran"] for e in third.evaluations] == [True, False]
+    assert results(first) == before
+
+
+@pytest.mark.training
+def test_evaluation_reloads_the_base_where_training_changed_it(tmp_path, monkeypatch, one_thread):
+    """Where the trained base is not what `evaluate` loads (here: told so), the base is loaded once for every arm."""
+    from toolkit.study import packrun
+
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "store"))
+    monkeypatch.setattr(packrun, "reuse_blocker", lambda model, train: "a test says so")
+    lines = []
+    report = packrun.run_pack(pack_settings(tmp_path / "pack", steps=2, eval_limit=8), log=lines.append)
+    assert report.base_loads == 1 and [e["ran"] for e in report.evaluations] == [True, True]
+    assert "evaluation loads the base model again: a test says so" in lines
+
+
+def adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.training
+@pytest.mark.slow
+def test_pack_step_killed_after_a_checkpoint_resumes_every_arm(tmp_path, monkeypatch, one_thread):
+    """SIGKILL of `python -m toolkit pack` (its whole process group) once a checkpoint exists; run again, every
+    arm ends with the weights of the same pack run without interruption (within 1e-5) and is evaluated."""
+    from toolkit import runs
+    from toolkit.study import packrun
+
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "store"))
+    steps = 12
+    reference = pack_settings(tmp_path / "uninterrupted", steps=steps, checkpoint_every=2, eval_limit=8)
+    packrun.run_pack(reference, log=lambda m: None)
+    settings = pack_settings(tmp_path / "killed", steps=steps, checkpoint_every=2, eval_limit=8)
+    (tmp_path / "pack.json").write_text(settings.to_json())
+    folders = [Path(a.train.output) for a in settings.arms]
+    command = [sys.executable, "-m", "toolkit", "pack", "--settings-json", str(tmp_path / "pack.json")]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "first.log", "wb") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environ,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: any(runs.complete_checkpoints(f) for f in folders) or proc.poll() is not None,
+                 what="the first checkpoint")
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()  # it ended before its first checkpoint
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    assert not all(runs.is_complete(f) for f in folders)  # killed in training
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environ, timeout=PATIENCE)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr and "from step" in again.stderr
+    for folder, solo in zip(folders, (Path(a.train.output) for a in reference.arms)):
+        assert runs.is_complete(folder)
+        steps_logged = [json.loads(x)["step"] for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert steps_logged == list(range(1, steps + 1))  # resumed, not restarted, no step twice
+        mine, theirs = adapter(folder), adapter(solo)
+        assert mine.keys() == theirs.keys()
+        worst = max((mine[k] - theirs[k]).abs().max().item() for k in mine)
+        assert worst <= 1e-5, f"{folder.name}: weights differ from the uninterrupted pack's by {worst:.3g}"
+        assert results(folder)[0]["scores"]["n"] == 8
+
+
+@pytest.mark.training
+@pytest.mark.slow
+def test_packed_sweep_through_a_worker_ends_with_every_arm_compared(env, run_cli):
+    """`sweep --pack` (2 ratios x 2 seeds: one pack job), `worker --once` runs it, `compare` sees 4 adapters."""
+    from toolkit.queue.states import JobState
+    from toolkit.study.confirm import sweep_rows
+
+    r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", DATA, "--ratios",
+                        "1:1:1,1:4:1", "--seeds", "2", "--budget-rank", "4", "--max-steps", "4", "--batch-size", "4",
+                        "--checkpoint-every", "2", "--eval-limit", "8", "--no-reference", "--gpus-per-job", "0",
+                        "--pack", "--no-worker", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    [job_id] = [j["job"] for j in doc["jobs"]]
+    assert env.worker("--threads", "1", "--once").wait(timeout=PATIENCE) == 0
+    job = env.store.get(job_id)
+    assert job.state is JobState.SUCCEEDED, (job.message, open(job.log_path).read()[-3000:])
+    assert job.name == "demo-pack-b4-1of1" and len(job.meta["arms"]) == 4
+    log = open(job.log_path).read()
+    assert "pack of 4 arms on one llava base: fused" in log and "on the base model trained here" in log
+    code, out, err = run_cli("compare", "--adapters-dir", str(env.adapters), "--json")
+    assert code == 0, err
+    compared = json.loads(out)
+    paths = {str(Path(a["output_dir"]).resolve()) for a in job.meta["arms"]}
+    assert {str(Path(r["path"]).resolve()) for r in compared["rows"]} == paths
+    assert all(r["n"] == 8 for r in compared["rows"])
+    assert {str(Path(r["path"]).resolve()) for r in sweep_rows(env.store, doc["sweep"])} == paths
