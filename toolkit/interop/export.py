@@ -220,7 +220,7 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     files = sorted(p.name for p in out.iterdir())
-    log(f"merged {folder.name} into {base['id']}: {out} ({result.architecture}, {dtype})")
+    log(f"merged {folder.name} into {base.id}: {out} ({result.architecture}, {dtype})")
     return ExportResult(**{**result.__dict__, "files": files})
 
 
