@@ -27,10 +27,13 @@ app: $(VENV)/.runtime
 	@echo "Starting the app on http://127.0.0.1:$(PORT) (the first page load imports torch and transformers: allow it some seconds)"
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
+# `make test` spreads the tests over TEST_WORKERS processes (pytest-xdist; the Slurm and browser tests each stay in
+# one process, tests/conftest.py): the number of cores, at most 4. TEST_WORKERS=1 runs them in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(VENV)/.dev
 	bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 FAST := not slow and not training and not browser and not slurm and not gpu
 test-fast: $(VENV)/.dev

@@ -26,6 +26,29 @@ MARKED_SLOW = ("slow", "training", "browser", "slurm", "gpu")
 """markers that keep a test out of the fast target, so it may take as long as it needs"""
 
 
+SERIAL_GROUPS = ("slurm", "browser")
+"""markers whose tests share one outside resource (the test Slurm cluster's two fake GPUs; a browser and an app
+server at full tilt): under pytest-xdist (`make test` runs two processes) each group runs in one process, in turn"""
+
+
+def pytest_configure(config):
+    # under pytest-xdist the cores are shared by the worker processes: torch's intra-op threads are split between
+    # them, or two processes with one thread per core each would thrash
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for group in SERIAL_GROUPS:
+            if item.get_closest_marker(group):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def pytest_addoption(parser):
     parser.addoption("--unmarked-limit", type=float, default=None, metavar="S",
                      help=f"fail any test without a {'/'.join(MARKED_SLOW)} marker whose call takes more than S seconds")
