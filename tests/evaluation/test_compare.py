@@ -180,6 +180,11 @@ def test_store_reports_what_it_cannot_use(tmp_path):
     assert store.no_cmba == ["half-trained"] and store.not_evaluated == ["fresh"]
     assert len(store.unreadable) == 1 and store.unreadable[0].startswith("broken: cmba.json")
     assert "1 without cmba.json (half-trained)" in store.summary()
+    (tmp_path / "training").mkdir()  # a run in progress: its run.json, no cmba.json yet
+    (tmp_path / "training" / "run.json").write_text('{"fingerprint": "f", "max_steps": 10}')
+    store = compare.scan(tmp_path)
+    assert store.in_progress == ["training"] and store.no_cmba == ["half-trained"]
+    assert "1 unfinished runs (training, or stopped before the end) (training)" in store.summary()
     assert compare.scan(tmp_path / "nowhere").rows == []
 
 
@@ -483,6 +488,7 @@ def test_a_halving_store_is_compared_on_its_finished_runs_not_its_early_rung(tmp
     a = compare.analyze(compare.scan(tmp_path).rows, n_boot=200)
     assert sorted(r["name"] for r in a.rows) == sorted(f"r{r}-s{s}" for r in ((1, 1, 1), (1, 4, 1)) for s in (0, 1))
     (apart,) = a.kept_apart
-    assert len(apart["adapters"]) == 6  # the snapshots stay reachable with --settings
+    assert len(apart["adapters"]) == 6 and apart["snapshots"]  # the snapshots stay reachable with --settings
+    assert not a.kept_apart[0]["snapshots"] or all(n.endswith("-step75") for n in apart["adapters"])
     early = compare.analyze(compare.scan(tmp_path).rows, settings=apart["fingerprint"], n_boot=200)
     assert len(early.rows) == 6

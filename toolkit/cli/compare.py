@@ -64,7 +64,11 @@ def _print_analysis(a, store) -> None:
     if a.below_base:
         print(f"every adapter is below the base model alone ({a.base_reference:.2f}%): do not publish")
     print(f"Pareto front (accuracy vs trainable params): {', '.join(a.pareto)}")
-    for other in a.kept_apart:
+    snapshots = [n for other in a.kept_apart if other["snapshots"] for n in other["adapters"]]
+    if snapshots:
+        print(f"kept apart: {len(snapshots)} rung snapshot(s) of a halving search (the same runs at an earlier "
+              "step; `study` shows each rung)")
+    for other in (o for o in a.kept_apart if not o["snapshots"]):
         differs = "; ".join(f"{k}: {here} here, {there} there" for k, (here, there) in other["differs"].items())
         print(f"kept apart (settings {other['fingerprint']}): {', '.join(other['adapters'])} — {differs}")
     for note in a.notes:

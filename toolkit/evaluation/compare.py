@@ -78,15 +78,18 @@ class Store:
 
     folder: str
     rows: list[ComparisonRow] = field(default_factory=list)
+    in_progress: list[str] = field(default_factory=list)
+    """unfinished runs: their run.json is there and cmba.json not yet (training now, or stopped before the end)"""
     no_cmba: list[str] = field(default_factory=list)
-    """folders without cmba.json: still training, failed, or not adapters"""
+    """other folders without cmba.json (not runs of this toolkit, or their run.json is gone)"""
     not_evaluated: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     """'name: reason' for a cmba.json or results.json that is not valid"""
 
     def summary(self) -> str:
         parts = [f"{len(self.rows)} evaluations in {self.folder}"]
-        for names, what in ((self.no_cmba, "without cmba.json"), (self.not_evaluated, "not evaluated"),
+        for names, what in ((self.in_progress, "unfinished runs (training, or stopped before the end)"),
+                            (self.no_cmba, "without cmba.json"), (self.not_evaluated, "not evaluated"),
                             (self.unreadable, "unreadable")):
             if names:
                 parts.append(f"{len(names)} {what} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
@@ -135,7 +138,7 @@ def scan(folder=None) -> Store:
     store = Store(folder=str(root))
     for sub in runs.run_folders(root):
         if not runs.is_complete(sub):
-            store.no_cmba.append(sub.name)
+            (store.in_progress if (sub / runs.RUN_INFO).is_file() else store.no_cmba).append(sub.name)
             continue
         try:
             doc = runs.read_adapter_doc(sub)
@@ -295,6 +298,7 @@ def _split_settings(adapters: list[dict], wanted: str | None, baseline: str) -> 
         chosen = min(by_fp, key=lambda fp: (all(r.get("snapshot") for r in by_fp[fp]), -len(by_fp[fp]), fp))
     here = by_fp[chosen][0].get("settings") or {}
     apart = [{"fingerprint": fp, "adapters": sorted(r["name"] for r in runs),
+              "snapshots": all(r.get("snapshot") for r in runs),
               "differs": settings_diff(here, runs[0].get("settings") or {})}
              for fp, runs in sorted(by_fp.items()) if fp != chosen]
     return by_fp[chosen], {"fingerprint": chosen, **here}, apart
