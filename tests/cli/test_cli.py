@@ -353,3 +353,15 @@ def test_bad_audit_ranks_name_the_audit_field(capsys, ranks):
     rc, out, err = call(capsys, ["allocate", "--model", "llava-1.5-7b", "--audit", ranks])
     line = assert_one_line_error(rc, err, "error: ")
     assert re.match(r"error: (--)?(audit|ranks)\b", line), line
+
+
+def test_the_readme_allocate_example_prints_what_the_readme_shows(run_cli):
+    """The README's first calculator example, run as written: its output block is what the command prints (the
+    README drifted once to uniform-rounding figures while the default had become mixed rounding)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = re.search(r"```\n(llava-1\.5-7b \(llava\) · mode rank · ratio 1:4:1.*?)```", readme, re.S).group(1)
+    code, out, _ = run_cli("allocate", "--model", "llava-1.5-7b", "--ratio", "1:4:1", "--budget-rank", "8")
+    assert code == 0 and out == shown
