@@ -182,3 +182,13 @@ def test_time_left_counts_what_each_unfinished_job_still_has_to_do(env, demo_str
     code, out, _ = run_cli("jobs", "list", "--sweep", plan.short_id)
     assert code == 0 and re.fullmatch(r"time left: about [\d.]+ min for 3 unfinished job\(s\) on \d+ slot\(s\)",
                                       out.splitlines()[-1]), out
+
+
+def test_a_whole_synthetic_split_is_counted_and_an_unread_hub_split_is_not():
+    from toolkit.study.estimate import job_cost
+
+    ev = {"dataset": "synthetic:shapes?n=300", "split": "validation"}
+    assert job_cost({"evaluate": ev}, model="demo", gpu=False).questions == 300  # no --eval-limit: the split's size
+    assert job_cost({"evaluate": {**ev, "limit": 50}}, model="demo", gpu=False).questions == 50
+    hub = job_cost({"evaluate": {"dataset": "lmms-lab/VQAv2", "split": "validation"}}, model="demo", gpu=False)
+    assert hub.questions == float("inf")  # not read here: no estimate rather than a wrong one

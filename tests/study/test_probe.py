@@ -107,11 +107,15 @@ def test_sweep_measure_trains_a_few_steps_here_and_the_estimate_rests_on_them(en
     assert [r.source for r in measured_here(env.store)] == ["probe"]
 
 
-def test_a_probe_beside_running_jobs_is_said_to_measure_a_busy_machine(env):  # noqa: F811
+def test_a_probe_beside_running_jobs_is_said_to_measure_a_busy_machine(env, monkeypatch):  # noqa: F811
     import os
 
     from toolkit.queue.store import WorkerInfo
 
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.8 * cores + 0.1, 0.0, 0.0))  # other programs load the CPU
+    assert probe.busy_note(env.store).startswith(f"this machine is busy (load {0.8 * cores + 0.1:.1f} on {cores} cores)")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine
     assert probe.busy_note(env.store) is None
     env.job("a")
     env.job("b")

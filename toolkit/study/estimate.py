@@ -218,7 +218,26 @@ def job_cost(settings: dict, *, model: str, gpu: bool) -> JobCost:
         steps = math.inf  # epochs: the dataset's size decides; no estimate
     return JobCost(model=model, gpu=gpu, steps=steps,
                    batch_size=((train or {}).get("batch_size") or 0) * ((train or {}).get("grad_accum") or 1),
-                   questions=(evaluate or {}).get("limit") or (math.inf if evaluate else 0))
+                   questions=_questions(evaluate))
+
+
+def _questions(evaluate: dict | None) -> float:
+    """Questions an evaluation answers: its limit; a synthetic split's size (known without reading images: its
+    records are generated on access); else inf (a whole split of a dataset not read here)."""
+    if not evaluate:
+        return 0
+    if evaluate.get("limit"):
+        return evaluate["limit"]
+    dataset = str(evaluate.get("dataset") or "")
+    if dataset.startswith("synthetic:") and not evaluate.get("holdout"):
+        from toolkit.data.sources import load_vqa
+        from toolkit.errors import CmbaError
+
+        try:
+            return len(load_vqa(dataset, split=evaluate.get("split") or "validation"))
+        except CmbaError:
+            return math.inf
+    return math.inf
 
 
 def plan_jobs(plan) -> list[JobCost]:

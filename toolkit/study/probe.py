@@ -161,10 +161,14 @@ def busy_note(store) -> str | None:
     """A warning when jobs of `store` run on this machine now: the probe shares it with them and measures less
     than an idle machine's speed (the jobs it estimates will share it too, or not)."""
     running = [j for j in store.list(states=["running"]) if j.executor == "local"]
-    if not running:
-        return None
-    return (f"{len(running)} job(s) are running here: the probe shares the machine with them, so the speed it "
-            "measures is that of a busy machine")
+    if running:
+        return (f"{len(running)} job(s) are running here: the probe shares the machine with them, so the speed it "
+                "measures is that of a busy machine")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.75 * cores:  # other programs: a loaded CPU slows torch's threads far more than its share
+        return (f"this machine is busy (load {load:.1f} on {cores} cores) with other programs: the probe measures "
+                "a busy machine, and its estimate will be pessimistic if the jobs run on a quiet one")
+    return None
 
 
 def save(probe: Probe, folder: str | Path) -> Path:
