@@ -183,6 +183,7 @@ def test_ratio_grid_flags_errors_over_tolerance():
     assert any(level == "warning" and "same allocation as 1:1:1" in text for level, text in grid_notes(capped))
 
 
+@pytest.mark.slow  # python -m toolkit in subprocesses (torch imported in each): 11-23 s on 2 cores
 def test_cli_allocate_llava_1_1_2_is_within_half_a_percent():
     out = subprocess.run([sys.executable, "-m", "toolkit", "allocate", "--model", "llava-1.5-7b", "--ratio", "1:1:2",
                           "--budget-rank", "8", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)

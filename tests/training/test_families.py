@@ -152,6 +152,7 @@ def test_cli_trains_and_evaluates_qwen2_vl(checkpoints, tmp_path):
     assert doc["dataset"]["n"] == 4 and "overall" in doc["scores"]
 
 
+@pytest.mark.slow  # python -m toolkit in subprocesses (torch imported in each): 11-23 s on 2 cores
 def test_missing_processor_files_are_one_line(checkpoints, tmp_path):
     """A folder with config and weights but no tokenizer: one line naming what is missing, exit 2, no traceback."""
     import shutil
@@ -181,6 +182,7 @@ def test_missing_weights_are_one_line(checkpoints, tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # python -m toolkit in subprocesses (torch imported in each): 11-23 s on 2 cores
 def test_a_torchvision_that_does_not_import_is_hidden(checkpoints, tmp_path):
     """The PyPI torchvision next to a CPU torch fails on import (`operator torchvision::nms does not exist`),
     which breaks every transformers config. A package that fails the same way stands in for it here (the real

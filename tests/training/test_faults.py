@@ -257,6 +257,7 @@ def _hold_write_lock(db_path: Path, release: threading.Event, held: threading.Ev
     db.close()
 
 
+@pytest.mark.slow  # python -m toolkit in subprocesses (torch imported in each): 11-23 s on 2 cores
 def test_held_write_lock_is_one_line_for_the_cli_and_waited_out_by_the_worker(jobs):
     out = jobs.tmp / "w"
     job_id = jobs.submit("w", job_steps(out, steps=30, step_time=0.05))
