@@ -22,13 +22,20 @@ def cached_structure(model: str, patterns: str | None):
     return load_structure(model, patterns=ComponentPatterns.parse(patterns) if patterns else None)
 
 
+def _short(description: str, limit: int = 48) -> str:
+    """A preset's description up to its first ':' or '(' (and at most `limit` characters), for the option list."""
+    head = description.split(":")[0].split(" (")[0].strip()
+    return head if len(head) <= limit else head[:limit - 1].rstrip() + "…"
+
+
 def model_picker_ui() -> tuple[str, str | None]:
     source = st.radio("Model source", ["Preset", "Hub id", "Local folder"], horizontal=True, key="model_source")
     table = presets()
     if source == "Preset":
         names = list(table)
         model = st.selectbox("Model", names, index=names.index("llava-1.5-7b"), key="preset",
-                             format_func=lambda n: f"{n} — {table[n]['description']}")
+                             format_func=lambda n: f"{n} — {_short(table[n]['description'])}")
+        st.caption(table[model]["description"])  # in full: the options show its first words, so none is cut
     elif source == "Hub id":
         model = st.text_input("Hub id", placeholder="llava-hf/llava-1.5-7b-hf", key="hub_id",
                               help="Only config.json is fetched (needs network).")
