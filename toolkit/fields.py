@@ -188,6 +188,23 @@ def one_line(cls, exc: ValidationError) -> str:
     return f"{f.label}: {err['msg']}"
 
 
+
+def json_argument(text: str, *, inline: tuple[str, ...] = ("{",)) -> object:
+    """A `--settings-json` value: inline JSON (starting with one of `inline`), or the path of a file holding it;
+    a one-line InputError naming settings-json when it cannot be read or parsed."""
+    from pathlib import Path
+
+    text = str(text).strip()
+    if not text.startswith(inline):
+        try:
+            text = Path(text).expanduser().read_text()
+        except OSError as exc:
+            raise InputError(f"settings-json: cannot read '{text}' ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"settings-json: not valid JSON ({exc})") from None
+
 class Settings(BaseModel):
     """A group of settings (or a command's composition of groups): frozen, text converted, one-line errors."""
 
@@ -274,19 +291,7 @@ class Settings(BaseModel):
     @classmethod
     def from_json(cls, text: str):
         """An inline JSON object, or the path of a file holding one."""
-        from pathlib import Path
-
-        text = str(text).strip()
-        if not text.startswith("{"):
-            try:
-                text = Path(text).expanduser().read_text()
-            except OSError as exc:
-                raise InputError(f"settings-json: cannot read '{text}' ({exc.strerror or exc})") from None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"settings-json: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(json_argument(text))
 
     @classmethod
     def defaults(cls) -> dict:

@@ -34,7 +34,7 @@ import sqlite3
 import sys
 
 from toolkit.errors import CmbaError, InputError, redact
-from toolkit.outcomes import ExitCode
+from toolkit.outcomes import ExitCode, Interrupted
 
 # Modules that add their own commands: each has `register(subparsers)`, which adds parsers whose
 # `func(args) -> int` runs the command. Heavy imports (torch, transformers) stay inside those functions
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return args.func(args)
-    except CmbaError as exc:
+    except Interrupted as exc:  # a checkpoint was saved: not an error, `--resume` continues
+        print(f"stopped: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except CmbaError as exc:  # bad input, and out of memory (`error: out_of_memory: ...`, the marker the worker reads)
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", ExitCode.BAD_INPUT)
     except KeyboardInterrupt:

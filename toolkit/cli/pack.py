@@ -15,9 +15,8 @@ after checkpointing every unfinished arm.
 from __future__ import annotations
 
 import json
-import sys
 
-from toolkit.outcomes import ExitCode, Interrupted, OutOfMemory
+from toolkit.outcomes import ExitCode
 
 
 def cmd_pack(args) -> int:
@@ -30,14 +29,7 @@ def cmd_pack(args) -> int:
         settings = replace(settings, fuse=False)
     if args.stack_rows is not None:
         settings = replace(settings, stack_rows=args.stack_rows)
-    try:
-        report = run_pack(settings)
-    except OutOfMemory as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Interrupted as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
+    report = run_pack(settings)  # out of memory and interrupted: the CLI's handler (toolkit/cli/__init__.py)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -15,9 +15,8 @@ Exit status (toolkit.outcomes.ExitCode): 0 done; 2 bad input (one line on stderr
 from __future__ import annotations
 
 import json
-import sys
 
-from toolkit.outcomes import ExitCode, Interrupted, OutOfMemory
+from toolkit.outcomes import ExitCode
 
 
 def settings_from_args(args):
@@ -34,14 +33,7 @@ def cmd_train(args) -> int:
 
     settings = settings_from_args(args)
     check_allocation(settings)
-    try:
-        doc = train(settings)
-    except OutOfMemory as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Interrupted as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
+    doc = train(settings)  # out of memory and interrupted: the CLI's handler (toolkit/cli/__init__.py)
     if args.json:
         print(json.dumps(doc, indent=2))
     return ExitCode.SUCCESS

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import InputError
+from toolkit.fields import json_argument
 
 MAX_ARMS = 64
 """the most arms one pack trains (its settings travel as one command-line argument)"""
@@ -87,17 +88,7 @@ class PackSettings:
     @classmethod
     def from_json(cls, text: str) -> PackSettings:
         """An inline JSON object, or the path of a file holding one."""
-        text = str(text).strip()
-        if not text.startswith(("{", "[")):
-            try:
-                text = Path(text).expanduser().read_text()
-            except OSError as exc:
-                raise InputError(f"settings-json: cannot read '{text}' ({exc.strerror or exc})") from None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"settings-json: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(json_argument(text, inline=("{", "[")))
 
     @staticmethod
     def arm_dict(train: dict, evaluate: dict | None) -> dict:
