@@ -46,13 +46,14 @@ def _history(stores: tuple[str, str]) -> list:
     return estimate.measured_here(JobStore())
 
 
-def _measured() -> list:
+def measured() -> list:
+    """The rates measured here for estimates and time left, shared by the pages' live panels (cached 30 s)."""
     return _history((str(jobs_dir()), str(adapters_dir())))
 
 
 def cached_estimate(plan) -> str | None:
     """The sweep's time estimate as text, from the runs measured here (None when none matches)."""
-    est = estimate.estimate_sweep(estimate.plan_jobs(plan), _measured(), slots=slots_here())
+    est = estimate.estimate_sweep(estimate.plan_jobs(plan), measured(), slots=slots_here())
     return est.text() if est else None
 
 
@@ -61,7 +62,7 @@ def _time_left(store: JobStore, jobs, workers: list[dict], *, search: bool) -> s
     read again at most every 30 s, the running jobs' own metrics at every refresh."""
     if all(j.state.finished for j in jobs):
         return None
-    left = estimate.time_left(jobs, _measured(), slots=slots_here(workers), ahead=estimate.queued_ahead(store, jobs))
+    left = estimate.time_left(jobs, measured(), slots=slots_here(workers), ahead=estimate.queued_ahead(store, jobs))
     return (f"Time left: {left.left_text(search=search)}" if left else
             "Time left: not known yet (no measured rate of this model here); each job's ETA shows from its first steps")
 

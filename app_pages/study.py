@@ -9,13 +9,13 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
-from app_pages.jobs_panel import NO_FADE
+from app_pages.jobs_panel import NO_FADE, measured
 from toolkit.errors import CmbaError
 from toolkit.evaluation import charts
 from toolkit.queue.lifecycle import live_workers
 from toolkit.queue.store import JobStore
 from toolkit.queue.worker import slots_here
-from toolkit.study import estimate, progress, report
+from toolkit.study import progress, report
 from toolkit.study.confirm import confirmation_state, sweep_recommendation, sweep_rows
 
 s = st.session_state
@@ -51,27 +51,31 @@ sweep = st.selectbox("Study", ids, key="study_sweep", format_func=labels.get)
 
 @st.cache_data(max_entries=8, show_spinner="The study's recommendation and its confirmation...")
 def answer(sweep_id: str, state: tuple):
-    """(Recommendation | None, its error, the confirmation's outcome | None) for `sweep_id`, computed again only
-    when a job of the study or its confirmation changes state (`state` is their counts)."""
+    """(Recommendation | None, its error, the confirmation's outcome | None, the confirmation's best adapter of
+    its ratio | None) for `sweep_id`, computed again only when a job of the study or its confirmation changes
+    state (`state` is their counts): the 2-s refresh reads no adapter folder."""
     del state
     jobs = JobStore()
     try:
         rec = sweep_recommendation(jobs, sweep_id)
     except CmbaError as exc:
-        return None, str(exc), None
+        return None, str(exc), None, None
     confirmations = report.confirmation_sweeps(jobs, sweep_id)
-    conf = confirmation_state(jobs, sweep_id, confirmations[-1]) if confirmations else None
-    return rec, None, conf
+    if not confirmations:
+        return rec, None, None, None
+    conf = confirmation_state(jobs, sweep_id, confirmations[-1])
+    rows = [r for r in sweep_rows(jobs, confirmations[-1]) if r["kind"] != "base"
+            and r["ratio"] == (conf or {}).get("ratio")]
+    return rec, None, conf, max(rows, key=lambda r: r["accuracy"], default=None)
 
 
 @st.fragment(run_every=2)
 def live(sweep_id: str) -> None:
     st.markdown(NO_FADE, unsafe_allow_html=True)  # the 2-s refresh must not grey out what the user reads
     workers = live_workers(store)
-    rep = report.study_report(store, sweep_id, recommend=False, history=estimate.measured_here(store),
-                              slots=slots_here(workers))
+    rep = report.study_report(store, sweep_id, recommend=False, history=measured(), slots=slots_here(workers))
     p, d = rep["progress"], rep["design"]
-    rec, error, conf = answer(sweep_id, tuple(sorted(p["counts"].items())))
+    rec, error, conf, best = answer(sweep_id, tuple(sorted(p["counts"].items())))
     rep.update(recommendation=asdict(rec) if rec else None, recommendation_error=error, confirmation=conf)
     final = report.final_answer(rep, provisional=bool(p["unfinished"]))
     if final["state"] == "provisional":
@@ -122,19 +126,12 @@ def live(sweep_id: str) -> None:
     else:
         w = next(x for x in found if x["id"] == sweep_id)
         study_ui.recommendation_panel(rec, [w] if final["state"] != "provisional" else [], confirmation=conf)
-    _publish(final, rep)
+    _publish(final, best if final["state"] == "confirmed" else None)
 
 
-def _publish(final: dict, rep: dict) -> None:
+def _publish(final: dict, best: dict | None) -> None:
     """The best adapter of the confirmed ratio on the confirmation's split, to the Publish page; disabled until
     the study has ended and its confirmation bore the ratio out."""
-    ready = final["state"] == "confirmed"
-    best = None
-    if ready:
-        ratio = (rep["confirmation"] or {}).get("ratio")
-        rows = [r for c in rep["confirmations"] for r in sweep_rows(store, c) if r["ratio"] == ratio
-                and r["kind"] != "base"]
-        best = max(rows, key=lambda r: r["accuracy"], default=None)
     why = {"provisional": "the study is still running", "confirmed": "",
            "not confirmed": "the confirmation did not bear the ratio out",
            "recommendation": "the recommendation is not confirmed yet"}.get(final["state"], "there is no answer")

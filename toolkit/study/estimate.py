@@ -15,6 +15,7 @@ panel also shows a measured ETA as soon as the first job has trained a few steps
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass, replace
@@ -230,14 +231,20 @@ def _questions(evaluate: dict | None) -> float:
         return evaluate["limit"]
     dataset = str(evaluate.get("dataset") or "")
     if dataset.startswith("synthetic:") and not evaluate.get("holdout"):
-        from toolkit.data.sources import load_vqa
-        from toolkit.errors import CmbaError
-
-        try:
-            return len(load_vqa(dataset, split=evaluate.get("split") or "validation"))
-        except CmbaError:
-            return math.inf
+        return _synthetic_size(dataset, evaluate.get("split") or "validation")
     return math.inf
+
+
+@functools.lru_cache(maxsize=64)
+def _synthetic_size(dataset: str, split: str) -> float:
+    """Questions in a synthetic split, counted once per process (the jobs panel asks every 2 s for every job)."""
+    from toolkit.data.sources import load_vqa
+    from toolkit.errors import CmbaError
+
+    try:
+        return len(load_vqa(dataset, split=split))
+    except CmbaError:
+        return math.inf
 
 
 def plan_jobs(plan) -> list[JobCost]:

@@ -37,14 +37,14 @@ def _confirms(w: dict, sweeps: list[dict]) -> str | None:
     return None
 
 
-def confirmation_sweeps(store: JobStore, sweep_id: str, sweeps: list[dict] | None = None) -> list[str]:
+def confirmation_sweeps(store: JobStore, sweep_id: str, *, status: dict | None = None) -> list[str]:
     """Ids of the sweeps that confirm `sweep_id`, oldest first: those that name it (`_confirms`), and a halving
-    search's own confirmation (recorded by the search)."""
+    search's own confirmation (recorded by the search; `status`: its halving.status when the caller has it)."""
     from toolkit.study import halving
 
-    sweeps = store.sweeps() if sweeps is None else sweeps
+    sweeps = store.sweeps()
     found = [w["id"] for w in sorted(sweeps, key=lambda w: w["created"]) if _confirms(w, sweeps) == sweep_id]
-    status = halving.status(store, sweep_id)
+    status = halving.status(store, sweep_id) if status is None else status
     recorded = ((status or {}).get("confirmation") or {}).get("sweep")
     if recorded and recorded not in found:
         found.insert(0, recorded)
@@ -93,7 +93,8 @@ def study_report(store: JobStore, sweep_id: str, *, recommend: bool = True, hist
 
     sweep_id = store.resolve_sweep(sweep_id)
     spec = stored_spec(store, sweep_id)
-    confirmations = confirmation_sweeps(store, sweep_id)
+    search = halving.status(store, sweep_id)
+    confirmations = confirmation_sweeps(store, sweep_id, status=search or {})
     jobs = store.list(sweep=sweep_id)
     conf_jobs = [j for c in confirmations for j in store.list(sweep=c)]
     everyone = jobs + conf_jobs
@@ -109,7 +110,7 @@ def study_report(store: JobStore, sweep_id: str, *, recommend: bool = True, hist
     out = {"sweep": sweep_id, "name": spec.get("name"), "design": design_summary(spec),
            "progress": {"jobs": len(everyone), "unfinished": len(unfinished), "counts": counts, "ahead": len(ahead),
                         "time_left": left},
-           "search": halving.status(store, sweep_id), "confirmations": confirmations,
+           "search": search, "confirmations": confirmations,
            "recommendation": None, "recommendation_error": None, "confirmation": None}
     rec = None
     if recommend:
