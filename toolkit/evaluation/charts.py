@@ -89,10 +89,12 @@ def loss_band_chart(curves: pd.DataFrame, *, seeds: bool = False) -> alt.LayerCh
     band = (df.groupby(["ratio", "step"])["loss"].agg(["mean", "min", "max", "count"]).reset_index()
             .rename(columns={"count": "seeds"}))
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
-    color = alt.Color("ratio:N", title="ratio v:p:l", scale=alt.Scale(scheme="category10"))
+    # one legend for both layers, drawn as solid lines (the band's opacity made its swatches faint; a legend
+    # turned off on one layer turned it off for the whole chart)
+    color = alt.Color("ratio:N", title="ratio v:p:l", scale=alt.Scale(scheme="category10"),
+                      legend=alt.Legend(orient="bottom", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3))
     area = alt.Chart(band).mark_area(opacity=0.2).encode(
-        x=x, y=alt.Y("min:Q", title="training loss", scale=alt.Scale(zero=False)), y2="max:Q",
-        color=alt.Color("ratio:N", scale=alt.Scale(scheme="category10"), legend=None))  # the lines' legend is kept
+        x=x, y=alt.Y("min:Q", title="training loss", scale=alt.Scale(zero=False)), y2="max:Q", color=color)
     mean = alt.Chart(band).mark_line(strokeWidth=2).encode(
         x=x, y="mean:Q", color=color,
         tooltip=["ratio", "step", "seeds", alt.Tooltip("mean:Q", format=".4f", title="mean loss"),
