@@ -219,3 +219,80 @@ def test_stacks_of_at_most_stack_rows_rows_equal_single_runs(checkpoints, tmp_pa
     assert result.mode == "fused"
     for doc, solo_out in zip(result.docs, solo):
         assert_same_run(root / doc["name"], solo_out)
+
+
+@pytest.mark.training
+def test_out_of_memory_splits_the_stack_and_redoes_the_step(checkpoints, tmp_path_factory, monkeypatch):
+    """A forward of more than 5 rows runs out of memory (as a GPU would, raised where the model runs): the step is
+    undone, the 4 + 3 + 2 rows split into stacks of at most 4 rows ([4], [3], [2]), the step redone, and every
+    arm still ends as its single run. One arm per forward that still runs out of memory is the job's failure."""
+    from toolkit.outcomes import OutOfMemory
+    from toolkit.training import compute
+    from toolkit.training.pack import train_pack
+
+    real = compute.training_losses
+    seen: list[int] = []
+
+    def small_device(model, batch, rows):
+        seen.append(sum(rows))
+        if sum(rows) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(model, batch, rows)
+
+    monkeypatch.setattr(compute, "training_losses", small_device)
+    root = tmp_path_factory.mktemp("pack-oom")
+    solo = solo_runs(checkpoints, "llava", tmp_path_factory.mktemp("solo"))
+    lines: list[str] = []
+    result = train_pack([arm_settings(checkpoints("llava"), root, "llava", arm) for arm in ARMS], log=lines.append)
+    assert result.mode == "fused"
+    assert seen[0] == 9 and seen[1:4] == [4, 3, 2] and set(seen[4:]) <= {4, 3, 2}  # split once, then kept
+    assert any("out of memory at step 1 with 9 rows" in line and "at most 4 rows" in line for line in lines), lines
+    for doc, solo_out in zip(result.docs, solo):
+        assert_same_run(root / doc["name"], solo_out)
+
+    def no_memory(model, batch, rows):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(compute, "training_losses", no_memory)
+    with pytest.raises(OutOfMemory, match="one arm per forward"):
+        train_pack([arm_settings(checkpoints("llava"), tmp_path_factory.mktemp("pack-oom2"), "llava", arm)
+                    for arm in ARMS], log=lambda m: None)
+
+
+@pytest.mark.training
+def test_an_arm_that_leaves_is_checkpointed_and_the_others_end_as_alone(checkpoints, tmp_path_factory):
+    """`leave` names the second arm after the first step: it leaves the pack with a checkpoint of step 1 and no
+    finished run folder; the other two end exactly as their single runs; resumed later, the arm that left ends as
+    its single run too. An arm named before the pack starts is not trained at all."""
+    from toolkit import runs
+    from toolkit.training.pack import train_pack
+
+    root = tmp_path_factory.mktemp("pack-leave")
+    solo = solo_runs(checkpoints, "llava", tmp_path_factory.mktemp("solo"))
+    settings = [arm_settings(checkpoints("llava"), root, "llava", arm) for arm in ARMS]
+    gone = Path(settings[1].output)
+    lines: list[str] = []
+
+    def leave(s):
+        if Path(s.output) == gone and (gone / "metrics.jsonl").exists() and (gone / "metrics.jsonl").stat().st_size:
+            return "cancelled by user"
+        return None
+
+    result = train_pack(settings, log=lines.append, leave=leave)
+    assert result.left == {gone.name: "cancelled by user"} and result.docs[1] is None
+    assert not (gone / "cmba.json").exists() and runs.latest_checkpoint(gone).name.endswith("1")
+    assert len(losses(gone)) == 1
+    assert any(f"{gone.name} leaves the pack at step 1/{STEPS}: cancelled by user (checkpointed)" in x for x in lines)
+    for k in (0, 2):
+        assert_same_run(root / result.docs[k]["name"], solo[k])
+
+    again = train_pack([arm_settings(checkpoints("llava"), root, "llava", arm, resume=True) for arm in ARMS],
+                       log=lambda m: None)
+    assert again.arms == 1 and again.left == {}
+    assert_same_run(gone, solo[1])
+
+    before = tmp_path_factory.mktemp("pack-leave-before")
+    early = train_pack([arm_settings(checkpoints("llava"), before, "llava", arm) for arm in ARMS],
+                       log=lambda m: None, leave=lambda s: "cancelled by user" if s.seed == 0 else None)
+    assert early.arms == 2 and list(early.left.values()) == ["cancelled by user"] and early.docs[0] is None
+    assert not any(before.glob("*-s0/metrics.jsonl"))

@@ -13,7 +13,11 @@ data order, RNG stream (toolkit.training.fused_lora.RngStream: its dropout masks
 `engine.finalize` writes its run folder (adapter files, cmba.json, metrics, trained_on). The base is loaded once.
 Arms may differ in allocation, seed, learning rates, batch size, accumulation and length; they share the model,
 its revision, precision, quantization and gradient checkpointing. An arm that reaches its last step leaves the
-pack; the others go on.
+pack; the others go on. So does an arm that `leave` names (a cancelled arm: checkpointed, its run unfinished).
+
+**Out of memory**: a fused step that runs out of memory is undone and redone with its stacks split in two
+(`stack_rows` halved), then the pack goes on in the smaller forwards; the arms' numbers do not change (stacks
+are exact). Only with one arm per forward is it the job's out-of-memory failure.
 
 **Fused** (the default): each optimizer step stacks the arms' micro-batches into one batch
 (`fused_lora.stack_batches`), every frozen Linear runs once over it and each arm's LoRA delta is added on its own
@@ -73,6 +77,10 @@ class Arm:
     scaler: object = None
     start: int = 0
     """the step this process started it at (0, or its resumed checkpoint's)"""
+    left: str | None = None
+    """why it left the pack before its last step (`train_pack(leave=...)`), else None"""
+    saved_step: int | None = None
+    """the step of its newest checkpoint written in this process"""
 
     @property
     def dropout(self) -> float:
@@ -86,13 +94,17 @@ class Arm:
     def done(self) -> bool:
         return self.progress.step >= self.run.max_steps
 
+    @property
+    def active(self) -> bool:
+        return not self.done and self.left is None
+
 
 @dataclass
 class PackResult:
     """What `train_pack` returns."""
 
-    docs: list[dict]
-    """each arm's cmba.json document, in the order of the settings"""
+    docs: list[dict | None]
+    """each arm's cmba.json document, in the order of the settings (None: it left the pack)"""
     mode: str
     """"fused", "sequential" or "single" (one arm to train)"""
     reason: str | None
@@ -102,6 +114,8 @@ class PackResult:
     train_time_s: float
     samples_per_s: float | None
     """samples of all arms per second of the pack's training time"""
+    left: dict[str, str] = field(default_factory=dict)
+    """{run name: why} of the arms that left the pack (or never joined it) unfinished"""
 
 
 class _ArmModel:
@@ -330,6 +344,51 @@ def _sequential_step(arms: list[Arm], model, fused: FusedLora, *, autocast) -> d
     return sums
 
 
+def _checkpoint(a: Arm, peft_model) -> None:
+    """The arm's state at its current step, as `engine` checkpoints a single run (its RNG state: its stream)."""
+    from peft import get_peft_model_state_dict
+
+    run, p = a.run, a.progress
+    with a.rng.installed():
+        checkpoint.save(run.out, p.step, adapter=get_peft_model_state_dict(peft_model, adapter_name=a.adapter),
+                        optimizer=run.optimizer,
+                        state={"fingerprint": run.fingerprint, "train_time_s": p.train_time_s,
+                               "no_gradient_modules": p.no_gradient_modules, "max_steps": run.max_steps})
+    a.saved_step = p.step
+
+
+def _leave(a: Arm, why: str, peft_model, *, log) -> None:
+    """The arm leaves the pack at this step boundary: checkpointed (so it can be resumed), its optimizer state and
+    gradients freed (its LoRA weights stay on the shared model until the pack ends, unused)."""
+    if a.progress.step > a.start and a.saved_step != a.progress.step:
+        _checkpoint(a, peft_model)
+    a.left = why
+    a.run.optimizer.state.clear()
+    for p in a.params:
+        p.grad = None
+        p.requires_grad_(False)
+    log(f"{a.run.name} leaves the pack at step {a.progress.step}/{a.run.max_steps}: {why}"
+        + (" (checkpointed)" if a.progress.step > a.start else ""))
+
+
+def _rewind(arms: list[Arm], saved: dict) -> None:
+    """Undo a step that did not complete: each arm's RNG stream as it was before it, no gradients kept."""
+    for a in arms:
+        a.rng.restore(saved[a.adapter])
+        a.run.optimizer.zero_grad(set_to_none=True)
+
+
+def _free(device) -> None:
+    """Give back what a failed forward left (its activations are garbage once the exception is gone)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _no_gradient(peft_model, adapter: str) -> list[str]:
     """As modeling.modules_without_gradient, for one adapter of the pack."""
     dead = []
@@ -347,7 +406,7 @@ def _no_gradient(peft_model, adapter: str) -> list[str]:
 
 
 def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None = None, log=_log,
-               stop_after: int | None = None, keep: dict | None = None) -> PackResult:
+               stop_after: int | None = None, keep: dict | None = None, leave=None) -> PackResult:
     """Train every arm of `settings_list` (TrainSettings sharing `SHARED`) in this process on one base model.
 
     `fuse=False` runs the arms one after another (the sequential path) even where they could be fused.
@@ -355,12 +414,18 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
     another; None: every arm in one stack). Activation memory grows with the stack, the gain of fusion with it too.
     `stop_after`: stop after that many pack steps with a checkpoint of every unfinished arm, as a signal would.
     `keep`: receives the shared PEFT "model" (one adapter per arm), "processor" and the arms' "adapters" names.
+    `leave(settings) -> reason or None`: asked for every unfinished arm before the pack is built and at every step
+    boundary; an arm given a reason leaves the pack there (checkpointed, so `--resume` can continue it later; no
+    run folder finished) and the others go on (`PackResult.left`). A cancelled arm of a pack job is one.
+
+    Out of memory in a fused step: the step is undone (each arm's RNG stream and gradients as before it), the
+    stacks are split in two (`stack_rows` halved from the largest stack's rows) and the step redone, so the arms
+    go on exactly as before, in smaller forwards; with one arm per forward left, it raises OutOfMemory.
     """
     import contextlib
     import functools
 
     import torch
-    from peft import get_peft_model_state_dict
 
     from toolkit.data.prompting import VQAFormatter
     from toolkit.training import distributed
@@ -380,10 +445,15 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
     outs = [p.out.resolve() for p in plans]
     if len(set(outs)) != len(outs):
         raise InputError("pack: two arms write the same output folder; give each arm its own --name or --output")
-    todo = [p for p in plans if p.complete is None]
+    left = {}
+    for p in plans:
+        if p.complete is None and leave is not None and (why := leave(p.settings)):
+            left[p.name] = why
+            log(f"{p.name} is not trained in this pack: {why}")
+    todo = [p for p in plans if p.complete is None and p.name not in left]
     if not todo:
         return PackResult(docs=[p.complete for p in plans], mode="single", reason=None, arms=0, train_time_s=0.0,
-                          samples_per_s=None)
+                          samples_per_s=None, left=left)
 
     peft_model, processor, arms = _build(todo, log=log)
     fused = FusedLora(peft_model, components={m.name: m.component for m in [*todo[0].structure.modules,
@@ -412,29 +482,45 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
     files = {a.adapter: open(runs.metrics_path(a.run.out), "a") for a in arms}  # noqa: SIM115 - closed below
     try:
         with _Signals() as signals:
-            while active := [a for a in arms if not a.done]:
+            while True:
+                if leave is not None:
+                    for a in arms:
+                        if a.active and (why := leave(a.run.settings)):
+                            _leave(a, why, peft_model, log=log)
+                if not (active := [a for a in arms if a.active]):
+                    break
                 t0 = time.perf_counter()
                 for a in active:
                     for g in a.run.optimizer.param_groups:
                         g["lr"] = g["base_lr"] * lr_factor(a.progress.step, a.run.max_steps, a.run.warmup)
                 saved = {a.adapter: a.rng.copy() for a in active}
-                try:
-                    if mode == "fused":
-                        try:
-                            sums = _fused_step(active, peft_model, fused, pad_id=pad_id, autocast=autocast,
-                                               stack_rows=stack_rows)
-                        except FusionError as exc:  # redo this step one arm after another, from the same state
-                            mode, reason = "sequential", f"a batch could not be fused: {exc}"
-                            log(f"pack: sequential from step {active[0].progress.step + 1} on ({reason})")
-                            for a in active:
-                                a.rng.restore(saved[a.adapter])
-                                a.run.optimizer.zero_grad(set_to_none=True)
+                while True:
+                    try:
+                        if mode == "fused":
+                            try:
+                                sums = _fused_step(active, peft_model, fused, pad_id=pad_id, autocast=autocast,
+                                                   stack_rows=stack_rows)
+                            except FusionError as exc:  # redo this step one arm after another, from the same state
+                                mode, reason = "sequential", f"a batch could not be fused: {exc}"
+                                log(f"pack: sequential from step {active[0].progress.step + 1} on ({reason})")
+                                _rewind(active, saved)
+                                sums = _sequential_step(active, peft_model, fused, autocast=autocast)
+                        else:
                             sums = _sequential_step(active, peft_model, fused, autocast=autocast)
-                    else:
-                        sums = _sequential_step(active, peft_model, fused, autocast=autocast)
-                except torch.OutOfMemoryError as exc:
-                    raise OutOfMemory(f"{Reason.OUT_OF_MEMORY}: a pack step of {len(active)} arms "
-                                      f"({str(exc).splitlines()[0]}); split the pack or lower --batch-size") from None
+                        break
+                    except torch.OutOfMemoryError as exc:
+                        first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
+                        rows = max(sum(a.run.settings.batch_size for a in part) for part in stacks(active, stack_rows))
+                        if mode != "fused" or all(len(part) == 1 for part in stacks(active, stack_rows)):
+                            raise OutOfMemory(f"{Reason.OUT_OF_MEMORY}: a pack step of {len(active)} arms, one arm per "
+                                              f"forward ({first_line}); lower --batch-size or use a larger device"
+                                              ) from None
+                        _rewind(active, saved)
+                        _free(device)
+                        stack_rows = max(1, rows // 2)
+                        log(f"pack: out of memory at step {active[0].progress.step + 1} with {rows} rows in one "
+                            f"forward; split in two: at most {stack_rows} rows per forward from now on, the step "
+                            f"redone from the same state")
                 for a in active:
                     if a.progress.step == 0 and a.progress.no_gradient_modules is None:
                         dead = _no_gradient(peft_model, a.adapter)
@@ -462,17 +548,11 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
                     files[a.adapter].write(json.dumps(line) + "\n")
                     files[a.adapter].flush()
                     if p.step % run.settings.checkpoint_every == 0 or (interrupt and not a.done):
-                        with a.rng.installed():  # the checkpoint's RNG state is the arm's stream
-                            checkpoint.save(run.out, p.step,
-                                            adapter=get_peft_model_state_dict(peft_model, adapter_name=a.adapter),
-                                            optimizer=run.optimizer,
-                                            state={"fingerprint": run.fingerprint, "train_time_s": p.train_time_s,
-                                                   "no_gradient_modules": p.no_gradient_modules,
-                                                   "max_steps": run.max_steps})
-                if pack_steps == 1 or pack_steps % 10 == 0 or not any(not a.done for a in arms):
+                        _checkpoint(a, peft_model)
+                if pack_steps == 1 or pack_steps % 10 == 0 or not any(a.active for a in arms):
                     log(f"pack step {pack_steps}: " + ", ".join(f"{a.run.name} {a.progress.loss:.4f}" for a in active)
                         + f" ({step_time:.2f} s)")
-                if interrupt and any(not a.done for a in arms):
+                if interrupt and any(a.active for a in arms):
                     raise Interrupted(f"interrupted by {signals.received or 'stop_after'} after {pack_steps} pack "
                                       f"steps; every unfinished arm is checkpointed, continue with --resume")
     finally:
@@ -481,10 +561,13 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
 
     docs_by_out = {}
     for a in arms:
+        if a.left is not None:
+            left[a.run.name] = a.left
+            continue
         a.run.model, a.run.processor = _ArmModel(peft_model, a.adapter), processor
         docs_by_out[a.run.out] = finalize(a.run, a.progress, log=log)
     if keep is not None:
         keep.update(model=peft_model, processor=processor, adapters=[a.adapter for a in arms])
-    return PackResult(docs=[p.complete if p.complete is not None else docs_by_out[p.out] for p in plans], mode=mode,
-                      reason=reason, arms=len(arms), train_time_s=round(pack_time, 3),
-                      samples_per_s=round(samples / pack_time, 3) if pack_time else None)
+    return PackResult(docs=[p.complete if p.complete is not None else docs_by_out.get(p.out) for p in plans],
+                      mode=mode, reason=reason, arms=len(arms), train_time_s=round(pack_time, 3),
+                      samples_per_s=round(samples / pack_time, 3) if pack_time else None, left=left)
