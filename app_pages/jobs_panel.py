@@ -22,6 +22,7 @@ from toolkit.queue.store import JobStore
 from toolkit.queue.worker import slots_here
 from toolkit.study import estimate, preflight
 from toolkit.study import progress as progress_of
+from toolkit.study.packrun import cancel_arm, retry_arm
 
 s = st.session_state
 # A rerun of the 2-s panel marks its elements stale (Streamlit fades them) until it ends; on a busy machine that
@@ -102,8 +103,20 @@ OPTIONAL = ("phase", "ETA", "accuracy %", "reason")
 """columns left out while no job has a value in them (the table then fits a 1280-px window)"""
 
 
+def _rows(progress: list[dict]) -> list[dict]:
+    """The jobs, each pack job followed by its arms (id `<job>.<k>`, name "arm <ratio> seed <s>")."""
+    out = []
+    for p in progress:
+        out.append(p)
+        out += [{**p, **a, "name": f"arm {a['ratio']} seed {a['seed']}", "phase": "", "eta_s": None,
+                 "reason": "cancelled by user" if a["state"] == "cancelled" else None, "message": None}
+                for a in p.get("arms") or []]
+    return out
+
+
 def _table(progress: list[dict]) -> pd.DataFrame:
-    """One row per job, as text: no 'None' cells, counts with separators, empty columns left out."""
+    """One row per job (and per arm of a pack), as text: no 'None' cells, counts with separators, empty columns left
+    out."""
     table = pd.DataFrame([{
         "job": p["id"], "name": p["name"], "state": p["state"],
         "phase": p["phase"] if p["state"] == "running" else "",
@@ -114,7 +127,7 @@ def _table(progress: list[dict]) -> pd.DataFrame:
         "accuracy %": _text(next(iter(p["scores"].values()), None), "{:.2f}"),
         "attempts": f"{p['attempts']}/{p['max_attempts']}",
         "reason": ": ".join(x for x in (p["reason"], (p["message"] or "").removeprefix("error: ")) if x),
-        "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else "")} for p in progress])
+        "runs on": p["executor"] + (f" {p['engine_id']}" if p["engine_id"] else "")} for p in _rows(progress)])
     if set(table["runs on"]) == {"local"}:
         table = table.drop(columns=["runs on"])
     return table.drop(columns=[c for c in OPTIONAL if not table[c].astype(bool).any()])
@@ -224,21 +237,37 @@ def jobs_panel(sweep: str | None):
     chart = _loss_chart(jobs, smoothing)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
-    if s.get("jobs_selected") not in {j.id for j in jobs}:  # first look at a sweep: its first failed job, if any
+    arms = {a["id"]: (p["id"], a) for p in progress for a in p.get("arms") or []}  # a pack's arms: cancel one
+    ids = [i for j in jobs for i in (j.id, *(a for a in arms if arms[a][0] == j.id))]
+    if s.get("jobs_selected") not in ids:  # first look at a sweep: its first failed job, if any
         s["jobs_selected"] = next((j.id for j in jobs if j.state.value == "failed"), jobs[0].id)
-    job_id = st.selectbox("Job", [j.id for j in jobs], key="jobs_selected",
-                          format_func=lambda i: f"{i} · {next(j.name for j in jobs if j.id == i)}")
-    job = store.get(job_id)
+    names = {j.id: j.name for j in jobs} | {i: f"arm {a['ratio']} seed {a['seed']}" for i, (_, a) in arms.items()}
+    job_id = st.selectbox("Job", ids, key="jobs_selected", format_func=lambda i: f"{i} · {names[i]}",
+                          help="a pack job's arms are listed under it as <job>.<k>: cancelling one arm takes it "
+                               "out of its pack (checkpointed) while the other arms go on")
+    arm = arms.get(job_id)
+    job = store.get(arm[0] if arm else job_id)
     a, b, c = st.columns([1, 1, 4])
     try:
-        if a.button("Cancel", disabled=job.state.finished):
-            job = store.request_cancel(job.id)
-            st.toast(f"Job {job.id}: {'cancelled' if job.state.finished else 'cancel requested'}")
-        if b.button("Retry", disabled=job.state.value not in ("failed", "cancelled")):
-            job = store.retry(job.id)
-            worker = ensure_worker()
-            st.toast(f"Job {job.id} queued again (retry {job.retries}); it resumes from its last checkpoint"
-                     + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
+        if arm:
+            if a.button("Cancel", disabled=arm[1]["state"] in ("succeeded", "cancelled")):
+                done = cancel_arm(store, job_id)
+                st.toast(f"Arm {job_id}: cancel requested; it leaves its pack at the next step"
+                         + ("; no arm was left, so the job is cancelled" if done["job_cancelled"] else ""))
+            if b.button("Retry", disabled=arm[1]["state"] != "cancelled" or job.state.value == "running"):
+                retry_arm(store, job_id)
+                worker = ensure_worker()
+                st.toast(f"Arm {job_id}: queued again with its pack; it resumes from its checkpoint"
+                         + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
+        else:
+            if a.button("Cancel", disabled=job.state.finished):
+                job = store.request_cancel(job.id)
+                st.toast(f"Job {job.id}: {'cancelled' if job.state.finished else 'cancel requested'}")
+            if b.button("Retry", disabled=job.state.value not in ("failed", "cancelled")):
+                job = store.retry(job.id)
+                worker = ensure_worker()
+                st.toast(f"Job {job.id} queued again (retry {job.retries}); it resumes from its last checkpoint"
+                         + (f"; started a worker (pid {worker['pid']})" if worker["started"] else ""))
     except CmbaError as exc:
         st.error(str(exc))
     if job.message:

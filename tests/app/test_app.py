@@ -215,6 +215,39 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
     assert "None" not in table.to_string() and set(table["state"]) <= {"cancelled", "succeeded"}
 
 
+def test_jobs_page_lists_a_packs_arms_and_cancels_and_retries_one(env, demo_structure, monkeypatch):  # noqa: F811
+    """A queued pack job of two arms, the first already trained and scored: the table shows the pack, then its
+    arms as <job>.1 (succeeded, with its accuracy) and <job>.2 (queued); picking <job>.2 and Cancel writes its cancel
+    request, and with no arm left to train the job is cancelled; Retry withdraws it and queues the pack again."""
+    from tests.helpers.adapters import pattern, write_adapter
+    from tests.helpers.jobs import demo_spec
+    from toolkit.study.packrun import CANCEL_FILE
+    from toolkit.study.sweep import plan_sweep, submit_sweep
+
+    monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)  # no real training here
+    monkeypatch.setattr("app_pages.jobs_panel.ensure_worker", lambda *a, **k: {"started": False, "pid": None})
+    plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, pack=True, reference=False), structure=demo_structure)
+    [job] = submit_sweep(plan, preflight=False).jobs
+    first, second = (Path(a["output_dir"]) for a in job.meta["arms"])
+    write_adapter(first.parent, first.name, ratio=(1, 1, 1), accs=pattern(200))
+    at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:1:1"})
+    assert not at.exception and not at.error
+    table = at.dataframe[-1].value.set_index("job")
+    assert list(table.index) == [job.id, f"{job.id}.1", f"{job.id}.2"]
+    assert table.loc[f"{job.id}.1", "state"] == "succeeded" and table.loc[f"{job.id}.1", "accuracy %"] != ""
+    assert table.loc[f"{job.id}.2", ["name", "state"]].tolist() == ["arm 1:4:1 seed 0", "queued"]
+    at.selectbox(key="jobs_selected").set_value(f"{job.id}.2").run()
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.toast[0].value.startswith(f"Arm {job.id}.2: cancel requested") and "the job is cancelled" in \
+        at.toast[0].value
+    assert (second / CANCEL_FILE).is_file() and env.store.get(job.id).state.value == "cancelled"
+    assert at.run().dataframe[-1].value.set_index("job").loc[f"{job.id}.2", "state"] == "cancelled"  # next refresh
+    next(b for b in at.button if b.label == "Retry").click().run()
+    assert not at.exception and not at.error and at.toast[0].value.startswith(f"Arm {job.id}.2: queued again")
+    assert not (second / CANCEL_FILE).exists() and env.store.get(job.id).state.value == "queued"
+
+
 def test_jobs_page_refuses_a_model_without_weights_here_before_queueing(env, offline):  # noqa: F811
     page = _jobs_page({"model": "llava-1.5-7b", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
     assert not page.exception

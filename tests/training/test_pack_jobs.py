@@ -108,7 +108,7 @@ def test_cli_sweep_pack_dry_run(env, run_cli, demo_structure):
     ({"pack": True, "pack_size": 0}, r"pack size: must be >= 1"),
     ({"pack": True, "pack_size": 65}, r"pack size: must be a whole number in 1\.\.64"),
     ({"pack": True, "search": "halving"}, r"pack: successive halving inside a pack is not done yet"),
-    ({"pack": True, "gpus_per_job": 1}, r"pack size: on a GPU give --pack-size"),
+    ({"pack": True, "gpus_per_job": 2}, r"pack: a pack trains in one process on one device"),
 ])
 def test_pack_refusals_are_one_line(env, overrides, match):
     with pytest.raises(InputError, match=match) as info:
@@ -328,3 +328,55 @@ def test_packed_sweep_through_a_worker_ends_with_every_arm_compared(env, run_cli
     assert {str(Path(r["path"]).resolve()) for r in compared["rows"]} == paths
     assert all(r["n"] == 8 for r in compared["rows"])
     assert {str(Path(r["path"]).resolve()) for r in sweep_rows(env.store, doc["sweep"])} == paths
+
+
+@pytest.mark.training
+@pytest.mark.slow
+def test_cancelling_one_arm_of_a_running_pack_lets_the_others_finish(env, run_cli):
+    """`jobs cancel <job>.2` while the pack trains: that arm leaves the pack at a step boundary with a checkpoint
+    (no finished run folder, no evaluation), the three others finish and are evaluated, the job succeeds, and
+    `jobs list` shows the arm cancelled. `jobs retry <job>.2` queues the pack again: it trains only that arm, from
+    its checkpoint (every step logged once), and evaluates it."""
+    from toolkit import runs
+    from toolkit.queue.states import JobState
+    from toolkit.study.packrun import arm_states
+
+    steps = 60
+    r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", DATA, "--ratios",
+                        "1:1:1,1:4:1", "--seeds", "2", "--budget-rank", "4", "--max-steps", str(steps),
+                        "--batch-size", "4", "--checkpoint-every", "25", "--eval-limit", "8", "--no-reference",
+                        "--gpus-per-job", "0", "--pack", "--no-worker", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+    [job_id] = [j["job"] for j in json.loads(r.stdout)["jobs"]]
+    job = env.store.get(job_id)
+    gone = Path(job.meta["arms"][1]["output_dir"])
+    worker = env.worker("--threads", "1", "--once")
+    wait_for(lambda: bool(runs.read_metrics(gone)) or worker.poll() is not None, what="the pack's first step")
+    code, out, err = run_cli("jobs", "cancel", f"{job_id}.2")
+    assert code == 0, err
+    assert out.startswith(f"arm {job_id}.2 (1:4:1, seed 0): cancel requested")
+    assert worker.wait(timeout=PATIENCE) == 0
+    job = env.store.get(job_id)
+    assert job.state is JobState.SUCCEEDED, (job.message, open(job.log_path).read()[-3000:])
+    assert [a["state"] for a in arm_states(job)] == ["succeeded", "cancelled", "succeeded", "succeeded"]
+    left_at = len(runs.read_metrics(gone))
+    assert 1 <= left_at < steps and not runs.is_complete(gone) and not (gone / "eval").exists()
+    assert f"leaves the pack at step {left_at}/{steps}: cancelled by user (checkpointed)" in open(job.log_path).read()
+    for arm in job.meta["arms"][::2] + job.meta["arms"][3:]:
+        assert runs.is_complete(arm["output_dir"]) and results(Path(arm["output_dir"]))[0]["scores"]["n"] == 8
+    code, out, _ = run_cli("jobs", "list")
+    assert code == 0 and any(line.split()[:2] == [f"{job_id}.2", "cancelled"] for line in out.splitlines()), out
+    code, _, err = run_cli("jobs", "cancel", f"{job_id}.1")
+    assert code == 2 and f"arm {job_id}.1: already trained" in err
+    code, _, err = run_cli("jobs", "cancel", f"{job_id}.5")
+    assert code == 2 and f"arm: job {job_id} has arms {job_id}.1 to {job_id}.4" in err
+
+    code, out, err = run_cli("jobs", "retry", f"{job_id}.2", "--no-worker")
+    assert code == 0, err
+    assert env.store.get(job_id).state is JobState.QUEUED
+    assert env.worker("--threads", "1", "--once").wait(timeout=PATIENCE) == 0
+    job = env.store.get(job_id)
+    assert job.state is JobState.SUCCEEDED and [a["state"] for a in arm_states(job)] == ["succeeded"] * 4
+    assert [m.step for m in runs.read_metrics(gone)] == list(range(1, steps + 1))  # resumed, no step twice
+    assert results(gone)[0]["scores"]["n"] == 8

@@ -62,6 +62,10 @@ def cmd_jobs_list(args) -> int:
     for p in progress:
         phase = p["phase"] if p["state"] == "running" else ""
         _out(f"{p['id']:<12} {p['state']:<10} {phase:<9} {p['name']:<36} {_progress_text(p):<28} {p['reason'] or ''}")
+        for a in p["arms"]:  # a pack's arms under it: `jobs cancel <id>.<k>` cancels one
+            score = next(iter(a["scores"].values()), None)
+            _out(f"  {a['id']:<12} {a['state']:<10} {'':<7} {'arm ' + str(a['ratio']) + ' seed ' + str(a['seed']):<36} "
+                 f"{_progress_text({**a, 'state': None}):<28} {'' if score is None else f'accuracy {score:.2f}'}")
     if sweep and any(not j.state.finished for j in jobs):
         from toolkit.queue.worker import slots_here
         from toolkit.study import estimate
@@ -104,16 +108,38 @@ def cmd_jobs_show(args) -> int:
     return 0
 
 
+def _arm_id(store, text: str) -> bool:
+    """True when `text` names one arm of a pack job (`<job id>.<k>`) rather than a job."""
+    import re
+
+    if not re.fullmatch(r".+\.\d+", text.strip()):
+        return False
+    try:
+        store.get(text)
+    except InputError:
+        return True
+    return False
+
+
 def cmd_jobs_cancel(args) -> int:
     from toolkit.queue.store import JobStore
 
+    store = JobStore()
+    if not args.sweep and _arm_id(store, args.id):
+        from toolkit.study.packrun import cancel_arm
+
+        arm = cancel_arm(store, args.id)
+        _out(f"arm {arm['id']} ({arm['ratio']}, seed {arm['seed']}): cancel requested; it leaves its pack at the "
+             f"next step, checkpointed, and the other arms go on"
+             + ("; no arm of the pack is left to train, so the job is cancelled" if arm["job_cancelled"] else ""))
+        return 0
     if args.sweep:
         from toolkit.queue.actions import cancel_sweep
 
-        done = cancel_sweep(JobStore(), args.id)
+        done = cancel_sweep(store, args.id)
         _out(f"sweep {args.id}: cancel requested for {len(done)} job(s)" + (f": {', '.join(done)}" if done else ""))
         return 0
-    job = JobStore().request_cancel(args.id)
+    job = store.request_cancel(args.id)
     if job.state.value == "cancelled":
         _out(f"job {job.id}: cancelled")
     elif job.executor != "local":
@@ -132,6 +158,12 @@ def cmd_jobs_retry(args) -> int:
         done = retry_sweep(JobStore(), args.id)
         _out(f"sweep {args.id}: {len(done)} job(s) queued again" + (f": {', '.join(done)}" if done else "")
              + " (each resumes from its last checkpoint)")
+    elif _arm_id(JobStore(), args.id):
+        from toolkit.study.packrun import retry_arm
+
+        arm = retry_arm(JobStore(), args.id)
+        _out(f"arm {arm['id']} ({arm['ratio']}, seed {arm['seed']}): cancel withdrawn; its pack job is "
+             f"{arm['state']} and resumes the arm from its checkpoint")
     else:
         job = JobStore().retry(args.id)
         _out(f"job {job.id}: queued again (resumes from its last checkpoint, step {job.step_index + 1} of "
@@ -196,13 +228,15 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.add_argument("--tail", type=number(int), default=20, help="log lines to show (default 20)")
     q.set_defaults(func=cmd_jobs_show)
-    q = jobs.add_parser("cancel", help="cancel a queued or running job (or every one of a sweep)")
-    q.add_argument("id", help="job id, or sweep id (prefix) with --sweep")
+    q = jobs.add_parser("cancel", help="cancel a queued or running job (or every one of a sweep, or one arm of a "
+                        "pack job)")
+    q.add_argument("id", help="job id; JOB.K: arm K of a pack job (it leaves its pack, the others go on); sweep id "
+                   "(prefix) with --sweep")
     q.add_argument("--sweep", action="store_true", help="cancel every queued or running job of sweep ID")
     q.set_defaults(func=cmd_jobs_cancel)
     q = jobs.add_parser("retry", help="queue a failed or cancelled job again with a fresh attempt count "
                         "(it resumes at its failed step, from its last checkpoint)")
-    q.add_argument("id", help="job id, or sweep id (prefix) with --sweep")
+    q.add_argument("id", help="job id; JOB.K: a cancelled arm of a pack job; sweep id (prefix) with --sweep")
     q.add_argument("--sweep", action="store_true", help="retry every failed or cancelled job of sweep ID")
     q.add_argument("--no-worker", action="store_true", help="do not start a background worker")
     q.set_defaults(func=cmd_jobs_retry)

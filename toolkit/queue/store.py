@@ -593,14 +593,17 @@ class JobStore:
                     raise InputError(f"job {job.id}: already {state}; only queued or running jobs can be cancelled")
         return self.get(job.id)
 
-    def retry(self, job_id: str) -> Job:
-        """Re-queue a failed or cancelled job with a fresh attempt count (it resumes from its checkpoints)."""
+    def retry(self, job_id: str, *, succeeded: bool = False) -> Job:
+        """Re-queue a failed or cancelled job with a fresh attempt count (it resumes from its checkpoints);
+        `succeeded=True` also a succeeded one (its steps run again: for steps that skip what is done)."""
         job = self.get(job_id)
+        states = ("failed", "cancelled", "succeeded") if succeeded else ("failed", "cancelled")
         with self.transaction() as db:
             if db.execute(
                 "UPDATE jobs SET state = 'queued', attempts = 0, retries = retries + 1, cancel_requested = 0, followed_up = 0,"
                 " reason = NULL, message = NULL, exit_code = NULL, finished = NULL, token = NULL, updated = ?"
-                " WHERE id = ? AND state IN ('failed', 'cancelled')", (time.time(), job.id)).rowcount == 0:
+                f" WHERE id = ? AND state IN ({', '.join('?' * len(states))})",
+                    (time.time(), job.id, *states)).rowcount == 0:
                 state = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()["state"]
                 raise InputError(f"job {job.id}: is {state}; only failed or cancelled jobs can be retried")
         return self.get(job.id)

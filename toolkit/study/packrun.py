@@ -18,6 +18,13 @@ k-bit training casts the base's norms), no gradient checkpointing, and no module
 norm's running statistics). Otherwise, and when every arm was trained before, the base is loaded once, as
 `evaluate` loads it, for all the arms' evaluations (the log says why).
 
+**Cancelling one arm** (`jobs cancel <job>.<k>`, the Train & jobs page): `cancel_arm` writes
+`cancel-requested.json` into the arm's run folder; the pack reads it at every step boundary, and the arm leaves
+the pack there (checkpointed, toolkit.training.pack's `leave`) while the others go on; an arm cancelled before
+its pack starts is not trained. Its evaluation is skipped; the pack job still succeeds with the other arms.
+`retry_arm` removes the request (the pack job, run again, resumes the arm from its checkpoint). `arm_states`
+says where each arm of a pack job stands.
+
 **Resume.** Every arm resumes: an arm whose cmba.json exists is not trained again, the others continue from
 their newest valid checkpoint; an evaluation whose results.json exists is not run again. A pack job killed
 anywhere (kill -9 included) and run again ends as the uninterrupted one would.
@@ -118,13 +125,98 @@ class PackReport:
     """arms trained (or continued) in this process"""
     base_loads: int
     """bases loaded for evaluation after training (0: the trained one was reused, or nothing to evaluate)"""
+    left: dict[str, str] = field(default_factory=dict)
+    """{run name: why} of the arms that left the pack unfinished (cancelled)"""
     evaluations: list[dict] = field(default_factory=list)
     """per arm with an evaluation, in the arms' order: {"adapter", "tag", "ran": bool (False: its results were
     already written), "overall" (when it ran)}"""
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "reason": self.reason, "trained": self.trained, "base_loads": self.base_loads,
-                "evaluations": self.evaluations}
+                "left": self.left, "evaluations": self.evaluations}
+
+
+# ------------------------------------------------------------------------------------- one arm of a pack job
+
+CANCEL_FILE = "cancel-requested.json"
+"""in an arm's run folder: the request that it leave its pack ({"reason", "time"})"""
+
+
+def cancel_reason(train) -> str | None:
+    """Why the arm of these TrainSettings must leave its pack (its cancel request), or None."""
+    try:
+        doc = json.loads((Path(train.output) / CANCEL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(doc.get("reason") or "cancelled by user") if isinstance(doc, dict) else "cancelled by user"
+
+
+def job_arm(store, arm_id: str):
+    """(job, k, arm meta) of an arm id `<job id>.<k>` (k from 1), or an InputError naming what is allowed."""
+    job_id, _, k = arm_id.rpartition(".")
+    job = store.get(job_id)
+    arms = job.meta.get("arms") or []
+    if not arms:
+        raise InputError(f"job {job_id} is not a pack: it has no arms to cancel one of (cancel the job itself)")
+    if not k.isdigit() or not 1 <= int(k) <= len(arms):
+        raise InputError(f"arm: job {job_id} has arms {job_id}.1 to {job_id}.{len(arms)}, got {arm_id!r}")
+    return job, int(k), arms[int(k) - 1]
+
+
+def arm_states(job) -> list[dict]:
+    """Each arm of a pack job: {"id", "ratio", "seed", "output_dir", "state"}; its state is "succeeded" (its run
+    folder finished), "cancelled" (asked to leave, and not finished), else the job's own state."""
+    from toolkit import runs
+
+    out = []
+    for k, arm in enumerate(job.meta.get("arms") or [], start=1):
+        folder = Path(arm["output_dir"])
+        if (folder / runs.ADAPTER_DOC).is_file():
+            state = "succeeded"
+        elif (folder / CANCEL_FILE).is_file():
+            state = "cancelled"
+        else:
+            state = job.state.value
+        out.append({"id": f"{job.id}.{k}", "ratio": arm.get("ratio"), "seed": arm.get("seed"),
+                    "output_dir": arm["output_dir"], "state": state})
+    return out
+
+
+def cancel_arm(store, arm_id: str) -> dict:
+    """Ask one arm of a pack job to leave its pack; the job itself is cancelled when none of its arms is left to
+    train. Returns the arm's `arm_states` entry with "job_cancelled": bool."""
+    import time
+
+    from toolkit import runs
+
+    job, k, arm = job_arm(store, arm_id)
+    state = arm_states(job)[k - 1]
+    if state["state"] == "succeeded":
+        raise InputError(f"arm {arm_id}: already trained ({arm['output_dir']}); nothing to cancel")
+    folder = Path(arm["output_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.write_json(folder / CANCEL_FILE, {"reason": "cancelled by user", "time": time.time()})
+    job_cancelled = False
+    if not job.state.finished and all(a["state"] in ("succeeded", "cancelled") for a in arm_states(job)):
+        store.request_cancel(job.id)
+        job_cancelled = True
+    return {**arm_states(store.get(job.id))[k - 1], "job_cancelled": job_cancelled}
+
+
+def retry_arm(store, arm_id: str) -> dict:
+    """Withdraw an arm's cancel request; a finished pack job is queued again (it resumes the arm from its
+    checkpoint, skipping what is done). Refused while the pack runs (the arm has left that process)."""
+    job, k, _ = job_arm(store, arm_id)
+    state = arm_states(job)[k - 1]
+    if state["state"] != "cancelled":
+        raise InputError(f"arm {arm_id}: not cancelled ({state['state']}); only a cancelled arm is retried")
+    if job.state.value == "running":
+        raise InputError(f"arm {arm_id}: its pack {job.id} is running and the arm has left it; retry the arm once "
+                         f"the pack has ended")
+    (Path(state["output_dir"]) / CANCEL_FILE).unlink(missing_ok=True)
+    if job.state.finished:
+        store.retry(job.id, succeeded=True)  # the pack skips its finished arms and evaluations
+    return arm_states(store.get(job.id))[k - 1]
 
 
 def reuse_blocker(model, train) -> str | None:
@@ -165,11 +257,12 @@ def run_pack(settings: PackSettings, *, log=None, stop_after: int | None = None)
         check_allocation(arm.train)
     keep: dict = {}
     result = train_pack([a.train for a in settings.arms], fuse=settings.fuse, stack_rows=settings.stack_rows,
-                        log=log, stop_after=stop_after, keep=keep)
-    report = PackReport(mode=result.mode, reason=result.reason, trained=result.arms, base_loads=0)
+                        log=log, stop_after=stop_after, keep=keep, leave=cancel_reason)
+    report = PackReport(mode=result.mode, reason=result.reason, trained=result.arms, base_loads=0,
+                        left=result.left)
     todo = []
-    for arm in settings.arms:
-        if arm.evaluate is None:
+    for arm, doc in zip(settings.arms, result.docs):
+        if arm.evaluate is None or doc is None:  # a cancelled arm is not evaluated
             continue
         e = arm.evaluate
         prepared = prepare_adapter_evaluation(

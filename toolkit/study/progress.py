@@ -44,10 +44,15 @@ def step_name(step) -> str:
 
 def job_scores(job: Job) -> dict[str, float]:
     """{eval tag: overall accuracy %} of the evaluations stored in the job's run folder (unreadable ones left out)."""
+    return folder_scores(job.output_dir)
+
+
+def folder_scores(folder: str | Path | None) -> dict[str, float]:
+    """{eval tag: overall accuracy %} of the evaluations stored in a run folder (unreadable ones left out)."""
     scores = {}
-    for tag in runs.evaluations(job.output_dir) if job.output_dir else []:
+    for tag in runs.evaluations(folder) if folder else []:
         try:
-            scores[tag] = runs.read_evaluation(job.output_dir, tag).scores["overall"]
+            scores[tag] = runs.read_evaluation(folder, tag).scores["overall"]
         except InputError:
             continue
     return scores
@@ -64,16 +69,38 @@ def job_progress(job: Job, *, log_lines: int = 20) -> dict:
         fraction = max(0.0, min(1.0, step / max_steps))
     if job.state is JobState.SUCCEEDED:
         fraction = 1.0
+    arms = arm_progress(job)
+    if arms:  # a pack: its progress is its arms' (steps done of steps to do; cancelled arms left out)
+        counted = [a for a in arms if a["state"] != "cancelled" and a["max_steps"]]
+        step = sum(a["step"] or 0 for a in counted) if counted else None
+        max_steps = sum(a["max_steps"] for a in counted) if counted else None
+        fraction = 1.0 if job.state is JobState.SUCCEEDED else (step / max_steps if max_steps else None)
+        m = None
     return {
         "id": job.id, "name": job.name, "sweep": job.sweep_id, "state": job.state.value,
         "phase": step_name(job.steps[min(job.step_index, len(job.steps) - 1)]) if job.steps else None,
         "step": step, "max_steps": max_steps, "fraction": fraction, "loss": m.loss if m else None,
         "eta_s": m.eta_s if m else None,
         "attempts": job.attempts, "max_attempts": job.max_attempts, "reason": job.reason, "message": job.message,
-        "scores": job_scores(job), "meta": job.meta, "output_dir": job.output_dir,
+        "scores": {} if arms else job_scores(job), "meta": job.meta, "output_dir": job.output_dir,
         "executor": job.executor, "engine_id": job.engine_id, "gpu_ids": job.gpu_ids,
-        "log_tail": tail_lines(job.log_path, log_lines),
+        "log_tail": tail_lines(job.log_path, log_lines), "arms": arms,
     }
+
+
+def arm_progress(job: Job) -> list[dict]:
+    """A pack job's arms (toolkit.study.packrun.arm_states), each with its own "step", "max_steps", "fraction",
+    "loss" and "scores" from its run folder; [] for any other job."""
+    from toolkit.study.packrun import arm_states
+
+    out = []
+    for arm in arm_states(job) if job.meta.get("arms") else []:
+        m = last_metrics(arm["output_dir"])
+        done = arm["state"] == "succeeded"
+        fraction = 1.0 if done else (max(0.0, min(1.0, m.step / m.max_steps)) if m and m.max_steps else None)
+        out.append({**arm, "step": m.step if m else None, "max_steps": m.max_steps if m else None,
+                    "fraction": fraction, "loss": m.loss if m else None, "scores": folder_scores(arm["output_dir"])})
+    return out
 
 
 def sweep_progress(sweep: str, *, store: JobStore | None = None, log_lines: int = 0) -> list[dict]:
