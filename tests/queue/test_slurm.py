@@ -328,6 +328,33 @@ def test_a_halving_search_runs_its_rungs_on_slurm(senv):
 
 
 @pytest.mark.slow
+@pytest.mark.training
+@needs_cluster
+def test_a_packed_sweep_runs_one_sbatch_per_pack(senv):
+    """`sweep --pack --pack-size 2 --executor slurm`: 2 ratios x 2 seeds make two pack jobs, each one Slurm job
+    whose one step trains its two arms in one process and evaluates them; every arm ends complete and scored."""
+    r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", "synthetic:shapes?n=64",
+                        "--ratios", "1:1:1,1:4:1", "--seeds", "2", "--budget-rank", "4", "--max-steps", "4",
+                        "--batch-size", "4", "--eval-limit", "8", "--no-reference", "--pack", "--pack-size", "2",
+                        "--executor", "slurm", "--gpus-per-node", "0", "--time", "10", "--no-worker", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)["sweep"]
+    assert senv.worker("--once").wait(PATIENCE) == 0
+    jobs = senv.store.list(sweep=sweep)
+    assert len(jobs) == 2 and {j.state for j in jobs} == {JobState.SUCCEEDED}, [
+        (j.name, j.state.value, j.message) for j in jobs]
+    assert {j.executor for j in jobs} == {"slurm"} and len({j.engine_id for j in jobs}) == 2
+    for job in jobs:
+        assert "pack of 2 arms on one llava base: fused" in open(job.log_path).read()
+        for arm in job.meta["arms"]:
+            folder = Path(arm["output_dir"])
+            assert json.loads((folder / "cmba.json").read_text())["result"]["steps"] == 4
+            [results] = folder.glob("eval/*/results.json")
+            assert json.loads(results.read_text())["scores"]["n"] == 8
+
+
+@pytest.mark.slow
 @needs_cluster
 def test_preemption_signal_resumes_real_training_from_its_checkpoint(senv):
     steps = 20

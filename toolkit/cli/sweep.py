@@ -244,7 +244,8 @@ def register(sub) -> None:
                    "arm: the pack trains its arms in one process on one copy of the base (fused where it can) and "
                    "evaluates each there (`python -m toolkit pack`)")
     g.add_argument("--pack-size", type=number(int), metavar="N", help="at most N arms per pack (default: every arm "
-                   "of a budget on CPU; required on a GPU, where a pack that runs out of memory is not split yet)")
+                   "of a budget, up to 64); a pack whose forward runs out of GPU memory splits it in two and goes on, "
+                   "but every arm's LoRA and optimizer state stays on the device: on a GPU, size packs to fit")
     g.add_argument("--gpus-per-job", type=number(int), help="default: 1 when the machine has GPUs, else 0 (CPU); "
                    "more than 1 trains with DDP (torchrun), the global batch kept")
     g.add_argument("--max-attempts", type=number(int), default=3, help="runs allowed when a worker is lost (default 3)")

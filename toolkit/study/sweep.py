@@ -30,8 +30,9 @@ Slurm GPUs per node x nodes) trains through `python -m toolkit.training.distribu
 Packed (`pack=True`, `sweep --pack`): the arms of each budget are grouped into as few jobs of at most `pack_size`
 arms as hold them (`pack_jobs`), each job one `python -m toolkit pack` step (toolkit.study.packrun: the arms
 trained in one process on one copy of the base, toolkit.training.pack, then each evaluated there); the job's meta
-lists its arms ({"ratio", "seed", "output_dir", ...}), its `output_dir` is its first arm's. Local executor, one
-device, no halving search. `pack` and `pack_size` are left out of the id while unset.
+lists its arms ({"ratio", "seed", "output_dir", ...}), its `output_dir` is its first arm's. One device per pack
+(local executor, or one sbatch per pack on Slurm); a pack whose forward runs out of GPU memory splits it in two
+and goes on; no halving search yet. `pack` and `pack_size` are left out of the id while unset.
 
 Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.study.preflight (weights, data, 4-bit);
 toolkit.study.estimate says how long the sweep will take from earlier runs' measured step rates.
@@ -271,14 +272,10 @@ class SweepSpec:
             raise InputError(f"pack size: must be a whole number in 1..{MAX_ARMS}, got {self.pack_size!r}")
         if self.search:
             raise InputError("pack: successive halving inside a pack is not done yet; drop --pack or --search")
-        if self.executor != "local":
-            raise InputError("pack: packed jobs run on the local executor only for now (one sbatch per pack is "
-                             "not done yet); drop --pack or --executor slurm")
         if self.gpus_per_node > 1:
             raise InputError("pack: a pack trains in one process on one device; use --gpus-per-job 0 or 1")
-        if self.gpus_per_job and self.pack_size is None:
-            raise InputError("pack size: on a GPU give --pack-size (how many arms fit in its memory: a pack that "
-                             "runs out of memory is not split yet)")
+        if self.executor == "slurm" and self.slurm.nodes > 1:
+            raise InputError("pack: a pack trains in one process on one node; use --nodes 1")
 
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,

@@ -296,5 +296,6 @@ class SlurmExecutor(Executor):
 
 
 def _has_checkpoint(job: Job) -> bool:
-    """Whether the job's run has a complete checkpoint to resume from (a half-written one does not count)."""
-    return runs.latest_checkpoint(job.output_dir) is not None
+    """Whether the job's run has saved work to resume from: a complete checkpoint (a half-written one does not
+    count), or a finished run (the steps after training are left)."""
+    return runs.latest_checkpoint(job.output_dir) is not None or runs.is_complete(job.output_dir)
