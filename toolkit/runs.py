@@ -578,6 +578,13 @@ def complete_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def snapshot_dir(output: str | Path, until: int) -> Path:
+    """Where the adapter at step `until` of the run in `output` goes (a halving rung's snapshot, written by a rung
+    job or a pack at a rung): a sibling folder of the run."""
+    out = Path(output)
+    return out.parent / f"{out.name}-step{until:07d}"
+
+
 def latest_checkpoint(folder: str | Path | None) -> Path | None:
     """The newest complete checkpoint of a run, or None (also for no folder)."""
     found = complete_checkpoints(folder) if folder else []

@@ -15,7 +15,8 @@ from toolkit.errors import InputError
 from toolkit.queue.states import JobState
 from toolkit.queue.store import JobStore, WorkerInfo
 from toolkit.study import halving
-from toolkit.study.halving import Search, decide
+from toolkit.study.search import Search
+from toolkit.study.selection import decide
 from toolkit.study.sweep import SweepSpec, plan_sweep, submit_sweep
 
 

@@ -107,7 +107,7 @@ def test_cli_sweep_pack_dry_run(env, run_cli, demo_structure):
     ({"pack_size": 2}, r"pack size: only with --pack"),
     ({"pack": True, "pack_size": 0}, r"pack size: must be >= 1"),
     ({"pack": True, "pack_size": 65}, r"pack size: must be a whole number in 1\.\.64"),
-    ({"pack": True, "search": "halving"}, r"pack: successive halving inside a pack is not done yet"),
+    ({"pack": True, "search": "halving", "budgets": "4,8"}, r"pack: a search inside a pack decides over one budget"),
     ({"pack": True, "gpus_per_job": 2}, r"pack: a pack trains in one process on one device"),
 ])
 def test_pack_refusals_are_one_line(env, overrides, match):
@@ -380,3 +380,126 @@ def test_cancelling_one_arm_of_a_running_pack_lets_the_others_finish(env, run_cl
     assert job.state is JobState.SUCCEEDED and [a["state"] for a in arm_states(job)] == ["succeeded"] * 4
     assert [m.step for m in runs.read_metrics(gone)] == list(range(1, steps + 1))  # resumed, no step twice
     assert results(gone)[0]["scores"]["n"] == 8
+
+
+@pytest.mark.training
+def test_halving_inside_a_pack_drops_arms_at_the_rung_and_trains_the_survivors_on(tmp_path, run_cli, monkeypatch,
+                                                                                   one_thread):
+    """A pack of 4 ratios x 1 seed with a search (rungs 2, 4; eta 4): at step 2 every arm is checkpointed and
+    snapshotted, each snapshot evaluated in the process (what a separate `evaluate` of it writes), and the rung
+    decided into the search's record by the job system's rule. Scores are planted (2:1:1 best, then 1:1:1, 1:2:1,
+    1:1:2), so 2:1:1 (top 1 of 4) and 1:1:1 (the reference) go on and the other two leave the pack there; the
+    survivors finish all 4 steps, are evaluated, and the final rung is recorded. Run again, nothing is trained or
+    decided again, and the dropped arms stay out."""
+    from toolkit import runs
+    from toolkit.study import halving, packrun, packsearch
+    from toolkit.study.search import Search
+
+    monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("CMBA_JOBS_DIR", str(tmp_path / "jobs"))
+    planted = {"2:1:1": 70.0, "1:1:1": 60.0, "1:2:1": 50.0, "1:1:2": 40.0}
+    real = packsearch.folder_score
+
+    def planted_score(folder):
+        real(folder)  # the evaluation is really there and reads back
+        ratio = ":".join(f"{x:g}" for x in runs.read_adapter_doc(folder).allocation.ratio)
+        return planted[ratio], 1.0
+
+    monkeypatch.setattr(packsearch, "folder_score", planted_score)
+    base = pack_settings(tmp_path / "pack", steps=4, checkpoint_every=100, eval_limit=16,
+                         arms=[(r, 0) for r in planted]).to_dict()
+    search = {"sweep": "feedbeef" * 5, "search": Search.parse("halving", max_steps=4, rungs="2,4", eta=4,
+                                                                 z=0).to_dict()}
+    settings = packrun.PackSettings.from_dict({**base, "search": search})
+    lines: list[str] = []
+    report = packrun.run_pack(settings, log=lines.append)
+    folders = {r: Path(a.train.output) for r, a in zip(planted, settings.arms)}
+    assert sorted(report.left) == sorted(folders[r].name for r in ("1:2:1", "1:1:2"))
+    assert all(why.startswith("stopped at rung 1 (2 steps): behind") for why in report.left.values())
+    record = runs.read_json(tmp_path / "jobs" / "halving" / f"{search['sweep']}.json")
+    assert [(e["rung"], e["final"]) for e in record["rungs"]] == [(1, False), (2, True)]
+    assert {d["arm"]: d["keep"] for d in record["rungs"][0]["decisions"]} == {
+        "2:1:1": True, "1:1:1": True, "1:2:1": False, "1:1:2": False}
+    assert [d["arm"] for d in record["rungs"][1]["decisions"]] == ["2:1:1", "1:1:1"]
+    for ratio, folder in folders.items():
+        snap = runs.snapshot_dir(folder, 2)
+        assert runs.is_complete(snap) and runs.read_adapter_doc(snap).result.steps == 2 and runs.evaluations(snap)
+        if ratio in ("2:1:1", "1:1:1"):
+            assert runs.is_complete(folder) and [m.step for m in runs.read_metrics(folder)] == [1, 2, 3, 4]
+            assert runs.evaluations(folder)
+        else:
+            assert not runs.is_complete(folder) and [m.step for m in runs.read_metrics(folder)] == [1, 2]
+            assert runs.latest_checkpoint(folder).name.endswith("2")
+    assert any(line.startswith("rung 1 (2 steps): keeps 2:1:1, 1:1:1; drops 1:2:1, 1:1:2") for line in lines), lines
+    status = halving.status(_StoreAt(tmp_path / "jobs", search["sweep"]), search["sweep"])
+    assert status["arms"]["1:2:1"].startswith("stopped at rung 1") and status["arms"]["2:1:1"].startswith("finished")
+
+    # the snapshot's evaluation in the pack is what `evaluate` of it writes alone
+    snap = runs.snapshot_dir(folders["1:2:1"], 2)
+    copy = tmp_path / "copies" / snap.name
+    evaluate_copy(run_cli, snap, copy, settings.arms[2])
+    assert results(snap) == results(copy)
+
+    again = packrun.run_pack(settings, log=lines.append)
+    assert again.trained == 0 and not any(e["ran"] for e in again.evaluations)
+    assert len(runs.read_json(tmp_path / "jobs" / "halving" / f"{search['sweep']}.json")["rungs"]) == 2
+
+
+class _StoreAt:
+    """What halving.status reads of a store: its folder and the sweep's spec."""
+
+    def __init__(self, folder: Path, sweep: str):
+        self.folder, self.sweep = folder, sweep
+
+    def sweep_spec(self, sweep_id: str) -> dict:
+        return {"search": {"rungs": [2, 4]}}
+
+
+def test_a_packed_search_plans_one_pack_with_its_rungs_and_refuses_packs_that_split_the_arms(env, demo_structure):
+    from toolkit.study.packrun import PackSettings
+    from toolkit.study.packsearch import PACK_SEARCH_HOOK
+    from toolkit.study.sweep import plan_sweep
+
+    spec = demo_spec(search={"kind": "halving", "rungs": [10, 20]}, train={"max_steps": 20, "batch_size": 4}, pack=True,
+                     reference=False)
+    [job] = plan_sweep(spec, structure=demo_structure).jobs
+    assert job.kind == "pack" and len(job.arms) == 6 and job.meta["rungs"] == [10] and \
+        job.meta["on_finish"] == PACK_SEARCH_HOOK
+    packed = PackSettings.from_json(job.steps[0][5])
+    assert packed.search.search.rungs == (10, 20) and all(a.train.max_steps == 20 for a in packed.arms)
+    with pytest.raises(InputError, match=r"pack size: a search inside a pack decides over all 6 arms"):
+        plan_sweep(demo_spec(search={"kind": "halving", "rungs": [10, 20]}, train={"max_steps": 20, "batch_size": 4}, pack=True,
+                             pack_size=3), structure=demo_structure)
+
+
+@pytest.mark.training
+@pytest.mark.slow
+def test_a_packed_search_through_a_worker_is_one_job_and_recorded_as_a_search(env, run_cli):
+    """`sweep --pack --search halving` (3 ratios x 2 seeds, rungs 4 and 8): one job, no rung jobs queued; the
+    record has both rungs; every arm either finished all 8 steps or left at rung 1 with the record's reason; the
+    follow-up hook has been to the confirmation (queued, or said why not)."""
+    from toolkit import runs
+    from toolkit.queue.states import JobState
+    from toolkit.study import halving
+
+    r = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--model", "demo", "--dataset", DATA, "--ratios",
+                        "1:1:1,1:4:1,4:1:1", "--seeds", "2", "--budget-rank", "4", "--max-steps", "8",
+                        "--batch-size", "4", "--lr", "5e-3", "--eval-limit", "16", "--search", "halving", "--rungs",
+                        "4,8", "--eta", "1.5", "--no-reference", "--gpus-per-job", "0", "--pack", "--no-worker",
+                        "--json"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=PATIENCE)
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)["sweep"]
+    assert env.worker("--threads", "1", "--once").wait(timeout=PATIENCE) == 0
+    [job] = env.store.list(sweep=sweep)
+    assert job.state is JobState.SUCCEEDED, (job.message, open(job.log_path).read()[-3000:])
+    status = halving.status(env.store, sweep)
+    assert [(e["rung"], e["final"]) for e in status["rungs"]] == [(1, False), (2, True)]
+    kept = {d["arm"] for d in status["rungs"][0]["decisions"] if d["keep"]}
+    assert "1:1:1" in kept and set(status["arms"]) == {"1:1:1", "1:4:1", "4:1:1"}
+    for arm in job.meta["arms"]:
+        folder = Path(arm["output_dir"])
+        assert runs.is_complete(runs.snapshot_dir(folder, 4))
+        assert runs.is_complete(folder) == (arm["ratio"] in kept)
+        assert status["arms"][arm["ratio"]].startswith("finished" if arm["ratio"] in kept else "stopped at rung 1")
+    record = runs.read_json(halving.record_path(env.store, sweep))
+    assert "confirmation" in record  # the hook ran: queued, or the reason there is nothing to confirm

@@ -285,16 +285,24 @@ def evaluate_prepared(model, processor, prepared: AdapterEvaluation, *, precisio
     """Evaluate a prepared adapter on an already loaded base `model` (as `load_base_for` loads it: no adapter on
     it) and store the results; the adapter is loaded onto `model` by PEFT for the evaluation and taken off after,
     so the same base serves the next adapter (`model` itself is left as it was given)."""
+    peft_model = load_adapter(model, prepared.folder, prepared.doc.base_model.id)
+    try:
+        return evaluate_loaded(peft_model, processor, prepared, precision=precision, device=device, log=log)
+    finally:
+        peft_model.unload()  # the LoRA layers replaced by their base layers again: `model` is the bare base
+
+
+def evaluate_loaded(peft_model, processor, prepared: AdapterEvaluation, *, precision: str, device,
+                    log=lambda m: None) -> dict:
+    """Evaluate `peft_model`, a PEFT model whose active adapter holds the prepared adapter's weights (loaded from
+    its folder, or the live adapter of a pack at a rung, toolkit.study.packrun), in eval mode; store the results
+    in the prepared adapter's folder and return them."""
     from toolkit.training.modeling import quantization_doc
 
     base = prepared.doc.base_model
-    peft_model = load_adapter(model, prepared.folder, base.id)
-    try:
-        tag, scores, predictions, dataset_doc, settings, elapsed = _run(
-            peft_model, processor, data=prepared.data, batch_size=prepared.batch_size,
-            max_new_tokens=prepared.max_new_tokens, device=device, log=log)
-    finally:
-        peft_model.unload()  # the LoRA layers replaced by their base layers again: `model` is the bare base
+    tag, scores, predictions, dataset_doc, settings, elapsed = _run(
+        peft_model, processor, data=prepared.data, batch_size=prepared.batch_size,
+        max_new_tokens=prepared.max_new_tokens, device=device, log=log)
     quantize = prepared.quantize
     settings.update(precision=precision, quantize=quantize, quantization=quantization_doc(quantize))
     dataset_doc["hygiene"] = prepared.hygiene

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import runs
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import InputError
 from toolkit.queue.store import JobStore
@@ -36,7 +37,8 @@ def sweep_rows(store: JobStore, sweep_id: str) -> list[dict]:
     folders = set()
     for job in store.list(sweep=sweep_id):
         arms = [a.get("output_dir") for a in job.meta.get("arms") or []]  # a pack job: every arm's run folder
-        for path in (job.meta.get("adapter"), job.output_dir, *arms):
+        snaps = [str(runs.snapshot_dir(a, until)) for a in arms for until in job.meta.get("rungs") or []]  # its rungs
+        for path in (job.meta.get("adapter"), job.output_dir, *arms, *snaps):
             if path:
                 folders.add(str(Path(path).resolve()))
     roots = {str(Path(f).parent) for f in folders}

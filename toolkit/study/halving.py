@@ -4,7 +4,7 @@
         --rungs 100,200,300 --eta 2 --max-steps 300 --seeds 2 --budget-rank 8 --holdout 0.1 --eval-split train
 
     s = Search.parse("halving", max_steps=300)      # toolkit.study.search: rungs 75, 150, 300 (eta 2), z = 1.96
-    decide({"1:1:1": [60.1, 61.0], "0:0:1": [40.2, 41.0]}, eta=2)     # -> [Decision(arm, keep, reason), ...]
+    decide({"1:1:1": [60.1, 61.0], "0:0:1": [40.2, 41.0]}, eta=2)     # toolkit.study.selection: the rule
     advance(store, sweep_id)                         # the controller: idempotent, called through the hook
     on_rung_job_finished(store, job)                 # the hook every rung job names (meta["on_finish"])
     status(store, sweep_id)                          # rungs, survivors and why each arm stopped (jobs page, CLI)
@@ -27,71 +27,14 @@ queueing a rung twice is impossible (fixed job ids, inserted once). Its decision
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from toolkit import runs
 from toolkit.errors import InputError
 from toolkit.queue.states import JobState
 from toolkit.queue.store import JobStore, NewJob
-from toolkit.study.search import Z_DEFAULT, Search, rung_steps
-
-# ------------------------------------------------------------------------------------------ decisions
-
-
-@dataclass(frozen=True)
-class Decision:
-    arm: str
-    mean: float
-    se: float
-    seeds: int
-    keep: bool
-    reason: str
-
-
-def _se(accuracies: list[float], question_se: float | None) -> float:
-    seed_se = float(np.std(accuracies, ddof=1) / math.sqrt(len(accuracies))) if len(accuracies) > 1 else 0.0
-    return max(seed_se, question_se or 0.0)
-
-
-def decide(scores: dict[str, list[float]], *, eta: float = 2.0, z: float = Z_DEFAULT,
-           question_se: dict[str, float] | None = None, reference: str | None = "1:1:1") -> list[Decision]:
-    """Keep/drop each arm from its per-seed accuracies (%), best first.
-
-    The top ceil(n / eta) arms by mean are kept; another arm is dropped only when the weakest kept arm's mean
-    exceeds its own by more than `z`·sqrt(se_arm² + se_cut²), else it is kept as within noise. `question_se`
-    ({arm: standard error of its mean over questions}) bounds each standard error from below, so two seeds
-    that happen to agree do not make an arm look certain. The `reference` arm (1:1:1) is always kept: every
-    ratio is compared with it at the last rung.
-    """
-    if not scores:
-        return []
-    question_se = question_se or {}
-    stats = {a: (float(np.mean(v)), _se(list(v), question_se.get(a)), len(v)) for a, v in scores.items() if v}
-    order = sorted(stats, key=lambda a: (-stats[a][0], a))
-    n_keep = max(1, math.ceil(len(order) / eta))
-    cut = order[n_keep - 1]
-    cut_mean, cut_se, _ = stats[cut]
-    out = []
-    for i, arm in enumerate(order):
-        mean, se, n = stats[arm]
-        if i < n_keep:
-            out.append(Decision(arm, mean, se, n, True, f"in the top {n_keep} of {len(order)}"))
-            continue
-        if arm == reference:
-            out.append(Decision(arm, mean, se, n, True, "the reference every ratio is compared with (always kept)"))
-            continue
-        gap, noise = cut_mean - mean, z * math.sqrt(se ** 2 + cut_se ** 2)
-        if gap > noise:
-            out.append(Decision(arm, mean, se, n, False, f"behind {cut} by {gap:.2f} points, more than its noise "
-                                                         f"({noise:.2f} = {z:g} SE)"))
-        else:
-            out.append(Decision(arm, mean, se, n, True, f"within noise of {cut} ({gap:.2f} <= {noise:.2f} points)"))
-    return out
-
+from toolkit.study.search import Search, rung_steps
+from toolkit.study.selection import folder_score, pooled, rung_entry
 
 # ------------------------------------------------------------------------------------------ the job system
 
@@ -110,17 +53,14 @@ def _scores(jobs) -> tuple[dict[str, list[float]], dict[str, float], dict[str, s
             missing.setdefault(arm, f"{job.name}: {job.state.value}{' (' + job.reason + ')' if job.reason else ''}")
             continue
         folder = job.meta["adapter"]
-        tags = runs.evaluations(folder)
-        if not tags:
+        found = folder_score(folder)
+        if found is None:
             missing.setdefault(arm, f"{job.name}: no evaluation in {folder}")
             continue
-        result = runs.read_evaluation(folder, tags[0])
-        scores.setdefault(arm, []).append(float(result.scores["overall"]))
-        preds = runs.read_predictions(folder, tags[0]) or []
-        accs = [100.0 * p.accuracy for p in preds if p.accuracy is not None]
-        if len(accs) > 1:
-            qse.setdefault(arm, []).append(float(np.std(accs, ddof=1) / math.sqrt(len(accs))))
-    return scores, {a: float(np.mean(v)) / math.sqrt(len(v)) for a, v in qse.items()}, missing
+        scores.setdefault(arm, []).append(found[0])
+        if found[1] is not None:
+            qse.setdefault(arm, []).append(found[1])
+    return scores, pooled(scores, qse), missing
 
 
 def advance(store: JobStore, sweep_id: str) -> dict | None:
@@ -143,10 +83,7 @@ def advance(store: JobStore, sweep_id: str) -> dict | None:
     entry = next((r for r in record["rungs"] if r["rung"] == rung), None)
     if entry is None:  # decide once; the decision is written before anything is queued from it
         scores, qse, missing = _scores(current)
-        decisions = decide(scores, eta=search.eta, z=search.z, question_se=qse)
-        entry = {"rung": rung, "steps": search.rungs[rung - 1], "final": last,
-                 "decisions": [{**asdict(d), "keep": d.keep and not last} for d in decisions],
-                 "failed": [{"arm": a, "reason": r} for a, r in missing.items() if a not in scores]}
+        entry = rung_entry(scores, qse, search=search, rung=rung, missing=missing)
         record["rungs"].append(entry)
         path.parent.mkdir(parents=True, exist_ok=True)
         runs.write_json(path, record)
@@ -204,6 +141,20 @@ def on_rung_job_finished(store: JobStore, job) -> None:
     """The follow-up hook of a rung job (named in its meta, toolkit.study.search.RUNG_HOOK): advance its search."""
     if job.sweep_id:
         advance(store, job.sweep_id)
+
+
+def on_pack_search_finished(store: JobStore, job) -> None:
+    """The follow-up hook of a pack job with a search inside it (toolkit.study.packsearch, which writes the rungs
+    into the same record): once its final rung is recorded, recommend and queue the confirmation, once."""
+    if not job.sweep_id:
+        return
+    path = record_path(store, job.sweep_id)
+    if not path.exists():
+        return
+    record = runs.read_json(path)
+    search = Search.parse(record["search"], max_steps=record["search"]["rungs"][-1])
+    if any(r["final"] for r in record["rungs"]) and search.confirm and "confirmation" not in record:
+        _confirm(store, job.sweep_id, record, path)
 
 
 def advance_all(store: JobStore) -> None:

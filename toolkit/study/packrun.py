@@ -6,7 +6,8 @@
     report.mode, report.base_loads       # "fused" / "sequential" / "single"; how many times a base was loaded
 
 The settings are {"arms": [{"train": TrainSettings fields, "evaluate": EvalSettings fields or null}, ...]}
-(optionally "fuse": false, "stack_rows": N); a packed sweep's job (toolkit.study.sweep) stores the same arms in
+(optionally "fuse": false, "stack_rows": N, and "search": a successive-halving search run inside the pack,
+toolkit.study.packsearch); a packed sweep's job (toolkit.study.sweep) stores the same arms in
 `Job.settings["arms"]`. Every arm names its run folder (`train.output`); its evaluation scores that folder.
 
 **Evaluation in the same process.** When this process trained at least one arm, the trained model with its LoRA
@@ -58,6 +59,8 @@ class PackSettings:
     arms: tuple[PackArm, ...]
     fuse: bool = True
     stack_rows: int | None = None
+    search: object | None = None
+    """toolkit.study.packsearch.PackSearch: successive halving inside the pack (None: every arm trains fully)"""
 
     @classmethod
     def from_dict(cls, data: dict) -> PackSettings:
@@ -66,9 +69,10 @@ class PackSettings:
         if not isinstance(data, dict) or not isinstance(data.get("arms"), list) or not data["arms"]:
             raise InputError('pack: the settings must be {"arms": [{"train": {...}, "evaluate": {...}}, ...]} with '
                              "at least one arm")
-        unknown = sorted(set(data) - {"arms", "fuse", "stack_rows"})
+        unknown = sorted(set(data) - {"arms", "fuse", "stack_rows", "search"})
         if unknown:
-            raise InputError(f"pack: unknown setting(s) {', '.join(unknown)} (allowed: arms, fuse, stack_rows)")
+            raise InputError(f"pack: unknown setting(s) {', '.join(unknown)} (allowed: arms, fuse, stack_rows, "
+                             f"search)")
         if len(data["arms"]) > MAX_ARMS:
             raise InputError(f"pack: at most {MAX_ARMS} arms per pack, got {len(data['arms'])}")
         arms = []
@@ -90,7 +94,17 @@ class PackSettings:
         stack_rows = data.get("stack_rows")
         if stack_rows is not None and (not isinstance(stack_rows, int) or stack_rows < 1):
             raise InputError(f"pack: stack_rows must be a whole number >= 1, got {stack_rows!r}")
-        return cls(arms=tuple(arms), fuse=bool(data.get("fuse", True)), stack_rows=stack_rows)
+        search = None
+        if data.get("search") is not None:
+            from toolkit.study.packsearch import PackSearch
+
+            search = PackSearch.from_dict(data["search"])
+            if any(a.evaluate is None for a in arms):
+                raise InputError("pack: a search decides on evaluations; every arm needs its evaluation")
+            if any(a.train.max_steps != search.search.rungs[-1] for a in arms):
+                raise InputError(f"pack: every arm of a search trains the full schedule ({search.search.rungs[-1]} "
+                                 f"steps, its last rung)")
+        return cls(arms=tuple(arms), fuse=bool(data.get("fuse", True)), stack_rows=stack_rows, search=search)
 
     @classmethod
     def from_json(cls, text: str) -> PackSettings:
@@ -108,6 +122,8 @@ class PackSettings:
             d["fuse"] = False
         if self.stack_rows is not None:
             d["stack_rows"] = self.stack_rows
+        if self.search is not None:
+            d["search"] = self.search.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -256,8 +272,17 @@ def run_pack(settings: PackSettings, *, log=None, stop_after: int | None = None)
     for arm in settings.arms:
         check_allocation(arm.train)
     keep: dict = {}
+    search, judge, leave = settings.search, None, cancel_reason
+    if search is not None:
+        from toolkit.study.packsearch import RungJudge, _ratio
+
+        judge = RungJudge(search, {str(Path(a.train.output).resolve()): a.evaluate for a in settings.arms}, log=log)
+
+        def leave(train):  # a cancelled arm, or one whose ratio an earlier rung dropped (after a restart)
+            return cancel_reason(train) or search.dropped(_ratio(train))
     result = train_pack([a.train for a in settings.arms], fuse=settings.fuse, stack_rows=settings.stack_rows,
-                        log=log, stop_after=stop_after, keep=keep, leave=cancel_reason)
+                        log=log, stop_after=stop_after, keep=keep, leave=leave,
+                        rungs=tuple(search.search.rungs[:-1]) if search else (), at_rung=judge)
     report = PackReport(mode=result.mode, reason=result.reason, trained=result.arms, base_loads=0,
                         left=result.left)
     todo = []
@@ -295,4 +320,10 @@ def run_pack(settings: PackSettings, *, log=None, stop_after: int | None = None)
         log(f"evaluating {prepared.folder.name} on {len(prepared.data)} questions")
         doc = evaluate_prepared(model, processor, prepared, precision=precision, device=device, log=log)
         entry.update(tag=Path(doc["path"]).name, ran=True, overall=doc["scores"]["overall"])
+    if search is not None:
+        from toolkit.study.packsearch import finish
+
+        if (final := finish(search, list(settings.arms))) is not None:
+            log(f"rung {final['rung']} ({final['steps']} steps, final): "
+                + ", ".join(f"{d['arm']} {d['mean']:.2f}%" for d in final["decisions"]))
     return report

@@ -24,12 +24,6 @@ from toolkit.errors import CmbaError, InputError
 from toolkit.outcomes import ExitCode, Interrupted, OutOfMemory
 
 
-def snapshot_dir(output: str | Path, until: int) -> Path:
-    """Where the adapter at step `until` of the run in `output` goes: a sibling folder of the run."""
-    out = Path(output)
-    return out.parent / f"{out.name}-step{until:07d}"
-
-
 def _checkpoint_step(out: Path) -> int | None:
     last = runs.latest_checkpoint(out)
     return None if last is None else int(last.name.split("-")[-1])

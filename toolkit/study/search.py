@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from toolkit.errors import InputError
-from toolkit.study.rung import snapshot_dir
+from toolkit.runs import snapshot_dir
 
 Z_DEFAULT = 1.96
 RUNG_HOOK = "toolkit.study.halving:on_rung_job_finished"

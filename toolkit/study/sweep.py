@@ -32,7 +32,8 @@ arms as hold them (`pack_jobs`), each job one `python -m toolkit pack` step (too
 trained in one process on one copy of the base, toolkit.training.pack, then each evaluated there); the job's meta
 lists its arms ({"ratio", "seed", "output_dir", ...}), its `output_dir` is its first arm's. One device per pack
 (local executor, or one sbatch per pack on Slurm); a pack whose forward runs out of GPU memory splits it in two
-and goes on; no halving search yet. `pack` and `pack_size` are left out of the id while unset.
+and goes on. With a halving search every arm of the (one) budget is in one pack, and the rungs are evaluation
+points inside it (toolkit.study.packsearch), not new jobs. `pack` and `pack_size` are left out of the id while unset.
 
 Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.study.preflight (weights, data, 4-bit);
 toolkit.study.estimate says how long the sweep will take from earlier runs' measured step rates.
@@ -270,8 +271,8 @@ class SweepSpec:
             return
         if self.pack_size is not None and (not isinstance(self.pack_size, int) or not 1 <= self.pack_size <= MAX_ARMS):
             raise InputError(f"pack size: must be a whole number in 1..{MAX_ARMS}, got {self.pack_size!r}")
-        if self.search:
-            raise InputError("pack: successive halving inside a pack is not done yet; drop --pack or --search")
+        if self.search and len(self.budgets) > 1:
+            raise InputError("pack: a search inside a pack decides over one budget's arms; give one budget")
         if self.gpus_per_node > 1:
             raise InputError("pack: a pack trains in one process on one device; use --gpus-per-job 0 or 1")
         if self.executor == "slurm" and self.slurm.nodes > 1:
@@ -582,7 +583,7 @@ def plan_sweep(spec: SweepSpec, *, structure=None, budget_tolerance: float | Non
                 settings = spec.job_settings(ratio=ratio, budget=budget, seed=seed, output=output, lora_hash=lora_hash)
                 evaluate = spec.eval_settings(adapter=output) if spec.eval_split else None
                 steps, meta = _steps(spec, settings, evaluate), {}
-                if spec.search:  # successive halving: every arm first trains to the first rung (toolkit.study.halving)
+                if spec.search and not spec.pack:  # successive halving: every arm trains to the first rung first
                     from toolkit.study.search import RUNG_HOOK, rung_steps
 
                     until = spec.search["rungs"][0]
@@ -626,12 +627,21 @@ def pack_jobs(spec: SweepSpec, arms: list[PlannedJob], *, model: str, budget: Bu
 
     arms = sorted(arms, key=lambda a: a.seed)  # seed-major (stable: ratios in plan order): a pack holds every ratio
     count = -(-len(arms) // (spec.pack_size or MAX_ARMS))  # packs needed; their sizes then differ by one at most
+    search = None
+    if spec.search:  # successive halving inside the pack (toolkit.study.packsearch): every arm in the one pack
+        from toolkit.study.packsearch import PACK_SEARCH_HOOK
+
+        if count > 1:
+            raise InputError(f"pack size: a search inside a pack decides over all {len(arms)} arms at each rung, so "
+                             f"they must fit one pack; give --pack-size {len(arms)} or more (at most {MAX_ARMS}), "
+                             f"or drop --pack")
+        search = {"sweep": sweep_id, "search": spec.search}
     cuts = [len(arms) * k // count for k in range(count + 1)]
     groups = [arms[a:b] for a, b in zip(cuts, cuts[1:])]
     out = []
     for k, group in enumerate(groups, start=1):
         packed = [PackSettings.arm_dict(a.settings["train"], a.settings["evaluate"]) for a in group]
-        text = PackSettings.from_dict({"arms": packed}).to_json()  # validated as the step will read it
+        text = PackSettings.from_dict({"arms": packed, **({"search": search} if search else {})}).to_json()
         if len(text) > MAX_STEP_CHARS:
             raise InputError(f"pack size: {len(group)} arms' settings are {len(text):,} characters, more than one "
                              f"command-line argument holds; give a smaller --pack-size")
@@ -643,6 +653,8 @@ def pack_jobs(spec: SweepSpec, arms: list[PlannedJob], *, model: str, budget: Bu
         meta = {"arms": [{"ratio": a.ratio, "seed": a.seed, "output_dir": a.output_dir, "ranks": list(a.ranks),
                           "params": a.params, "budget_error": a.budget_error, "lora_sha256": a.lora_sha256}
                          for a in group]}
+        if search:  # its rungs' snapshots (toolkit.study.confirm.sweep_rows reads them), its follow-up hook
+            meta.update(rungs=list(spec.search["rungs"][:-1]), on_finish=PACK_SEARCH_HOOK)
         out.append(PlannedJob(
             id=job_id, name=f"{model}-pack-{_budget_tag(budget)}-{k}of{len(groups)}",
             ratio=",".join(dict.fromkeys(a.ratio for a in group)), seed=None, budget=budget, ranks=first.ranks,

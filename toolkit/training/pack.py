@@ -118,6 +118,18 @@ class PackResult:
     """{run name: why} of the arms that left the pack (or never joined it) unfinished"""
 
 
+@dataclass
+class RungArm:
+    """One arm at a rung of a pack (`train_pack(at_rung=...)`)."""
+
+    settings: object
+    snapshot: Path
+    """its adapter at the rung's step: a complete run folder (PEFT files + cmba.json)"""
+    evaluating: object
+    """() -> context manager: the shared PEFT model in eval mode with this arm's adapter alone active"""
+    processor: object
+
+
 class _ArmModel:
     """One arm's adapter seen as the single-adapter PEFT model `engine.finish` saves (as "default")."""
 
@@ -371,6 +383,53 @@ def _leave(a: Arm, why: str, peft_model, *, log) -> None:
         + (" (checkpointed)" if a.progress.step > a.start else ""))
 
 
+def _snapshot(a: Arm, peft_model, step: int, *, log) -> Path:
+    """The arm's adapter at `step` of its schedule, as a complete run folder beside its run (as `rung.train_until`
+    writes one: trained_on is the whole run's questions, a superset of what it saw by then)."""
+    from toolkit.data.hygiene import trained_on
+    from toolkit.training.engine import finish
+
+    run, p = a.run, a.progress
+    snap = runs.snapshot_dir(run.out, step)
+    if runs.is_complete(snap):
+        return snap
+    snap.mkdir(parents=True, exist_ok=True)
+    seen = trained_on(run.data)
+    runs.write_trained_on(snap, seen.to_json())
+    result = {"steps": step, "schedule_steps": run.max_steps, "train_time_s": round(p.train_time_s, 3),
+              "final_loss": p.loss, "no_gradient_modules": p.no_gradient_modules or [], "device": run.device.type,
+              "snapshot_of": str(run.out)}
+    finish(snap, _ArmModel(peft_model, a.adapter), run.settings.replace(output=str(snap), keep_checkpoints=False),
+           run.structure, run.allocation, {**run.data_info, "trained_on": seen.summary()}, precision=run.precision,
+           result=result)
+    log(f"snapshot of {run.name} at step {step}/{run.max_steps} written to {snap}")
+    return snap
+
+
+def _evaluating(peft_model, adapter: str, arms: list[Arm]):
+    """The shared model in eval mode with one arm's adapter alone active (PEFT's own forward: no stacked layout);
+    afterwards training mode, the previous active adapter and every training arm's parameters trainable again
+    (PEFT's set_adapter leaves only the active adapter trainable)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def use():
+        previous = peft_model.active_adapter
+        peft_model.set_adapter(adapter)
+        peft_model.eval()
+        try:
+            yield peft_model
+        finally:
+            peft_model.set_adapter(previous)
+            peft_model.train()
+            for a in arms:
+                if a.active:
+                    for p in a.params:
+                        p.requires_grad_(True)
+
+    return use
+
+
 def _rewind(arms: list[Arm], saved: dict) -> None:
     """Undo a step that did not complete: each arm's RNG stream as it was before it, no gradients kept."""
     for a in arms:
@@ -406,7 +465,8 @@ def _no_gradient(peft_model, adapter: str) -> list[str]:
 
 
 def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None = None, log=_log,
-               stop_after: int | None = None, keep: dict | None = None, leave=None) -> PackResult:
+               stop_after: int | None = None, keep: dict | None = None, leave=None, rungs: tuple[int, ...] = (),
+               at_rung=None) -> PackResult:
     """Train every arm of `settings_list` (TrainSettings sharing `SHARED`) in this process on one base model.
 
     `fuse=False` runs the arms one after another (the sequential path) even where they could be fused.
@@ -417,6 +477,12 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
     `leave(settings) -> reason or None`: asked for every unfinished arm before the pack is built and at every step
     boundary; an arm given a reason leaves the pack there (checkpointed, so `--resume` can continue it later; no
     run folder finished) and the others go on (`PackResult.left`). A cancelled arm of a pack job is one.
+
+    `rungs` (steps before the last) and `at_rung(step, reached) -> {run name: reason}`: when the arms reach a rung,
+    each is checkpointed there and its adapter at that step written as a complete snapshot folder
+    (toolkit.runs.snapshot_dir, as a halving rung job writes it); `at_rung` gets a `RungArm` per arm (its
+    settings, snapshot folder, and `evaluating()`: the shared model in eval mode with that arm's adapter alone
+    active, for an evaluation in this process) and returns the arms to drop, which leave the pack there.
 
     Out of memory in a fused step: the step is undone (each arm's RNG stream and gradients as before it), the
     stacks are split in two (`stack_rows` halved from the largest stack's rows) and the step redone, so the arms
@@ -549,6 +615,18 @@ def train_pack(settings_list: list, *, fuse: bool = True, stack_rows: int | None
                     files[a.adapter].flush()
                     if p.step % run.settings.checkpoint_every == 0 or (interrupt and not a.done):
                         _checkpoint(a, peft_model)
+                reached = [a for a in active if a.progress.step in rungs and not a.done]
+                if reached and at_rung is not None:
+                    for a in reached:
+                        if a.saved_step != a.progress.step:  # the rung is a resume point, as in a rung job
+                            _checkpoint(a, peft_model)
+                    drop = at_rung(reached[0].progress.step, [
+                        RungArm(settings=a.run.settings, snapshot=_snapshot(a, peft_model, a.progress.step, log=log),
+                                evaluating=_evaluating(peft_model, a.adapter, arms), processor=processor)
+                        for a in reached])
+                    for a in reached:
+                        if a.run.name in drop:
+                            _leave(a, drop[a.run.name], peft_model, log=log)
                 if pack_steps == 1 or pack_steps % 10 == 0 or not any(a.active for a in arms):
                     log(f"pack step {pack_steps}: " + ", ".join(f"{a.run.name} {a.progress.loss:.4f}" for a in active)
                         + f" ({step_time:.2f} s)")
