@@ -31,10 +31,13 @@ def plan_table(plan) -> pd.DataFrame:
         return "–" if value is None else f"{value:,}" if isinstance(value, int) else value
 
     one_budget = len(plan.spec.budgets) == 1  # then the caption says it, and the table keeps its width for the rest
-    rows = [{k: cell(v) for k, v in row.items() if k != "output" and not (one_budget and k in ("budget", "budget params"))}
-            for row in plan.rows()]
-    for row, job in zip(rows, plan.jobs, strict=True):
-        row["budget error %"] = "–" if job.budget_error is None else f"{job.budget_error:+.2f}"
+    jobs = [j for job in plan.jobs for j in (job, *job.arms)]  # a pack, then its arms (<job>.<k>)
+    rows = [{k: cell(v) for k, v in j.row().items() if k != "output" and not (one_budget and k in ("budget", "budget params"))}
+            for j in jobs]
+    for row, job in zip(rows, jobs, strict=True):
+        row["budget error %"] = "–" if job.budget_error is None or job.arms else f"{job.budget_error:+.2f}"
+        if job.arms:  # the pack's own row: what it holds; its arms follow with their ratios and ranks
+            row.update({"ratio": f"{row.pop('arms')} arms", "ranks v:p:l": "–"})
     return pd.DataFrame(rows)
 DOC = {name: settings_field(TrainSettings, name).doc for name in ("model", "dataset")}  # the CLI's --help texts
 
@@ -59,7 +62,8 @@ def _prefill_from_calculator() -> None:
 
 
 FORM_KEYS = ("jobs_model", "jobs_dataset", "jobs_budget_kind", "jobs_budget_value", "jobs_mode", "jobs_ratios",
-             "jobs_seeds", "jobs_steps", "jobs_batch", "jobs_lr", "jobs_eval", "jobs_eval_split", "jobs_eval_limit")
+             "jobs_seeds", "jobs_steps", "jobs_batch", "jobs_lr", "jobs_eval", "jobs_eval_split", "jobs_eval_limit",
+             "jobs_pack")
 
 
 def _restore_form() -> None:
@@ -117,8 +121,14 @@ with st.expander("Launch a sweep", expanded=s["jobs_launch_open"]):
     eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
                                 disabled=not evaluate)
     design, search = study_ui.design_inputs(int(max_steps))
-    executor = st.radio("Run on", ["local", "slurm"], key="jobs_executor", horizontal=True,
-                        format_func={"local": "this machine", "slurm": "Slurm cluster"}.get)
+    a, b = st.columns([1, 2])
+    executor = a.radio("Run on", ["local", "slurm"], key="jobs_executor", horizontal=True,
+                       format_func={"local": "this machine", "slurm": "Slurm cluster"}.get)
+    pack = b.checkbox("Pack the arms: one job trains them all on one copy of the base", key="jobs_pack",
+                      help="one process per budget instead of one job per arm: the arms' batches go through the "
+                           "frozen base together (each arm's weights equal to its single run's), then each arm is "
+                           "evaluated there; a halving search runs its rungs inside the pack. Cancel one arm with "
+                           "its row <job>.<k> below (`sweep --pack`)")
     slurm = None
     if executor == "slurm":
         problem = slurm_problem()
@@ -139,7 +149,7 @@ with st.expander("Launch a sweep", expanded=s["jobs_launch_open"]):
             model=model, dataset=dataset, ratios=ratios, budget_kind=kind, budgets=budgets, seeds=seeds, mode=mode,
             train={"max_steps": max_steps, "batch_size": batch, "lr": lr}, evaluate=evaluate,
             eval_split=eval_split, eval_limit=eval_limit or None, executor=executor, slurm=slurm, design=design,
-            search=search)
+            search=search, pack=pack)
         plan = sw.plan_sweep(spec, structure=cached_structure(spec.model, None))
     except CmbaError as exc:
         st.error(str(exc))

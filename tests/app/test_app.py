@@ -215,6 +215,27 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
     assert "None" not in table.to_string() and set(table["state"]) <= {"cancelled", "succeeded"}
 
 
+def test_jobs_page_queues_a_packed_sweep_with_its_arms_in_the_plan(env, demo_structure, monkeypatch):  # noqa: F811
+    """'Pack the arms' in the launch form: the plan shows one pack job (its arm count) and each arm under it as
+    <job>.<k> with its ratio and ranks; queueing stores one pack job holding every arm."""
+    monkeypatch.setattr("app_pages.jobs.ensure_worker", lambda *a, **k: {"started": False, "pid": None})
+    monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)
+    at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
+    at.checkbox(key="jobs_pack").check().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    plan = at.dataframe[0].value
+    pack_id = plan["job"].iloc[0]
+    arms = plan[plan["job"].str.startswith(pack_id + ".")]
+    assert plan["ratio"].iloc[0] == f"{len(arms)} arms" and len(arms) >= 2
+    assert list(plan["job"].iloc[1:len(arms) + 1]) == [f"{pack_id}.{k}" for k in range(1, len(arms) + 1)]
+    assert all(":" in r for r in arms["ranks v:p:l"]) and plan["name"].iloc[-1].endswith("base-reference")
+    next(b for b in at.button if b.label == "Queue sweep").click().run()
+    assert not at.exception and not at.error
+    [sweep] = env.store.sweeps()
+    pack = next(j for j in env.store.list(sweep=sweep["id"]) if j.meta["kind"] == "pack")
+    assert len(pack.meta["arms"]) == len(arms) and sweep["spec"]["pack"] is True
+
+
 def test_jobs_page_lists_a_packs_arms_and_cancels_and_retries_one(env, demo_structure, monkeypatch):  # noqa: F811
     """A queued pack job of two arms, the first already trained and scored: the table shows the pack, then its
     arms as <job>.1 (succeeded, with its accuracy) and <job>.2 (queued); picking <job>.2 and Cancel writes its cancel

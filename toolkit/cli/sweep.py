@@ -138,6 +138,11 @@ def cmd_sweep(args) -> int:
         return _wait(plan.sweep_id, quiet=True) if args.wait and not args.dry_run else 0
     where = "" if plan.spec.executor == "local" else f" · Slurm: {' '.join(plan.spec.slurm.sbatch_args())}"
     _out(f"sweep {plan.sweep_id} · {plan.spec.model} on {plan.spec.dataset} · {len(plan.jobs)} job(s){where}")
+    if plan.spec.search:
+        rungs = ", ".join(map(str, plan.spec.search["rungs"]))
+        _out(f"successive halving at steps {rungs} (eta {plan.spec.search['eta']:g}): "
+             + ("inside the pack: every rung is an evaluation of the running pack, the dropped ratios leave it"
+                if plan.spec.pack else "each rung queues the survivors' next jobs"))
     _out(f"{'job':<12} {'name':<36} {'ranks v:p:l':>12} {'params':>14} {'budget err':>10}")
     for j in plan.jobs:
         if j.arms:  # a pack: one job, its arms under it
