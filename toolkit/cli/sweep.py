@@ -40,7 +40,7 @@ SLURM_FLAGS = ("partition", "nodes", "gpus_per_node", "cpus_per_gpu", "mem", "ti
 def slurm_from_args(args) -> dict | None:
     """The Slurm resource flags as a SlurmResources dict (None for the local executor; InputError if set there)."""
     given = [f for f in SLURM_FLAGS if getattr(args, f, None) is not None]
-    if (args.executor or "local") != "slurm":
+    if args.executor != "slurm":  # not given: the local executor
         if given:
             raise InputError(f"{given[0].replace('_', ' ')}: only with --executor slurm")
         return None
@@ -198,7 +198,8 @@ def _wait(sweep: str, *, quiet: bool = False) -> int:
 
 def register(sub) -> None:
     from toolkit.cli.flags import add_flags
-    from toolkit.study.sweep import EVAL_SPLIT, SWEPT
+    from toolkit.queue.store import DEFAULT_MAX_ATTEMPTS
+    from toolkit.study.sweep import DEFAULT_EXECUTOR, EVAL_SPLIT, SWEPT
     from toolkit.training.settings import TrainSettings
 
     p = sub.add_parser("sweep", help="queue a sweep of training jobs: ratios x seeds (x budgets)",
@@ -253,7 +254,8 @@ def register(sub) -> None:
                    "but every arm's LoRA and optimizer state stays on the device: on a GPU, size packs to fit")
     g.add_argument("--gpus-per-job", type=number(int), help="default: 1 when the machine has GPUs, else 0 (CPU); "
                    "more than 1 trains with DDP (torchrun), the global batch kept")
-    g.add_argument("--max-attempts", type=number(int), default=3, help="runs allowed when a worker is lost (default 3)")
+    g.add_argument("--max-attempts", type=number(int), help="runs allowed when a worker is lost (default "
+                   f"{DEFAULT_MAX_ATTEMPTS})")
     g.add_argument("--dry-run", action="store_true", help="show the plan, queue nothing")
     g.add_argument("--measure", action="store_true", help="before queueing (or with --dry-run), train a few steps "
                    "of the first job and answer a few questions here, so the time estimate has a measured speed")
@@ -262,8 +264,8 @@ def register(sub) -> None:
                    "progress bar on a terminal); exit 1 unless all succeeded")
     g.add_argument("--json", action="store_true", help="print the plan (and queue result) as JSON")
     g = p.add_argument_group("executor (where the jobs run)")
-    g.add_argument("--executor", default="local", choices=["local", "slurm"],
-                   help="local: the worker's processes (default); slurm: sbatch to a Slurm cluster")
+    g.add_argument("--executor", choices=["local", "slurm"], help="local: the worker's processes; slurm: sbatch to "
+                   f"a Slurm cluster (default {DEFAULT_EXECUTOR})")
     g.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
     g.add_argument("--nodes", type=number(int), help="Slurm nodes per job (default 1; more: DDP across nodes)")
     g.add_argument("--gpus-per-node", type=number(int),

@@ -65,6 +65,8 @@ MAX_JOBS = 500
 EVAL_SPLIT = EvalSettings.defaults()["split"]
 """the split a sweep's evaluate step scores unless told otherwise: the evaluation settings' own default"""
 MAX_SEEDS = 100
+DEFAULT_EXECUTOR = "local"
+"""where a sweep's jobs run unless told: the worker's own processes (else "slurm")"""
 """most seeds one sweep trains (the launch form's bound too)"""
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
          "overwrite", "expect_lora_sha256")
@@ -180,7 +182,7 @@ class SweepSpec:
     """GPUs of each job (Slurm: GPUs per node x nodes)"""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """runs allowed when a worker is lost"""
-    executor: str = "local"
+    executor: str = DEFAULT_EXECUTOR
     """local | slurm"""
     slurm: SlurmResources | None = None
     """the resources of each job when executor is slurm (a dict is read as SlurmResources)"""
@@ -283,7 +285,7 @@ class SweepSpec:
               mode: str | None = None, targets: str | None = None, alpha_rule: str | None = None, alpha=None,
               train: dict | None = None, evaluate: bool = True, eval_split: str | None = EVAL_SPLIT,
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
-              max_attempts: int = DEFAULT_MAX_ATTEMPTS, executor: str = "local", slurm=None,
+              max_attempts: int | None = None, executor: str | None = None, slurm=None,
               reference: bool = True, design: str | None = None, search=None, retrieval=None,
               retrieval_dataset: str | None = None, pack: bool = False, pack_size=None) -> SweepSpec:
         """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
@@ -324,7 +326,7 @@ class SweepSpec:
                 model = value
             else:
                 dataset = value
-        executor = str(executor or "local").strip().lower()
+        executor = str(executor or DEFAULT_EXECUTOR).strip().lower()
         if executor == "slurm":
             from toolkit.queue.slurm.cluster import SlurmResources, resolve
 
@@ -341,7 +343,8 @@ class SweepSpec:
                    budgets=parse_budgets(budget_kind, budgets), seeds=parse_seeds(seeds, seed_list),
                    eval_split=((eval_split or EVAL_SPLIT).strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
-                   max_attempts=max_attempts, executor=executor, slurm=slurm, reference=bool(reference),
+                   max_attempts=DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts, executor=executor,
+                   slurm=slurm, reference=bool(reference),
                    design=design or None, search=search or None,
                    retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None,
                    pack=bool(pack), pack_size=_positive_int(pack_size, "pack size"))
