@@ -218,7 +218,9 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
 def test_jobs_page_queues_a_packed_sweep_with_its_arms_in_the_plan(env, demo_structure, monkeypatch):  # noqa: F811
     """'Pack the arms' in the launch form: the plan shows one pack job (its arm count) and each arm under it as
     <job>.<k> with its ratio and ranks; queueing stores one pack job holding every arm."""
-    monkeypatch.setattr("app_pages.jobs.ensure_worker", lambda *a, **k: {"started": False, "pid": None})
+    no_worker = lambda *a, **k: {"started": False, "pid": None}  # noqa: E731 - no real training here
+    monkeypatch.setattr("toolkit.queue.lifecycle.ensure_worker", no_worker)  # the page script imports it each run
+    monkeypatch.setattr("app_pages.jobs_panel.ensure_worker", no_worker)
     monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)
     at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
     at.checkbox(key="jobs_pack").check().run()
