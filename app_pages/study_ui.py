@@ -60,7 +60,18 @@ def search_panel(store: JobStore, sweep_id: str) -> None:
             box = {"confirmed": st.success, "not confirmed": st.warning}.get(outcome.get("state"), st.info)
             box(f"Confirmation (sweep {conf['sweep'][:8]}: {', '.join(conf['ratios'])}, seeds "
                 f"{', '.join(map(str, conf['seeds']))}, evaluated on '{conf['split']}'): "
-                + (outcome.get("text") or "queued"))
+                + (outcome.get("text") or _progress(store, conf["sweep"])))
+
+
+def _progress(store: JobStore, sweep_id: str) -> str:
+    """Where a queued sweep stands, in words (its outcome, once known, is said where it is computed)."""
+    jobs = store.list(sweep=sweep_id)
+    done = sum(1 for j in jobs if j.state.finished)
+    if not jobs or done == 0:
+        return "queued" if not any(j.state.value == "running" for j in jobs) else f"running (0 of {len(jobs)} jobs done)"
+    if done < len(jobs):
+        return f"running ({done} of {len(jobs)} jobs done)"
+    return "finished: its outcome is the answer (below, and on Compare)"
 
 
 OUTCOME_BOX = {"use": st.success, "candidate": st.info, "none": st.warning}
