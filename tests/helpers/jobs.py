@@ -59,6 +59,28 @@ class Env:
     def runs_at(self, output: str) -> list[dict]:
         return [json.loads(line) for line in (Path(output) / "runs.jsonl").read_text().splitlines()]
 
+    def _detached(self) -> list[int]:
+        if not (self.jobs / "jobs.db").exists():
+            return []
+        from toolkit.queue.lifecycle import live_workers
+
+        try:
+            workers = [w["pid"] for w in live_workers(self.store)]
+            steps = [j.pid for j in self.store.list() if j.pid and not j.state.finished]
+        except Exception:  # noqa: BLE001 - a store a test broke on purpose: nothing detached to find
+            return []
+        lock = self.jobs / "worker.lock"  # a worker not registered yet has written its pid here
+        holder = [int(t) for t in lock.read_text().split()[:1] if t.isdigit()] if lock.exists() else []
+        return [*workers, *steps, *(pid for pid in holder if self._ours(pid))]
+
+    def _ours(self, pid: int) -> bool:
+        """Whether process `pid` works on this test's store (a pid in a stale lock file may have been reused)."""
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"CMBA_JOBS_DIR={self.jobs}".encode() in environ
+
     def cleanup(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -69,6 +91,9 @@ class Env:
                 self.pids.append(run["pgid"])
         for path in self.tmp.rglob("child.pid"):
             self.pids.append(int(path.read_text()))
+        # a detached worker a test started through the app or the CLI (ensure_worker: its own session), and the
+        # process groups of its jobs: nothing a test queued trains on after it
+        self.pids += self._detached()
         for pid in self.pids:
             for member in process_group_members(pid):
                 os.kill(member, signal.SIGKILL)
