@@ -215,13 +215,21 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
     assert "None" not in table.to_string() and set(table["state"]) <= {"cancelled", "succeeded"}
 
 
+def no_real_worker(monkeypatch) -> None:
+    """No worker starts (nothing trains): patched where every page module reads them, in toolkit.queue.lifecycle
+    (Streamlit may reload app_pages modules between runs, so patching their own names is not enough) and in the
+    modules already imported."""
+    no_worker = lambda *a, **k: {"started": False, "pid": None}  # noqa: E731
+    monkeypatch.setattr("toolkit.queue.lifecycle.ensure_worker", no_worker)
+    monkeypatch.setattr("toolkit.queue.lifecycle.revive_worker", lambda *a, **k: None)
+    monkeypatch.setattr("app_pages.jobs_panel.ensure_worker", no_worker)
+    monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)
+
+
 def test_jobs_page_queues_a_packed_sweep_with_its_arms_in_the_plan(env, demo_structure, monkeypatch):  # noqa: F811
     """'Pack the arms' in the launch form: the plan shows one pack job (its arm count) and each arm under it as
     <job>.<k> with its ratio and ranks; queueing stores one pack job holding every arm."""
-    no_worker = lambda *a, **k: {"started": False, "pid": None}  # noqa: E731 - no real training here
-    monkeypatch.setattr("toolkit.queue.lifecycle.ensure_worker", no_worker)  # the page script imports it each run
-    monkeypatch.setattr("app_pages.jobs_panel.ensure_worker", no_worker)
-    monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)
+    no_real_worker(monkeypatch)
     at = _jobs_page({"model": "demo", "budget_kind": "rank", "budget_value": "8", "ratio": "1:4:1"})
     at.checkbox(key="jobs_pack").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -247,8 +255,7 @@ def test_jobs_page_lists_a_packs_arms_and_cancels_and_retries_one(env, demo_stru
     from toolkit.study.packrun import CANCEL_FILE
     from toolkit.study.sweep import plan_sweep, submit_sweep
 
-    monkeypatch.setattr("app_pages.jobs_panel.revive_worker", lambda *a, **k: None)  # no real training here
-    monkeypatch.setattr("app_pages.jobs_panel.ensure_worker", lambda *a, **k: {"started": False, "pid": None})
+    no_real_worker(monkeypatch)
     plan = plan_sweep(demo_spec(ratios="1:1:1,1:4:1", seeds=1, pack=True, reference=False), structure=demo_structure)
     [job] = submit_sweep(plan, preflight=False).jobs
     first, second = (Path(a["output_dir"]) for a in job.meta["arms"])
