@@ -60,26 +60,21 @@ class Env:
         return [json.loads(line) for line in (Path(output) / "runs.jsonl").read_text().splitlines()]
 
     def _detached(self) -> list[int]:
-        if not (self.jobs / "jobs.db").exists():
-            return []
-        from toolkit.queue.lifecycle import live_workers
-
-        try:
-            workers = [w["pid"] for w in live_workers(self.store)]
-            steps = [j.pid for j in self.store.list() if j.pid and not j.state.finished]
-        except Exception:  # noqa: BLE001 - a store a test broke on purpose: nothing detached to find
-            return []
-        lock = self.jobs / "worker.lock"  # a worker not registered yet has written its pid here
-        holder = [int(t) for t in lock.read_text().split()[:1] if t.isdigit()] if lock.exists() else []
-        return [*workers, *steps, *(pid for pid in holder if self._ours(pid))]
-
-    def _ours(self, pid: int) -> bool:
-        """Whether process `pid` works on this test's store (a pid in a stale lock file may have been reused)."""
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return f"CMBA_JOBS_DIR={self.jobs}".encode() in environ
+        """Processes started during the test with this test's job store in their environment (a detached worker
+        from the app or the CLI, its jobs, their children), found in /proc: a worker that has not yet registered
+        or written its lock file is found too. This process itself set the variable after it started, so its
+        own /proc environ does not hold it."""
+        mark = f"CMBA_JOBS_DIR={self.jobs}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if mark in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
 
     def cleanup(self) -> None:
         for proc in self.procs:
@@ -91,12 +86,17 @@ class Env:
                 self.pids.append(run["pgid"])
         for path in self.tmp.rglob("child.pid"):
             self.pids.append(int(path.read_text()))
-        # a detached worker a test started through the app or the CLI (ensure_worker: its own session), and the
-        # process groups of its jobs: nothing a test queued trains on after it
+        # a detached worker a test started through the app or the CLI (ensure_worker: its own session), and its
+        # jobs' process groups: nothing a test queued trains on after it
         self.pids += self._detached()
         for pid in self.pids:
             for member in process_group_members(pid):
                 os.kill(member, signal.SIGKILL)
+        for pid in self._detached():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def state_of(env: Env, job_id: str) -> JobState:
