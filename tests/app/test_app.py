@@ -218,7 +218,13 @@ def test_jobs_page_estimates_queues_selects_the_new_sweep_and_cancels_and_retrie
 def no_real_worker(monkeypatch) -> None:
     """No worker starts (nothing trains): patched where every page module reads them, in toolkit.queue.lifecycle
     (Streamlit may reload app_pages modules between runs, so patching their own names is not enough) and in the
-    modules already imported."""
+    modules already imported. A page module Streamlit reloads meanwhile binds the stand-ins too, so the module
+    imported now goes back into sys.modules afterwards: later tests in this process get the real functions."""
+    import sys
+
+    import app_pages.jobs_panel
+
+    monkeypatch.setitem(sys.modules, "app_pages.jobs_panel", app_pages.jobs_panel)
     no_worker = lambda *a, **k: {"started": False, "pid": None}  # noqa: E731
     monkeypatch.setattr("toolkit.queue.lifecycle.ensure_worker", no_worker)
     monkeypatch.setattr("toolkit.queue.lifecycle.revive_worker", lambda *a, **k: None)
