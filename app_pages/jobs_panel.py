@@ -14,6 +14,7 @@ from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
 from toolkit.errors import CmbaError
+from toolkit.outcomes import Reason
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.queue import actions
 from toolkit.queue.executor import tail_lines
@@ -109,7 +110,7 @@ def _rows(progress: list[dict]) -> list[dict]:
     for p in progress:
         out.append(p)
         out += [{**p, **a, "name": f"arm {a['ratio']} seed {a['seed']}", "phase": "", "eta_s": None,
-                 "reason": "cancelled by user" if a["state"] == "cancelled" else None, "message": None}
+                 "reason": Reason.CANCELLED if a["state"] == "cancelled" else None, "message": None}
                 for a in p.get("arms") or []]
     return out
 

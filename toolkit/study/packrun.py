@@ -39,6 +39,7 @@ from pathlib import Path
 
 from toolkit.errors import InputError
 from toolkit.fields import json_argument
+from toolkit.outcomes import Reason
 
 MAX_ARMS = 64
 """the most arms one pack trains (its settings travel as one command-line argument)"""
@@ -164,7 +165,7 @@ def cancel_reason(train) -> str | None:
         doc = json.loads((Path(train.output) / CANCEL_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return str(doc.get("reason") or "cancelled by user") if isinstance(doc, dict) else "cancelled by user"
+    return str(doc.get("reason") or Reason.CANCELLED) if isinstance(doc, dict) else Reason.CANCELLED
 
 
 def job_arm(store, arm_id: str):
@@ -211,7 +212,7 @@ def cancel_arm(store, arm_id: str) -> dict:
         raise InputError(f"arm {arm_id}: already trained ({arm['output_dir']}); nothing to cancel")
     folder = Path(arm["output_dir"])
     folder.mkdir(parents=True, exist_ok=True)
-    runs.write_json(folder / CANCEL_FILE, {"reason": "cancelled by user", "time": time.time()})
+    runs.write_json(folder / CANCEL_FILE, {"reason": Reason.CANCELLED, "time": time.time()})
     job_cancelled = False
     if not job.state.finished and all(a["state"] in ("succeeded", "cancelled") for a in arm_states(job)):
         store.request_cancel(job.id)
