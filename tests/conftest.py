@@ -28,7 +28,9 @@ MARKED_SLOW = ("slow", "training", "browser", "slurm", "gpu")
 
 SERIAL_GROUPS = ("slurm", "browser")
 """markers whose tests share one outside resource (the test Slurm cluster's two fake GPUs; a browser and an app
-server at full tilt): under pytest-xdist (`make test` runs two processes) each group runs in one process, in turn"""
+server at full tilt): under pytest-xdist (`make test` runs two processes) each group runs in one process, in turn.
+Tests that use a module-scoped fixture are grouped by module the same way (one process builds the fixture), and a
+module can name its own group (`pytestmark = pytest.mark.xdist_group(...)`) for state it caches itself."""
 
 
 def pytest_configure(config):
@@ -41,12 +43,35 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group markers (in each worker)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        for group in SERIAL_GROUPS:
-            if item.get_closest_marker(group):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+        group = next((g for g in SERIAL_GROUPS if item.get_closest_marker(g)), None)
+        if group is None and item.get_closest_marker("xdist_group") is None and _uses_a_module_fixture(item):
+            # a module-scoped fixture (a trained adapter, a built model) is built once per process that runs one of
+            # its tests: its tests stay in one process rather than each of them paying for it
+            group = item.module.__name__
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends the collected ids to the scheduler
+def pytest_collection_finish(session):
+    # pytest-xdist (3.8) groups a test by a "@group" suffix it writes to item._nodeid; pytest 9.2 derives the nodeid
+    # from item._id instead, so without this the suffix was lost and --dist loadgroup grouped nothing
+    for item in session.items:
+        grouped = getattr(item, "_nodeid", None)
+        if isinstance(grouped, str) and grouped != item.nodeid:
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(grouped)
+
+
+def _uses_a_module_fixture(item) -> bool:
+    """Whether `item` asks for a module-scoped fixture (autouse ones, settings rather than things built, aside)."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(defs and defs[-1].scope == "module" and not getattr(defs[-1], "_autouse", False)
+                                    for defs in info.name2fixturedefs.values())
 
 
 def pytest_addoption(parser):

@@ -50,7 +50,10 @@ def imports_of(module: str) -> set[str]:
     return out
 
 
-GRAPH = {m: imports_of(m) for m in MODULES}
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    """module -> the toolkit modules it imports; parsed when a test asks (not while collecting), once per process"""
+    return {m: imports_of(m) for m in MODULES}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -88,9 +91,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_import_graph_of_the_toolkit_has_no_cycle():
-    cycles = _cycles(GRAPH)
-    report = "\n".join(" <-> ".join(c) + "\n" + "\n".join(f"    {m} -> {sorted(GRAPH[m] & set(c))}" for m in c)
+def test_the_import_graph_of_the_toolkit_has_no_cycle(graph):
+    cycles = _cycles(graph)
+    report = "\n".join(" <-> ".join(c) + "\n" + "\n".join(f"    {m} -> {sorted(graph[m] & set(c))}" for m in c)
                        for c in cycles)
     assert not cycles, f"import cycles in toolkit/ (function-level imports count):\n{report}"
 
@@ -99,16 +102,16 @@ def test_the_cycle_finder_finds_a_cycle_through_three_modules():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_no_module_imports_the_facade_of_a_package_it_lives_in():
-    upward = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() for d in deps if d in PACKAGES and m.startswith(d + "."))
+def test_no_module_imports_the_facade_of_a_package_it_lives_in(graph):
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if d in PACKAGES and m.startswith(d + "."))
     assert not upward, "modules importing their own package's __init__ (an upward arrow): " + ", ".join(upward)
 
 
-def test_the_queue_never_imports_the_study_layer_and_nobody_imports_the_compatibility_package():
-    up = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() if m.startswith("toolkit.queue")
+def test_the_queue_never_imports_the_study_layer_and_nobody_imports_the_compatibility_package(graph):
+    up = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("toolkit.queue")
                 for d in deps if d.startswith("toolkit.study"))
     assert not up, "the queue imports the study layer (name it in a hook instead): " + ", ".join(up)
-    shim = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() if not m.startswith("toolkit.jobs")
+    shim = sorted(f"{m} -> {d}" for m, deps in graph.items() if not m.startswith("toolkit.jobs")
                   for d in deps if d.startswith("toolkit.jobs"))
     assert not shim, "toolkit.jobs is for old job steps and sbatch scripts only: " + ", ".join(shim)
 

@@ -6,14 +6,13 @@ transformers is imported). Solver *speed* is benchmarked in bench/, not asserted
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from itertools import combinations
 
 import pytest
 
-from tests.helpers.tiny import three_part_presets
+from tests.helpers.tiny import preset_structure, three_part_presets
 from toolkit.calculator.allocation import allocate, audit
 from toolkit.calculator.loraconfig import (
     check_patterns,
@@ -36,10 +35,10 @@ LLAVA_PROJECTOR = 13_312
 LLAVA_LANGUAGE = 2_498_560
 
 
-@functools.cache
-def structure(name: str):
-    """Presets are immutable (frozen dataclasses): load each once per test session."""
-    return load_structure(name)
+structure = preset_structure
+"""Presets are immutable (frozen dataclasses): each is loaded once per test session, for every calculator module."""
+pytestmark = pytest.mark.xdist_group("presets")
+"""under pytest-xdist the calculator modules that load presets run in one process, which loads each preset once"""
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.tiny import three_part_presets
+from tests.helpers.tiny import preset_structure, three_part_presets
 from toolkit import AllocationSpec, Budget, Ratio, allocate
 from toolkit.calculator.architectures import COMPONENTS
 from toolkit.calculator.checks import budget_problem, duplicate_arms, spend_mismatch
 from toolkit.calculator.loraconfig import check_patterns, lora_config_dict, peft_rank_of
 from toolkit.calculator.report import grid_notes, ratio_grid
-from toolkit.calculator.structure import load_structure
 from toolkit.errors import BudgetError, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ("1:1:1", "1:2:1", "1:4:1", "2:1:1", "1:1:2", "2:4:1", "0:1:1", "1:0:1", "1:1:0")
 
 
-@cache
-def structure(name):
-    return load_structure(name)
+structure = preset_structure  # each preset loaded once per session, for every calculator module
+pytestmark = pytest.mark.xdist_group("presets")
+"""under pytest-xdist the calculator modules that load presets run in one process, which loads each preset once"""
 
 
 def solve(name, ratio, rank, **kw):

@@ -53,6 +53,10 @@ NO_GRADIENT = {
 """Families/variants where reality disagrees with `load_structure` (documented, not fixed here)."""
 
 
+pytestmark = pytest.mark.xdist_group("dead_modules")
+"""under pytest-xdist in one process, so that `_gradients_of` runs the forward + backward of each model once"""
+
+
 @cache
 def _gradients_of(key: str) -> tuple[frozenset[str], frozenset[str]]:
     """`lora_gradients` of an unmodified tiny model, computed once per session."""

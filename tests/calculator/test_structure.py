@@ -6,13 +6,13 @@ Expected LoRA costs are derived here by hand from the config numbers, not copied
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import time
 
 import pytest
 
+from tests.helpers.tiny import preset_structure
 from toolkit.calculator.architectures import REGISTRY, ComponentPatterns, heuristic_component, module_kind, spec_for
 from toolkit.calculator.structure import PRESET_DIR, load_structure, presets
 from toolkit.errors import CmbaError, InputError, ModelLoadError, UnsupportedModelError
@@ -49,9 +49,9 @@ PREFIXES = {
 }
 
 
-@functools.cache
-def structure(name: str):
-    return load_structure(name)
+structure = preset_structure  # each preset loaded once per session, for every calculator module
+pytestmark = pytest.mark.xdist_group("presets")
+"""under pytest-xdist the calculator modules that load presets run in one process, which loads each preset once"""
 
 
 def preset_config(name: str) -> dict:

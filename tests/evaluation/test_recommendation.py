@@ -136,9 +136,9 @@ def test_the_confirmation_is_sized_to_detect_a_discounted_gain():
     assert n is not None and 3 <= n < 20
     # 20 seeds a ratio estimate the seed SD (2) well: the planned size detects the planning gain at about 80%
     # (two-sided 0.05), and one seed fewer detects it less often
-    def detected(k):
-        return sum(ttest_ind(planning + rng.normal(0, 2.0, k), rng.normal(0, 2.0, k)).pvalue < 0.05
-                   for _ in range(2000)) / 2000
+    def detected(k):  # 2000 studies in one vectorised t-test: each row draws its k + k seeds as a loop of them would
+        draws = rng.normal(0, 2.0, (2000, 2, k))
+        return float(np.mean(ttest_ind(planning + draws[:, 0], draws[:, 1], axis=1).pvalue < 0.05))
     assert 0.72 <= detected(n) <= 0.92 and detected(max(n - 2, 2)) < detected(n)
     # noisier seeds need more of them
     noisy = recommendation.recommend_points(_arms_study(np.random.default_rng(5), gain=4.0, sd=4.0, seeds=20),

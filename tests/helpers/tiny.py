@@ -14,6 +14,7 @@ as a real model (`build_tiny_model` + `tiny_inputs`); tests/calculator/test_dead
 
 Helpers: `tiny_config_dict(key)`, `write_model_dir(folder, config)`, `tiny_model_dir(tmp_path_factory, key)`,
 `tiny_structure(tiny_dirs, key)` (cached `load_structure`; `tiny_dirs` is the session fixture of tests/conftest.py),
+`preset_structure(name)` (the same cache for a bundled preset),
 `transformers_config(key)`, `build_tiny_model(key)`, `tiny_inputs(key, model)` and `lora_gradients(key)`.
 """
 
@@ -303,6 +304,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, family: str) -> Pat
 
 
 _STRUCTURES: dict[str, object] = {}
+_PRESETS: dict[str, object] = {}
+
+
+def preset_structure(name: str):
+    """`load_structure` of a bundled preset (a full-size architecture on the meta device, ~0.2 s), cached for the
+    session and shared by the calculator test modules (ModelStructure is frozen: treat it as read-only)."""
+    if name not in _PRESETS:
+        from toolkit import load_structure
+
+        _PRESETS[name] = load_structure(name)
+    return _PRESETS[name]
 
 
 def tiny_structure(tiny_dirs: dict[str, Path], key: str):
