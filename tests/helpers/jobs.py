@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 from tests.helpers.jobscript import job_steps
-from toolkit.queue.executor import process_group_members
+from toolkit.queue.executor import process_group_members, tagged_processes
 from toolkit.queue.states import JobState
 from toolkit.queue.store import JobStore, NewJob
 from toolkit.study.sweep import SweepSpec
@@ -59,23 +59,6 @@ class Env:
     def runs_at(self, output: str) -> list[dict]:
         return [json.loads(line) for line in (Path(output) / "runs.jsonl").read_text().splitlines()]
 
-    def _detached(self) -> list[int]:
-        """Processes started during the test with this test's job store in their environment (a detached worker
-        from the app or the CLI, its jobs, their children), found in /proc: a worker that has not yet registered
-        or written its lock file is found too. This process itself set the variable after it started, so its
-        own /proc environ does not hold it."""
-        mark = f"CMBA_JOBS_DIR={self.jobs}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if mark in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        return found
-
     def cleanup(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -86,13 +69,14 @@ class Env:
                 self.pids.append(run["pgid"])
         for path in self.tmp.rglob("child.pid"):
             self.pids.append(int(path.read_text()))
-        # a detached worker a test started through the app or the CLI (ensure_worker: its own session), and its
-        # jobs' process groups: nothing a test queued trains on after it
-        self.pids += self._detached()
-        for pid in self.pids:
+        # what the test started with its job store in the environment (a detached worker from the app or the CLI,
+        # its jobs, their children), found in /proc: also a worker not yet registered nor holding its lock file.
+        # This process set the variable after it started, so its own /proc environ does not hold it.
+        detached = tagged_processes("CMBA_JOBS_DIR", str(self.jobs))
+        for pid in [*self.pids, *detached]:
             for member in process_group_members(pid):
                 os.kill(member, signal.SIGKILL)
-        for pid in self._detached():
+        for pid in detached:  # one that left its process group
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
