@@ -158,10 +158,10 @@ def cmd_jobs_retry(args) -> int:
         done = retry_sweep(JobStore(), args.id)
         _out(f"sweep {args.id}: {len(done)} job(s) queued again" + (f": {', '.join(done)}" if done else "")
              + " (each resumes from its last checkpoint)")
-    elif _arm_id(JobStore(), args.id):
+    elif _arm_id(store := JobStore(), args.id):
         from toolkit.study.packrun import retry_arm
 
-        arm = retry_arm(JobStore(), args.id)
+        arm = retry_arm(store, args.id)
         _out(f"arm {arm['id']} ({arm['ratio']}, seed {arm['seed']}): cancel withdrawn; its pack job is "
              f"{arm['state']} and resumes the arm from its checkpoint")
     else:

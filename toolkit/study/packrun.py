@@ -275,12 +275,12 @@ def run_pack(settings: PackSettings, *, log=None, stop_after: int | None = None)
     keep: dict = {}
     search, judge, leave = settings.search, None, cancel_reason
     if search is not None:
-        from toolkit.study.packsearch import RungJudge, _ratio
+        from toolkit.study.packsearch import RungJudge
 
         judge = RungJudge(search, {str(Path(a.train.output).resolve()): a.evaluate for a in settings.arms}, log=log)
 
         def leave(train):  # a cancelled arm, or one whose ratio an earlier rung dropped (after a restart)
-            return cancel_reason(train) or search.dropped(_ratio(train))
+            return cancel_reason(train) or judge.leave(train)
     result = train_pack([a.train for a in settings.arms], fuse=settings.fuse, stack_rows=settings.stack_rows,
                         log=log, stop_after=stop_after, keep=keep, leave=leave,
                         rungs=tuple(search.search.rungs[:-1]) if search else (), at_rung=judge)

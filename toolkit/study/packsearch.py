@@ -70,16 +70,14 @@ class PackSearch:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         runs.write_json(self.path, record)
 
-    def dropped(self, ratio: str) -> str | None:
-        """Why arms of this ratio left the search at an earlier rung (None: still in it)."""
-        for entry in self.record()["rungs"]:
-            for d in entry["decisions"]:
-                if d["arm"] == ratio and not d["keep"] and not entry["final"]:
-                    return f"stopped at rung {entry['rung']} ({entry['steps']} steps): {d['reason']}"
-        return None
+    @staticmethod
+    def dropped(record: dict) -> dict[str, str]:
+        """{ratio: why its arms left the search at a rung before the last} of a record."""
+        return {d["arm"]: f"stopped at rung {entry['rung']} ({entry['steps']} steps): {d['reason']}"
+                for entry in record["rungs"] if not entry["final"] for d in entry["decisions"] if not d["keep"]}
 
 
-def _ratio(train) -> str:
+def ratio_of(train) -> str:
     from toolkit.calculator.spec import Ratio
 
     return str(Ratio.parse(train.ratio))
@@ -91,6 +89,13 @@ class RungJudge:
     def __init__(self, search: PackSearch, evaluations: dict, *, log):
         self.search, self.evaluations, self.log = search, evaluations, log
         """evaluations: {run folder (resolved str): EvalSettings of the arm's evaluation}"""
+        self.dropped = PackSearch.dropped(search.record())
+        """{ratio: why} of the ratios out of the search (read once; kept up to date by the rungs decided here)"""
+
+    def leave(self, train) -> str | None:
+        """`train_pack(leave=...)`: why this arm is out of the search (its ratio dropped at an earlier rung, as
+        recorded before a restart), else None; asked for every arm at every step, so it reads no file."""
+        return self.dropped.get(ratio_of(train))
 
     def __call__(self, step: int, reached: list) -> dict[str, str]:
         from toolkit.evaluation.evaluate import evaluate_loaded, prepare_adapter_evaluation
@@ -116,22 +121,19 @@ class RungJudge:
                                         precision=resolve_precision(arm.settings.precision, device), device=device,
                                         log=self.log)
                 score, se = folder_score(arm.snapshot)
-                ratio = _ratio(arm.settings)
+                ratio = ratio_of(arm.settings)
                 scores.setdefault(ratio, []).append(score)
                 if se is not None:
                     qse.setdefault(ratio, []).append(se)
             entry = rung_entry(scores, pooled(scores, qse), search=search, rung=rung)
             record["rungs"].append(entry)
             self.search.write(record)
+            self.dropped = PackSearch.dropped(record)
             kept = [d["arm"] for d in entry["decisions"] if d["keep"]]
             self.log(f"rung {rung} ({step} steps): keeps {', '.join(kept)}; drops "
                      + (", ".join(d["arm"] for d in entry["decisions"] if not d["keep"]) or "none"))
-        out = {}
-        for arm in reached:
-            why = self.search.dropped(_ratio(arm.settings))
-            if why:
-                out[Path(arm.settings.output).name] = why
-        return out
+        self.dropped = PackSearch.dropped(record)  # (also a rung decided before a restart)
+        return {Path(arm.settings.output).name: why for arm in reached if (why := self.leave(arm.settings))}
 
 
 def finish(search: PackSearch, arms: list) -> dict | None:
@@ -149,7 +151,7 @@ def finish(search: PackSearch, arms: list) -> dict | None:
         found = folder_score(arm.train.output)
         if found is None:
             return None
-        ratio = _ratio(arm.train)
+        ratio = ratio_of(arm.train)
         scores.setdefault(ratio, []).append(found[0])
         if found[1] is not None:
             qse.setdefault(ratio, []).append(found[1])
