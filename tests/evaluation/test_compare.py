@@ -142,6 +142,13 @@ def test_a_ratio_interval_stays_within_what_an_accuracy_can_be(tmp_path):
     [g] = compare.analyze(compare.scan(tmp_path).rows).groups
     assert g.mean == pytest.approx(50.0) and (g.ci_low, g.ci_high) == (0.0, 100.0)
     assert stats.mean_ci(g.accuracies)[2] > 50  # the unclipped half-width (t with 1 degree of freedom) is far wider
+    # shown as what it is, never as "0.00 – 100.00" (issue #27): the table, `compare` and the model card share it
+    assert tables.ci_text(g) == "uninformative: 2 seeds 80.00 points apart; add seeds"
+    # cut at one end only: the interval is shown, and marked
+    write_adapter(tmp_path / "one", "b0", ratio=(1, 1, 1), seed=0, accs=pattern(N * 3 // 100))
+    write_adapter(tmp_path / "one", "b1", ratio=(1, 1, 1), seed=1, accs=pattern(N * 9 // 100))
+    [g] = compare.analyze(compare.scan(tmp_path / "one").rows).groups
+    assert g.ci_low == 0.0 and tables.ci_text(g) == f"0.00 – {g.ci_high:.2f} (cut at 0)"
 
 
 def test_seeds_that_agree_exactly_still_leave_the_question_level(tmp_path):

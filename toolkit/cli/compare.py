@@ -39,13 +39,15 @@ def cmd_score(args) -> int:
 
 
 def _print_analysis(a, store) -> None:
+    from toolkit.evaluation import tables
+
     budget = f"{a.budget:,} params" if isinstance(a.budget, int) else str(a.budget)
     print(f"{len(a.rows)} evaluated adapters · base model {a.base_model} · eval set {a.eval_tag} · budget {budget}"
           f" · settings {a.settings.get('fingerprint')}")
     print(store.summary())
     print(f"\n{'ratio':<24} {'seeds':>5} {'mean %':>7} {'95% CI':>17} {'ranks':>10} {'params':>13}")
     for g in a.groups:
-        ci = "n/a (1 seed)" if g.ci_low is None else f"{g.ci_low:.2f} – {g.ci_high:.2f}"
+        ci = tables.ci_text(g)
         print(f"{g.ratio:<24} {len(g.seeds):>5} {g.mean:>7.2f} {ci:>17} {g.ranks:>10} {round(g.trainable_params):>13,}")
     if a.base_row is not None:
         print(f"{'base model (no adapter)':<24} {'':>5} {a.base_reference:>7.2f}")

@@ -43,7 +43,7 @@ def group_table(a: Analysis) -> pd.DataFrame:
         c = cmp.get(g.ratio)
         label = f"{g.ratio} (baseline)" if g.ratio == a.baseline else g.ratio
         out.append({"ratio": label, "seeds": len(g.seeds), "mean": round(g.mean, 2),
-                    "95% CI": "n/a (1 seed)" if g.ci_low is None else f"{g.ci_low:.2f} – {g.ci_high:.2f}",
+                    "95% CI": ci_text(g),
                     "std": None if g.std is None else round(g.std, 2), "ranks": g.ranks,
                     "trainable params": round(g.trainable_params),
                     "Δ vs baseline": 0.0 if g.ratio == a.baseline else (None if c is None else round(c.delta, 2)),
@@ -56,6 +56,20 @@ def group_table(a: Analysis) -> pd.DataFrame:
                     "std": None, "ranks": "", "trainable params": 0, "Δ vs baseline": None, "Δ 95% CI": None,
                     "p": None, "p (Holm)": None})
     return pd.DataFrame(out)
+
+
+def ci_text(g) -> str:
+    """A group's 95% interval in words a reader cannot misread: "n/a (1 seed)"; an interval the accuracy scale cuts
+    (the t-interval of a few seeds that disagree reaches past 0 or 100 %) says so, and one cut at both ends says
+    that the seeds cannot bound the mean at all, instead of showing "0.00 – 100.00" as if it were a finding."""
+    if g.ci_low is None:
+        return "n/a (1 seed)"
+    low, high = g.ci_low <= 0.0 < g.mean, g.ci_high >= 100.0 > g.mean
+    if low and high:
+        spread = max(g.accuracies) - min(g.accuracies)
+        return f"uninformative: {len(g.accuracies)} seeds {spread:.2f} points apart; add seeds"
+    text = f"{g.ci_low:.2f} – {g.ci_high:.2f}"
+    return text + (" (cut at 0)" if low else " (cut at 100)" if high else "")
 
 
 def comparison_table(a: Analysis) -> pd.DataFrame:

@@ -44,13 +44,9 @@ def below_base(adapter_dir: str | Path) -> str | None:
             f"({bases[0]['accuracy']:.2f}% on the same questions): publishing it publishes a regression.")
 
 
-def _ci(low, high) -> str:
-    return "–" if low is None else f"{low:.2f} – {high:.2f}"
-
-
 def study_section(adapter_dir: Path, *, baseline: str = "1:1:1") -> list[str]:
     """Markdown lines of the card's study section, or [] when the adapter's store holds no peers of it."""
-    from toolkit.evaluation import compare
+    from toolkit.evaluation import compare, tables
     from toolkit.evaluation.verdict import fingerprint
 
     store = compare.scan(adapter_dir.parent)
@@ -76,7 +72,7 @@ def study_section(adapter_dir: Path, *, baseline: str = "1:1:1") -> list[str]:
     for g in a.groups:
         c = tests.get(g.ratio)
         label = f"**{g.ratio}** (this adapter's)" if g is mine else g.ratio
-        out.append(f"| {label} | {len(g.seeds)} | {g.mean:.2f} | {_ci(g.ci_low, g.ci_high)} | "
+        out.append(f"| {label} | {len(g.seeds)} | {g.mean:.2f} | {'–' if g.ci_low is None else tables.ci_text(g)} | "
                    + (f"{c.delta:+.2f} | {c.ci_low:+.2f} – {c.ci_high:+.2f} | {c.p_adjusted:.4f} |" if c else
                       ("baseline | | |" if g.ratio == a.baseline else "– | | |")))
     reason = a.verdict.reason[:1].upper() + a.verdict.reason[1:]
