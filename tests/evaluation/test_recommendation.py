@@ -148,3 +148,21 @@ def test_the_confirmation_is_sized_to_detect_a_discounted_gain():
     assert confirmation_seeds({"seeds": [0, 1, 2, 3, 4]}, 2) == 5
     assert confirmation_seeds({"seeds": [0, 1]}, None) == 3
     assert confirmation_seeds({"seeds": [0]}, 500) == MAX_PLANNED_SEEDS
+
+
+def test_arms_that_answer_exactly_as_uniform_do_not_blow_up_the_band():
+    """One seed, 16 questions, a 2-rung search where four arms answered every question as 1:1:1 did (a short
+    demo search, issue #27): their contrasts have no variance, and must not enter the band's max-|t| (rounding
+    noise over a floored standard error made the multiplier 1e143 and the interval +-3e144 points)."""
+    from toolkit.evaluation.surface import Point
+
+    uniform, better = [1.0] * 8 + [0.0] * 8, [1.0] * 9 + [0.0] * 7
+    props = {"1:1:1": (1 / 3, 1 / 3, 1 / 3), "1:0:0": (1, 0, 0), "0:0:1": (0, 0, 1), "0:1:1": (0, .5, .5),
+             "1:0:1": (.5, 0, .5), "1:1:0": (.5, .5, 0)}
+    points = [Point(p, 100 * float(np.mean(s)), seed=0, block=block, questions={f"q{i}": v for i, v in enumerate(s)})
+              for block in (1, 2) for r, p in props.items() for s in [better if r == "1:0:0" else uniform]]
+    rec = recommendation.recommend_points(points)
+    assert rec.ratio == "1:0:0" and rec.gain == pytest.approx(6.25)
+    # the one contrast with variance: 1 question of 16 differs; Bonferroni over 5 arms at its df bounds the band
+    assert 0 < rec.gain_ci[1] - rec.gain < 40 and rec.gain_ci[0] < 0 < rec.gain_ci[1]
+    assert rec.outcome == "candidate" and "1e" not in rec.reason

@@ -387,7 +387,13 @@ def _arms(cells: _Cells) -> _Model:
 def _critical(rows: np.ndarray, cells: _Cells, *, n_sim: int, seed: int) -> float:
     """The 95% quantile of max |row · Z| / se(row) over the candidate rows, Z the cell means' error: Gaussian
     with the estimated covariance, scaled by sqrt(df / chi2_df) of the seed level (a multivariate t)."""
-    se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", rows, cells.cov_seed + cells.cov_q, rows), 1e-300))
+    se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", rows, cells.cov_seed + cells.cov_q, rows), 0.0))
+    # a contrast without variance (an arm that answered every question as 1:1:1 did, with one seed) carries no
+    # sampling error: its t is 0/0, and rounding noise over a floored se made the band's multiplier 1e143
+    keep = se > 1e-9 * max(float(se.max(initial=0.0)), 1e-12)
+    rows, se = rows[keep], se[keep]
+    if not len(rows):
+        return 0.0
     rng = np.random.default_rng(seed)
     n = len(cells.keys)
 
