@@ -162,7 +162,15 @@ def test_arms_that_answer_exactly_as_uniform_do_not_blow_up_the_band():
     points = [Point(p, 100 * float(np.mean(s)), seed=0, block=block, questions={f"q{i}": v for i, v in enumerate(s)})
               for block in (1, 2) for r, p in props.items() for s in [better if r == "1:0:0" else uniform]]
     rec = recommendation.recommend_points(points)
-    assert rec.ratio == "1:0:0" and rec.gain == pytest.approx(6.25)
+    assert rec.ratio == "1:0:0" and rec.gain == pytest.approx(6.25) and rec.method == "arms"
     # the one contrast with variance: 1 question of 16 differs; Bonferroni over 5 arms at its df bounds the band
     assert 0 < rec.gain_ci[1] - rec.gain < 40 and rec.gain_ci[0] < 0 < rec.gain_ci[1]
     assert rec.outcome == "candidate" and "1e" not in rec.reason
+    # 7 ratios over 3 rungs: the surface chooses a trained ratio, whose measured gain takes the arms' band; with one
+    # seed its degrees of freedom are the question level's, not a t with 1 df (that gave [-471, +484] points)
+    props["1:4:1"] = (1 / 6, 4 / 6, 1 / 6)
+    points = [Point(p, 100 * float(np.mean(s)), seed=0, block=block, questions={f"q{i}": v for i, v in enumerate(s)})
+              for block in (1, 2, 4) for r, p in props.items() for s in [better if r == "1:0:0" else uniform]]
+    rec = recommendation.recommend_points(points)
+    assert rec.method == "surface" and rec.gain == pytest.approx(6.25) and rec.gain_source == "measured"
+    assert 0 < rec.gain_ci[1] - rec.gain < 40 and rec.gain_ci[0] < 0 < rec.gain_ci[1]

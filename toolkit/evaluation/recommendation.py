@@ -491,8 +491,10 @@ def recommend_points(points: list[Point], *, clusters: dict | None = None, n_boo
     arm_rows = _arms(cells).contrast(np.array(final_arms)) if final_arms else np.zeros((0, len(cells.keys)))
     arm_crit = crit if model.kind == "arms" else (_critical(arm_rows, cells, n_sim=n_boot, seed=seed + 1)
                                                   if len(arm_rows) else crit)
-    if model.kind != "arms" and multi and len(arm_rows):
-        arm_crit = max(arm_crit, t_quantile(1 - ALPHA / (2 * (len(arms_all) - 1)), max(cells.df_seed, 1.0)))
+    if model.kind != "arms" and multi and len(arm_rows):  # the seed level's degrees of freedom; with one seed
+        # (none) the question level's, as the arms model takes them: never a t with 1 df (an interval of +-480 pt)
+        df_arms = cells.df_seed if cells.df_seed > 0 else min(max(_satterthwaite(r, cells), 1.0) for r in arm_rows)
+        arm_crit = max(arm_crit, t_quantile(1 - ALPHA / (2 * (len(arms_all) - 1)), df_arms))
     for a, r in zip(final_arms, arm_rows):
         g, s = float(r @ cells.means), float(math.sqrt(max(r @ cov @ r, 0.0)))
         arms_rows.append({"ratio": label(a), "accuracy": round(float(final_mean[a]), 4), "seeds": final_seeds[a],
