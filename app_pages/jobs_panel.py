@@ -227,7 +227,7 @@ def jobs_panel(sweep: str | None):
     jobs = store.list(sweep=sweep)
     study_ui.search_panel(store, sweep)
     progress = [progress_of.job_progress(j, log_lines=0) for j in jobs]
-    if left := _time_left(store, jobs, workers, search=bool(by_id[sweep]["spec"].get("search"))):
+    if left := _time_left(store, jobs, workers, search=estimate.queues_rungs(by_id[sweep]["spec"])):
         st.caption(left)
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),

@@ -31,10 +31,10 @@ if not found:
 
 
 def _label(w: dict) -> str:
+    """What the study is (its live counts are below it: a label read once per page run would keep stale ones)."""
     spec = w["spec"]
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(w["counts"].items()))
     what = spec.get("design") or f"{len(spec.get('ratios') or [])} ratios"
-    return f"{w['id'][:8]} · {spec.get('name') or spec.get('model')} · {what} · {counts}"
+    return f"{w['id'][:8]} · {spec.get('name') or spec.get('model')} · {what} · {len(spec.get('seeds') or [])} seed(s)"
 
 
 ids = [w["id"] for w in found]
@@ -91,7 +91,9 @@ def live(sweep_id: str) -> None:
     st.dataframe(pd.DataFrame([
         {"": "model", "value": d["model"]}, {"": "data", "value": d["dataset"]},
         {"": "budget", "value": d["budget"]}, {"": "design", "value": d["design"]},
-        {"": "ratios", "value": ", ".join(d["ratios"])}, {"": "seeds", "value": ", ".join(map(str, d["seeds"]))},
+        {"": "ratios", "value": ", ".join(r for r in d["ratios"] if r not in d["left_out"])
+         + (f" ({', '.join(d['left_out'])} left out when planned: the calculator cannot budget-match it)"
+            if d["left_out"] else "")}, {"": "seeds", "value": ", ".join(map(str, d["seeds"]))},
         {"": "schedule", "value": d["schedule"] + (f"; {d['search']}" if d["search"] else "")},
         {"": "evaluated on", "value": d["eval"]},
         {"": "confirmation", "value": ", ".join(c[:8] for c in rep["confirmations"]) or "not queued"}]),

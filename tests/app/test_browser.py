@@ -192,3 +192,107 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
         proc.terminate()
         proc.wait(PATIENCE)
         log.close()
+
+
+def test_designed_study_from_queueing_to_its_confirmed_answer(tmp_path):
+    """A designed study as a new user runs it from the app (issue #27): the calculator's "Train this allocation" ->
+    a simplex-lattice:2 design with successive halving, packed, queued with one click -> the background worker
+    trains the pack, decides its rungs inside it and queues the confirmation (fresh seeds, the report split) ->
+    the Study page follows it: provisional (publishing disabled) while any job is unfinished, then the answer the
+    confirmation gave, at 1280 and 1920 px. A 4-step study cannot show a real effect: the answer it must reach is
+    the confirmation's (confirmed or not confirmed), whatever it says."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from toolkit.queue.lifecycle import live_workers
+    from toolkit.queue.store import JobStore
+    from toolkit.study import halving
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    jobs, adapters = tmp_path / "jobs", tmp_path / "adapters"
+    env = {**os.environ, "CMBA_JOBS_DIR": str(jobs), "CMBA_ADAPTERS_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
+    url, proc, log = _serve(tmp_path, env)
+    store = JobStore(jobs)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.set_default_timeout(UI)
+            expect.set_options(timeout=UI)
+            page.goto(url)
+            expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
+            page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
+            page.get_by_role("option", name=re.compile(r"^demo — ")).click()
+            expect(page.get_by_text("7.28:29:7.3").first).to_be_visible(timeout=UI)
+            page.get_by_text("Train this allocation").click()
+
+            expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=UI)
+            for label, value in (("Seeds", "1"), ("Steps", "4"), ("Eval questions (0 = all)", "16")):
+                box = page.get_by_role("spinbutton", name=label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                expect(box).to_have_value(value, timeout=UI)
+            page.get_by_text("Designed study over the simplex").click()
+            design = page.get_by_role("textbox", name="Design")
+            design.fill("simplex-lattice:2")
+            design.press("Enter")
+            expect(page.get_by_role("textbox", name="Rungs (steps)")).to_have_value("1,2,4")
+            page.get_by_text("Pack the arms: one job trains").first.click()
+            # one pack of the design's 6 feasible arms and the calculator's 1:4:1, and the base reference
+            expect(page.get_by_text("2 job(s)").first).to_be_visible(timeout=UI)
+            page.get_by_role("button", name="Queue sweep").click()
+            wait_for(lambda: len(store.list()) == 2, what="the one click to queue the study")
+            study = store.list()[0].sweep_id
+            page.screenshot(path=str(artifacts / "study-1-queued.png"), full_page=True)
+
+            def confirmation() -> str | None:
+                rows = store.list()
+                assert not any(j.state.value in ("failed", "cancelled") for j in rows), [(j.name, j.message) for j in rows]
+                conf = (halving.status(store, study) or {}).get("confirmation") or {}
+                assert "error" not in conf and "skipped" not in conf, conf  # a candidate, so a confirmation
+                return conf.get("sweep")
+
+            conf_sweep = wait_for(confirmation, what="the pack to decide its rungs and queue the confirmation",
+                                  interval=1)
+            page.get_by_role("link", name="Study").click()
+            expect(page.get_by_role("heading", name="Study", exact=True)).to_be_visible(timeout=UI)
+            if any(not j.state.finished for j in store.list(sweep=conf_sweep)):  # usually still training here
+                expect(page.get_by_text(re.compile("Provisional")).first).to_be_visible(timeout=UI)
+                assert page.get_by_role("button", name="Publish the confirmed adapter").is_disabled()
+                page.screenshot(path=str(artifacts / "study-2-provisional.png"), full_page=True)
+
+            def finished() -> bool:
+                rows = store.list()
+                assert not any(j.state.value in ("failed", "cancelled") for j in rows), [(j.name, j.message) for j in rows]
+                return len(rows) == 4 and all(j.state.value == "succeeded" for j in rows)
+
+            wait_for(finished, what="the study and its confirmation to finish", interval=1)
+            answer = page.get_by_text(re.compile(r"^Answer: (confirmed: use|not confirmed:) "))
+            expect(answer).to_be_visible(timeout=UI)
+            text = answer.inner_text()
+            assert "over 1:1:1 on fresh seeds" in text and "synthetic-shapes__test__n16" in text, text
+            expect(page.get_by_text("Provisional")).to_have_count(0)
+            # the rungs the pack decided, the design, and the recommendation's interval: finite, in points
+            expect(page.get_by_text(re.compile(r"Successive halving · rungs 1, 2, 4 steps"))).to_be_visible()
+            picked = page.locator("div[data-testid='stSelectbox']").first.aria_snapshot()
+            assert "simplex-lattice:2" in picked and "running" not in picked, picked  # no stale counts in the label
+            body = page.inner_text("body")
+            assert not re.search(r"\d{7,}\.\d\d", body), "an absurd number on the Study page"
+            page.screenshot(path=str(artifacts / "study-3-answer-1280.png"), full_page=True)
+            page.set_viewport_size({"width": 1920, "height": 1200})
+            expect(answer).to_be_visible()
+            page.screenshot(path=str(artifacts / "study-3-answer-1920.png"), full_page=True)
+            publish = page.get_by_role("button", name="Publish the confirmed adapter")
+            assert publish.is_enabled() == text.startswith("Answer: confirmed"), text
+            browser.close()
+    finally:
+        for w in live_workers(store):
+            try:
+                os.killpg(w["pid"], 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.terminate()
+        proc.wait(PATIENCE)
+        log.close()

@@ -72,7 +72,7 @@ def cmd_jobs_list(args) -> int:
 
         left = estimate.time_left(jobs, estimate.measured_here(store), slots=slots_here(),
                                   ahead=estimate.queued_ahead(store, jobs))
-        search = bool((store.sweep_spec(sweep) or {}).get("search"))
+        search = estimate.queues_rungs(store.sweep_spec(sweep))
         _out(f"time left: {left.left_text(search=search)}" if left else
              "time left: not known yet (no measured rate of this model here; each job's ETA shows from its first steps)")
     return 0

@@ -62,9 +62,12 @@ def cmd_study(args) -> int:
     d, p = rep["design"], rep["progress"]
     print(f"study {sweep_id[:8]}{' (' + rep['name'] + ')' if rep['name'] else ''} · {d['model']} on {d['dataset']} "
           f"· budget {d['budget']}")
-    print(f"  design: {d['design']}: {len(d['ratios'])} ratios ({', '.join(d['ratios'])}) × seeds "
+    arms = [r for r in d["ratios"] if r not in d["left_out"]]
+    print(f"  design: {d['design']}: {len(arms)} ratios ({', '.join(arms)}) × seeds "
           f"{', '.join(map(str, d['seeds']))}, {d['schedule']}"
-          + (f"; {d['search']}" if d["search"] else "") + f"; evaluated on {d['eval']}")
+          + (f"; {d['search']}" if d["search"] else "") + f"; evaluated on {d['eval']}"
+          + (f"; left out when planned (the calculator cannot budget-match them): {', '.join(d['left_out'])}"
+             if d["left_out"] else ""))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(p["counts"].items()))
     print(f"  jobs: {p['jobs']} ({counts})" + (f"; time left: {p['time_left']}" if p["time_left"] else ""))
     for c in rep["confirmations"]:

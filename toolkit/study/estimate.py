@@ -57,13 +57,19 @@ class Estimate:
         return f"about {self.span()} min for {self.jobs} job(s) on {self.slots} slot(s) ({self.basis})"
 
     def left_text(self, *, search: bool = False) -> str:
-        """What `time_left` found, for the jobs panel and `jobs list`; `search`: the sweep is a halving search,
-        whose next rungs are not queued yet."""
+        """What `time_left` found, for the jobs panel and `jobs list`; `search`: the sweep is a halving search that
+        queues its next rungs as jobs (`queues_rungs`), not queued yet."""
         if not self.jobs:
             return "every job has ended"
         return (f"about {self.span()} min for {self.jobs} unfinished job(s) on {self.slots} slot(s)"
                 + (f", behind {self.ahead} job(s) of other sweeps queued first" if self.ahead else "")
                 + (" queued so far (the search queues each next rung when the current one ends)" if search else ""))
+
+
+def queues_rungs(spec: dict | None) -> bool:
+    """Whether a stored sweep spec is a halving search that queues each next rung as new jobs (a packed search
+    decides its rungs inside its running pack: its jobs are all queued already)."""
+    return bool((spec or {}).get("search")) and not (spec or {}).get("pack")
 
 
 def _minutes(seconds: float) -> str:

@@ -89,7 +89,7 @@ def study_report(store: JobStore, sweep_id: str, *, recommend: bool = True, hist
     `history`: RunRecords for the time left (toolkit.study.estimate.measured_here), none = not estimated."""
     from toolkit.study import halving
     from toolkit.study.confirm import confirmation_state, stored_spec, sweep_recommendation
-    from toolkit.study.estimate import queued_ahead, time_left
+    from toolkit.study.estimate import queued_ahead, queues_rungs, time_left
 
     sweep_id = store.resolve_sweep(sweep_id)
     spec = stored_spec(store, sweep_id)
@@ -106,8 +106,12 @@ def study_report(store: JobStore, sweep_id: str, *, recommend: bool = True, hist
     left = None
     if unfinished and history is not None:
         est = time_left(everyone, history, slots=slots, ahead=ahead)
-        left = est.left_text(search=bool(spec.get("search"))) if est else None
-    out = {"sweep": sweep_id, "name": spec.get("name"), "design": design_summary(spec),
+        left = est.left_text(search=queues_rungs(spec)) if est else None
+    design = design_summary(spec)
+    trained = {r for j in jobs if j.meta.get("kind") != "reference" for r in str(j.meta.get("ratio") or "").split(",")}
+    # a design's arms the calculator could not budget-match were left out when it was planned (the plan said why)
+    design["left_out"] = [r for r in design["ratios"] if jobs and r not in trained]
+    out = {"sweep": sweep_id, "name": spec.get("name"), "design": design,
            "progress": {"jobs": len(everyone), "unfinished": len(unfinished), "counts": counts, "ahead": len(ahead),
                         "time_left": left},
            "search": search, "confirmations": confirmations,
