@@ -40,13 +40,15 @@ _CACHE: dict[type, dict] = {}
 _DEFAULTS: dict[type, dict] = {}
 
 
-def setting(default: Any = None, *, factory: Any = None, flag: str | None = None, metavar: str | None = None,
-            allowed: str | None = None, refusal: str | None = None, exclusive: str | None = None, **bounds) -> Any:
+def setting(default: Any = None, *, factory: Any = None, flag: str | None = None, aliases: tuple[str, ...] = (),
+            metavar: str | None = None, allowed: str | None = None, refusal: str | None = None,
+            exclusive: str | None = None, **bounds) -> Any:
     """A settings field: its default (the one definition of it), `ge`/`gt`/`le`/`lt` bounds, and how it reads as
-    a flag: `flag` (default `--<name>`), `metavar`, `allowed` (the error's "must be ..." text when bounds are not
-    enough), `refusal` (the text after a refused choice), `exclusive` (at most one field of the group is given)."""
-    extra = {k: v for k, v in dict(flag=flag, metavar=metavar, allowed=allowed, refusal=refusal,
-                                   exclusive=exclusive).items() if v is not None}
+    a flag: `flag` (default `--<name>`), `aliases` (more flags for it, e.g. `--ratio` for `--ratios`), `metavar`,
+    `allowed` (the error's "must be ..." text when bounds are not enough), `refusal` (the text after a refused
+    choice), `exclusive` (at most one field of the group is given)."""
+    extra = {k: v for k, v in dict(flag=flag, aliases=list(aliases) or None, metavar=metavar, allowed=allowed,
+                                   refusal=refusal, exclusive=exclusive).items() if v is not None}
     if factory is not None:
         return Field(default_factory=factory, json_schema_extra=extra, **bounds)
     return Field(default, json_schema_extra=extra, **bounds)
@@ -74,6 +76,8 @@ class Setting:
     section: str = ""
     exclusive: str | None = None
     refusal: str | None = None
+    aliases: tuple[str, ...] = ()
+    """more flags of the field (`--ratio` for `--ratios`)"""
 
     @property
     def label(self) -> str:
@@ -144,7 +148,7 @@ def _fields(cls) -> dict[str, Setting]:
             default=defaults.get(name), choices=choices, lower=lo, upper=hi, lower_open="gt" in bounds,
             upper_open="lt" in bounds, allowed=extra.get("allowed") or _allowed(kind, lo, hi, "gt" in bounds, "lt" in bounds),
             metavar=extra.get("metavar"), section=_section(cls, name), exclusive=extra.get("exclusive"),
-            refusal=extra.get("refusal"))
+            refusal=extra.get("refusal"), aliases=tuple(extra.get("aliases") or ()))
     _CACHE[cls] = out
     return out
 
@@ -205,6 +209,18 @@ def json_argument(text: str, *, inline: tuple[str, ...] = ("{",)) -> object:
     except ValueError as exc:
         raise InputError(f"settings-json: not valid JSON ({exc})") from None
 
+def check_exclusive(cls, values: dict) -> None:
+    """Refuse two fields of one `exclusive` group given (not None) in `values` ({field: value}): the one check of
+    exclusive flags (--max-steps / --epochs, the budget flags), for settings objects and for option dicts alike."""
+    groups: dict[str, list[Setting]] = {}
+    for f in settings_fields(cls):
+        if f.exclusive and values.get(f.name) is not None:
+            groups.setdefault(f.exclusive, []).append(f)
+    for given in groups.values():
+        if len(given) > 1:
+            raise InputError(f"{given[0].label}: give either {given[0].flag} or {given[1].flag}, not both")
+
+
 class Settings(BaseModel):
     """A group of settings (or a command's composition of groups): frozen, text converted, one-line errors."""
 
@@ -256,13 +272,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _exclusive(self):
-        groups: dict[str, list[Setting]] = {}
-        for f in settings_fields(type(self)):
-            if f.exclusive and getattr(self, f.name) is not None:
-                groups.setdefault(f.exclusive, []).append(f)
-        for given in groups.values():
-            if len(given) > 1:
-                raise InputError(f"{given[0].label}: give either {given[0].flag} or {given[1].flag}, not both")
+        check_exclusive(type(self), {name: getattr(self, name) for name in type(self).model_fields})
         self.check()
         return self
 
