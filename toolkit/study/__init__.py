@@ -2,6 +2,8 @@
 to confirm it, and how long it will take. It submits jobs to toolkit.queue; the queue never imports it.
 
     sweep.py     a sweep (ratios x seeds x budgets): its spec, its idempotent plan, its submission as queue jobs
+    settings.py  a sweep's own options as settings groups (axes, evaluation, queueing, executor): their flags,
+                 docs, defaults and bounds, which `sweep`, SweepSpec and the launch form read
     design.py    designs over the simplex (simplex-lattice, simplex-centroid, floors): a study's arms
     search.py    a successive-halving search (rungs, eta, noise rule) and the steps of one rung's job
     halving.py   the halving controller: decides each finished rung, queues the next (the rung jobs' follow-up hook)

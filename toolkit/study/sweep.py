@@ -35,6 +35,10 @@ lists its arms ({"ratio", "seed", "output_dir", ...}), its `output_dir` is its f
 and goes on. With a halving search every arm of the (one) budget is in one pack, and the rungs are evaluation
 points inside it (toolkit.study.packsearch), not new jobs. `pack` and `pack_size` are left out of the id while unset.
 
+The sweep's own options (axes, evaluation, queueing, executor) are the fields of toolkit.study.settings
+`SweepSettings`: their defaults and bounds are defined there once, and `SweepSpec`, `build` and `from_options` (a
+sweep from those options as `sweep`'s flags give them) take them from there.
+
 Before queueing, `submit_sweep` runs the pre-flight checks of toolkit.study.preflight (weights, data, 4-bit);
 toolkit.study.estimate says how long the sweep will take from earlier runs' measured step rates.
 Progress for the UI and CLI: toolkit.study.progress (`job_progress(job)`, `sweep_progress`, `loss_curves`).
@@ -51,9 +55,11 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.calculator.spec import Budget, Ratio, parse_int
 from toolkit.errors import InputError
+from toolkit.fields import check_exclusive, settings_field
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.queue.executor import PYTHON
-from toolkit.queue.store import DEFAULT_MAX_ATTEMPTS, EXECUTORS, Job, JobStore, NewJob, check_writable
+from toolkit.queue.store import EXECUTORS, Job, JobStore, NewJob, check_writable
+from toolkit.study.settings import SLURM_OPTIONS, SweepSettings
 from toolkit.training.settings import EvalSettings, TrainSettings, lora_sha256, model_defaults
 
 if TYPE_CHECKING:
@@ -62,12 +68,14 @@ from toolkit.calculator.checks import BUDGET_TOLERANCE, budget_problem, duplicat
 from toolkit.runs import base_folder, slug
 
 MAX_JOBS = 500
-EVAL_SPLIT = EvalSettings.defaults()["split"]
+OPTION = SweepSettings.defaults()
+"""{option: default} of a sweep's own options (toolkit.study.settings): what `build` and `from_options` fill in"""
+EVAL_SPLIT = OPTION["eval_split"]
 """the split a sweep's evaluate step scores unless told otherwise: the evaluation settings' own default"""
-MAX_SEEDS = 100
-DEFAULT_EXECUTOR = "local"
-"""where a sweep's jobs run unless told: the worker's own processes (else "slurm")"""
+MAX_SEEDS = settings_field(SweepSettings, "seeds").upper
 """most seeds one sweep trains (the launch form's bound too)"""
+DEFAULT_EXECUTOR = OPTION["executor"]
+"""where a sweep's jobs run unless told: the worker's own processes (else "slurm")"""
 SWEPT = ("ratio", "audit", "budget_rank", "budget_params", "budget_percent", "seed", "output", "name", "resume",
          "overwrite", "expect_lora_sha256")
 """TrainSettings fields a sweep sets per job (its axes) or refuses: not part of `SweepSpec.base`"""
@@ -75,6 +83,12 @@ TOP_LEVEL = {"model": "model", "dataset": "dataset", "mode": "mode", "targets": 
              "alpha_value": "alpha"}
 """base fields a sweep's id hashes at the top level under these names, as it did before the settings tree (so a
 sweep planned again finds the one queued before)"""
+
+
+def _bounds(name: str) -> tuple:
+    """(lower, upper) bound of a sweep option (toolkit.study.settings), as whole numbers where they are."""
+    f = settings_field(SweepSettings, name)
+    return f.lower, f.upper
 
 
 def _positive_int(value, name: str, *, zero: bool = False) -> int | None:
@@ -121,7 +135,7 @@ def parse_seeds(count=None, seed_list=None) -> tuple[int, ...]:
         if len(set(seeds)) != len(seeds):
             raise InputError(f"seeds: '{seed_list}' repeats a seed")
         return tuple(seeds)
-    n = 1 if count in (None, "") else _positive_int(count, "seeds")
+    n = OPTION["seeds"] if count in (None, "") else _positive_int(count, "seeds")
     if n > MAX_SEEDS:
         raise InputError(f"seeds: at most {MAX_SEEDS} seeds per sweep, got {n}")
     return tuple(range(n))
@@ -166,13 +180,13 @@ class SweepSpec:
     """canonical V:P:L ratios, one arm each"""
     budgets: tuple[Budget, ...]
     """budgets of one kind; every ratio is trained at each"""
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = tuple(range(OPTION["seeds"]))
     """training seeds of every arm"""
     eval_split: str | None = EVAL_SPLIT
     """split the evaluate step scores (None = no evaluate step)"""
     eval_limit: int | None = None
     """evaluate on at most N questions"""
-    reference: bool = True
+    reference: bool = OPTION["reference"]
     """also queue the base model's evaluation on the same questions (the comparison's reference row)"""
     output: str | None = None
     """folder the sweep's adapters go in (None = the adapter store)"""
@@ -180,7 +194,7 @@ class SweepSpec:
     """job and adapter names start with this instead of the model's name"""
     gpus_per_job: int = 0
     """GPUs of each job (Slurm: GPUs per node x nodes)"""
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int = OPTION["max_attempts"]
     """runs allowed when a worker is lost"""
     executor: str = DEFAULT_EXECUTOR
     """local | slurm"""
@@ -197,7 +211,7 @@ class SweepSpec:
     """the image-caption data of `retrieval` (default: synthetic:shapes for a synthetic training set)"""
     confirms: str | None = None
     """the study sweep whose recommendation this sweep confirms (toolkit.study.confirm), linking the two"""
-    pack: bool = False
+    pack: bool = OPTION["pack"]
     """train the arms of each budget in packs, one job per pack (`python -m toolkit pack`: one process, one copy of
     the base, each arm evaluated there too) instead of one job per arm"""
     pack_size: int | None = None
@@ -218,10 +232,12 @@ class SweepSpec:
             raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
         if not self.seeds:
             raise InputError("seeds: give at least one seed")
-        if not isinstance(self.gpus_per_job, int) or self.gpus_per_job < 0:
-            raise InputError(f"gpus per job: must be a whole number >= 0, got {self.gpus_per_job!r}")
-        if not isinstance(self.max_attempts, int) or not 1 <= self.max_attempts <= 100:
-            raise InputError(f"max attempts: must be a whole number in 1..100, got {self.max_attempts!r}")
+        lo, _ = _bounds("gpus_per_job")
+        if not isinstance(self.gpus_per_job, int) or self.gpus_per_job < lo:
+            raise InputError(f"gpus per job: must be a whole number >= {lo}, got {self.gpus_per_job!r}")
+        lo, hi = _bounds("max_attempts")
+        if not isinstance(self.max_attempts, int) or not lo <= self.max_attempts <= hi:
+            raise InputError(f"max attempts: must be a whole number in {lo}..{hi}, got {self.max_attempts!r}")
         if self.executor not in EXECUTORS:
             raise InputError(f"executor: must be one of {', '.join(EXECUTORS)}, got '{self.executor}'")
         if self.executor == "slurm":
@@ -234,6 +250,8 @@ class SweepSpec:
         elif self.slurm:
             raise InputError("slurm resources: only for the slurm executor (--executor slurm)")
         object.__setattr__(self, "eval_limit", _positive_int(self.eval_limit, "eval limit"))
+        if self.eval_limit is not None and self.eval_limit > (hi := _bounds("eval_limit")[1]):
+            raise InputError(f"eval limit: must be <= {hi:,}, got {self.eval_limit:,}")
         n = len(self.ratios) * len(self.seeds) * len(self.budgets)
         if n > MAX_JOBS:
             raise InputError(f"sweep: {n} jobs is more than the {MAX_JOBS} one sweep may queue")
@@ -241,8 +259,9 @@ class SweepSpec:
             raise InputError(f"name: '{self.name}' must be a plain name (no '/', not starting with '.')")
         _check_base_fields(self.base)
         if self.retrieval is not None:
-            if not isinstance(self.retrieval, int) or not 2 <= self.retrieval <= 5000:
-                raise InputError(f"retrieval: the number of image-caption pairs must be in 2..5000, got {self.retrieval!r}")
+            lo, hi = _bounds("retrieval")
+            if not isinstance(self.retrieval, int) or not lo <= self.retrieval <= hi:
+                raise InputError(f"retrieval: the number of image-caption pairs must be in {lo}..{hi}, got {self.retrieval!r}")
             if not self.retrieval_dataset:
                 if not str(self.dataset).startswith("synthetic:"):
                     raise InputError("retrieval dataset: give an image-caption dataset (--retrieval-dataset) for "
@@ -265,14 +284,13 @@ class SweepSpec:
                                  f"out images of it (--holdout 0.1)")
 
     def _check_pack(self) -> None:
-        from toolkit.study.packrun import MAX_ARMS
-
         if not self.pack:
             if self.pack_size is not None:
                 raise InputError("pack size: only with --pack")
             return
-        if self.pack_size is not None and (not isinstance(self.pack_size, int) or not 1 <= self.pack_size <= MAX_ARMS):
-            raise InputError(f"pack size: must be a whole number in 1..{MAX_ARMS}, got {self.pack_size!r}")
+        lo, hi = _bounds("pack_size")
+        if self.pack_size is not None and (not isinstance(self.pack_size, int) or not lo <= self.pack_size <= hi):
+            raise InputError(f"pack size: must be a whole number in {lo}..{hi}, got {self.pack_size!r}")
         if self.search and len(self.budgets) > 1:
             raise InputError("pack: a search inside a pack decides over one budget's arms; give one budget")
         if self.gpus_per_node > 1:
@@ -283,12 +301,13 @@ class SweepSpec:
     @classmethod
     def build(cls, *, model: str, dataset: str, ratios, budget_kind: str, budgets, seeds=None, seed_list=None,
               mode: str | None = None, targets: str | None = None, alpha_rule: str | None = None, alpha=None,
-              train: dict | None = None, evaluate: bool = True, eval_split: str | None = EVAL_SPLIT,
+              train: dict | None = None, evaluate: bool = OPTION["evaluate"], eval_split: str | None = EVAL_SPLIT,
               eval_limit=None, output: str | None = None, name: str | None = None, gpus_per_job: int | None = None,
               max_attempts: int | None = None, executor: str | None = None, slurm=None,
-              reference: bool = True, design: str | None = None, search=None, retrieval=None,
-              retrieval_dataset: str | None = None, pack: bool = False, pack_size=None) -> SweepSpec:
-        """From user text (CLI flags, form fields); bad values raise one-line InputErrors.
+              reference: bool = OPTION["reference"], design: str | None = None, search=None, retrieval=None,
+              retrieval_dataset: str | None = None, pack: bool = OPTION["pack"], pack_size=None) -> SweepSpec:
+        """From user text (CLI flags, form fields); bad values raise one-line InputErrors. What is left out (None)
+        takes the option's default (toolkit.study.settings).
 
         `train`: {TrainSettings field: value (text is fine)} shared by every job, e.g. {"max_steps": "200"};
         `model`, `dataset`, `mode`, `targets`, `alpha_rule` and `alpha` (--alpha) are such fields too.
@@ -339,15 +358,47 @@ class SweepSpec:
             from toolkit.queue.gpus import detect_gpus
 
             gpus_per_job = 1 if detect_gpus() else 0
+        gpus_per_job = parse_int(gpus_per_job, "gpus per job") if isinstance(gpus_per_job, str) else gpus_per_job
+        max_attempts = parse_int(max_attempts, "max attempts") if isinstance(max_attempts, str) else max_attempts
         return cls(base={**train, "model": model, "dataset": dataset}, ratios=parse_ratios(ratios),
                    budgets=parse_budgets(budget_kind, budgets), seeds=parse_seeds(seeds, seed_list),
                    eval_split=((eval_split or EVAL_SPLIT).strip() if evaluate else None), eval_limit=eval_limit,
                    output=output, name=(name or "").strip() or None, gpus_per_job=gpus_per_job,
-                   max_attempts=DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts, executor=executor,
+                   max_attempts=OPTION["max_attempts"] if max_attempts is None else max_attempts, executor=executor,
                    slurm=slurm, reference=bool(reference),
                    design=design or None, search=search or None,
                    retrieval=_positive_int(retrieval, "retrieval"), retrieval_dataset=retrieval_dataset or None,
                    pack=bool(pack), pack_size=_positive_int(pack_size, "pack size"))
+
+    @classmethod
+    def from_options(cls, options: dict, *, train: dict | None = None) -> SweepSpec:
+        """A sweep from its own options ({SweepSettings field: value}, text is fine: `sweep`'s flags as
+        `values_from_args` gives them; left out or None = the option's default) and `train`, the TrainSettings
+        fields its jobs share (model and dataset included). One-line InputErrors, as `build`'s."""
+        from toolkit.calculator.spec import BUDGET_KINDS
+
+        given = {k: v for k, v in options.items() if v is not None}
+        if unknown := sorted(set(given) - set(SweepSettings.model_fields)):
+            raise InputError(f"sweep: unknown option '{unknown[0]}' (options: {', '.join(SweepSettings.model_fields)})")
+        check_exclusive(SweepSettings, given)  # the budget flags
+        o = {**OPTION, **given}
+        if not o["ratios"] and not o["design"]:
+            raise InputError("ratios: give --ratios V:P:L[,...] or a --design such as simplex-lattice:3")
+        kinds = [k for k in BUDGET_KINDS if o[f"budget_{k}"] is not None]
+        if not kinds:
+            raise InputError("budget: give one of --budget-rank R, --budget-params N, --budget-percent P")
+        if "seeds" in given and "seed_list" in given:
+            raise InputError("seeds: give --seeds N or --seed-list, not both")
+        train = dict(train or {})
+        return cls.build(
+            model=train.pop("model", None), dataset=train.pop("dataset", None), ratios=o["ratios"],
+            budget_kind=kinds[0], budgets=o[f"budget_{kinds[0]}"], seeds=given.get("seeds"),
+            seed_list=o["seed_list"], train=train, evaluate=o["evaluate"], eval_split=o["eval_split"],
+            eval_limit=o["eval_limit"], output=o["output"], name=o["name"], gpus_per_job=o["gpus_per_job"],
+            max_attempts=o["max_attempts"], executor=o["executor"], slurm=_slurm(o, given),
+            reference=o["reference"], design=o["design"], search=_search(o, given, train.get("max_steps")),
+            retrieval=o["retrieval"], retrieval_dataset=o["retrieval_dataset"], pack=o["pack"],
+            pack_size=o["pack_size"])
 
     def job_settings(self, *, ratio: str, budget: Budget, seed: int, output: str | None = None,
                      lora_hash: str | None = None) -> TrainSettings:
@@ -424,6 +475,43 @@ class SweepSpec:
     def sweep_id(self) -> str:
         blob = json.dumps(self.normalised(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _search(o: dict, given: dict, max_steps) -> dict | None:
+    """The search options (--search, --rungs, --eta, ...) as toolkit.study.search.Search (a dict), or None."""
+    if not o["search"]:
+        if any(given.get(k) for k in ("rungs", "eta", "report_split", "controls")) or given.get("confirm") is False:
+            raise InputError("search: --rungs, --eta, --report-split, --no-confirm and --controls belong to "
+                             "--search halving")
+        return None
+    from toolkit.study.search import Search
+
+    eta = o["eta"]
+    if eta in (None, ""):
+        eta = None
+    else:
+        try:
+            eta = float(eta)
+        except ValueError:
+            raise InputError(f"eta: '{eta}' is not a number") from None
+        f = settings_field(SweepSettings, "eta")
+        if not eta > f.lower:  # the field's bound (Search refuses it too, with the same line)
+            raise InputError(f"eta: must be {f.allowed}, got {eta:g}")
+    return Search.parse(o["search"], max_steps=max_steps, rungs=o["rungs"], eta=eta, confirm=bool(o["confirm"]),
+                        report_split=o["report_split"], controls=bool(o["controls"])).to_dict()
+
+
+def _slurm(o: dict, given: dict) -> dict | None:
+    """The Slurm resource options as a SlurmResources dict (None for the local executor; InputError if set there)."""
+    named = [name for name in SLURM_OPTIONS if name in given]
+    if str(o["executor"] or "").strip().lower() != "slurm":
+        if named:
+            raise InputError(f"{named[0].replace('_', ' ')}: only with --executor slurm")
+        return None
+    if given.get("gpus_per_job") is not None and given.get("gpus_per_node") is not None:
+        raise InputError("gpus per node: give --gpus-per-node (Slurm) or --gpus-per-job, not both")
+    return {"partition": o["partition"], "nodes": o["nodes"], "gpus_per_node": o["gpus_per_node"],
+            "cpus_per_gpu": o["cpus_per_gpu"], "mem": o["mem"], "time": o["time"], "extra": o["sbatch_extra"] or ""}
 
 
 @dataclass(frozen=True)
