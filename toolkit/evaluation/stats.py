@@ -18,9 +18,9 @@ own) and then questions with replacement (the same questions for both arms: pair
 Δ* = mean over resampled seeds and questions of ratio − baseline. When `clusters` gives each question's image,
 whole images are resampled instead: VQAv2 asks several questions about one image, and their answers are not
 independent (resampling them one by one understates the question-level variance). Replicates are sums of seed
-counts × accuracy matrix × question weights, vectorised with numpy. The bootstrap variance of a mean of S seeds
-is (S-1)/S of the unbiased one, which matters with 3 seeds, so the bootstrap standard error is scaled by
-sqrt(S/(S-1)); the 95% interval and the two-sided p-value then come from Student's t with Satterthwaite's
+counts × each seed's accuracy summed per image × image counts, vectorised with numpy. The bootstrap variance of
+a mean of S seeds is (S-1)/S of the unbiased one, which matters with 3 seeds, so the bootstrap standard error is
+scaled by sqrt(S/(S-1)); the 95% interval and the two-sided p-value then come from Student's t with Satterthwaite's
 degrees of freedom over the seed level (S-1, or Welch's for unpaired seeds) and the question level (images or
 questions - 1). With few seeds that is close to a t-test over seeds: a percentile interval from 3 seeds is far
 too narrow (a null study of 4 ratios, 3 seeds, then reaches p < 0.05 in ~16% of cases). One seed per arm leaves
@@ -151,34 +151,46 @@ class BootstrapTest:
 
 
 def _counts(rng, n: int, reps: int) -> np.ndarray:
-    """(reps, n) resampling counts: how often each of n items is drawn in n draws with replacement."""
-    idx = rng.integers(0, n, size=(reps, n)) + (np.arange(reps) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n).astype(float)
-
-
-def _question_weights(rng, k: int, cluster_of: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(k, Q) weights of one replicate's questions, rows summing to 1: clusters drawn with replacement, each
-    question weighted by how often its cluster was drawn (every question its own cluster: the plain bootstrap)."""
-    w = _counts(rng, n_clusters, k)[:, cluster_of]
-    return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    """(reps, n) resampling counts (integers): how often each of n items is drawn in n draws with replacement."""
+    idx = rng.integers(0, n, size=(reps, n))
+    idx += (np.arange(reps) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
 
 
 def _boot_deltas(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int, rng, cluster_of: np.ndarray,
                  n_clusters: int) -> np.ndarray:
+    """n_boot replicates of delta. A replicate weighs each question by how often its cluster was drawn (over the
+    questions drawn) and each seed by how often it was drawn: a sum over clusters of each seed's question sum in
+    the cluster (computed once) times the cluster's count, so a chunk of replicates is one (replicates, clusters)
+    count array and a product with the (seeds, clusters) sums, never a (replicates, questions) weight array. The
+    products are einsums, not BLAS calls: with a few seeds they are as fast, and they start no BLAS threads."""
     s_a, q = a.shape
     s_b = b.shape[0]
     out = np.empty(n_boot)
-    chunk = max(1, 4_000_000 // (q * 2))  # bounds the (chunk, q) weight arrays to a few tens of MB
-    diff = a - b if paired else None
+    chunk = max(1, 4_000_000 // (q * 2))  # replicates per draw (unchanged: the same draws give the same deltas)
+    plain = n_clusters == q and np.array_equal(cluster_of, np.arange(q))  # every question its own cluster
+
+    def by_cluster(m: np.ndarray) -> np.ndarray:  # (S, Q) -> (S, G): each seed's sum over each cluster's questions
+        if plain:
+            return np.ascontiguousarray(m)
+        sums = np.zeros((m.shape[0], n_clusters))
+        for row, out_row in zip(m, sums):
+            out_row += np.bincount(cluster_of, weights=row, minlength=n_clusters)
+        return sums
+
+    sizes = np.bincount(cluster_of, minlength=n_clusters).astype(float)  # questions per cluster
+    sums = [by_cluster(a - b)] if paired else [by_cluster(a), by_cluster(b)]
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
-        cq = _question_weights(rng, k, cluster_of, n_clusters)    # (k, Q) question weights, rows sum to 1
+        cq = _counts(rng, n_clusters, k).astype(float)                  # (k, G) cluster counts
+        drawn = q if plain else np.maximum(np.einsum("kg,g->k", cq, sizes), 1e-300)  # questions drawn
         if paired:
-            cs = _counts(rng, s_a, k) / s_a                       # (k, S) seed weights
-            out[start:start + k] = np.einsum("ks,sq,kq->k", cs, diff, cq)
+            cs = _counts(rng, s_a, k) / s_a                             # (k, S) seed weights
+            out[start:start + k] = np.einsum("ks,ks->k", cs, np.einsum("kg,sg->ks", cq, sums[0])) / drawn
         else:
             ca, cb = _counts(rng, s_a, k) / s_a, _counts(rng, s_b, k) / s_b
-            out[start:start + k] = (np.einsum("ks,sq,kq->k", ca, a, cq) - np.einsum("ks,sq,kq->k", cb, b, cq))
+            out[start:start + k] = (np.einsum("ks,ks->k", ca, np.einsum("kg,sg->ks", cq, sums[0]))
+                                    - np.einsum("ks,ks->k", cb, np.einsum("kg,sg->ks", cq, sums[1]))) / drawn
     return out
 
 
