@@ -158,6 +158,8 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
     complete CMBA adapter with safetensors weights, a base-model reference, an unknown `dtype`, an output folder
     that is not empty (unless `overwrite`) or that is the adapter itself.
     """
+    folder, cmba, out = check_export(adapter, out, dtype=dtype, overwrite=overwrite)
+    # torch and the model code only once the input is good: a refusal (the CLI's one line) costs no torch import
     import torch
 
     from toolkit.calculator.structure import load_structure
@@ -170,7 +172,6 @@ def export_merged(adapter: str | Path, out: str | Path, *, dtype: str = "bf16", 
         quiet_libraries,
     )
 
-    folder, cmba, out = check_export(adapter, out, dtype=dtype, overwrite=overwrite)
     quiet_libraries()
     base = cmba.base_model
     structure = load_structure(base.id, revision=base.revision)
