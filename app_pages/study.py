@@ -91,9 +91,9 @@ def live(sweep_id: str) -> None:
     st.dataframe(pd.DataFrame([
         {"": "model", "value": d["model"]}, {"": "data", "value": d["dataset"]},
         {"": "budget", "value": d["budget"]}, {"": "design", "value": d["design"]},
-        {"": "ratios", "value": ", ".join(r for r in d["ratios"] if r not in d["left_out"])
-         + (f" ({', '.join(d['left_out'])} left out when planned: the calculator cannot budget-match it)"
-            if d["left_out"] else "")}, {"": "seeds", "value": ", ".join(map(str, d["seeds"]))},
+        {"": "ratios", "value": ", ".join(r for r in d["ratios"] if r not in d["left_out"])},
+        *([{"": "left out", "value": f"{', '.join(d['left_out'])}: the calculator cannot budget-match it"}]
+          if d["left_out"] else []), {"": "seeds", "value": ", ".join(map(str, d["seeds"]))},
         {"": "schedule", "value": d["schedule"] + (f"; {d['search']}" if d["search"] else "")},
         {"": "evaluated on", "value": d["eval"]},
         {"": "confirmation", "value": ", ".join(c[:8] for c in rep["confirmations"]) or "not queued"}]),
