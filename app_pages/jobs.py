@@ -11,7 +11,7 @@ import streamlit as st
 from app_pages import study_ui
 from app_pages.calculator_ui import BUDGET_DEFAULTS, BUDGET_LABELS, cached_structure
 from app_pages.jobs_panel import cached_estimate, cached_preflight, jobs_panel, measure_speed, pick_sweep
-from app_pages.settings_ui import setting_input
+from app_pages.settings_ui import number_bounds, setting_input
 from toolkit.calculator.report import CANONICAL_RATIOS
 from toolkit.calculator.spec import Ratio
 from toolkit.errors import CmbaError
@@ -20,6 +20,7 @@ from toolkit.queue.lifecycle import ensure_worker
 from toolkit.queue.slurm.cluster import slurm_problem
 from toolkit.queue.store import JobStore
 from toolkit.study import sweep as sw
+from toolkit.study.settings import SweepSettings
 from toolkit.training.settings import TrainSettings
 
 s = st.session_state
@@ -111,24 +112,24 @@ with st.expander("Launch a sweep", expanded=s["jobs_launch_open"]):
     ratios = st.multiselect("Ratios vision : projector : language", options, key="jobs_ratios",
                             accept_new_options=True, help="the canonical grid, or type your own V:P:L")
     a, b, c, d = st.columns(4)
-    seeds = a.number_input("Seeds", 1, sw.MAX_SEEDS, key="jobs_seeds", help="training seeds of every ratio: 0..N-1")
+    seeds = setting_input(SweepSettings, "seeds", label="Seeds", key="jobs_seeds", where=a)
     max_steps = setting_input(TrainSettings, "max_steps", label="Steps", key="jobs_steps", where=b)
     batch = setting_input(TrainSettings, "batch_size", label="Batch size", key="jobs_batch", where=c)
     lr = setting_input(TrainSettings, "lr", label="Learning rate", key="jobs_lr", where=d)
     a, b, c = st.columns(3)
-    evaluate = a.checkbox("Evaluate after training", True, key="jobs_eval")
-    eval_split = b.text_input("Eval split", sw.EVAL_SPLIT, key="jobs_eval_split", disabled=not evaluate)
-    eval_limit = c.number_input("Eval questions (0 = all)", 0, 1_000_000, key="jobs_eval_limit",
-                                disabled=not evaluate)
+    evaluate = a.checkbox("Evaluate after training", settings_field(SweepSettings, "evaluate").default, key="jobs_eval",
+                          help=settings_field(SweepSettings, "evaluate").doc)
+    eval_split = setting_input(SweepSettings, "eval_split", label="Eval split", key="jobs_eval_split", where=b,
+                               disabled=not evaluate)
+    limit = settings_field(SweepSettings, "eval_limit")  # 0 = all: the box's own word for leaving it out
+    eval_limit = c.number_input("Eval questions (0 = all)", 0, number_bounds(limit)[1], key="jobs_eval_limit",
+                                disabled=not evaluate, help=limit.doc)
     design, search = study_ui.design_inputs(int(max_steps))
     a, b = st.columns([1, 2])
     executor = a.radio("Run on", ["local", "slurm"], key="jobs_executor", horizontal=True,
                        format_func={"local": "this machine", "slurm": "Slurm cluster"}.get)
-    pack = b.checkbox("Pack the arms: one job trains them all on one copy of the base", key="jobs_pack",
-                      help="one process per budget instead of one job per arm: the arms' batches go through the "
-                           "frozen base together (each arm's weights equal to its single run's), then each arm is "
-                           "evaluated there; a halving search runs its rungs inside the pack. Cancel one arm with "
-                           "its row <job>.<k> below (`sweep --pack`)")
+    pack = setting_input(SweepSettings, "pack", label="Pack the arms: one job trains them all on one copy of the base",
+                         key="jobs_pack", where=b)
     slurm = None
     if executor == "slurm":
         problem = slurm_problem()

@@ -8,8 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from toolkit.errors import CmbaError
+from toolkit.fields import settings_field
 from toolkit.queue.store import JobStore
 from toolkit.study import halving
+from toolkit.study.search import Search
+from toolkit.study.settings import SweepSettings
+
+DOC = {name: settings_field(SweepSettings, name).doc for name in ("design", "search", "rungs", "controls")}
+"""the help of the design inputs: the `sweep` flags' (toolkit/study/settings.py)"""
 
 
 def design_inputs(max_steps: int) -> tuple[str | None, dict | None]:
@@ -19,17 +25,17 @@ def design_inputs(max_steps: int) -> tuple[str | None, dict | None]:
                             "added to the ratios above"):
         return None, None
     a, b, c = st.columns(3)
-    design = a.text_input("Design", "simplex-lattice:3", key="jobs_design",
-                          help="simplex-lattice:M or simplex-centroid, optionally ?floor=0.1")
-    if not b.checkbox("Successive halving", True, key="jobs_halving",
-                      help="train every arm to the first rung, keep the better half (noise-aware), continue "
-                           "the survivors from their checkpoints; then queue the confirmation"):
+    design = a.text_input("Design", "simplex-lattice:3", key="jobs_design", help=DOC["design"])
+    if not b.checkbox("Successive halving", True, key="jobs_halving", help=DOC["search"]):
         return design, None
-    default = ",".join(map(str, sorted({max(1, round(max_steps / 2 ** k)) for k in range(3)})))
-    rungs = c.text_input("Rungs (steps)", default, key="jobs_rungs", help="the last one = Steps")
+    try:  # the rungs a search of max_steps takes by default (eta's default: toolkit/study/settings.py)
+        default = ",".join(map(str, Search.parse("halving", max_steps=max_steps,
+                                                 eta=settings_field(SweepSettings, "eta").default).rungs))
+    except CmbaError:  # too few steps for two rungs: the steps alone, which the plan then refuses with the reason
+        default = str(max_steps)
+    rungs = c.text_input("Rungs (steps)", default, key="jobs_rungs", help=DOC["rungs"])
     controls = st.checkbox("Controls with the confirmation: learning-rate control and alpha-rule axis",
-                           key="jobs_controls", help="1:1:1 with the projector's lr scaled as the winner scales "
-                           "its rank; the winner and 1:1:1 under rsLoRA and fixed alpha")
+                           key="jobs_controls", help=DOC["controls"])
     return design, {"kind": "halving", "rungs": [int(r) for r in rungs.split(",") if r.strip().isdigit()],
                     "controls": controls}
 
