@@ -14,7 +14,9 @@ faster). The limit is a quiet machine's: it stretches by the 1-minute load per c
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,9 +43,9 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    # numpy's OpenBLAS likewise: its threads spin after each call, and two processes whose BLAS calls each spin a
-    # thread per core run a numpy-heavy test (the bootstrap's products) 2-3x slower. OpenBLAS reads the setting
-    # when numpy is imported, so the controller sets it for the worker processes before it starts them.
+    # numpy's OpenBLAS likewise: its threads spin after each call, and with two processes each spinning a thread
+    # per core a small matrix product took 2-3x the CPU time (and wall time on a busy machine). OpenBLAS reads the
+    # setting when numpy is imported, so the controller sets it for the worker processes before it starts them.
     planned = getattr(config.option, "numprocesses", None)
     if not hasattr(config, "workerinput") and isinstance(planned, int) and planned > 1:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // planned)))
@@ -63,6 +65,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends the collected ids to the scheduler
 def pytest_collection_finish(session):
+    if "streamlit" in sys.modules:  # a collected module uses AppTest (every process of a whole run collects one)
+        _scan_streamlit_components_once()
     # pytest-xdist (3.8) groups a test by a "@group" suffix it writes to item._nodeid; pytest 9.2 derives the nodeid
     # from item._id instead, so without this the suffix was lost and --dist loadgroup grouped nothing
     for item in session.items:
@@ -71,6 +75,25 @@ def pytest_collection_finish(session):
             from _pytest.nodeid import NodeId
 
             item._id = NodeId.parse(grouped)
+
+
+def _scan_streamlit_components_once() -> None:
+    """Every AppTest scans the metadata of every installed package for Streamlit components (~0.3-0.5 s of CPU,
+    more than the calculator page's own run): the installed packages do not change during a session, so the first
+    scan's result serves every AppTest of this process. The app registers the very same (no) components."""
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    if getattr(scan, "cached_for_tests", False):
+        return
+    first = functools.cache(scan)
+
+    @functools.wraps(scan)
+    def scan_once(max_workers=None):
+        return list(first())
+
+    scan_once.cached_for_tests = True
+    manifest_scanner.scan_component_manifests = scan_once
 
 
 def _uses_a_module_fixture(item) -> bool:
