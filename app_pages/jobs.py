@@ -169,15 +169,15 @@ with st.expander("Launch a sweep", expanded=s["jobs_launch_open"]):
             st.error(problem)
         estimate = cached_estimate(plan)
         if estimate:
-            st.info(f"Estimated time: {estimate}", icon="⏱️")
+            st.info(f"Estimated time: {estimate}", icon=":material/timer:")
         elif spec.executor == "local":
             st.info("Estimated time: none yet (no earlier run of this model on this device here). Measure the "
-                    "speed here first, or queue: the panel below shows each job's ETA from its first steps.", icon="⏱️")
+                    "speed here first, or queue: the panel below shows each job's ETA from its first steps.", icon=":material/timer:")
             if not problems:
                 measure_speed(plan)
         else:
             st.info("Estimated time: none yet (no earlier run of this model here); the panel below shows each "
-                    "job's ETA from its first steps.", icon="⏱️")
+                    "job's ETA from its first steps.", icon=":material/timer:")
         for k in FORM_KEYS:
             if k in s:
                 s[f"_{k}"] = s[k]

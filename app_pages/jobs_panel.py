@@ -18,7 +18,7 @@ from toolkit.outcomes import Reason
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.queue import actions
 from toolkit.queue.executor import tail_lines
-from toolkit.queue.lifecycle import ensure_worker, live_workers, revive_worker
+from toolkit.queue.lifecycle import ensure_worker, live_workers, revive_worker, starting_worker
 from toolkit.queue.store import JobStore
 from toolkit.queue.worker import slots_here
 from toolkit.study import estimate, preflight
@@ -212,7 +212,9 @@ def jobs_panel(sweep: str | None):
         st.toast(f"Started a worker for the queued jobs (pid {revived['pid']}).")
         workers = live_workers(store)
     left, right = st.columns([3, 1])
+    starting = None if workers else starting_worker(store)
     left.caption(f"Worker: pid {workers[0]['pid']}, {workers[0]['slots']} slot(s)" if workers
+                 else f"Worker starting (pid {starting})..." if starting
                  else "No worker running (queued jobs wait until one starts).")
     if not workers and right.button("Start worker"):
         ensure_worker()

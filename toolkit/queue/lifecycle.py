@@ -87,9 +87,32 @@ def ensure_worker(*, slots: int | None = None, gpus: str = "auto", idle_exit_s: 
         with open(store.folder / "worker.log", "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, pass_fds=(fd,), cwd=PROJECT_ROOT, env=env)
+        os.ftruncate(fd, 0)  # who holds the lock while the child imports (`starting_worker`); it writes itself again
+        os.write(fd, f"{proc.pid}\n".encode())
     finally:
         os.close(fd)  # the child's copy keeps the lock
     return {"started": True, "pid": proc.pid}
+
+
+def starting_worker(store: JobStore | None = None) -> int | None:
+    """The pid of a worker that holds the worker lock but has not registered yet (it is still importing, a few
+    seconds to a minute on a busy machine), or None: what the app says instead of "no worker running" then."""
+    store = store or JobStore()
+    path = store.folder / "worker.lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = path.read_text().strip()
+        pid = int(text) if text.isdigit() else None
+        return pid if pid is None or process_alive(pid, None) else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def revive_worker(store: JobStore | None = None, *, workers: list | None = None) -> dict | None:
