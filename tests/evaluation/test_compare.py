@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -69,7 +70,16 @@ def test_identical_ratios_give_zero_delta_and_a_negative_verdict(tmp_path):
     sweep(tmp_path, {"1:1:1": (0, 0), "1:4:1": (0, 0)})
     a = compare.analyze(compare.scan(tmp_path).rows)
     (c,) = a.comparisons
-    assert (c.ratio, c.baseline, c.delta, c.ci_low, c.ci_high, c.p_value) == ("1:4:1", "1:1:1", 0.0, 0.0, 0.0, 1.0)
+    assert (c.ratio, c.baseline, c.delta, c.p_value) == ("1:4:1", "1:1:1", 0.0, 1.0)
+    # nothing varied, yet not [0, 0] (issue #27): what no discordance among the paired units can still hide
+    # (exact binomial bound for 0 events), a point or less on 400 questions
+    half = 100 * (1 - 0.025 ** (1 / c.n_clusters))
+    assert (c.ci_low, c.ci_high) == pytest.approx((-half, half)) and 0.2 < half < 1
+    # the 4-step confirmation seen on the Study page: 3 seeds x 16 questions, all alike -> about +-20.6 points
+    same = np.tile(np.array([100.0] * 6 + [0.0] * 10), (3, 1))
+    t = stats.two_level_bootstrap(ratio=same, baseline=same)
+    assert t.se == 0 and (t.ci_low, t.ci_high) == pytest.approx((-20.6, 20.6), abs=0.05)
+    assert t.ci(0.99)[1] > t.ci_high  # a wider level, a wider bound
     assert not c.significant and c.n_questions == N
     assert a.verdict.label == "negative" and "no ratio beats the baseline 1:1:1" in a.verdict.reason
 

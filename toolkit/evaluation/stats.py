@@ -146,8 +146,20 @@ class BootstrapTest:
 
     def ci(self, level: float) -> tuple[float, float]:
         """delta ± t(df) · se at another level (e.g. a simultaneous, Bonferroni-adjusted one)."""
+        if self.se <= 0 and self.n_clusters:
+            return _no_discordance_ci(self.delta, self.n_clusters, level)
         half = t_quantile(0.5 + level / 2, self.df) * self.se
         return self.delta - half, self.delta + half
+
+
+def _no_discordance_ci(delta: float, units: int, level: float) -> tuple[float, float]:
+    """The interval of a difference that did not vary at all (every question, in every seed, scored alike in both
+    arms, e.g. two short runs that both answer as the base model): not [delta, delta], which would claim certainty,
+    but what `units` independent questions (or images) with no discordance can still hide: a share of discordant
+    units up to 1 - ((1 - level) / 2)^(1/units) (the exact binomial bound for 0 events, "rule of three" at 95 %
+    one-sided), each worth up to 100 points either way."""
+    half = 100.0 * (1.0 - ((1.0 - level) / 2) ** (1.0 / units))
+    return max(-100.0, delta - half), min(100.0, delta + half)
 
 
 def _counts(rng, n: int, reps: int) -> np.ndarray:
@@ -276,7 +288,8 @@ def two_level_bootstrap(*, ratio, baseline, paired_seeds: bool | None = None, cl
     extra = {"question_var_fixed": fixed, "n_clusters": n_clusters, "seed_df": df_seed}
     if se <= 1e-12 * max(1.0, abs(delta)):
         p = 1.0 if abs(delta) <= 1e-12 else 0.0
-        return BootstrapTest(delta, 0.0, delta, delta, p, df, paired, seed_var, question_var, n_boot, **extra)
+        low, high = _no_discordance_ci(delta, n_clusters, 0.95)
+        return BootstrapTest(delta, 0.0, low, high, p, df, paired, seed_var, question_var, n_boot, **extra)
     t = abs(delta) / se
     p = min(1.0, 2.0 * (1.0 - t_cdf(t, df)))
     half = t_quantile(0.975, df) * se
