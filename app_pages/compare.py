@@ -125,6 +125,9 @@ if rec is not None:
 acc_tab, pareto_tab, loss_tab, type_tab = st.tabs(
     ["Accuracy by ratio", "Accuracy vs parameters", "Loss curves", "Per answer type"])
 acc_tab.altair_chart(charts.accuracy_chart(a), width="stretch")
+acc_tab.caption("Dots: each seed's accuracy; tick: the ratio's mean; bar: its 95% interval over seeds and "
+                "questions (none with one seed)"
+                + ("; dashed line: the base model without an adapter" if a.base_row is not None else "") + ".")
 trained = [r for r in rows if r["kind"] != "base"]
 if len({r["budget"] for r in trained}) > 1:
     pareto_tab.altair_chart(charts.pareto_chart(trained), width="stretch")

@@ -100,7 +100,7 @@ def _text(value, fmt: str = "{}") -> str:
     return "" if value is None else fmt.format(value)
 
 
-OPTIONAL = ("phase", "ETA", "accuracy %", "reason")
+OPTIONAL = ("phase", "step", "loss", "ETA", "accuracy %", "reason")
 """columns left out while no job has a value in them (the table then fits a 1280-px window)"""
 
 
@@ -234,6 +234,7 @@ def jobs_panel(sweep: str | None):
     st.dataframe(_table(progress), hide_index=True, width="stretch", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, width="small"),
         "step": st.column_config.TextColumn(width="medium"),  # "1,300/3,000" is not clipped
+        "attempts": st.column_config.TextColumn(width="small"),
         "reason": st.column_config.TextColumn(width="large")})
     smoothing = st.slider("Loss smoothing", 0.0, 0.99, 0.6, 0.01, key="jobs_smoothing",
                           help="exponential moving average, debiased as in TensorBoard; the raw loss stays faint")

@@ -123,7 +123,10 @@ def live(sweep_id: str) -> None:
                    "highest seed at each step.")
 
     st.subheader("The answer")
-    if rec is None:
+    if rec is None and final["state"] == "provisional":  # not an error while the study is still running
+        st.info("No recommendation yet: it comes once three ratios, 1:1:1 among them, are evaluated at the last "
+                "rung reached so far.")
+    elif rec is None:
         st.info(error or "No recommendation yet.")
     else:
         w = next(x for x in found if x["id"] == sweep_id)

@@ -52,7 +52,7 @@ def search_panel(store: JobStore, sweep_id: str) -> None:
         st.dataframe(pd.DataFrame([{"arm": a, "state": t} for a, t in sorted(status["arms"].items())]),
                      hide_index=True, width="stretch")
     else:
-        st.caption("No rung decided yet: rung 1's jobs are queued or training.")
+        st.caption("No rung decided yet: rung 1 is queued or training.")
     rec, conf = status.get("recommendation"), status.get("confirmation")
     if rec and "outcome" in rec:
         OUTCOME_BOX[rec["outcome"]](f"**{rec['headline']}**: {rec['reason']}")
