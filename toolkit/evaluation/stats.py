@@ -1,4 +1,4 @@
-"""Statistics of the comparison: Student's t (scipy.stats), mean ± t-interval over seeds, the two-level bootstrap
+"""Statistics of the comparison: Student's t (scipy), mean ± t-interval over seeds, the two-level bootstrap
 of a ratio against the baseline (questions resampled by image when they share images), Holm's adjustment, the
 variance components of a comparison and the seeds needed to decide (a noncentral-t power calculation).
 
@@ -40,7 +40,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _sp
+from scipy import special as _sc
+
+# Student's t and the normal are the scipy.special functions that scipy.stats' t and norm call, imported without
+# scipy.stats: that import costs every process that only wants a p-value 1-2 s more. `power` imports it (nct).
 
 N_BOOT = 10_000
 BOOT_SEED = 0
@@ -48,14 +51,14 @@ BOOT_SEED = 0
 
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with `df` degrees of freedom (the normal for df = inf)."""
-    return float(_sp.norm.cdf(t) if not math.isfinite(df) else _sp.t.cdf(t, df))
+    return float(_sc.ndtr(t) if not math.isfinite(df) else _sc.stdtr(df, t))
 
 
 def t_quantile(p: float, df: float) -> float:
     """Quantile of Student's t; t_quantile(0.975, 2) = 4.3027 (the normal's for df = inf)."""
     if not 0.0 < p < 1.0 or not df > 0:
         raise ValueError(f"t_quantile: need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    return float(_sp.norm.ppf(p) if not math.isfinite(df) else _sp.t.ppf(p, df))
+    return float(_sc.ndtri(p) if not math.isfinite(df) else _sc.stdtrit(df, p))
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
@@ -321,6 +324,8 @@ def power(*, seeds: int, seed_var: float, question_var: float, effect: float, al
         return 0.0
     df = seeds - 1 if paired else 2 * (seeds - 1)
     sd = math.sqrt(max(seed_var / seeds + question_var, 1e-300))
+    from scipy import stats as _sp
+
     crit = _sp.t.ppf(1 - alpha / 2, df)
     ncp = effect / sd
     value = float(_sp.nct.sf(crit, df, ncp) + _sp.nct.cdf(-crit, df, ncp))
