@@ -51,11 +51,25 @@ def _load(folder: Path):
     return load_model(structure, precision="fp32", quantize=None, device=torch.device("cpu"))
 
 
+@pytest.fixture(scope="module")
+def loaded(checkpoints):
+    """key -> (model, processor) as `train` loads them, loaded once for the two tests below that only read them."""
+    cache: dict[str, tuple] = {}
+
+    def get(key: str):
+        if key not in cache:
+            cache[key] = _load(checkpoints(key))
+        return cache[key]
+
+    yield get
+    cache.clear()
+
+
 @pytest.mark.parametrize("key", CHECKPOINTS)
-def test_checkpoint_loads_with_the_family_processor(checkpoints, key):
+def test_checkpoint_loads_with_the_family_processor(loaded, key):
     from toolkit.training.processors import torchvision_works
 
-    model, processor = _load(checkpoints(key))
+    model, processor = loaded(key)
     assert type(processor).__name__ == PROCESSOR[key]
     if key in ("qwen2_vl", "qwen2_5_vl", "smolvlm", "llava_onevision", "internvl") and not torchvision_works():
         assert processor.video_processor is None  # images only: VQA needs no video processor
@@ -63,12 +77,12 @@ def test_checkpoint_loads_with_the_family_processor(checkpoints, key):
 
 
 @pytest.mark.parametrize("key", CHECKPOINTS)
-def test_tokens_trained_are_the_family_processors(checkpoints, key):
+def test_tokens_trained_are_the_family_processors(loaded, key):
     """A training row is the processor's encoding of prompt + answer in the family's format; its labels are
     the answer and end token; its prompt part is exactly the generation prompt."""
     from toolkit.data.prompting import VQAFormatter
 
-    model, processor = _load(checkpoints(key))
+    model, processor = loaded(key)
     fmt = VQAFormatter.for_model(processor, model)
     tok = processor.tokenizer
     records = list(load_vqa("synthetic:shapes?n=4&seed=5"))
