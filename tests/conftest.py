@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.jobs import Env
 from tests.helpers.tiny import MODELS, tiny_model_dir
 
 MARKED_SLOW = ("slow", "training", "browser", "slurm", "gpu")
@@ -150,6 +149,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
+    from tests.helpers.jobs import Env  # imports the toolkit's job system: not at start-up (pytest-xdist's controller)
+
     e = Env(tmp_path)
     monkeypatch.setenv("CMBA_JOBS_DIR", str(e.jobs))
     monkeypatch.setenv("CMBA_ADAPTERS_DIR", str(e.adapters))
