@@ -102,8 +102,10 @@ def recommendation_panel(rec, sweeps: list[dict], *, confirmation: dict | None =
     left, right = st.columns([3, 2])
     if rec.method == "surface":
         left.altair_chart(charts.ternary_chart(rec))
-        left.caption("Colour: the fitted accuracy. Circles: the arms as measured (mean over seeds, per rung); red "
-                     "crosses: ratios the data cannot tell from the optimum; red triangle: the recommended ratio.")
+        left.caption("Colour: the fitted accuracy (faded beyond the range of each share the arms trained: there the "
+                     "fit extrapolates and no optimum is sought). Circles: the arms as measured (mean over seeds, per "
+                     "rung); red crosses: ratios the data cannot tell from the optimum; red triangle: the recommended "
+                     "ratio.")
     else:
         left.dataframe(readable_arms(rec), hide_index=True, width="stretch")
     if rec.ratio:

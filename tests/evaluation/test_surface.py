@@ -139,6 +139,23 @@ def test_ternary_chart_layers_the_surface_arms_region_and_star():
     assert (cells["y1"] >= 0).all() and (cells["y2"] <= 3 ** 0.5 / 2 + 1e-9).all() and (cells["x2"] > cells["x1"]).all()
     row = cells[cells["y1"] == 0].sort_values("x1")
     assert len(row) == 21 and (row["x1"].to_numpy()[1:] - row["x2"].to_numpy()[:-1]).max() < 1e-9
+    # cells beyond the range each share was trained over are marked (and drawn faded)
+    seen = pd.DataFrame(rec.observed)
+    beyond = ~(cells["projector"].between(seen["projector"].min() - 1e-9, seen["projector"].max() + 1e-9)
+               & cells["vision"].between(seen["vision"].min() - 1e-9, seen["vision"].max() + 1e-9)
+               & cells["language"].between(seen["language"].min() - 1e-9, seen["language"].max() + 1e-9))
+    assert list(cells["fit"] == "extrapolated") == list(beyond)
+    # the region's crosses: its own points, on a 12-step lattice only (every point of the 60-step grid hid the
+    # colours where the region is large), none outside it
+    crosses = pd.DataFrame(spec["datasets"][spec["layer"][3]["data"]["name"]])
+    region = {tuple(round(v, 9) for v in r) for r in rec.region}
+    assert 0 < len(crosses) <= 91 and (len(crosses) < len(region) if len(region) > 91 else len(crosses) == len(region))
+    from toolkit.evaluation.charts import _sparse
+    from toolkit.evaluation.surface import simplex_grid
+
+    whole = [tuple(x) for x in simplex_grid(60)]  # the whole triangle: 1,891 points -> the 91 of a 12-step lattice
+    assert len(_sparse(whole)) == 91 and set(_sparse(whole)) <= set(whole)
+    assert {tuple(round(v, 9) for v in r) for r in crosses[["vision", "projector", "language"]].to_numpy()} <= region
 
 
 def test_compare_json_carries_the_recommendation_of_a_designed_store(tmp_path, capsys):

@@ -158,6 +158,18 @@ def _cells(df: pd.DataFrame) -> pd.DataFrame:
     return out[out["x2"] > out["x1"]]  # the apex's cell has no width inside the triangle at its height
 
 
+def _sparse(region, per_side: int = 12) -> list:
+    """A large region's points that lie on a coarser lattice (`per_side` steps a side); a small one whole. Drawn at
+    every point of the surface's 60-step grid, crosses covered the colours wherever the region is large (most of
+    the triangle after a short study)."""
+    from toolkit.evaluation.surface import GRID
+
+    if len(region) <= (per_side + 1) * (per_side + 2) // 2:  # no more than the coarse lattice has: all shown
+        return list(region)
+    step = max(1, GRID // per_side)
+    return [r for r in region if all(abs(v * GRID / step - round(v * GRID / step)) < 1e-6 for v in r)]
+
+
 def ternary_chart(rec) -> alt.LayerChart:
     """Accuracy over the vision : projector : language simplex (a toolkit.evaluation.surface.Recommendation):
     the fitted surface as coloured cells (when the design supports one), the observed arms (mean over seeds, per
@@ -165,10 +177,19 @@ def ternary_chart(rec) -> alt.LayerChart:
     recommended ratio as a triangle (none when no ratio beats 1:1:1)."""
     axis = dict(axis=None, scale=alt.Scale(domain=[-0.08, 1.08]))
     surface = _cells(_ternary_xy(pd.DataFrame(rec.surface, columns=["vision", "projector", "language", "accuracy"])))
-    cells = alt.Chart(surface).mark_rect(opacity=0.85).encode(
+    # beyond the range each proportion was trained over the fit extrapolates, and the optimum is never sought there
+    # (surface.region_grid): those cells are faded, so a bright corner no run came near does not read as the answer
+    seen = pd.DataFrame(rec.observed)
+    inside = pd.Series(True, index=surface.index)
+    for name in ("vision", "projector", "language"):
+        if name in seen and len(seen):
+            inside &= surface[name].between(seen[name].min() - 1e-9, seen[name].max() + 1e-9)
+    surface = surface.assign(fit=inside.map({True: "within the trained range", False: "extrapolated"}))
+    cells = alt.Chart(surface).mark_rect().encode(
         x=alt.X("x1:Q", **axis), x2="x2:Q", y=alt.Y("y1:Q", **axis), y2="y2:Q",
         color=alt.Color("accuracy:Q", title="fitted accuracy (%)", scale=alt.Scale(scheme="viridis")),
-        tooltip=["vision", "projector", "language", alt.Tooltip("accuracy:Q", format=".2f")])
+        opacity=alt.condition(alt.datum.fit == "extrapolated", alt.value(0.3), alt.value(0.85)),
+        tooltip=["vision", "projector", "language", alt.Tooltip("accuracy:Q", format=".2f"), "fit"])
     edge = pd.DataFrame([{"vision": 1, "projector": 0, "language": 0, "o": 0}, {"vision": 0, "projector": 0, "language": 1, "o": 1},
                          {"vision": 0, "projector": 1, "language": 0, "o": 2}, {"vision": 1, "projector": 0, "language": 0, "o": 3}])
     outline = alt.Chart(_ternary_xy(edge)).mark_line(color="black").encode(x="x:Q", y="y:Q", order="o:Q")
@@ -179,8 +200,9 @@ def ternary_chart(rec) -> alt.LayerChart:
         x="x:Q", y="y:Q", color=alt.Color("accuracy:Q", scale=alt.Scale(scheme="viridis")),
         tooltip=["ratio", "block", "seeds", alt.Tooltip("accuracy:Q", format=".2f")])
     names = ("vision", "projector", "language")
-    region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in rec.region], columns=list(names)))).mark_point(
-        shape="cross", size=30, color="red", opacity=0.4).encode(x="x:Q", y="y:Q")
+    region = alt.Chart(_ternary_xy(pd.DataFrame([dict(zip(names, r)) for r in _sparse(rec.region)],
+                                                columns=list(names)))).mark_point(
+        shape="cross", size=40, color="red", opacity=0.6).encode(x="x:Q", y="y:Q")
     best = pd.DataFrame([{**dict(zip(names, (float(w) for w in rec.ratio.split(":")))), "recommended": rec.ratio,
                           "gain": rec.gain}] if rec.ratio else [], columns=[*names, "recommended", "gain"])
     star = alt.Chart(_ternary_xy(best)).mark_point(shape="triangle-up", size=300, color="red", filled=True).encode(
