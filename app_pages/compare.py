@@ -94,14 +94,7 @@ if a.best:
             st.switch_page("app_pages/publish.py")
         except StreamlitAPIException:
             right.info(f"The publish page is not available yet; the adapter is kept for it: {a.best['path']}")
-snapshots = [n for other in a.kept_apart if other["snapshots"] for n in other["adapters"]]
-if snapshots:  # a halving search's earlier rungs: evaluation points of the same runs, never pooled as seeds
-    st.caption(f"{len(snapshots)} rung snapshot(s) of a halving search (the same runs at an earlier step) are "
-               "not compared with the final runs: the Study page shows each rung.")
-for other in (o for o in a.kept_apart if not o["snapshots"]):
-    st.caption(f"kept apart, other settings ({other['fingerprint']}): {', '.join(other['adapters'])} — differs in "
-               + "; ".join(f"{k}: {here} here, {there} there" for k, (here, there) in other["differs"].items()))
-for note in a.notes:
+for note in a.notes:  # runs kept apart (other settings, rung snapshots), single seeds, optimistic selection
     st.caption(f"note: {note}")
 
 # what differs between the compared adapters (model, eval set and budget are one each; the CSV has every column)

@@ -459,9 +459,15 @@ def _analyze(rows, *, baseline, model, dataset, budget, settings, n_boot, seed) 
     if spend:  # labels say "same budget"; what each run actually trained decides
         raise InputError(f"compare: these runs are not budget-matched: {spend}; retrain the outliers with mixed "
                          "rounding (the default) or compare them with --budget filters apart")
-    for other in apart:
-        notes.append(f"{len(other['adapters'])} runs with other settings are kept apart (fingerprint "
-                     f"{other['fingerprint']}, differing in {', '.join(other['differs'])}); --settings compares them")
+    snapshots = sum(len(o["adapters"]) for o in apart if o["snapshots"])
+    if snapshots:  # a halving search's earlier rungs: evaluation points of the same runs, never pooled as seeds
+        notes.append(f"{snapshots} rung snapshot(s) of a halving search (the same runs at an earlier step) are not "
+                     "compared with the final runs; the Study page (`study`) shows each rung")
+    for other in (o for o in apart if not o["snapshots"]):
+        differs = "; ".join(f"{k}: {here} here, {there} there" for k, (here, there) in other["differs"].items())
+        notes.append(f"{len(other['adapters'])} run(s) with other settings are kept apart (fingerprint "
+                     f"{other['fingerprint']}: {', '.join(other['adapters'])}), differing in {differs}; choose them "
+                     "under Training settings (compare --settings)")
     groups, labels = _groups(adapters)
     if any(len(g.seeds) == 1 for g in groups):
         notes.append("ratios with a single seed have no confidence interval (it needs at least 2 seeds)")
