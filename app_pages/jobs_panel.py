@@ -14,6 +14,7 @@ from streamlit.errors import StreamlitAPIException
 
 from app_pages import study_ui
 from toolkit.errors import CmbaError
+from toolkit.evaluation import charts
 from toolkit.outcomes import Reason
 from toolkit.paths import adapters_dir, jobs_dir
 from toolkit.queue import actions
@@ -141,7 +142,7 @@ def _loss_chart(jobs, smoothing: float):
     # one colour per ratio (a study has a few; it may have dozens of jobs), one line per job
     base = alt.Chart(curves.assign(ratio=curves["ratio"].astype(str))).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="d", tickMinStep=1)),
-        color=alt.Color("ratio:N", title="ratio v:p:l"), detail="job:N")
+        color=alt.Color("ratio:N", title="ratio v:p:l", scale=charts.RATIO_COLORS), detail="job:N")
     smoothed = base.mark_line().encode(y=alt.Y("smoothed:Q", title="loss", scale=alt.Scale(zero=False)),
                                        tooltip=["name", "ratio", "seed", "step", alt.Tooltip("loss:Q", format=".4f"),
                                                 alt.Tooltip("smoothed:Q", format=".4f")])

@@ -33,6 +33,9 @@ def _scale(values) -> alt.Scale:
 
 ACCURACY_AXIS = alt.Axis(format=".1f")
 STEP_AXIS = alt.Axis(format="d", tickMinStep=1)
+RATIO_COLORS = alt.Scale(scheme="category10")
+"""one hue per ratio in every chart (Streamlit's theme starts its palette with two blues: 1:1:1 and the one other
+ratio of a confirmation were told apart by shade alone)"""
 """optimizer steps are whole numbers: no fractional ticks on a short run"""
 
 
@@ -67,7 +70,7 @@ def pareto_chart(rows: list[dict]) -> alt.LayerChart:
                                         scale=alt.Scale(zero=False, padding=PAD)),
                                 y=alt.Y("accuracy:Q", title="VQA accuracy (%)", axis=ACCURACY_AXIS,
                                         scale=_scale(df["accuracy"])))
-    points = base.mark_circle(size=70).encode(color="ratio:N", tooltip=[
+    points = base.mark_circle(size=70).encode(color=alt.Color("ratio:N", scale=RATIO_COLORS), tooltip=[
         "adapter", "ratio", alt.Tooltip("trainable_params:Q", format=","), "accuracy", "pareto"])
     line = alt.Chart(df[df["pareto"]].sort_values("trainable_params")).mark_line(
         color="gray", strokeDash=[4, 3], interpolate="step-after").encode(x="trainable_params:Q", y="accuracy:Q")
@@ -77,7 +80,7 @@ def pareto_chart(rows: list[dict]) -> alt.LayerChart:
 def loss_chart(curves: pd.DataFrame) -> alt.Chart:
     """Training loss of the compared runs overlaid (`curves` from `loss_curves`), one colour per ratio."""
     return alt.Chart(curves).mark_line().encode(
-        x=alt.X("step:Q", axis=STEP_AXIS), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="ratio:N", detail="adapter:N",
+        x=alt.X("step:Q", axis=STEP_AXIS), y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color=alt.Color("ratio:N", scale=RATIO_COLORS), detail="adapter:N",
         tooltip=["adapter", "seed", "step", "loss"])
 
 
@@ -91,7 +94,7 @@ def loss_band_chart(curves: pd.DataFrame, *, seeds: bool = False) -> alt.LayerCh
     x = alt.X("step:Q", title="step", axis=STEP_AXIS)
     # one legend for both layers, drawn as solid lines (the band's opacity made its swatches faint; a legend
     # turned off on one layer turned it off for the whole chart)
-    color = alt.Color("ratio:N", title="ratio v:p:l", scale=alt.Scale(scheme="category10"),
+    color = alt.Color("ratio:N", title="ratio v:p:l", scale=RATIO_COLORS,
                       legend=alt.Legend(orient="bottom", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3))
     area = alt.Chart(band).mark_area(opacity=0.2).encode(
         x=x, y=alt.Y("min:Q", title="training loss", scale=alt.Scale(zero=False)), y2="max:Q", color=color)
@@ -135,7 +138,8 @@ def answer_type_chart(a: Analysis, counts: dict[str, int] | None = None) -> alt.
                       columns=["ratio", "answer type", "accuracy"])
     return alt.Chart(df).mark_bar().encode(
         x=alt.X("answer type:N", axis=alt.Axis(labelAngle=0)), xOffset=alt.XOffset("ratio:N", sort=[g.ratio for g in a.groups]),
-        y=alt.Y("accuracy:Q", title="VQA accuracy (%)"), color="ratio:N", tooltip=["ratio", "answer type", "accuracy"])
+        y=alt.Y("accuracy:Q", title="VQA accuracy (%)"), color=alt.Color("ratio:N", scale=RATIO_COLORS),
+        tooltip=["ratio", "answer type", "accuracy"])
 
 
 def _ternary_xy(df: pd.DataFrame) -> pd.DataFrame:
