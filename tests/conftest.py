@@ -14,7 +14,9 @@ faster). The limit is a quiet machine's: it stretches by the 1-minute load per c
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import os
 import sys
 from pathlib import Path
@@ -48,6 +50,14 @@ def pytest_configure(config):
     planned = getattr(config.option, "numprocesses", None)
     if not hasattr(config, "workerinput") and isinstance(planned, int) and planned > 1:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // planned)))
+
+
+def pytest_unconfigure(config):
+    # A process that imported torch, transformers and peft spends 3-6 s exiting, in the cyclic garbage collector's
+    # passes over every module it finalizes, after its last test (pytest-xdist's controller waits for each worker).
+    # Frozen, the heap is left to the OS: atexit handlers and weakref finalizers still run, as does __del__ of
+    # whatever refcounting frees; only cyclic garbage left at exit is not collected (Python never promised that).
+    atexit.register(gc.freeze)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group markers (in each worker)
