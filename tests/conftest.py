@@ -37,6 +37,9 @@ module can name its own group (`pytestmark = pytest.mark.xdist_group(...)`) for 
 
 
 def pytest_configure(config):
+    planned = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not (isinstance(planned, int) and planned > 1):  # a process that collects
+        gc.disable()  # while collection imports torch, transformers, peft...: see pytest_collection_finish
     # under pytest-xdist the cores are shared by the worker processes: torch's intra-op threads are split between
     # them, or two processes with one thread per core each would thrash
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
@@ -47,7 +50,6 @@ def pytest_configure(config):
     # numpy's OpenBLAS likewise: its threads spin after each call, and with two processes each spinning a thread
     # per core a small matrix product took 2-3x the CPU time (and wall time on a busy machine). OpenBLAS reads the
     # setting when numpy is imported, so the controller sets it for the worker processes before it starts them.
-    planned = getattr(config.option, "numprocesses", None)
     if not hasattr(config, "workerinput") and isinstance(planned, int) and planned > 1:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // planned)))
 
@@ -76,6 +78,15 @@ def pytest_collection_modifyitems(config, items):
 def pytest_collection_finish(session):
     if "streamlit" in sys.modules:  # a collected module uses AppTest (every process of a whole run collects one)
         _scan_streamlit_components_once()
+    # The garbage collector took 15-25% of a test process's CPU time: collection imports torch, transformers,
+    # peft, streamlit, pandas..., a million objects that live as long as the process, and every full collection
+    # walked them again (~1 s each; 2-3 s during collection alone, which leaves ~30k objects of garbage). So the
+    # collector is off while collection imports (pytest_configure), and then they are frozen: left out of every
+    # collection. The tests allocate so much that the youngest generation's default threshold (700) collected
+    # thousands of times a run: 20,000.
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
+    gc.enable()
     # pytest-xdist (3.8) groups a test by a "@group" suffix it writes to item._nodeid; pytest 9.2 derives the nodeid
     # from item._id instead, so without this the suffix was lost and --dist loadgroup grouped nothing
     for item in session.items:
