@@ -1,9 +1,10 @@
 # The README's two commands: `make app` and `make test` (the full suite, what .ci/run calls). Each creates
 # .venv from the requirements first (and installs the toolkit itself, editable). `make test-fast` is for local
 # iteration: ruff and the unit tests, without the browser, Slurm, real training and the other slow tests, in
-# TEST_WORKERS processes like `make test`; an unmarked test over 10 s fails it. Time: 1,784 tests in 2 min 55 s on
-# the quiet 2-core machine (2026-12-07, load 1.4 before the run; 4 min 42 s with TEST_WORKERS=1, 5 min 35 s in one
-# process before #23 item 5): above the 2 minutes #23 aims at.
+# TEST_WORKERS processes like `make test`; an unmarked test over 10 s fails it. Time: 1,880 tests in 2 min 10-15 s
+# on the quiet 2-core machine (2026-12-07, load 0.3-2.0 before the runs; the same tests took 2 min 35-48 s before the
+# garbage-collector, AppTest and bootstrap changes of #23 item 5; 4 min 15 s with TEST_WORKERS=1, 5 min 35 s in one
+# process before item 5): still above the 2 minutes #23 aims at.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
