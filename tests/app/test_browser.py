@@ -63,6 +63,41 @@ def _serve(folder: Path, env: dict):
     return f"http://127.0.0.1:{port}", proc, log
 
 
+def _launch_form_for_demo(page, url: str) -> None:
+    """As a new user: the calculator, the demo model at 1:4:1 and rank 8, "Train this allocation", then the launch
+    form set to 1 seed, 4 steps and 16 evaluation questions."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
+    page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
+    page.get_by_role("option", name=re.compile(r"^demo — ")).click()  # not demo-projector
+    expect(page.get_by_text("7.28:29:7.3").first).to_be_visible(timeout=UI)  # demo, 1:4:1 at rank 8 (mean ranks)
+    page.get_by_text("Train this allocation").click()
+    expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=UI)
+    for label, value in (("Seeds", "1"), ("Steps", "4"), ("Eval questions (0 = all)", "16")):
+        box = page.get_by_role("spinbutton", name=label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        expect(box).to_have_value(value, timeout=UI)
+
+
+def _stop(store, proc, log) -> None:
+    """Kill the detached workers the app started (their process groups) and stop the Streamlit server."""
+    from toolkit.queue.lifecycle import live_workers
+
+    for w in live_workers(store):
+        try:
+            os.killpg(w["pid"], 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.terminate()
+    proc.wait(PATIENCE)
+    log.close()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     url, proc, log = _serve(tmp_path_factory.mktemp("streamlit"), {**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -110,7 +145,6 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from toolkit.queue.lifecycle import live_workers
     from toolkit.queue.store import JobStore
 
     artifacts = ROOT / "test-artifacts"
@@ -127,19 +161,7 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
             page.set_default_timeout(UI)  # clicks and fills wait for the element as long as expect does
             expect.set_options(timeout=UI)
-            page.goto(url)
-            expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
-            page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
-            page.get_by_role("option", name=re.compile(r"^demo — ")).click()  # not demo-projector
-            expect(page.get_by_text("7.28:29:7.3").first).to_be_visible(timeout=UI)  # demo, 1:4:1 at rank 8 (mean ranks)
-            page.get_by_text("Train this allocation").click()
-
-            expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=UI)
-            for label, value in (("Seeds", "1"), ("Steps", "4"), ("Eval questions (0 = all)", "16")):
-                box = page.get_by_role("spinbutton", name=label, exact=True)
-                box.fill(value)
-                box.press("Enter")
-                expect(box).to_have_value(value, timeout=UI)
+            _launch_form_for_demo(page, url)
             # 1:1:1, the calculator's 1:4:1, and the base model's reference evaluation
             expect(page.get_by_text("3 job(s)")).to_be_visible(timeout=UI)
             store = JobStore(jobs)
@@ -184,14 +206,7 @@ def test_whole_loop_train_compare_publish(tmp_path, hub):
             if path.is_file() and not path.is_relative_to(tmp_path / "hf-home"):
                 assert hub.write_token.encode() not in path.read_bytes(), path
     finally:
-        for w in live_workers(JobStore(jobs)):
-            try:
-                os.killpg(w["pid"], 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        proc.terminate()
-        proc.wait(PATIENCE)
-        log.close()
+        _stop(JobStore(jobs), proc, log)
 
 
 def test_designed_study_from_queueing_to_its_confirmed_answer(tmp_path):
@@ -205,7 +220,6 @@ def test_designed_study_from_queueing_to_its_confirmed_answer(tmp_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from toolkit.queue.lifecycle import live_workers
     from toolkit.queue.store import JobStore
     from toolkit.study import halving
 
@@ -221,19 +235,7 @@ def test_designed_study_from_queueing_to_its_confirmed_answer(tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.set_default_timeout(UI)
             expect.set_options(timeout=UI)
-            page.goto(url)
-            expect(page.get_by_text("Budget calculator").first).to_be_visible(timeout=UI)
-            page.locator("div[data-testid='stSelectbox']").filter(has_text="Model").first.click()
-            page.get_by_role("option", name=re.compile(r"^demo — ")).click()
-            expect(page.get_by_text("7.28:29:7.3").first).to_be_visible(timeout=UI)
-            page.get_by_text("Train this allocation").click()
-
-            expect(page.get_by_text("Launch a sweep")).to_be_visible(timeout=UI)
-            for label, value in (("Seeds", "1"), ("Steps", "4"), ("Eval questions (0 = all)", "16")):
-                box = page.get_by_role("spinbutton", name=label, exact=True)
-                box.fill(value)
-                box.press("Enter")
-                expect(box).to_have_value(value, timeout=UI)
+            _launch_form_for_demo(page, url)
             page.get_by_text("Designed study over the simplex").click()
             design = page.get_by_role("textbox", name="Design")
             design.fill("simplex-lattice:2")
@@ -288,11 +290,4 @@ def test_designed_study_from_queueing_to_its_confirmed_answer(tmp_path):
             assert publish.is_enabled() == text.startswith("Answer: confirmed"), text
             browser.close()
     finally:
-        for w in live_workers(store):
-            try:
-                os.killpg(w["pid"], 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        proc.terminate()
-        proc.wait(PATIENCE)
-        log.close()
+        _stop(store, proc, log)
